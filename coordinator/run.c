@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Runs, see run.h. A run of n stages has n edges: edge k carries stage k's
+ * outputs to stage k+1, and the last one to the caller. Every socket is
+ * made by zp_start before any thread starts (thread creation publishes
+ * them), used by exactly one thread while the run goes, and closed by
+ * zp_finish after every thread is joined. Stopping (a failure or
+ * zp_cancel) sets the stop flag, wakes producers waiting for credits and
+ * shuts the ZeroMQ context down, which makes every blocking socket call
+ * return at once.
+ */
+#include "coordinator/run.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/value.h"
+
+struct zp_run {
+    zp__runctl ctl;          /* first: workers see the run through it     */
+    zp_pipeline *p;          /* borrowed                                  */
+    pthread_mutex_t lock;    /* guards code, error, zctx, children        */
+    int code;                /* the first error's code, or 0              */
+    char *error;             /* owned; the first error's message          */
+    void *zctx;              /* owned ZeroMQ context; NULL once ended     */
+    size_t n;                /* stages (and edges) set up                 */
+    zp__stage_rt *stages;    /* owned, n                                  */
+    zp__edge *edges;         /* owned, n                                  */
+    pthread_t *threads;      /* owned                                     */
+    size_t nthreads;         /* started                                   */
+    zp__rx *out;             /* borrowed from edges[n-1]: the caller's    */
+    char *args;              /* owned packed arguments                    */
+    msgpack_zone *args_zone; /* owned; holds args_obj                     */
+    msgpack_object args_obj;
+    bool ended;              /* the caller saw the end of the outputs     */
+    bool finished;           /* zp_finish has run                         */
+    zp__runctl *parent;      /* borrowed; the run that started this one   */
+    zp_run **children;       /* owned array of borrowed nested runs       */
+    size_t nchildren;
+};
+
+static _Atomic unsigned long next_run_id;
+
+static void run_fail(zp__runctl *ctl, int code, char *msg)
+{
+    zp_run *r = (zp_run *)ctl;
+    pthread_mutex_lock(&r->lock);
+    if (r->code == 0) {
+        r->code = code;
+        r->error = msg ? msg : strdup(zp_strerror(code));
+        msg = NULL;
+    }
+    atomic_store(&r->ctl.stop, true);
+    zp__zctx_shutdown(r->zctx);
+    for (size_t k = 0; k < r->n; k++)
+        zp__edge_wake(&r->edges[k]);
+    for (size_t i = 0; i < r->nchildren; i++)
+        zp_cancel(r->children[i]);
+    pthread_mutex_unlock(&r->lock);
+    free(msg);
+}
+
+static void failf(zp_run *r, int code, const char *fmt, ...) ZP__PRINTF(3, 4);
+static void failf(zp_run *r, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    run_fail(&r->ctl, code, zp__vstrdupf(fmt, ap));
+    va_end(ap);
+}
+
+/* Unpacks the copied arguments into args_obj. */
+static int load_args(zp_run *r, const char *args, size_t len)
+{
+    size_t off = 0;
+    r->args = malloc(len ? len : 1);
+    r->args_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (r->args == NULL || r->args_zone == NULL)
+        return ZP_ENOMEM;
+    memcpy(r->args, args, len);
+    if (msgpack_unpack(r->args, len, &off, r->args_zone, &r->args_obj) !=
+        MSGPACK_UNPACK_SUCCESS)
+        return ZP_EPROTO;
+    return 0;
+}
+
+static int edge_producers(const zp__stage_def *s, size_t k)
+{
+    return k > 0 && s->opts.ordered ? 1 : s->opts.workers;
+}
+
+static int make_edges(zp_run *r, unsigned long id)
+{
+    const zp__stage_def *s = r->p->stages;
+    size_t n = r->p->n;
+    for (size_t k = 0; k < n; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "zp-%lu-%zu", id, k);
+        int consumers = k + 1 < n ? s[k + 1].opts.workers : 1;
+        int rc = zp__edge_init(&r->edges[k], r->zctx, name,
+                               edge_producers(&s[k], k), consumers,
+                               s[k].opts.throttle, &r->ctl.stop);
+        r->n = k + 1;
+        if (k + 1 == n) /* the caller: one consumer, nothing to balance */
+            zp__edge_set_slow(&r->edges[k], false);
+        r->edges[k].defer_release =
+            k + 1 < n && s[k + 1].opts.ordered && !s[k + 1].opts.join;
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int make_stages(zp_run *r)
+{
+    for (size_t k = 0; k < r->n; k++) {
+        int rc = zp__stage_init(&r->stages[k], &r->p->stages[k], &r->ctl,
+                                k ? &r->edges[k - 1] : NULL, &r->edges[k],
+                                k ? NULL : &r->args_obj);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int start_threads(zp_run *r)
+{
+    size_t total = 0;
+    for (size_t k = 0; k < r->n; k++)
+        total += (size_t)r->stages[k].nworkers;
+    r->threads = calloc(total, sizeof *r->threads);
+    if (r->threads == NULL)
+        return ZP_ENOMEM;
+    for (size_t k = 0; k < r->n; k++)
+        for (int j = 0; j < r->stages[k].nworkers; j++) {
+            zp__worker *w = zp__stage_worker(&r->stages[k], j);
+            if (pthread_create(&r->threads[r->nthreads], NULL,
+                               zp__worker_main, w) != 0)
+                return ZP_EIO;
+            r->nthreads++;
+        }
+    return 0;
+}
+
+static int build(zp_run *r)
+{
+    unsigned long id = atomic_fetch_add(&next_run_id, 1);
+    size_t n = r->p->n;
+    r->zctx = zp__zctx_new();
+    r->edges = calloc(n, sizeof *r->edges);
+    r->stages = calloc(n, sizeof *r->stages);
+    if (r->zctx == NULL || r->edges == NULL || r->stages == NULL)
+        return ZP_ENOMEM;
+    int rc = make_edges(r, id);
+    if (rc == 0)
+        rc = make_stages(r);
+    if (rc == 0) {
+        r->out = r->edges[n - 1].rx[0];
+        rc = start_threads(r);
+    }
+    return rc;
+}
+
+static void adopt(zp__runctl *parent, zp_run *child)
+{
+    zp_run *pr = (zp_run *)parent;
+    pthread_mutex_lock(&pr->lock);
+    zp_run **c = realloc(pr->children, (pr->nchildren + 1) * sizeof *c);
+    if (c != NULL) {
+        pr->children = c;
+        pr->children[pr->nchildren++] = child;
+        child->parent = parent;
+    }
+    bool stop = c == NULL || atomic_load(&parent->stop);
+    pthread_mutex_unlock(&pr->lock);
+    if (stop)
+        zp_cancel(child);
+}
+
+void zp__run_detach(zp_run *child, zp__runctl *parent)
+{
+    zp_run *pr = (zp_run *)parent;
+    pthread_mutex_lock(&pr->lock);
+    for (size_t i = 0; i < pr->nchildren; i++)
+        if (pr->children[i] == child)
+            pr->children[i] = pr->children[--pr->nchildren];
+    pthread_mutex_unlock(&pr->lock);
+    child->parent = NULL;
+}
+
+static zp_run *run_new(zp_pipeline *p)
+{
+    zp_run *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->ctl.fail = run_fail;
+    r->p = p;
+    pthread_mutex_init(&r->lock, NULL);
+    return r;
+}
+
+zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
+                             zp__runctl *parent)
+{
+    zp_run *r = run_new(p);
+    if (r == NULL)
+        return NULL;
+    if (parent != NULL)
+        adopt(parent, r);
+    const char *why = zp_pipeline_error(p);
+    if (why != NULL) {
+        failf(r, ZP_EINVAL, "invalid pipeline: %s", why);
+        return r;
+    }
+    int rc = load_args(r, args, len);
+    if (rc == 0)
+        rc = build(r);
+    if (rc != 0)
+        failf(r, rc, "cannot start the run: %s", zp_strerror(rc));
+    return r;
+}
+
+zp_run *zp_start_with(zp_pipeline *p, const char *args_json,
+                      const zp_run_opts *o)
+{
+    (void)o; /* listen, CURVE, progress: not used by in-process stages */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    char *why = NULL;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    int rc = zp__json_pack_args(args_json, &pk, &why);
+    zp_run *r;
+    if (rc == 0) {
+        r = zp__run_start_packed(p, sb.data, sb.size, NULL);
+    } else {
+        r = run_new(p);
+        if (r != NULL)
+            failf(r, rc, "invalid run arguments: %s",
+                  why ? why : zp_strerror(rc));
+    }
+    free(why);
+    msgpack_sbuffer_destroy(&sb);
+    return r;
+}
+
+zp_run *zp_start(zp_pipeline *p, const char *args_json)
+{
+    return zp_start_with(p, args_json, NULL);
+}
+
+bool zp_run_next(zp_run *r, const msgpack_object **out)
+{
+    uint64_t seq;
+    if (r == NULL || r->out == NULL || r->ended || r->finished)
+        return false;
+    int rc = zp__rx_next(r->out, true, out, &seq);
+    if (rc == 1)
+        return true;
+    if (rc == 0)
+        r->ended = true;
+    else if (rc != ZP_ECANCELED)
+        failf(r, rc, "reading the run's outputs: %s", zp_strerror(rc));
+    return false;
+}
+
+static void teardown(zp_run *r)
+{
+    for (size_t i = 0; i < r->nthreads; i++)
+        pthread_join(r->threads[i], NULL);
+    for (size_t k = 0; k < r->n; k++) {
+        zp__stage_fini(&r->stages[k]);
+        zp__edge_fini(&r->edges[k]);
+    }
+    pthread_mutex_lock(&r->lock);
+    void *zctx = r->zctx;
+    r->zctx = NULL;
+    pthread_mutex_unlock(&r->lock);
+    zp__zctx_term(zctx);
+}
+
+int zp_finish(zp_run *r)
+{
+    const msgpack_object *o;
+    if (r == NULL)
+        return ZP_EINVAL;
+    if (!r->finished) {
+        while (zp_run_next(r, &o))
+            ; /* outputs nobody asked for: the run still runs to its end */
+        teardown(r);
+        r->finished = true;
+    }
+    return r->code;
+}
+
+const char *zp_error(zp_run *r)
+{
+    if (r == NULL)
+        return "the run is NULL (out of memory)";
+    pthread_mutex_lock(&r->lock);
+    const char *e = r->error;
+    pthread_mutex_unlock(&r->lock);
+    return e;
+}
+
+void zp_cancel(zp_run *r)
+{
+    if (r == NULL)
+        return;
+    pthread_mutex_lock(&r->lock);
+    bool live = r->zctx != NULL && !r->ended;
+    pthread_mutex_unlock(&r->lock);
+    if (live)
+        run_fail(&r->ctl, ZP_ECANCELED, strdup("the run was cancelled"));
+}
+
+void zp_run_free(zp_run *r)
+{
+    if (r == NULL)
+        return;
+    if (!r->finished) {
+        zp_cancel(r);
+        zp_finish(r);
+    }
+    if (r->parent != NULL)
+        zp__run_detach(r, r->parent);
+    free(r->threads);
+    free(r->stages);
+    free(r->edges);
+    free(r->args);
+    if (r->args_zone != NULL)
+        msgpack_zone_free(r->args_zone);
+    free(r->children);
+    free(r->error);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+size_t zp_run_stages(zp_run *r)
+{
+    return r && r->out ? r->n : 0;
+}
+
+int zp_run_stats(zp_run *r, size_t i, zp_stage_stats *st)
+{
+    if (r == NULL || r->out == NULL || i >= r->n || st == NULL)
+        return ZP_EINVAL;
+    const zp__stage_rt *s = &r->stages[i];
+    memset(st, 0, sizeof *st);
+    st->task = s->def->name;
+    st->workers = s->nworkers;
+    st->throttle = (int)r->edges[i].limit;
+    st->queue_hwm = atomic_load(&r->edges[i].hwm);
+    zp__stage_stats(s, st);
+    return 0;
+}

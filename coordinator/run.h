@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Runs: building the stages, edges and threads of one run of a pipeline,
+ * handing its outputs to the caller, stopping and tearing it down. Part of
+ * coordinator, the top layer.
+ */
+#ifndef ZP_COORDINATOR_RUN_H
+#define ZP_COORDINATOR_RUN_H
+
+#include "worker/thread.h"
+
+/*
+ * Starts a run whose arguments are already packed (a msgpack array). The
+ * bytes are copied. `parent` (may be NULL) is the run of the call starting
+ * this one: a nested run stops when its parent stops. Never NULL.
+ */
+zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
+                             zp__runctl *parent);
+
+/* Forgets a nested run started with a parent, before it is freed. */
+void zp__run_detach(zp_run *child, zp__runctl *parent);
+
+#endif

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The pipeline graph: an immutable, flattened list of stage definitions.
+ * Part of core: knows tasks and options, nothing of sockets or threads.
+ * A pipeline is built once and may then be run many times, also at once, so
+ * nothing here changes after construction.
+ */
+#ifndef ZP_CORE_PIPELINE_H
+#define ZP_CORE_PIPELINE_H
+
+#include "zpipe.h"
+
+/* One stage of a pipeline. Owned by its pipeline. */
+typedef struct zp__stage_def {
+    char *name;             /* owned; the task's name                      */
+    zp_task_fn fn;          /* the task                                    */
+    zp_opts opts;           /* validated; workers and throttle resolved    */
+    char *bind_json;        /* owned; opts.bind points here, or NULL       */
+    msgpack_zone *bind_zone;/* owned; holds `bound`                        */
+    msgpack_object bound;   /* the bind value, when bind_json != NULL      */
+    zp_pipeline *inner;     /* owned; the nested pipeline of a
+                               zp_task_pipeline stage, else NULL           */
+} zp__stage_def;
+
+struct zp_pipeline {
+    zp__stage_def *stages;  /* owned array of n                            */
+    size_t n;
+    char *error;            /* owned; NULL, or why the pipeline is invalid */
+    char *first_error;      /* owned; NULL, or why stages[0] cannot be the
+                               first task of a run                         */
+};
+
+/*
+ * A pipeline of one stage running `fn` under `name`. Never NULL: errors are
+ * kept in ->error. `inner` (may be NULL) is consumed.
+ */
+zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
+                                const zp_opts *opts, zp_pipeline *inner);
+
+/* Records the first error of `p` (printf-style). Returns ZP_EINVAL. */
+int zp__pipeline_fail(zp_pipeline *p, const char *fmt, ...) ZP__PRINTF(2, 3);
+
+/* The stage's bind value, or NULL. */
+const msgpack_object *zp__stage_bound(const zp__stage_def *s);
+
+#endif

@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zpipe: concurrent and distributed data pipelines in C.
+ *
+ * This is the only header a user includes. Tasks are plain C functions that
+ * read one msgpack item and emit msgpack items; a pipeline is a chain of
+ * tasks; a run streams items through the chain with every stage running
+ * concurrently, stages joined by bounded ZeroMQ queues.
+ *
+ * Items are msgpack values: tasks read `const msgpack_object *` and write
+ * through a `msgpack_packer *`, so this header pulls in <msgpack.h>.
+ * ZeroMQ never appears here.
+ */
+#ifndef ZPIPE_H
+#define ZPIPE_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define ZP_EXPORT __attribute__((visibility("default")))
+#define ZP__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define ZP_EXPORT
+#define ZP__PRINTF(f, a)
+#endif
+
+#define ZP_VERSION_MAJOR 0
+#define ZP_VERSION_MINOR 1
+#define ZP_VERSION_PATCH 0
+#define ZP_VERSION_STRING "0.1.0"
+
+/* Error codes: 0 is success, every failure is negative. */
+enum zp_err {
+    ZP_OK = 0,
+    ZP_EINVAL = -1,    /* a bad argument, option or spec                      */
+    ZP_ENOMEM = -2,    /* out of memory                                       */
+    ZP_ETASK = -3,     /* a task failed (zp_fail, or it broke a task rule)    */
+    ZP_ECANCELED = -4, /* the run was cancelled with zp_cancel                */
+    ZP_ENOTSUP = -5,   /* asked for something this build cannot do yet        */
+    ZP_EPROTO = -6,    /* a malformed message or item                         */
+    ZP_EIO = -7,       /* a transport or operating-system failure             */
+};
+
+/* A static, human-readable description of an error code. Never NULL. */
+ZP_EXPORT const char *zp_strerror(int err);
+
+/* The library's version, "MAJOR.MINOR.PATCH". */
+ZP_EXPORT const char *zp_version(void);
+
+typedef struct zp_call zp_call;
+typedef struct zp_pipeline zp_pipeline;
+typedef struct zp_run zp_run;
+
+typedef int (*zp_task_fn)(zp_call *call);
+
+enum zp_mode { ZP_INPROC = 0, ZP_PROCESS = 1, ZP_REMOTE = 2 };
+enum zp_on_error { ZP_FAIL = 0, ZP_SKIP = 1 };
+
+/*
+ * Options of one stage. Every field's zero value is the sensible default, so
+ * the zp_task() macro takes them as designated initializers:
+ *   zp_task(square, .workers = 4, .ordered = true)
+ * `size` is filled in by the macros; leave it alone.
+ */
+typedef struct zp_opts {
+    size_t size;      /* sizeof(zp_opts), set by the macros                 */
+    int workers;      /* concurrent executions of the task; 0 = 1           */
+    bool branch;      /* the task may emit any number of outputs per input  */
+    bool join;        /* called once, pulls the whole stream with zp_next   */
+    bool ordered;     /* outputs leave in input order                       */
+    int throttle;     /* max items waiting at the output; 0 = default 1024  */
+    int retries;      /* extra attempts of a failed item                    */
+    int timeout_ms;   /* per item, process and remote modes only            */
+    int on_error;     /* ZP_FAIL (stop the run) or ZP_SKIP (drop, count)    */
+    const char *bind; /* JSON text handed to every call as msgpack          */
+    void *user;       /* borrowed pointer handed to every call (in-process) */
+    int mode;         /* ZP_INPROC; ZP_PROCESS and ZP_REMOTE: not yet       */
+} zp_opts;
+
+/* The default throttle, used when zp_opts.throttle is 0. */
+#define ZP_DEFAULT_THROTTLE 1024
+
+/* ---- Registration ------------------------------------------------------ */
+
+/*
+ * Registers a task function under a name, so that zp_parse() (and, later,
+ * worker processes) can find it. Normally called through ZP_TASK. Returns 0,
+ * ZP_EINVAL for a NULL or empty name or function, or ZP_EINVAL when another
+ * function already holds the name. Thread-safe.
+ */
+ZP_EXPORT int zp_register(const char *name, zp_task_fn fn);
+
+/* The function registered under `name`, or NULL. Thread-safe. */
+ZP_EXPORT zp_task_fn zp_lookup(const char *name);
+
+/*
+ * ZP_TASK(fn); at file scope declares `int fn(zp_call *call)` and registers
+ * it under its own name when the program (or plugin) is loaded.
+ */
+#define ZP_TASK(fn)                                                          \
+    int fn(zp_call *call);                                                   \
+    __attribute__((constructor)) static void zp__register_##fn(void)       \
+    {                                                                        \
+        (void)zp_register(#fn, fn);                                          \
+    }                                                                        \
+    int fn(zp_call *call)
+
+/*
+ * The first line of main(). Removes zpipe's own flags from argv. Worker mode
+ * (`--zp-worker ENDPOINT` or $ZPIPE_WORKER) belongs to process and remote
+ * workers, which this build does not have yet: asking for it prints an error
+ * and exits with status 2.
+ */
+ZP_EXPORT void zp_init(int *argc, char ***argv);
+
+/* ---- Building ---------------------------------------------------------- */
+
+/*
+ * zp_task(fn, .opts...) makes a one-stage pipeline running `fn` (named by
+ * its C identifier). Never NULL: a bad option, or running out of memory, is
+ * recorded and reported by zp_pipeline_error() and by any run.
+ */
+#define zp_task(...) ZP__TASK(__VA_ARGS__, )
+#define ZP__TASK(fn, ...)                                                    \
+    zp_task_new(#fn, (fn), &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
+ZP_EXPORT zp_pipeline *zp_task_new(const char *name, zp_task_fn fn,
+                                   const zp_opts *opts);
+
+/*
+ * Chains pipelines: zp_pipe(a, b, c) runs a's outputs through b, then c.
+ * Takes ownership of every argument (they must not be used afterwards), and
+ * of NULL-terminated lists only through the macro, which adds the NULL.
+ * Never NULL.
+ */
+#define zp_pipe(...) zp_pipe_list(__VA_ARGS__, (zp_pipeline *)NULL)
+ZP_EXPORT zp_pipeline *zp_pipe_list(zp_pipeline *first, ...);
+
+/*
+ * zp_task_pipeline(inner, .opts...) uses a whole pipeline as one task: each
+ * input item runs `inner` with [item] as its arguments. With .branch the
+ * inner outputs are emitted one by one, otherwise collected into one msgpack
+ * array. Takes ownership of `inner`. Never NULL.
+ */
+#define zp_task_pipeline(...) ZP__TASK_PIPELINE(__VA_ARGS__, )
+#define ZP__TASK_PIPELINE(inner, ...)                                        \
+    zp_task_pipeline_new((inner),                                            \
+                         &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
+ZP_EXPORT zp_pipeline *zp_task_pipeline_new(zp_pipeline *inner,
+                                            const zp_opts *opts);
+
+/*
+ * Parses a one-line spec, "range branch | square workers=4 | total join",
+ * against the registered tasks. Returns a pipeline, or NULL with *err set to
+ * a malloc'ed message (free() it) that quotes the spec and points at the
+ * offending word. `err` may be NULL.
+ */
+ZP_EXPORT zp_pipeline *zp_parse(const char *spec, char **err);
+
+/* NULL, or why `p` is invalid (owned by p). */
+ZP_EXPORT const char *zp_pipeline_error(const zp_pipeline *p);
+
+/* Number of stages of `p`. */
+ZP_EXPORT size_t zp_pipeline_stages(const zp_pipeline *p);
+
+/* Frees `p`. NULL is harmless. No run of p may still be going on. */
+ZP_EXPORT void zp_pipeline_free(zp_pipeline *p);
+
+/* ---- Inside a task ------------------------------------------------------ */
+
+/* This call's item; for the first task, the run's argument array. */
+ZP_EXPORT const msgpack_object *zp_input(zp_call *c);
+
+/*
+ * Join tasks: the next item of the stream into *item (valid until the next
+ * zp_next call). Returns false at the end of the stream or when the run
+ * stops. Blocks while upstream has nothing ready.
+ */
+ZP_EXPORT bool zp_next(zp_call *c, const msgpack_object **item);
+
+/* The index of the current item in the stage's input stream. */
+ZP_EXPORT uint64_t zp_index(zp_call *c);
+
+/* The bind value, or NULL when the task has none. */
+ZP_EXPORT const msgpack_object *zp_bound(zp_call *c);
+
+/* The task's .user pointer. */
+ZP_EXPORT void *zp_user(zp_call *c);
+
+/* The packer for the next output: pack exactly one value, then zp_emit(). */
+ZP_EXPORT msgpack_packer *zp_out(zp_call *c);
+
+/*
+ * Sends the value packed through zp_out() downstream. Blocks while
+ * downstream is full. Returns 0, or nonzero when the run is stopping (or the
+ * task broke a rule, such as a non-branch task emitting twice): the task
+ * should then return at once, passing the value on.
+ */
+ZP_EXPORT int zp_emit(zp_call *c);
+ZP_EXPORT int zp_emit_int(zp_call *c, int64_t v);
+ZP_EXPORT int zp_emit_uint(zp_call *c, uint64_t v);
+ZP_EXPORT int zp_emit_double(zp_call *c, double v);
+ZP_EXPORT int zp_emit_bool(zp_call *c, bool v);
+ZP_EXPORT int zp_emit_str(zp_call *c, const char *s);
+ZP_EXPORT int zp_emit_obj(zp_call *c, const msgpack_object *o);
+ZP_EXPORT int zp_emit_nil(zp_call *c);
+
+/*
+ * Records an error for this item. Returns ZP_ETASK, so a task can end with
+ * `return zp_fail(call, "bad value %d", v);`. A task that returns nonzero
+ * without calling zp_fail fails with a generic message.
+ */
+ZP_EXPORT int zp_fail(zp_call *c, const char *fmt, ...) ZP__PRINTF(2, 3);
+
+/* ---- Running ------------------------------------------------------------ */
+
+/* Options of one run; all-zero is the default. */
+typedef struct zp_run_opts {
+    const char *listen;       /* remote workers' endpoint (not yet)       */
+    int wait_workers_ms;      /* remote stages (not yet)                  */
+    const char *curve_secret; /* remote stages (not yet)                  */
+    const char *curve_allow;  /* remote stages (not yet)                  */
+    bool progress;            /* reserved for the CLI                     */
+    const char *stats_path;   /* reserved for the CLI                     */
+} zp_run_opts;
+
+/*
+ * Starts running `p` with `args_json` (a JSON array such as "[20]", a
+ * single JSON value, which becomes a one-element array, or NULL for no
+ * arguments) as the first task's input. Borrows `p`: keep it until
+ * zp_run_free(). One pipeline may be run many times, also at once. Never
+ * NULL: a configuration error comes back from zp_finish()/zp_error().
+ */
+ZP_EXPORT zp_run *zp_start(zp_pipeline *p, const char *args_json);
+ZP_EXPORT zp_run *zp_start_with(zp_pipeline *p, const char *args_json,
+                                const zp_run_opts *o);
+
+/*
+ * The next output of the run into *out, valid until the next zp_run_next()
+ * or zp_run_free(). Returns false at the end, on failure or cancellation.
+ * Blocks until an output is ready. Call from one thread at a time.
+ */
+ZP_EXPORT bool zp_run_next(zp_run *r, const msgpack_object **out);
+
+/*
+ * Waits for the end of the run (outputs not read are discarded), joins
+ * every thread, and returns 0 or the first error's code. Idempotent.
+ */
+ZP_EXPORT int zp_finish(zp_run *r);
+
+/* NULL, or the first error: "task 'square' failed on item 17: <message>". */
+ZP_EXPORT const char *zp_error(zp_run *r);
+
+/* Stops the run as soon as possible. Thread-safe; any thread; idempotent. */
+ZP_EXPORT void zp_cancel(zp_run *r);
+
+/* Cancels the run if it is still going, finishes it and frees it. */
+ZP_EXPORT void zp_run_free(zp_run *r);
+
+/* Statistics of one stage of a run, readable while it runs. */
+typedef struct zp_stage_stats {
+    const char *task;     /* the task's name (owned by the pipeline)       */
+    int workers;          /* concurrent executions                         */
+    int throttle;         /* bound of the stage's output queue, in items   */
+    uint64_t items_in;    /* items taken from upstream                     */
+    uint64_t items_out;   /* outputs sent downstream                       */
+    uint64_t failed;      /* items that failed (after retries)             */
+    uint64_t retried;     /* extra attempts made                           */
+    uint64_t skipped;     /* failed items dropped by on_error = ZP_SKIP    */
+    uint64_t queue_hwm;   /* most items ever waiting at the stage's output */
+    uint64_t busy_ns;     /* time spent inside the task, all workers       */
+} zp_stage_stats;
+
+/*
+ * Copies the statistics of stage `i` into *st. Returns 0, or ZP_EINVAL when
+ * the run has no stage i (or failed before it started). Thread-safe.
+ */
+ZP_EXPORT int zp_run_stats(zp_run *r, size_t i, zp_stage_stats *st);
+
+/* Number of stages of the run (0 when it failed to start). */
+ZP_EXPORT size_t zp_run_stages(zp_run *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ZPIPE_H */

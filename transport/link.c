@@ -1,0 +1,421 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Links over ZeroMQ inproc sockets, see link.h. The hot path per batch is
+ * one credit take (a CAS), one pick of a consumer (a scan of C counters),
+ * one two-frame ROUTER send; per item on the consumer side, one
+ * msgpack_unpack(). Locks are taken only when a producer must wait.
+ */
+#include "transport/link.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "transport/batch.h"
+
+struct zp__tx {
+    zp__edge *e;         /* borrowed; the edge owns this tx            */
+    void *sock;          /* owned ROUTER                               */
+    msgpack_sbuffer buf; /* items of the current batch                 */
+    msgpack_packer pk;   /* writes into buf                            */
+    size_t committed;    /* bytes of buf that are whole items          */
+    uint32_t count;      /* items in buf                               */
+    uint32_t max;        /* items per batch, at most                   */
+    int next;            /* where the least-loaded scan starts         */
+    uint64_t sent;       /* items sent                                 */
+};
+
+struct zp__rx {
+    zp__edge *e;           /* borrowed; the edge owns this rx          */
+    int index;             /* routing id                               */
+    void *sock;            /* owned DEALER                             */
+    zmq_msg_t msg;         /* the message being read                   */
+    zp__batch_reader rd;   /* reads msg's items                        */
+    int closed;            /* producers that said they are done        */
+    _Atomic uint64_t taken;/* items taken                              */
+};
+
+void *zp__zctx_new(void)
+{
+    void *zctx = zmq_ctx_new();
+    /* Only inproc sockets live here: no I/O thread is needed. */
+    if (zctx != NULL)
+        zmq_ctx_set(zctx, ZMQ_IO_THREADS, 0);
+    return zctx;
+}
+
+void zp__zctx_shutdown(void *zctx)
+{
+    if (zctx != NULL)
+        zmq_ctx_shutdown(zctx);
+}
+
+void zp__zctx_term(void *zctx)
+{
+    if (zctx == NULL)
+        return;
+    while (zmq_ctx_term(zctx) != 0 && zmq_errno() == EINTR)
+        ;
+}
+
+static void *make_socket(void *zctx, int type)
+{
+    void *s = zmq_socket(zctx, type);
+    int zero = 0, one = 1;
+    if (s == NULL)
+        return NULL;
+    zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (type == ZMQ_ROUTER)
+        zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    return s;
+}
+
+static void routing_id(unsigned char id[4], int j)
+{
+    for (int i = 0; i < 4; i++)
+        id[i] = (unsigned char)((unsigned)j >> (24 - 8 * i));
+}
+
+static zp__rx *rx_new(zp__edge *e, void *zctx, const char *name, int j)
+{
+    char ep[256];
+    zp__rx *rx = calloc(1, sizeof *rx);
+    if (rx == NULL)
+        return NULL;
+    rx->e = e;
+    rx->index = j;
+    zmq_msg_init(&rx->msg);
+    rx->sock = make_socket(zctx, ZMQ_DEALER);
+    snprintf(ep, sizeof ep, "inproc://%s/%d", name, j);
+    if (zp__batch_reader_init(&rx->rd) != 0 || rx->sock == NULL ||
+        zmq_bind(rx->sock, ep) != 0) {
+        zp__batch_reader_fini(&rx->rd);
+        zmq_msg_close(&rx->msg);
+        if (rx->sock != NULL)
+            zmq_close(rx->sock);
+        free(rx);
+        return NULL;
+    }
+    return rx;
+}
+
+static void rx_destroy(zp__rx *rx)
+{
+    if (rx == NULL)
+        return;
+    zp__batch_reader_fini(&rx->rd);
+    zmq_msg_close(&rx->msg);
+    zmq_close(rx->sock);
+    free(rx);
+}
+
+static int tx_connect(zp__tx *tx, const char *name)
+{
+    char ep[256];
+    unsigned char id[4];
+    for (int j = 0; j < tx->e->consumers; j++) {
+        routing_id(id, j);
+        snprintf(ep, sizeof ep, "inproc://%s/%d", name, j);
+        if (zmq_setsockopt(tx->sock, ZMQ_CONNECT_ROUTING_ID, id, 4) != 0 ||
+            zmq_connect(tx->sock, ep) != 0)
+            return ZP_EIO;
+    }
+    return 0;
+}
+
+static void tx_destroy(zp__tx *tx)
+{
+    if (tx == NULL)
+        return;
+    if (tx->sock != NULL)
+        zmq_close(tx->sock);
+    msgpack_sbuffer_destroy(&tx->buf);
+    free(tx);
+}
+
+static zp__tx *tx_new(zp__edge *e, void *zctx, const char *name)
+{
+    zp__tx *tx = calloc(1, sizeof *tx);
+    if (tx == NULL)
+        return NULL;
+    tx->e = e;
+    msgpack_sbuffer_init(&tx->buf);
+    msgpack_packer_init(&tx->pk, &tx->buf, msgpack_sbuffer_write);
+    tx->max = e->limit < ZP__BATCH_MAX ? (uint32_t)e->limit : ZP__BATCH_MAX;
+    tx->sock = make_socket(zctx, ZMQ_ROUTER);
+    if (tx->sock == NULL || tx_connect(tx, name) != 0) {
+        tx_destroy(tx);
+        return NULL;
+    }
+    return tx;
+}
+
+int zp__edge_init(zp__edge *e, void *zctx, const char *name, int producers,
+                  int consumers, int limit, const _Atomic bool *stop)
+{
+    memset(e, 0, sizeof *e);
+    e->limit = limit;
+    e->stop = stop;
+    atomic_store(&e->slow, true); /* until a consumer measured itself */
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->cond, NULL);
+    e->tx = calloc((size_t)producers, sizeof *e->tx);
+    e->rx = calloc((size_t)consumers, sizeof *e->rx);
+    e->pending = calloc((size_t)consumers, sizeof *e->pending);
+    if (e->tx == NULL || e->rx == NULL || e->pending == NULL)
+        return ZP_ENOMEM;
+    /* Counted as they are made, so that fini frees exactly these. */
+    for (; e->consumers < consumers; e->consumers++)
+        if ((e->rx[e->consumers] = rx_new(e, zctx, name, e->consumers)) == NULL)
+            return ZP_EIO;
+    for (; e->producers < producers; e->producers++)
+        if ((e->tx[e->producers] = tx_new(e, zctx, name)) == NULL)
+            return ZP_EIO;
+    return 0;
+}
+
+void zp__edge_fini(zp__edge *e)
+{
+    for (int i = 0; e->tx != NULL && i < e->producers; i++)
+        tx_destroy(e->tx[i]);
+    for (int j = 0; e->rx != NULL && j < e->consumers; j++)
+        rx_destroy(e->rx[j]);
+    free(e->tx);
+    free(e->rx);
+    free(e->pending);
+    e->tx = NULL;
+    e->rx = NULL;
+    e->pending = NULL;
+    pthread_cond_destroy(&e->cond);
+    pthread_mutex_destroy(&e->lock);
+}
+
+void zp__edge_set_slow(zp__edge *e, bool slow)
+{
+    if (atomic_load_explicit(&e->slow, memory_order_relaxed) != slow)
+        atomic_store_explicit(&e->slow, slow, memory_order_relaxed);
+}
+
+void zp__edge_wake(zp__edge *e)
+{
+    pthread_mutex_lock(&e->lock);
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+}
+
+void zp__edge_release(zp__edge *e, int64_t n)
+{
+    atomic_fetch_sub(&e->queued, n);
+    /* Pairs with the waiter's increment before its last check. */
+    if (atomic_load(&e->waiters) > 0)
+        zp__edge_wake(e);
+}
+
+static bool try_take(zp__edge *e, int64_t n)
+{
+    int64_t q = atomic_load_explicit(&e->queued, memory_order_relaxed);
+    while (q + n <= e->limit)
+        if (atomic_compare_exchange_weak(&e->queued, &q, q + n))
+            return true;
+    return false;
+}
+
+static void note_depth(zp__edge *e)
+{
+    uint64_t q = (uint64_t)atomic_load_explicit(&e->queued,
+                                                memory_order_relaxed);
+    uint64_t h = atomic_load_explicit(&e->hwm, memory_order_relaxed);
+    while (q > h && !atomic_compare_exchange_weak(&e->hwm, &h, q))
+        ;
+}
+
+static int take_credits(zp__edge *e, int64_t n)
+{
+    int rc = 0;
+    if (!try_take(e, n)) {
+        pthread_mutex_lock(&e->lock);
+        atomic_fetch_add(&e->waiters, 1);
+        while (!(rc = atomic_load(e->stop) ? ZP_ECANCELED : 0) &&
+               !try_take(e, n))
+            pthread_cond_wait(&e->cond, &e->lock);
+        atomic_fetch_sub(&e->waiters, 1);
+        pthread_mutex_unlock(&e->lock);
+    }
+    if (rc == 0)
+        note_depth(e);
+    return rc;
+}
+
+msgpack_packer *zp__tx_packer(zp__tx *tx)
+{
+    return &tx->pk;
+}
+
+int zp__tx_commit(zp__tx *tx)
+{
+    if (tx->buf.size == tx->committed)
+        return ZP_EINVAL;
+    tx->committed = tx->buf.size;
+    tx->count++;
+    if (tx->count >= tx->max ||
+        atomic_load_explicit(&tx->e->waiting, memory_order_relaxed) > 0 ||
+        atomic_load_explicit(&tx->e->slow, memory_order_relaxed))
+        return zp__tx_flush(tx);
+    return 0;
+}
+
+int zp__tx_append(zp__tx *tx, const char *item, size_t len)
+{
+    if (msgpack_sbuffer_write(&tx->buf, item, len) != 0)
+        return ZP_ENOMEM;
+    return zp__tx_commit(tx);
+}
+
+void zp__tx_discard(zp__tx *tx)
+{
+    tx->buf.size = tx->committed;
+}
+
+static int pick(zp__tx *tx)
+{
+    int c = tx->e->consumers, best = tx->next;
+    int64_t least = INT64_MAX;
+    for (int k = 0; k < c && least > 0; k++) {
+        int j = (tx->next + k) % c;
+        int64_t p = atomic_load_explicit(&tx->e->pending[j],
+                                         memory_order_relaxed);
+        if (p < least) {
+            least = p;
+            best = j;
+        }
+    }
+    tx->next = (best + 1) % c;
+    return best;
+}
+
+static int send_to(zp__tx *tx, int j, zmq_msg_t *m)
+{
+    unsigned char id[4];
+    routing_id(id, j);
+    while (zmq_send(tx->sock, id, 4, ZMQ_SNDMORE) < 0)
+        if (zmq_errno() != EINTR)
+            goto out_err;
+    while (zmq_msg_send(m, tx->sock, 0) < 0)
+        if (zmq_errno() != EINTR)
+            goto out_err;
+    return 0;
+out_err:
+    zmq_msg_close(m);
+    return zmq_errno() == ETERM ? ZP_ECANCELED : ZP_EIO;
+}
+
+int zp__tx_flush(zp__tx *tx)
+{
+    zmq_msg_t m;
+    char hdr[ZP__BATCH_HEADER_MAX];
+    uint32_t n = tx->count;
+    if (n == 0)
+        return 0;
+    int rc = take_credits(tx->e, n);
+    if (rc != 0)
+        return rc;
+    uint64_t seq = atomic_fetch_add(&tx->e->next_seq, n);
+    size_t h = zp__batch_header(hdr, seq, n);
+    if (zmq_msg_init_size(&m, h + tx->committed) != 0) {
+        zp__edge_release(tx->e, n);
+        return ZP_ENOMEM;
+    }
+    memcpy(zmq_msg_data(&m), hdr, h);
+    memcpy((char *)zmq_msg_data(&m) + h, tx->buf.data, tx->committed);
+    int j = pick(tx);
+    atomic_fetch_add_explicit(&tx->e->pending[j], n, memory_order_relaxed);
+    rc = send_to(tx, j, &m);
+    tx->buf.size = 0;
+    tx->committed = 0;
+    tx->count = 0;
+    tx->sent += n;
+    return rc;
+}
+
+int zp__tx_close(zp__tx *tx)
+{
+    int rc = zp__tx_flush(tx);
+    for (int j = 0; rc == 0 && j < tx->e->consumers; j++) {
+        zmq_msg_t m;
+        zmq_msg_init_size(&m, 1);
+        *(unsigned char *)zmq_msg_data(&m) = 0xc0;
+        rc = send_to(tx, j, &m);
+    }
+    return rc;
+}
+
+uint64_t zp__tx_sent(const zp__tx *tx)
+{
+    return tx->sent;
+}
+
+/* Receives the next message into rx->msg. */
+static int receive(zp__rx *rx, bool wait)
+{
+    if (zmq_msg_recv(&rx->msg, rx->sock, ZMQ_DONTWAIT) >= 0)
+        return 0;
+    while (zmq_errno() == EAGAIN || zmq_errno() == EINTR) {
+        if (!wait)
+            return ZP__AGAIN;
+        if (atomic_load(rx->e->stop))
+            return ZP_ECANCELED;
+        atomic_fetch_add(&rx->e->waiting, 1);
+        int rc = zmq_msg_recv(&rx->msg, rx->sock, 0);
+        atomic_fetch_sub(&rx->e->waiting, 1);
+        if (rc >= 0)
+            return 0;
+    }
+    return zmq_errno() == ETERM ? ZP_ECANCELED : ZP_EIO;
+}
+
+/* Takes the next message apart: end of a producer, or a batch. */
+static int open_message(zp__rx *rx)
+{
+    const void *data = zmq_msg_data(&rx->msg);
+    size_t len = zmq_msg_size(&rx->msg);
+    if (zp__batch_is_eos(data, len)) {
+        rx->closed++;
+        return 0;
+    }
+    if (zp__batch_open(&rx->rd, data, len) != 0)
+        return ZP_EPROTO;
+    zp__edge *e = rx->e;
+    atomic_fetch_sub_explicit(&e->pending[rx->index], rx->rd.left,
+                              memory_order_relaxed);
+    if (!e->defer_release)
+        zp__edge_release(e, rx->rd.left);
+    return 0;
+}
+
+int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
+                uint64_t *seq)
+{
+    for (;;) {
+        int rc = zp__batch_next(&rx->rd, item, seq);
+        if (rc == 1) {
+            atomic_store_explicit(&rx->taken, rx->taken + 1,
+                                  memory_order_relaxed);
+            return 1;
+        }
+        if (rc < 0)
+            return rc;
+        if (rx->closed == rx->e->producers)
+            return 0;
+        if ((rc = receive(rx, wait)) != 0 || (rc = open_message(rx)) != 0)
+            return rc;
+    }
+}
+
+uint64_t zp__rx_taken(const zp__rx *rx)
+{
+    return atomic_load_explicit(&((zp__rx *)rx)->taken, memory_order_relaxed);
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Links: the bounded queue between one stage's producers and the next
+ * stage's consumers, made of ZeroMQ inproc sockets.
+ *
+ * Every consumer owns a DEALER bound at its own endpoint; every producer
+ * owns a ROUTER connected to all consumers under routing ids 0..C-1, so a
+ * producer picks its consumer: the one with the fewest items waiting, which
+ * balances slow tasks as a shared queue would. Items travel in batches
+ * (batch.h); a producer flushes its batch when it is full, when a consumer
+ * is waiting for input, when the consumers are slow (then a batch would
+ * queue items behind one busy consumer while others idle), or when told
+ * to, so batching adds no latency when the queue is shallow and never
+ * unbalances slow work.
+ *
+ * The bound is a credit count in items (the throttle): a producer takes
+ * credits before it sends, a consumer gives them back when it takes the
+ * items (or later, for an ordered stage, when the items leave the stage).
+ * ZeroMQ's own high-water marks are off: credits are the only bound, so a
+ * blocked producer is always waiting on credits, which cancellation wakes.
+ *
+ * Part of transport: the only layer that includes <zmq.h>.
+ */
+#ifndef ZP_TRANSPORT_LINK_H
+#define ZP_TRANSPORT_LINK_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "zpipe.h"
+
+/* Items per batch, at most. */
+#define ZP__BATCH_MAX 64
+
+/* Returned by zp__rx_next when nothing is ready and it may not wait. */
+#define ZP__AGAIN 2
+
+typedef struct zp__tx zp__tx;
+typedef struct zp__rx zp__rx;
+
+/* A ZeroMQ context for one run. Returns NULL when out of memory. */
+void *zp__zctx_new(void);
+/* Makes every blocking socket call of the context return (cancellation). */
+void zp__zctx_shutdown(void *zctx);
+/* Terminates the context; every socket must be closed. NULL is harmless. */
+void zp__zctx_term(void *zctx);
+
+/* One edge. Embedded in its owner; zp__edge_init/zp__edge_fini. */
+typedef struct zp__edge {
+    int producers;              /* senders, each with one zp__tx          */
+    int consumers;              /* receivers, each with one zp__rx        */
+    int64_t limit;              /* credits: items queued at most          */
+    bool defer_release;         /* credits come back via zp__edge_release */
+    const _Atomic bool *stop;   /* borrowed; set when the run stops       */
+    zp__tx **tx;                /* owned, `producers` of them             */
+    zp__rx **rx;                /* owned, `consumers` of them             */
+    _Atomic int64_t queued;     /* items sent and not yet released        */
+    _Atomic int64_t *pending;   /* owned; per consumer, items not taken   */
+    _Atomic uint64_t next_seq;  /* index of the next item sent            */
+    _Atomic uint64_t hwm;       /* most items ever queued                 */
+    _Atomic int waiting;        /* consumers blocked waiting for input    */
+    _Atomic bool slow;          /* consumers take long per item: items are
+                                   sent one by one, so that they spread  */
+    _Atomic int waiters;        /* producers blocked waiting for credits  */
+    pthread_mutex_t lock;       /* guards the credit wait                 */
+    pthread_cond_t cond;
+} zp__edge;
+
+/*
+ * Creates the sockets of an edge in `zctx`: consumers bind
+ * inproc://NAME/j, producers connect to all of them. `stop` is the run's
+ * stop flag. Returns 0, ZP_ENOMEM or ZP_EIO; on failure zp__edge_fini()
+ * still must be called.
+ */
+int zp__edge_init(zp__edge *e, void *zctx, const char *name, int producers,
+                  int consumers, int limit, const _Atomic bool *stop);
+
+/* Closes every socket and frees the edge. No thread may use it anymore. */
+void zp__edge_fini(zp__edge *e);
+
+/* Tells producers whether the consumers are slow (see `slow`). */
+void zp__edge_set_slow(zp__edge *e, bool slow);
+
+/* Wakes producers waiting for credits (after the stop flag was set). */
+void zp__edge_wake(zp__edge *e);
+
+/* Gives back `n` credits (edges with defer_release). Thread-safe. */
+void zp__edge_release(zp__edge *e, int64_t n);
+
+/* ---- Producer side: a zp__tx is used by one thread at a time. ---------- */
+
+/* The packer of the next item: pack one value, then zp__tx_commit(). */
+msgpack_packer *zp__tx_packer(zp__tx *tx);
+
+/*
+ * Ends the item packed since the last commit. Flushes when the batch is
+ * full or a consumer is waiting. Returns 0, ZP_EINVAL when nothing was
+ * packed, or an error from zp__tx_flush().
+ */
+int zp__tx_commit(zp__tx *tx);
+
+/* Appends one already-packed item and commits it, as zp__tx_commit(). */
+int zp__tx_append(zp__tx *tx, const char *item, size_t len);
+
+/*
+ * Drops what was packed since the last commit (an item that broke a rule).
+ */
+void zp__tx_discard(zp__tx *tx);
+
+/*
+ * Sends the current batch: takes credits (blocking while the queue is full)
+ * and picks the least-loaded consumer. Returns 0, or ZP_ECANCELED when the
+ * run stops, or ZP_EIO.
+ */
+int zp__tx_flush(zp__tx *tx);
+
+/* Flushes, then tells every consumer this producer is done. */
+int zp__tx_close(zp__tx *tx);
+
+/* Items this producer has sent so far. */
+uint64_t zp__tx_sent(const zp__tx *tx);
+
+/* ---- Consumer side: a zp__rx is used by one thread at a time. ---------- */
+
+/*
+ * The next item and its index in the edge's stream. Returns 1 (item valid
+ * until the next call), 0 at the end of the stream (every producer closed),
+ * ZP__AGAIN when !wait and nothing is ready, ZP_ECANCELED when the run
+ * stops, ZP_EPROTO for a malformed message, or ZP_EIO.
+ */
+int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
+                uint64_t *seq);
+
+/* Items this consumer has taken so far. */
+uint64_t zp__rx_taken(const zp__rx *rx);
+
+#endif

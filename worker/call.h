@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Calls: the zp_call a task sees, and what the worker does with its
+ * outputs. Part of worker.
+ *
+ * Outputs go one of two ways. Direct: packed straight into the worker's
+ * batch, sent while the call runs (lazy, streaming). Parked: kept in the
+ * call until it ends, then committed or dropped as a whole; used when a
+ * failed call may be retried or skipped (so a failed attempt leaves no
+ * outputs behind) and when the stage is ordered (outputs wait for their
+ * turn).
+ */
+#ifndef ZP_WORKER_CALL_H
+#define ZP_WORKER_CALL_H
+
+#include "worker/thread.h"
+
+struct zp_call {
+    zp__worker *w;               /* borrowed; the worker making the call */
+    const zp__stage_def *def;    /* borrowed                             */
+    const msgpack_object *input; /* borrowed; this call's item           */
+    uint64_t index;              /* the item's index in the stage input  */
+    uint32_t emitted;            /* outputs of this attempt              */
+    bool parked;                 /* outputs park in `buf`                */
+    bool failed;                 /* zp_fail was called                   */
+    bool broken;                 /* the task broke a rule: no retry      */
+    char *error;                 /* owned; the failure's message         */
+    msgpack_sbuffer buf;         /* parked outputs                       */
+    msgpack_packer pk;           /* writes into buf                      */
+    size_t *ends;                /* owned; end of each parked output     */
+    size_t ends_cap;
+};
+
+struct zp__worker {
+    zp__stage_rt *stage;     /* borrowed                                   */
+    int index;
+    zp__rx *rx;              /* borrowed from stage->in; NULL for first    */
+    zp__tx *tx;              /* borrowed from stage->out                   */
+    zp_call call;            /* the call in progress (one at a time)       */
+    zp__wstats stats;
+    bool slow;               /* calls are slow: send every output at once  */
+    uint64_t window_start;   /* pacing: when the window began (ns)         */
+    uint32_t window_items;
+};
+
+void zp__call_init(zp_call *c, zp__worker *w);
+void zp__call_fini(zp_call *c);
+
+/* Prepares the call for a new attempt on `input`. */
+void zp__call_begin(zp_call *c, const msgpack_object *input, uint64_t index);
+
+/* Drops the parked outputs of the current attempt. */
+void zp__call_drop(zp_call *c);
+
+/*
+ * Flushes the worker's output batch so nothing waits in it. Returns 0,
+ * ZP_ECANCELED or ZP_EIO.
+ */
+int zp__worker_flush(zp__worker *w);
+
+/* Pacing: call after each item (or output of a long call). */
+int zp__worker_pace(zp__worker *w);
+
+/* Monotonic time in nanoseconds. */
+uint64_t zp__now_ns(void);
+
+/* The stage definition of the call's task (nested pipelines use it). */
+const zp__stage_def *zp__call_stage(zp_call *c);
+
+/* The run the call belongs to. */
+zp__runctl *zp__call_run(zp_call *c);
+
+#endif

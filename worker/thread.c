@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Thread workers, see thread.h. Each worker thread takes items from its
+ * receiver, calls the task, and sends the outputs on; the first stage calls
+ * its task once on the run's arguments, a join stage once on the stream.
+ * An ordered stage parks each item's outputs until every earlier item has
+ * left, then sends them through the stage's single sender; it gives its
+ * input credits back only then, which bounds what can park to the input
+ * queue's throttle.
+ */
+#include "worker/thread.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "worker/call.h"
+
+int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def,
+                   zp__runctl *run, zp__edge *in, zp__edge *out,
+                   const msgpack_object *args)
+{
+    memset(st, 0, sizeof *st);
+    st->def = def;
+    st->run = run;
+    st->in = in;
+    st->out = out;
+    st->args = args;
+    st->ordered = def->opts.ordered && in != NULL;
+    pthread_mutex_init(&st->order_lock, NULL);
+    st->workers = calloc((size_t)def->opts.workers, sizeof *st->workers);
+    if (st->workers == NULL)
+        return ZP_ENOMEM;
+    st->shared_tx = st->ordered ? out->tx[0] : NULL;
+    for (; st->nworkers < def->opts.workers; st->nworkers++) {
+        zp__worker *w = &st->workers[st->nworkers];
+        w->stage = st;
+        w->index = st->nworkers;
+        w->rx = in ? in->rx[w->index] : NULL;
+        w->tx = st->ordered ? NULL : out->tx[w->index];
+        w->slow = true; /* until measured otherwise */
+        zp__call_init(&w->call, w);
+    }
+    atomic_store(&st->alive, st->nworkers);
+    return 0;
+}
+
+static void parked_free(zp__parked *p)
+{
+    free(p->data);
+    free(p->ends);
+    memset(p, 0, sizeof *p);
+}
+
+void zp__stage_fini(zp__stage_rt *st)
+{
+    for (int j = 0; j < st->nworkers; j++)
+        zp__call_fini(&st->workers[j].call);
+    for (uint64_t i = 0; i < st->cap; i++)
+        parked_free(&st->ring[i]);
+    free(st->ring);
+    free(st->workers);
+    pthread_mutex_destroy(&st->order_lock);
+    st->ring = NULL;
+    st->workers = NULL;
+}
+
+zp__worker *zp__stage_worker(zp__stage_rt *st, int j)
+{
+    return &st->workers[j];
+}
+
+void zp__stage_stats(const zp__stage_rt *st, zp_stage_stats *out)
+{
+    for (int j = 0; j < st->nworkers; j++) {
+        const zp__wstats *s = &st->workers[j].stats;
+        out->items_in += atomic_load_explicit(&s->in, memory_order_relaxed);
+        out->items_out += atomic_load_explicit(&s->out, memory_order_relaxed);
+        out->failed += atomic_load_explicit(&s->failed, memory_order_relaxed);
+        out->retried += atomic_load_explicit(&s->retried, memory_order_relaxed);
+        out->skipped += atomic_load_explicit(&s->skipped, memory_order_relaxed);
+        out->busy_ns += atomic_load_explicit(&s->busy_ns, memory_order_relaxed);
+    }
+}
+
+static void bump(_Atomic uint64_t *counter)
+{
+    atomic_store_explicit(counter,
+                          atomic_load_explicit(counter, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* ---- Ordered stages ----------------------------------------------------- */
+
+/* Makes room in the ring for item `index` (caller holds order_lock). */
+static int ring_reserve(zp__stage_rt *st, uint64_t index)
+{
+    if (index - st->next < st->cap)
+        return 0;
+    uint64_t cap = st->cap ? st->cap : 64;
+    while (index - st->next >= cap)
+        cap *= 2;
+    zp__parked *ring = calloc(cap, sizeof *ring);
+    if (ring == NULL)
+        return ZP_ENOMEM;
+    for (uint64_t i = st->next; i < st->next + st->cap; i++)
+        ring[i % cap] = st->ring[i % st->cap];
+    free(st->ring);
+    st->ring = ring;
+    st->cap = cap;
+    return 0;
+}
+
+/* Sends every parked item whose turn has come (caller holds order_lock). */
+static int release_turns(zp__stage_rt *st)
+{
+    int rc = 0;
+    int64_t released = 0;
+    while (rc == 0 && st->cap > 0 && st->ring[st->next % st->cap].done) {
+        zp__parked *p = &st->ring[st->next % st->cap];
+        size_t start = 0;
+        for (uint32_t i = 0; rc == 0 && i < p->n; i++) {
+            rc = zp__tx_append(st->shared_tx, p->data + start,
+                               p->ends[i] - start);
+            start = p->ends[i];
+        }
+        parked_free(p);
+        st->next++;
+        released++;
+    }
+    zp__edge_release(st->in, released);
+    return rc;
+}
+
+/* Hands the parked outputs of the current call to the ordering ring. */
+static int deposit(zp__worker *w)
+{
+    zp__stage_rt *st = w->stage;
+    zp_call *c = &w->call;
+    pthread_mutex_lock(&st->order_lock);
+    int rc = ring_reserve(st, c->index);
+    if (rc == 0) {
+        zp__parked *p = &st->ring[c->index % st->cap];
+        p->n = c->emitted;
+        p->data = c->emitted ? msgpack_sbuffer_release(&c->buf) : NULL;
+        p->ends = c->emitted ? c->ends : NULL;
+        if (c->emitted) {
+            c->ends = NULL;
+            c->ends_cap = 0;
+        }
+        p->done = true;
+        rc = release_turns(st);
+        if (rc == 0 && w->slow)
+            rc = zp__tx_flush(st->shared_tx);
+    }
+    pthread_mutex_unlock(&st->order_lock);
+    return rc;
+}
+
+/* ---- Calls ---------------------------------------------------------------- */
+
+/* Sends the parked outputs of a successful call. */
+static int commit(zp__worker *w)
+{
+    zp_call *c = &w->call;
+    if (!c->parked)
+        return 0;
+    if (w->stage->ordered)
+        return deposit(w);
+    size_t start = 0;
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < c->emitted; i++) {
+        rc = zp__tx_append(w->tx, c->buf.data + start, c->ends[i] - start);
+        start = c->ends[i];
+        bump(&w->stats.out);
+    }
+    zp__call_drop(c);
+    return rc;
+}
+
+static char *failure_message(zp__worker *w, int rc)
+{
+    zp_call *c = &w->call;
+    const char *name = c->def->name;
+    if (c->error != NULL)
+        return zp__strdupf("task '%s' failed on item %llu: %s", name,
+                           (unsigned long long)c->index, c->error);
+    return zp__strdupf("task '%s' failed on item %llu: it returned %d "
+                       "without calling zp_fail()", name,
+                       (unsigned long long)c->index, rc);
+}
+
+/* Decides what a failed attempt leads to: 1 retry, 0 skip, <0 stop. */
+static int after_failure(zp__worker *w, int rc, int *attempts)
+{
+    zp_call *c = &w->call;
+    const zp_opts *o = &c->def->opts;
+    if (atomic_load(&w->stage->run->stop))
+        return ZP_ECANCELED;
+    if (!c->broken && (*attempts)++ < o->retries) {
+        bump(&w->stats.retried);
+        return 1;
+    }
+    bump(&w->stats.failed);
+    if (!c->broken && o->on_error == ZP_SKIP) {
+        bump(&w->stats.skipped);
+        zp__call_drop(c);
+        return 0;
+    }
+    w->stage->run->fail(w->stage->run, ZP_ETASK, failure_message(w, rc));
+    return ZP_ETASK;
+}
+
+/* One item, with its retries. */
+static int run_item(zp__worker *w, const msgpack_object *item, uint64_t index)
+{
+    zp_call *c = &w->call;
+    int attempts = 0;
+    bump(&w->stats.in);
+    for (;;) {
+        zp__call_begin(c, item, index);
+        int rc = c->def->fn(c);
+        if (rc == 0 && !c->failed)
+            break;
+        rc = after_failure(w, rc, &attempts);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            break;
+    }
+    return commit(w);
+}
+
+/* ---- The worker loop ---------------------------------------------------- */
+
+int zp__worker_flush(zp__worker *w)
+{
+    zp__stage_rt *st = w->stage;
+    if (!st->ordered)
+        return zp__tx_flush(w->tx);
+    pthread_mutex_lock(&st->order_lock);
+    int rc = zp__tx_flush(st->shared_tx);
+    pthread_mutex_unlock(&st->order_lock);
+    return rc;
+}
+
+static int next_item(zp__worker *w, const msgpack_object **item, uint64_t *i)
+{
+    int rc = zp__rx_next(w->rx, false, item, i);
+    if (rc != ZP__AGAIN)
+        return rc;
+    if ((rc = zp__worker_flush(w)) != 0)
+        return rc;
+    rc = zp__rx_next(w->rx, true, item, i);
+    w->window_start = zp__now_ns();
+    w->window_items = 0;
+    return rc;
+}
+
+static int run_items(zp__worker *w)
+{
+    const msgpack_object *item;
+    uint64_t index;
+    int rc;
+    w->window_start = zp__now_ns();
+    while ((rc = next_item(w, &item, &index)) == 1)
+        if ((rc = run_item(w, item, index)) != 0 ||
+            (rc = zp__worker_pace(w)) != 0)
+            break;
+    return rc;
+}
+
+/* The first task, or a join task: one call for the whole stream. */
+static int run_once(zp__worker *w)
+{
+    const zp__stage_def *def = w->stage->def;
+    w->window_start = zp__now_ns();
+    if (def->opts.join) {
+        zp_call *c = &w->call;
+        zp__call_begin(c, NULL, 0);
+        int rc = def->fn(c);
+        if (rc == 0 && !c->failed)
+            return commit(w);
+        int attempts = def->opts.retries;
+        return after_failure(w, rc, &attempts) < 0 ? ZP_ETASK : commit(w);
+    }
+    return run_item(w, w->stage->args, 0);
+}
+
+/* Says this worker is done: its own sender closes, or the last worker of
+ * an ordered stage closes the shared one. */
+static int close_output(zp__worker *w)
+{
+    zp__stage_rt *st = w->stage;
+    bool last = atomic_fetch_sub(&st->alive, 1) == 1;
+    if (!st->ordered)
+        return zp__tx_close(w->tx);
+    if (!last)
+        return 0;
+    pthread_mutex_lock(&st->order_lock);
+    int rc = zp__tx_close(st->shared_tx);
+    pthread_mutex_unlock(&st->order_lock);
+    return rc;
+}
+
+static void report(zp__worker *w, int rc)
+{
+    if (rc == 0 || rc == ZP_ETASK || rc == ZP_ECANCELED)
+        return;
+    const char *name = w->stage->def->name;
+    w->stage->run->fail(w->stage->run, rc,
+                        zp__strdupf("task '%s', worker %d: %s", name,
+                                    w->index, zp_strerror(rc)));
+}
+
+void *zp__worker_main(void *arg)
+{
+    zp__worker *w = arg;
+    bool once = w->rx == NULL || w->stage->def->opts.join;
+    int rc = once ? run_once(w) : run_items(w);
+    if (rc == 0)
+        rc = close_output(w);
+    else
+        atomic_fetch_sub(&w->stage->alive, 1);
+    report(w, rc);
+    return NULL;
+}
