@@ -262,8 +262,14 @@ int zp__tx_commit(zp__tx *tx)
     tx->committed = tx->buf.size;
     tx->count++;
     if (tx->count >= tx->max ||
-        atomic_load_explicit(&tx->e->waiting, memory_order_relaxed) > 0 ||
         atomic_load_explicit(&tx->e->slow, memory_order_relaxed))
+        return zp__tx_flush(tx);
+    return 0;
+}
+
+int zp__tx_nudge(zp__tx *tx)
+{
+    if (atomic_load_explicit(&tx->e->waiting, memory_order_relaxed) > 0)
         return zp__tx_flush(tx);
     return 0;
 }

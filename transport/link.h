@@ -7,11 +7,12 @@
  * owns a ROUTER connected to all consumers under routing ids 0..C-1, so a
  * producer picks its consumer: the one with the fewest items waiting, which
  * balances slow tasks as a shared queue would. Items travel in batches
- * (batch.h); a producer flushes its batch when it is full, when a consumer
- * is waiting for input, when the consumers are slow (then a batch would
- * queue items behind one busy consumer while others idle), or when told
- * to, so batching adds no latency when the queue is shallow and never
- * unbalances slow work.
+ * (batch.h); a producer flushes its batch when it is full, when it is about
+ * to wait (for input or credits), when a consumer waits for input (checked
+ * every few items), and after every item when either side is slow (then a
+ * batch would queue items behind one busy consumer while others idle). So
+ * batching happens only while both sides are busy and fast: it adds no
+ * latency to a shallow queue and never unbalances slow work.
  *
  * The bound is a credit count in items (the throttle): a producer takes
  * credits before it sends, a consumer gives them back when it takes the
@@ -96,10 +97,18 @@ msgpack_packer *zp__tx_packer(zp__tx *tx);
 
 /*
  * Ends the item packed since the last commit. Flushes when the batch is
- * full or a consumer is waiting. Returns 0, ZP_EINVAL when nothing was
+ * full or the consumers are slow. Returns 0, ZP_EINVAL when nothing was
  * packed, or an error from zp__tx_flush().
  */
 int zp__tx_commit(zp__tx *tx);
+
+/*
+ * Flushes if a consumer is waiting for input. Producers call it now and
+ * then while they produce fast (not per item: a consumer that is faster
+ * than its producer is always waiting, and flushing per item would make
+ * every batch one item long). Returns as zp__tx_flush().
+ */
+int zp__tx_nudge(zp__tx *tx);
 
 /* Appends one already-packed item and commits it, as zp__tx_commit(). */
 int zp__tx_append(zp__tx *tx, const char *item, size_t len);

@@ -263,5 +263,5 @@ int zp__worker_pace(zp__worker *w)
         zp__edge_set_slow(w->stage->in, w->slow);
     w->window_start = t;
     w->window_items = 0;
-    return w->slow ? zp__worker_flush(w) : 0;
+    return w->slow ? zp__worker_flush(w) : zp__worker_nudge(w);
 }

@@ -58,7 +58,14 @@ void zp__call_drop(zp_call *c);
  */
 int zp__worker_flush(zp__worker *w);
 
-/* Pacing: call after each item (or output of a long call). */
+/* Flushes the worker's output batch if a consumer waits for it. */
+int zp__worker_nudge(zp__worker *w);
+
+/*
+ * Pacing: call after each item (or output of a long call). Times the
+ * calls in windows of a few items: a slow worker sends every output at
+ * once, a fast one batches and checks for waiting consumers per window.
+ */
 int zp__worker_pace(zp__worker *w);
 
 /* Monotonic time in nanoseconds. */

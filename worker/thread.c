@@ -42,6 +42,10 @@ int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def,
         zp__call_init(&w->call, w);
     }
     atomic_store(&st->alive, st->nworkers);
+    /* A join task's pace is that of its outputs, not of its input: it
+     * never says its input is slow, so say it is not from the start. */
+    if (in != NULL && def->opts.join)
+        zp__edge_set_slow(in, false);
     return 0;
 }
 
@@ -240,6 +244,17 @@ int zp__worker_flush(zp__worker *w)
         return zp__tx_flush(w->tx);
     pthread_mutex_lock(&st->order_lock);
     int rc = zp__tx_flush(st->shared_tx);
+    pthread_mutex_unlock(&st->order_lock);
+    return rc;
+}
+
+int zp__worker_nudge(zp__worker *w)
+{
+    zp__stage_rt *st = w->stage;
+    if (!st->ordered)
+        return zp__tx_nudge(w->tx);
+    pthread_mutex_lock(&st->order_lock);
+    int rc = zp__tx_nudge(st->shared_tx);
     pthread_mutex_unlock(&st->order_lock);
     return rc;
 }
