@@ -22,10 +22,11 @@
 #include <time.h>
 #include <zmq.h>
 
-#define NSTAGES 3    /* producer, mapper, sink                            */
+#define NSTAGES 3      /* producer, mapper, sink                            */
 #define QUEUE_CAP 1024 /* slots in each mutex queue                       */
-#define HWM_MSGS 1000  /* ZeroMQ send and receive high-water mark, in
-                          messages; an inproc pair queues up to both      */
+#define HWM_MSGS                                        \
+    1000 /* ZeroMQ send and receive high-water mark, in \
+            messages; an inproc pair queues up to both      */
 
 /* Monotonic wall-clock seconds. */
 static double now(void)
@@ -240,7 +241,7 @@ static void mutex_stop(void *arg)
 double zpb_mutex_pipeline(uint64_t n, uint64_t *sum_out)
 {
     static const stage_fn stages[NSTAGES] = {mutex_producer, mutex_mapper,
-                                                 mutex_sink};
+                                             mutex_sink};
     mutex_run r = {.n = n};
     double start, elapsed = -1.0;
 
@@ -272,11 +273,11 @@ enum { PRODUCER_OUT, MAPPER_IN, MAPPER_OUT, SINK_IN, NSOCKS };
 
 /* One ZeroMQ run, shared by its three threads. */
 typedef struct chain {
-    void *ctx;           /* owned; shut down to abandon the run          */
-    void *sock[NSOCKS];  /* owned by the run; each used by one stage     */
-    uint64_t n;          /* items to produce                             */
-    int batch;           /* most items per message                       */
-    uint64_t sum;        /* written by the sink only                     */
+    void *ctx;          /* owned; shut down to abandon the run          */
+    void *sock[NSOCKS]; /* owned by the run; each used by one stage     */
+    uint64_t n;         /* items to produce                             */
+    int batch;          /* most items per message                       */
+    uint64_t sum;       /* written by the sink only                     */
 } chain;
 
 /* Reports a failed ZeroMQ call and returns -1. ETERM is not reported: it
@@ -450,10 +451,10 @@ static int encoder_finish(encoder *e)
 
 /* Receives messages and hands out the items they hold, one at a time. */
 typedef struct receiver {
-    void *sock;         /* borrowed PULL socket                 */
-    zmq_msg_t msg;      /* owned; the message being decoded     */
-    size_t off;         /* bytes of msg decoded so far          */
-    msgpack_zone zone;  /* owned; scratch for msgpack_unpack    */
+    void *sock;        /* borrowed PULL socket                 */
+    zmq_msg_t msg;     /* owned; the message being decoded     */
+    size_t off;        /* bytes of msg decoded so far          */
+    msgpack_zone zone; /* owned; scratch for msgpack_unpack    */
 } receiver;
 
 static int receiver_init(receiver *r, void *sock)
@@ -494,8 +495,8 @@ static int decode_item(receiver *r, int64_t *v)
     msgpack_object obj;
     msgpack_unpack_return ur;
 
-    ur = msgpack_unpack(zmq_msg_data(&r->msg), zmq_msg_size(&r->msg),
-                        &r->off, &r->zone, &obj);
+    ur = msgpack_unpack(zmq_msg_data(&r->msg), zmq_msg_size(&r->msg), &r->off,
+                        &r->zone, &obj);
     if (ur != MSGPACK_UNPACK_SUCCESS && ur != MSGPACK_UNPACK_EXTRA_BYTES)
         goto out_malformed;
     if (obj.type == MSGPACK_OBJECT_POSITIVE_INTEGER && obj.via.u64 <= INT64_MAX)
@@ -591,7 +592,7 @@ out:
 double zpb_zmq_chain(uint64_t n, int batch, uint64_t *sum_out)
 {
     static const stage_fn stages[NSTAGES] = {chain_producer, chain_mapper,
-                                                 chain_sink};
+                                             chain_sink};
     chain c = {.n = n, .batch = batch};
     double start, elapsed = -1.0;
 

@@ -80,8 +80,9 @@ int main(int argc, char **argv)
     zp_init(&argc, &argv);
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 10000000;
     int rounds = argc > 2 ? atoi(argv[2]) : 3;
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true),
-                             zp_task(twice_plus_one), zp_task(sum, .join = true));
+    zp_pipeline *p =
+        zp_pipe(zp_task(range, .branch = true), zp_task(twice_plus_one),
+                zp_task(sum, .join = true));
     printf("items: %llu, rounds: %d (best of each)\n", (unsigned long long)n,
            rounds);
     double best[4] = {1e9, 1e9, 1e9, 1e9};

@@ -49,8 +49,8 @@ static int run_nested(zp_call *c)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_array(&pk, 1);
     msgpack_pack_object(&pk, *zp_input(c));
-    zp_run *inner = zp__run_start_packed(def->inner, sb.data, sb.size,
-                                         zp__call_run(c));
+    zp_run *inner =
+        zp__run_start_packed(def->inner, sb.data, sb.size, zp__call_run(c));
     msgpack_sbuffer_destroy(&sb);
     if (inner == NULL)
         return zp_fail(c, "out of memory");
@@ -88,8 +88,8 @@ zp_pipeline *zp_task_pipeline_new(zp_pipeline *inner, const zp_opts *opts)
     char *name = inner ? nested_name(inner) : NULL;
     const char *why = inner ? zp_pipeline_error(inner) : "it is NULL";
     char *msg = why ? zp__strdupf("%s", why) : NULL;
-    zp_pipeline *p = zp__pipeline_stage(name ? name : "pipeline", run_nested,
-                                        opts, inner);
+    zp_pipeline *p =
+        zp__pipeline_stage(name ? name : "pipeline", run_nested, opts, inner);
     if (msg != NULL)
         zp__pipeline_fail(p, "task '%s': the nested pipeline is invalid: %s",
                           name ? name : "pipeline", msg);

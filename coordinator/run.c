@@ -34,10 +34,10 @@ struct zp_run {
     char *args;              /* owned packed arguments                    */
     msgpack_zone *args_zone; /* owned; holds args_obj                     */
     msgpack_object args_obj;
-    bool ended;              /* the caller saw the end of the outputs     */
-    bool finished;           /* zp_finish has run                         */
-    zp__runctl *parent;      /* borrowed; the run that started this one   */
-    zp_run **children;       /* owned array of borrowed nested runs       */
+    bool ended;         /* the caller saw the end of the outputs     */
+    bool finished;      /* zp_finish has run                         */
+    zp__runctl *parent; /* borrowed; the run that started this one   */
+    zp_run **children;  /* owned array of borrowed nested runs       */
     size_t nchildren;
 };
 
@@ -99,9 +99,9 @@ static int make_edges(zp_run *r, unsigned long id)
         char name[64];
         snprintf(name, sizeof name, "zp-%lu-%zu", id, k);
         int consumers = k + 1 < n ? s[k + 1].opts.workers : 1;
-        int rc = zp__edge_init(&r->edges[k], r->zctx, name,
-                               edge_producers(&s[k], k), consumers,
-                               s[k].opts.throttle, &r->ctl.stop);
+        int rc =
+            zp__edge_init(&r->edges[k], r->zctx, name, edge_producers(&s[k], k),
+                          consumers, s[k].opts.throttle, &r->ctl.stop);
         r->n = k + 1;
         if (k + 1 == n) /* the caller: one consumer, nothing to balance */
             zp__edge_set_slow(&r->edges[k], false);
@@ -136,8 +136,8 @@ static int start_threads(zp_run *r)
     for (size_t k = 0; k < r->n; k++)
         for (int j = 0; j < r->stages[k].nworkers; j++) {
             zp__worker *w = zp__stage_worker(&r->stages[k], j);
-            if (pthread_create(&r->threads[r->nthreads], NULL,
-                               zp__worker_main, w) != 0)
+            if (pthread_create(&r->threads[r->nthreads], NULL, zp__worker_main,
+                               w) != 0)
                 return ZP_EIO;
             r->nthreads++;
         }

@@ -58,7 +58,8 @@ static int check_range(zp_pipeline *p, const char *name, const char *what,
 {
     if (v >= min && v <= max)
         return 0;
-    return zp__pipeline_fail(p, "task '%s': %s must be between %d and %d, got %d",
+    return zp__pipeline_fail(p,
+                             "task '%s': %s must be between %d and %d, got %d",
                              name, what, min, max, v);
 }
 
@@ -67,26 +68,37 @@ static int check_opts(zp_pipeline *p, const char *name, const zp_opts *o)
     int rc = check_range(p, name, "workers", o->workers, 0, 1 << 20);
     rc = rc ? rc : check_range(p, name, "throttle", o->throttle, 0, 1 << 30);
     rc = rc ? rc : check_range(p, name, "retries", o->retries, 0, 1 << 20);
-    rc = rc ? rc : check_range(p, name, "timeout_ms", o->timeout_ms, 0, 1 << 30);
-    rc = rc ? rc : check_range(p, name, "on_error", o->on_error, ZP_FAIL, ZP_SKIP);
+    rc =
+        rc ? rc : check_range(p, name, "timeout_ms", o->timeout_ms, 0, 1 << 30);
+    rc = rc ? rc
+            : check_range(p, name, "on_error", o->on_error, ZP_FAIL, ZP_SKIP);
     rc = rc ? rc : check_range(p, name, "mode", o->mode, ZP_INPROC, ZP_REMOTE);
     if (rc != 0)
         return rc;
     if (o->mode != ZP_INPROC)
-        return zp__pipeline_fail(p,
+        return zp__pipeline_fail(
+            p,
             "task '%s': mode=%s is not available yet: this version runs "
             "thread workers only (mode=inproc)",
             name, o->mode == ZP_PROCESS ? "process" : "remote");
     if (o->join && (o->ordered || o->retries > 0 || o->on_error == ZP_SKIP))
-        return zp__pipeline_fail(p,
+        return zp__pipeline_fail(
+            p,
             "task '%s': join cannot be combined with %s: a join task reads "
-            "the stream once, in one call, so there is no item to %s", name,
-            o->ordered ? "ordered" : o->retries ? "retries" : "on_error=skip",
-            o->ordered ? "order" : o->retries ? "retry" : "skip");
+            "the stream once, in one call, so there is no item to %s",
+            name,
+            o->ordered   ? "ordered"
+            : o->retries ? "retries"
+                         : "on_error=skip",
+            o->ordered   ? "order"
+            : o->retries ? "retry"
+                         : "skip");
     if (o->timeout_ms != 0)
-        return zp__pipeline_fail(p,
+        return zp__pipeline_fail(
+            p,
             "task '%s': timeout_ms applies to process and remote workers "
-            "only; a thread cannot be stopped in the middle of an item", name);
+            "only; a thread cannot be stopped in the middle of an item",
+            name);
     return 0;
 }
 
@@ -139,8 +151,9 @@ zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
     else if (fn == NULL)
         zp__pipeline_fail(p, "task '%s': the task function is NULL", s->name);
     else if (opts != NULL && opts->size != sizeof(zp_opts))
-        zp__pipeline_fail(p, "task '%s': zp_opts built for another version of "
-                             "zpipe (size %zu, expected %zu)",
+        zp__pipeline_fail(p,
+                          "task '%s': zp_opts built for another version of "
+                          "zpipe (size %zu, expected %zu)",
                           s->name, opts->size, sizeof(zp_opts));
     else if (check_opts(p, s->name, &s->opts) == 0 && opts && opts->bind)
         set_bind(p, s, opts->bind);
@@ -211,12 +224,13 @@ static void check_first_stage(zp_pipeline *p)
     if (s->opts.join)
         p->first_error = zp__strdupf(
             "task '%s': the first task cannot have join: it is called once "
-            "with the run's arguments, there is no stream to join", s->name);
+            "with the run's arguments, there is no stream to join",
+            s->name);
     else if (s->opts.workers > 1)
         p->first_error = zp__strdupf(
             "task '%s': the first task cannot have workers > 1 (got %d): it "
-            "is called once with the run's arguments", s->name,
-            s->opts.workers);
+            "is called once with the run's arguments",
+            s->name, s->opts.workers);
 }
 
 const char *zp_pipeline_error(const zp_pipeline *p)

@@ -12,22 +12,22 @@
 
 /* One stage of a pipeline. Owned by its pipeline. */
 typedef struct zp__stage_def {
-    char *name;             /* owned; the task's name                      */
-    zp_task_fn fn;          /* the task                                    */
-    zp_opts opts;           /* validated; workers and throttle resolved    */
-    char *bind_json;        /* owned; opts.bind points here, or NULL       */
-    msgpack_zone *bind_zone;/* owned; holds `bound`                        */
-    msgpack_object bound;   /* the bind value, when bind_json != NULL      */
-    zp_pipeline *inner;     /* owned; the nested pipeline of a
-                               zp_task_pipeline stage, else NULL           */
+    char *name;              /* owned; the task's name                      */
+    zp_task_fn fn;           /* the task                                    */
+    zp_opts opts;            /* validated; workers and throttle resolved    */
+    char *bind_json;         /* owned; opts.bind points here, or NULL       */
+    msgpack_zone *bind_zone; /* owned; holds `bound`                        */
+    msgpack_object bound;    /* the bind value, when bind_json != NULL      */
+    zp_pipeline *inner;      /* owned; the nested pipeline of a
+                                zp_task_pipeline stage, else NULL           */
 } zp__stage_def;
 
 struct zp_pipeline {
-    zp__stage_def *stages;  /* owned array of n                            */
+    zp__stage_def *stages; /* owned array of n                            */
     size_t n;
-    char *error;            /* owned; NULL, or why the pipeline is invalid */
-    char *first_error;      /* owned; NULL, or why stages[0] cannot be the
-                               first task of a run                         */
+    char *error;       /* owned; NULL, or why the pipeline is invalid */
+    char *first_error; /* owned; NULL, or why stages[0] cannot be the
+                          first task of a run                         */
 };
 
 /*

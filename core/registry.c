@@ -12,12 +12,12 @@
 #include <string.h>
 
 typedef struct entry {
-    char *name;      /* owned */
+    char *name; /* owned */
     zp_task_fn fn;
 } entry;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static entry *table;  /* owned, `count` used of `cap` */
+static entry *table; /* owned, `count` used of `cap` */
 static size_t count;
 static size_t cap;
 

@@ -51,16 +51,17 @@ typedef struct choice {
 typedef struct option {
     const char *name;
     enum kind kind;
-    size_t offset;          /* of its field in zp_opts; unused for JSON */
-    const choice *choices;  /* CHOICE: the words it accepts             */
-    const char *expected;   /* what a bad value should have looked like */
+    size_t offset;         /* of its field in zp_opts; unused for JSON */
+    const choice *choices; /* CHOICE: the words it accepts             */
+    const char *expected;  /* what a bad value should have looked like */
 } option;
 
-static const choice modes[] = {
-    {"inproc", ZP_INPROC}, {"process", ZP_PROCESS}, {"remote", ZP_REMOTE},
-    {NULL, 0}};
-static const choice on_errors[] = {{"fail", ZP_FAIL}, {"skip", ZP_SKIP},
-                                   {NULL, 0}};
+static const choice modes[] = {{"inproc", ZP_INPROC},
+                               {"process", ZP_PROCESS},
+                               {"remote", ZP_REMOTE},
+                               {NULL, 0}};
+static const choice on_errors[] = {
+    {"fail", ZP_FAIL}, {"skip", ZP_SKIP}, {NULL, 0}};
 
 #define NUMBER_EXPECTED "a whole number (digits only, at most 2147483647)"
 
@@ -158,8 +159,8 @@ static char *render(const parser *ps, const char *head, const char *at,
 {
     size_t col = columns(ps->spec, (size_t)(at - ps->spec));
     size_t width = columns(at, len);
-    char *line1 = zp__strdupf("%s in stage %d (column %zu)", head, ps->stage,
-                              col + 1);
+    char *line1 =
+        zp__strdupf("%s in stage %d (column %zu)", head, ps->stage, col + 1);
     if (line1 == NULL)
         return NULL;
     size_t size = strlen(line1) + 3 + strlen(ps->spec) + 3 + col + width + 2;

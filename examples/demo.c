@@ -45,9 +45,9 @@ ZP_TASK(heavy)
 int main(int argc, char **argv)
 {
     zp_init(&argc, &argv);
-    zp_pipeline *p = zp_pipe(zp_task(get_data, .branch = true),
-                             zp_task(io_wait, .workers = 20),
-                             zp_task(heavy, .workers = 2));
+    zp_pipeline *p =
+        zp_pipe(zp_task(get_data, .branch = true),
+                zp_task(io_wait, .workers = 20), zp_task(heavy, .workers = 2));
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     zp_run *run = zp_start(p, "[20]");
@@ -64,7 +64,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "demo failed: %s\n", zp_error(run));
     else
         printf("total of %d outputs in %.2f s\n", n,
-               (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+               (double)(t1.tv_sec - t0.tv_sec) +
+                   (t1.tv_nsec - t0.tv_nsec) / 1e9);
     zp_run_free(run);
     zp_pipeline_free(p);
     return rc == 0 ? 0 : 1;

@@ -104,12 +104,12 @@ ZP_EXPORT zp_task_fn zp_lookup(const char *name);
  * ZP_TASK(fn); at file scope declares `int fn(zp_call *call)` and registers
  * it under its own name when the program (or plugin) is loaded.
  */
-#define ZP_TASK(fn)                                                          \
-    int fn(zp_call *call);                                                   \
-    __attribute__((constructor)) static void zp__register_##fn(void)       \
-    {                                                                        \
-        (void)zp_register(#fn, fn);                                          \
-    }                                                                        \
+#define ZP_TASK(fn)                                                  \
+    int fn(zp_call *call);                                           \
+    __attribute__((constructor)) static void zp__register_##fn(void) \
+    {                                                                \
+        (void)zp_register(#fn, fn);                                  \
+    }                                                                \
     int fn(zp_call *call)
 
 /*
@@ -128,8 +128,9 @@ ZP_EXPORT void zp_init(int *argc, char ***argv);
  * recorded and reported by zp_pipeline_error() and by any run.
  */
 #define zp_task(...) ZP__TASK(__VA_ARGS__, )
-#define ZP__TASK(fn, ...)                                                    \
-    zp_task_new(#fn, (fn), &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
+#define ZP__TASK(fn, ...)  \
+    zp_task_new(#fn, (fn), \
+                &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
 ZP_EXPORT zp_pipeline *zp_task_new(const char *name, zp_task_fn fn,
                                    const zp_opts *opts);
 
@@ -149,9 +150,9 @@ ZP_EXPORT zp_pipeline *zp_pipe_list(zp_pipeline *first, ...);
  * array. Takes ownership of `inner`. Never NULL.
  */
 #define zp_task_pipeline(...) ZP__TASK_PIPELINE(__VA_ARGS__, )
-#define ZP__TASK_PIPELINE(inner, ...)                                        \
-    zp_task_pipeline_new((inner),                                            \
-                         &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
+#define ZP__TASK_PIPELINE(inner, ...) \
+    zp_task_pipeline_new(             \
+        (inner), &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
 ZP_EXPORT zp_pipeline *zp_task_pipeline_new(zp_pipeline *inner,
                                             const zp_opts *opts);
 
@@ -265,16 +266,16 @@ ZP_EXPORT void zp_run_free(zp_run *r);
 
 /* Statistics of one stage of a run, readable while it runs. */
 typedef struct zp_stage_stats {
-    const char *task;     /* the task's name (owned by the pipeline)       */
-    int workers;          /* concurrent executions                         */
-    int throttle;         /* bound of the stage's output queue, in items   */
-    uint64_t items_in;    /* items taken from upstream                     */
-    uint64_t items_out;   /* outputs sent downstream                       */
-    uint64_t failed;      /* items that failed (after retries)             */
-    uint64_t retried;     /* extra attempts made                           */
-    uint64_t skipped;     /* failed items dropped by on_error = ZP_SKIP    */
-    uint64_t queue_hwm;   /* most items ever waiting at the stage's output */
-    uint64_t busy_ns;     /* time spent inside the task, all workers       */
+    const char *task;   /* the task's name (owned by the pipeline)       */
+    int workers;        /* concurrent executions                         */
+    int throttle;       /* bound of the stage's output queue, in items   */
+    uint64_t items_in;  /* items taken from upstream                     */
+    uint64_t items_out; /* outputs sent downstream                       */
+    uint64_t failed;    /* items that failed (after retries)             */
+    uint64_t retried;   /* extra attempts made                           */
+    uint64_t skipped;   /* failed items dropped by on_error = ZP_SKIP    */
+    uint64_t queue_hwm; /* most items ever waiting at the stage's output */
+    uint64_t busy_ns;   /* time spent inside the task, all workers       */
 } zp_stage_stats;
 
 /*

@@ -30,7 +30,7 @@ bool zp__batch_is_eos(const void *data, size_t len);
 
 /* Reads the items of one data message. Borrows the bytes. */
 typedef struct zp__batch_reader {
-    const char *data;   /* borrowed */
+    const char *data; /* borrowed */
     size_t len;
     size_t off;
     uint64_t seq;       /* index of the next item                 */

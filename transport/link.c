@@ -28,13 +28,13 @@ struct zp__tx {
 };
 
 struct zp__rx {
-    zp__edge *e;           /* borrowed; the edge owns this rx          */
-    int index;             /* routing id                               */
-    void *sock;            /* owned DEALER                             */
-    zmq_msg_t msg;         /* the message being read                   */
-    zp__batch_reader rd;   /* reads msg's items                        */
-    int closed;            /* producers that said they are done        */
-    _Atomic uint64_t taken;/* items taken                              */
+    zp__edge *e;            /* borrowed; the edge owns this rx          */
+    int index;              /* routing id                               */
+    void *sock;             /* owned DEALER                             */
+    zmq_msg_t msg;          /* the message being read                   */
+    zp__batch_reader rd;    /* reads msg's items                        */
+    int closed;             /* producers that said they are done        */
+    _Atomic uint64_t taken; /* items taken                              */
 };
 
 void *zp__zctx_new(void)
@@ -226,8 +226,8 @@ static bool try_take(zp__edge *e, int64_t n)
 
 static void note_depth(zp__edge *e)
 {
-    uint64_t q = (uint64_t)atomic_load_explicit(&e->queued,
-                                                memory_order_relaxed);
+    uint64_t q =
+        (uint64_t)atomic_load_explicit(&e->queued, memory_order_relaxed);
     uint64_t h = atomic_load_explicit(&e->hwm, memory_order_relaxed);
     while (q > h && !atomic_compare_exchange_weak(&e->hwm, &h, q))
         ;
@@ -292,8 +292,8 @@ static int pick(zp__tx *tx)
     int64_t least = INT64_MAX;
     for (int k = 0; k < c && least > 0; k++) {
         int j = (tx->next + k) % c;
-        int64_t p = atomic_load_explicit(&tx->e->pending[j],
-                                         memory_order_relaxed);
+        int64_t p =
+            atomic_load_explicit(&tx->e->pending[j], memory_order_relaxed);
         if (p < least) {
             least = p;
             best = j;

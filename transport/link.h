@@ -50,22 +50,22 @@ void zp__zctx_term(void *zctx);
 
 /* One edge. Embedded in its owner; zp__edge_init/zp__edge_fini. */
 typedef struct zp__edge {
-    int producers;              /* senders, each with one zp__tx          */
-    int consumers;              /* receivers, each with one zp__rx        */
-    int64_t limit;              /* credits: items queued at most          */
-    bool defer_release;         /* credits come back via zp__edge_release */
-    const _Atomic bool *stop;   /* borrowed; set when the run stops       */
-    zp__tx **tx;                /* owned, `producers` of them             */
-    zp__rx **rx;                /* owned, `consumers` of them             */
-    _Atomic int64_t queued;     /* items sent and not yet released        */
-    _Atomic int64_t *pending;   /* owned; per consumer, items not taken   */
-    _Atomic uint64_t next_seq;  /* index of the next item sent            */
-    _Atomic uint64_t hwm;       /* most items ever queued                 */
-    _Atomic int waiting;        /* consumers blocked waiting for input    */
-    _Atomic bool slow;          /* consumers take long per item: items are
-                                   sent one by one, so that they spread  */
-    _Atomic int waiters;        /* producers blocked waiting for credits  */
-    pthread_mutex_t lock;       /* guards the credit wait                 */
+    int producers;             /* senders, each with one zp__tx          */
+    int consumers;             /* receivers, each with one zp__rx        */
+    int64_t limit;             /* credits: items queued at most          */
+    bool defer_release;        /* credits come back via zp__edge_release */
+    const _Atomic bool *stop;  /* borrowed; set when the run stops       */
+    zp__tx **tx;               /* owned, `producers` of them             */
+    zp__rx **rx;               /* owned, `consumers` of them             */
+    _Atomic int64_t queued;    /* items sent and not yet released        */
+    _Atomic int64_t *pending;  /* owned; per consumer, items not taken   */
+    _Atomic uint64_t next_seq; /* index of the next item sent            */
+    _Atomic uint64_t hwm;      /* most items ever queued                 */
+    _Atomic int waiting;       /* consumers blocked waiting for input    */
+    _Atomic bool slow;         /* consumers take long per item: items are
+                                  sent one by one, so that they spread  */
+    _Atomic int waiters;       /* producers blocked waiting for credits  */
+    pthread_mutex_t lock;      /* guards the credit wait                 */
     pthread_cond_t cond;
 } zp__edge;
 

@@ -32,14 +32,14 @@ struct zp_call {
 };
 
 struct zp__worker {
-    zp__stage_rt *stage;     /* borrowed                                   */
+    zp__stage_rt *stage; /* borrowed                                   */
     int index;
-    zp__rx *rx;              /* borrowed from stage->in; NULL for first    */
-    zp__tx *tx;              /* borrowed from stage->out                   */
-    zp_call call;            /* the call in progress (one at a time)       */
+    zp__rx *rx;   /* borrowed from stage->in; NULL for first    */
+    zp__tx *tx;   /* borrowed from stage->out                   */
+    zp_call call; /* the call in progress (one at a time)       */
     zp__wstats stats;
-    bool slow;               /* calls are slow: send every output at once  */
-    uint64_t window_start;   /* pacing: when the window began (ns)         */
+    bool slow;             /* calls are slow: send every output at once  */
+    uint64_t window_start; /* pacing: when the window began (ns)         */
     uint32_t window_items;
 };
 

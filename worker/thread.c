@@ -16,9 +16,8 @@
 #include "core/error.h"
 #include "worker/call.h"
 
-int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def,
-                   zp__runctl *run, zp__edge *in, zp__edge *out,
-                   const msgpack_object *args)
+int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def, zp__runctl *run,
+                   zp__edge *in, zp__edge *out, const msgpack_object *args)
 {
     memset(st, 0, sizeof *st);
     st->def = def;
@@ -89,9 +88,9 @@ void zp__stage_stats(const zp__stage_rt *st, zp_stage_stats *out)
 
 static void bump(_Atomic uint64_t *counter)
 {
-    atomic_store_explicit(counter,
-                          atomic_load_explicit(counter, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    atomic_store_explicit(
+        counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+        memory_order_relaxed);
 }
 
 /* ---- Ordered stages ----------------------------------------------------- */
@@ -161,7 +160,8 @@ static int deposit(zp__worker *w)
     return rc;
 }
 
-/* ---- Calls ---------------------------------------------------------------- */
+/* ---- Calls ----------------------------------------------------------------
+ */
 
 /* Sends the parked outputs of a successful call. */
 static int commit(zp__worker *w)
@@ -190,8 +190,8 @@ static char *failure_message(zp__worker *w, int rc)
         return zp__strdupf("task '%s' failed on item %llu: %s", name,
                            (unsigned long long)c->index, c->error);
     return zp__strdupf("task '%s' failed on item %llu: it returned %d "
-                       "without calling zp_fail()", name,
-                       (unsigned long long)c->index, rc);
+                       "without calling zp_fail()",
+                       name, (unsigned long long)c->index, rc);
 }
 
 /* Decides what a failed attempt leads to: 1 retry, 0 skip, <0 stop. */
@@ -324,8 +324,8 @@ static void report(zp__worker *w, int rc)
         return;
     const char *name = w->stage->def->name;
     w->stage->run->fail(w->stage->run, rc,
-                        zp__strdupf("task '%s', worker %d: %s", name,
-                                    w->index, zp_strerror(rc)));
+                        zp__strdupf("task '%s', worker %d: %s", name, w->index,
+                                    zp_strerror(rc)));
 }
 
 void *zp__worker_main(void *arg)

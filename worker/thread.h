@@ -32,29 +32,29 @@ typedef struct zp__worker zp__worker;
 
 /* Outputs of one item of an ordered stage, waiting for their turn. */
 typedef struct zp__parked {
-    bool done;   /* the item's call has ended                          */
-    char *data;  /* owned; packed outputs back to back                 */
-    size_t *ends;/* owned; end offset of each output                   */
-    uint32_t n;  /* outputs                                            */
+    bool done;    /* the item's call has ended                          */
+    char *data;   /* owned; packed outputs back to back                 */
+    size_t *ends; /* owned; end offset of each output                   */
+    uint32_t n;   /* outputs                                            */
 } zp__parked;
 
 /* The runtime of one stage within one run. */
 struct zp__stage_rt {
-    const zp__stage_def *def; /* borrowed from the pipeline             */
-    zp__runctl *run;          /* borrowed                               */
-    zp__edge *in;             /* borrowed; NULL for the first stage     */
-    zp__edge *out;            /* borrowed                               */
+    const zp__stage_def *def;   /* borrowed from the pipeline             */
+    zp__runctl *run;            /* borrowed                               */
+    zp__edge *in;               /* borrowed; NULL for the first stage     */
+    zp__edge *out;              /* borrowed                               */
     const msgpack_object *args; /* borrowed; the first stage's input    */
-    bool ordered;             /* outputs leave in input order           */
-    zp__worker *workers;      /* owned, def->opts.workers of them       */
+    bool ordered;               /* outputs leave in input order           */
+    zp__worker *workers;        /* owned, def->opts.workers of them       */
     int nworkers;
-    _Atomic int alive;        /* workers not finished yet               */
+    _Atomic int alive; /* workers not finished yet               */
     /* Ordered stages: outputs park here until every earlier item left. */
     pthread_mutex_t order_lock;
-    zp__tx *shared_tx;        /* borrowed from `out`; the only producer */
-    zp__parked *ring;         /* owned; `cap` slots, item i in i % cap  */
+    zp__tx *shared_tx; /* borrowed from `out`; the only producer */
+    zp__parked *ring;  /* owned; `cap` slots, item i in i % cap  */
     uint64_t cap;
-    uint64_t next;            /* index of the next item to leave        */
+    uint64_t next; /* index of the next item to leave        */
 };
 
 /*
@@ -62,9 +62,8 @@ struct zp__stage_rt {
  * out->tx[j] (or out->tx[0], shared, when ordered). Returns 0 or
  * ZP_ENOMEM; zp__stage_fini() must be called either way.
  */
-int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def,
-                   zp__runctl *run, zp__edge *in, zp__edge *out,
-                   const msgpack_object *args);
+int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def, zp__runctl *run,
+                   zp__edge *in, zp__edge *out, const msgpack_object *args);
 void zp__stage_fini(zp__stage_rt *st);
 
 /* The thread function of worker j of a stage: pthread_create(..., w). */
