@@ -3,9 +3,9 @@
  * The demo pipeline: Pyper's README example in C, with the worker kinds
  * this version has. A generator branches out 20 items; a stage of 20
  * thread workers waits 200 ms per item (I/O-like work, all 20 at once); a
- * stage of 2 workers does a little CPU-heavy work; the outputs stream back
- * to main() as they are ready. Sequentially this takes over 4 s; here,
- * about 0.25 s.
+ * stage of 2 workers counts primes (CPU-bound); the outputs stream back
+ * to main() as they are ready, unordered. Sequentially this takes over
+ * 4 s; here, a few tenths of a second.
  */
 #include <stdio.h>
 #include <time.h>
@@ -28,17 +28,24 @@ ZP_TASK(io_wait)
     return zp_emit_obj(call, zp_input(call));
 }
 
+/* CPU-bound: counts the primes below 20000 + 1000 * item, naively. */
 ZP_TASK(heavy)
 {
-    uint64_t x = zp_input(call)->via.u64, acc = 0;
-    for (uint64_t i = 0; i < 2000000; i++)
-        acc += (i * i) ^ x;
+    uint64_t x = zp_input(call)->via.u64, limit = 20000 + 1000 * x, n = 0;
+    for (uint64_t k = 2; k < limit; k++) {
+        uint64_t d = 2;
+        while (d * d <= k && k % d != 0)
+            d++;
+        n += d * d > k;
+    }
     msgpack_packer *out = zp_out(call);
-    msgpack_pack_map(out, 2);
+    msgpack_pack_map(out, 3);
     msgpack_pack_str_with_body(out, "item", 4);
     msgpack_pack_uint64(out, x);
-    msgpack_pack_str_with_body(out, "checksum", 8);
-    msgpack_pack_uint64(out, acc % 1000);
+    msgpack_pack_str_with_body(out, "below", 5);
+    msgpack_pack_uint64(out, limit);
+    msgpack_pack_str_with_body(out, "primes", 6);
+    msgpack_pack_uint64(out, n);
     return zp_emit(call);
 }
 
