@@ -27,6 +27,7 @@ struct zp_run {
     void *zctx;              /* owned ZeroMQ context; NULL once ended     */
     size_t n;                /* stages (and edges) set up                 */
     zp__stage_rt *stages;    /* owned, n                                  */
+    zp_stage_stats *final;   /* owned, n; the statistics once finished    */
     zp__edge *edges;         /* owned, n                                  */
     pthread_t *threads;      /* owned                                     */
     size_t nthreads;         /* started                                   */
@@ -151,7 +152,9 @@ static int build(zp_run *r)
     r->zctx = zp__zctx_new();
     r->edges = calloc(n, sizeof *r->edges);
     r->stages = calloc(n, sizeof *r->stages);
-    if (r->zctx == NULL || r->edges == NULL || r->stages == NULL)
+    r->final = calloc(n, sizeof *r->final);
+    if (r->zctx == NULL || r->edges == NULL || r->stages == NULL ||
+        r->final == NULL)
         return ZP_ENOMEM;
     int rc = make_edges(r, id);
     if (rc == 0)
@@ -254,7 +257,8 @@ zp_run *zp_start(zp_pipeline *p, const char *args_json)
 bool zp_run_next(zp_run *r, const msgpack_object **out)
 {
     uint64_t seq;
-    if (r == NULL || r->out == NULL || r->ended || r->finished)
+    if (r == NULL || r->out == NULL || r->ended || r->finished ||
+        atomic_load(&r->ctl.stop))
         return false;
     int rc = zp__rx_next(r->out, true, out, &seq);
     if (rc == 1)
@@ -266,10 +270,23 @@ bool zp_run_next(zp_run *r, const msgpack_object **out)
     return false;
 }
 
+static void stats_of(zp_run *r, size_t i, zp_stage_stats *st)
+{
+    const zp__stage_rt *s = &r->stages[i];
+    memset(st, 0, sizeof *st);
+    st->task = s->def->name;
+    st->workers = s->nworkers;
+    st->throttle = (int)r->edges[i].limit;
+    st->queue_hwm = atomic_load(&r->edges[i].hwm);
+    zp__stage_stats(s, st);
+}
+
 static void teardown(zp_run *r)
 {
     for (size_t i = 0; i < r->nthreads; i++)
         pthread_join(r->threads[i], NULL);
+    for (size_t k = 0; r->out != NULL && k < r->n; k++)
+        stats_of(r, k, &r->final[k]);
     for (size_t k = 0; k < r->n; k++) {
         zp__stage_fini(&r->stages[k]);
         zp__edge_fini(&r->edges[k]);
@@ -328,6 +345,7 @@ void zp_run_free(zp_run *r)
         zp__run_detach(r, r->parent);
     free(r->threads);
     free(r->stages);
+    free(r->final);
     free(r->edges);
     free(r->args);
     if (r->args_zone != NULL)
@@ -347,12 +365,9 @@ int zp_run_stats(zp_run *r, size_t i, zp_stage_stats *st)
 {
     if (r == NULL || r->out == NULL || i >= r->n || st == NULL)
         return ZP_EINVAL;
-    const zp__stage_rt *s = &r->stages[i];
-    memset(st, 0, sizeof *st);
-    st->task = s->def->name;
-    st->workers = s->nworkers;
-    st->throttle = (int)r->edges[i].limit;
-    st->queue_hwm = atomic_load(&r->edges[i].hwm);
-    zp__stage_stats(s, st);
+    if (r->finished)
+        *st = r->final[i];
+    else
+        stats_of(r, i, st);
     return 0;
 }

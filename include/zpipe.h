@@ -264,7 +264,7 @@ ZP_EXPORT void zp_cancel(zp_run *r);
 /* Cancels the run if it is still going, finishes it and frees it. */
 ZP_EXPORT void zp_run_free(zp_run *r);
 
-/* Statistics of one stage of a run, readable while it runs. */
+/* Statistics of one stage of a run, readable while it runs and after. */
 typedef struct zp_stage_stats {
     const char *task;   /* the task's name (owned by the pipeline)       */
     int workers;        /* concurrent executions                         */
@@ -279,8 +279,11 @@ typedef struct zp_stage_stats {
 } zp_stage_stats;
 
 /*
- * Copies the statistics of stage `i` into *st. Returns 0, or ZP_EINVAL when
- * the run has no stage i (or failed before it started). Thread-safe.
+ * Copies the statistics of stage `i` into *st: live while the run goes, the
+ * final figures once zp_finish() returned. Returns 0, or ZP_EINVAL when the
+ * run has no stage i (or failed before it started). May be called from any
+ * thread, but not while another thread is inside zp_finish() or
+ * zp_run_free() for the same run.
  */
 ZP_EXPORT int zp_run_stats(zp_run *r, size_t i, zp_stage_stats *st);
 

@@ -46,35 +46,6 @@ void zp__batch_reader_fini(zp__batch_reader *r)
     r->zone = NULL;
 }
 
-/* Reads one msgpack unsigned integer of the header. */
-static int get_uint(zp__batch_reader *r, uint64_t *v)
-{
-    msgpack_object o;
-    msgpack_unpack_return ret =
-        msgpack_unpack(r->data, r->len, &r->off, r->zone, &o);
-    if (ret != MSGPACK_UNPACK_SUCCESS && ret != MSGPACK_UNPACK_EXTRA_BYTES)
-        return ZP_EPROTO;
-    if (o.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return ZP_EPROTO;
-    *v = o.via.u64;
-    return 0;
-}
-
-int zp__batch_open(zp__batch_reader *r, const void *data, size_t len)
-{
-    uint64_t count = 0;
-    r->data = data;
-    r->len = len;
-    r->off = 0;
-    r->left = 0;
-    msgpack_zone_clear(r->zone);
-    if (get_uint(r, &r->seq) != 0 || get_uint(r, &count) != 0 ||
-        count > UINT32_MAX || count > len - r->off)
-        return ZP_EPROTO;
-    r->left = (uint32_t)count;
-    return 0;
-}
-
 /* Big-endian unsigned integer of `n` bytes. */
 static uint64_t be(const unsigned char *p, int n)
 {
@@ -125,6 +96,95 @@ static size_t scalar(const unsigned char *p, size_t avail, msgpack_object *o)
     return (size_t)n + 1;
 }
 
+/* Reads one msgpack unsigned integer of the header. */
+static int get_uint(zp__batch_reader *r, uint64_t *v)
+{
+    msgpack_object o;
+    size_t n = r->off < r->len ? scalar((const unsigned char *)r->data + r->off,
+                                        r->len - r->off, &o)
+                               : 0;
+    if (n == 0 || o.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return ZP_EPROTO;
+    r->off += n;
+    *v = o.via.u64;
+    return 0;
+}
+
+/* msgpack-c's parser stack: deeper items are refused. */
+#define MAX_DEPTH 32
+
+/*
+ * Size of the msgpack header at p[0] (0 when truncated or invalid) and
+ * what it announces: *body bytes of payload, *children elements after it.
+ */
+static size_t head(const unsigned char *p, size_t avail, uint64_t *body,
+                   uint64_t *children)
+{
+    /* For 0xc0..0xdf: bytes after the type byte holding a length or value */
+    static const unsigned char extra[32] = {0, 0, 0, 0, 1, 2, 4, 1, 2, 4, 4,
+                                            8, 1, 2, 4, 8, 1, 2, 4, 8, 0, 0,
+                                            0, 0, 0, 1, 2, 4, 2, 4, 2, 4};
+    unsigned c = p[0];
+    *body = *children = 0;
+    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3)
+        return 1;
+    if (c <= 0x9f) {
+        *children = (c & 0x0fu) * (c <= 0x8f ? 2u : 1u); /* map, array */
+        return 1;
+    }
+    if (c <= 0xbf) {
+        *body = c & 0x1fu; /* fixstr */
+        return 1;
+    }
+    size_t n = extra[c - 0xc0];
+    if (c == 0xc1 || avail < 1 + n)
+        return 0;
+    uint64_t v = be(p + 1, (int)n);
+    if (c <= 0xc6 || (c >= 0xd9 && c <= 0xdb))
+        *body = v; /* bin, str */
+    else if (c <= 0xc9)
+        *body = v + 1; /* ext: a type byte, then the data */
+    else if (c >= 0xd4 && c <= 0xd8)
+        *body = 1 + ((uint64_t)1 << (c - 0xd4)); /* fixext */
+    else if (c >= 0xdc)
+        *children = c <= 0xdd ? v : 2 * v; /* array, map */
+    return 1 + n;
+}
+
+/*
+ * Checks that p[0..avail) starts with one complete msgpack value no deeper
+ * than MAX_DEPTH whose every container announces no more elements than
+ * bytes remain, without allocating, so that the parser that follows cannot
+ * be made to allocate more than a small multiple of the message's size.
+ */
+static bool well_formed(const unsigned char *p, size_t avail)
+{
+    uint64_t pending[MAX_DEPTH + 1]; /* elements still owed per level */
+    int depth = 0;
+    size_t off = 0;
+    pending[0] = 1;
+    while (depth >= 0) {
+        if (pending[depth] == 0) {
+            depth--;
+            continue;
+        }
+        pending[depth]--;
+        uint64_t body, children;
+        size_t h =
+            off < avail ? head(p + off, avail - off, &body, &children) : 0;
+        if (h == 0 || body > avail - off - h ||
+            children > avail - off - h - body)
+            return false;
+        off += h + body;
+        if (children > 0) {
+            if (depth == MAX_DEPTH)
+                return false;
+            pending[++depth] = children;
+        }
+    }
+    return true;
+}
+
 static msgpack_unpack_return unpack(zp__batch_reader *r)
 {
     size_t n = scalar((const unsigned char *)r->data + r->off, r->len - r->off,
@@ -134,6 +194,8 @@ static msgpack_unpack_return unpack(zp__batch_reader *r)
         return r->off == r->len ? MSGPACK_UNPACK_SUCCESS
                                 : MSGPACK_UNPACK_EXTRA_BYTES;
     }
+    if (!well_formed((const unsigned char *)r->data + r->off, r->len - r->off))
+        return MSGPACK_UNPACK_PARSE_ERROR;
     msgpack_zone_clear(r->zone);
     return msgpack_unpack(r->data, r->len, &r->off, r->zone, &r->obj);
 }
@@ -153,4 +215,19 @@ int zp__batch_next(zp__batch_reader *r, const msgpack_object **item,
     *item = &r->obj;
     *seq = r->seq++;
     return 1;
+}
+
+int zp__batch_open(zp__batch_reader *r, const void *data, size_t len)
+{
+    uint64_t count = 0;
+    r->data = data;
+    r->len = len;
+    r->off = 0;
+    r->left = 0;
+    msgpack_zone_clear(r->zone);
+    if (get_uint(r, &r->seq) != 0 || get_uint(r, &count) != 0 ||
+        count > UINT32_MAX || count > len - r->off)
+        return ZP_EPROTO;
+    r->left = (uint32_t)count;
+    return 0;
 }
