@@ -11,6 +11,7 @@
  */
 #include "coordinator/run.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,11 +146,20 @@ static int start_threads(zp_run *r)
     return 0;
 }
 
+/* Sockets of the run: a sender per producer, a receiver per consumer. */
+static int socket_count(const zp_pipeline *p)
+{
+    int total = 1;
+    for (size_t k = 0; k < p->n; k++)
+        total += edge_producers(&p->stages[k], k) + p->stages[k].opts.workers;
+    return total;
+}
+
 static int build(zp_run *r)
 {
     unsigned long id = atomic_fetch_add(&next_run_id, 1);
     size_t n = r->p->n;
-    r->zctx = zp__zctx_new();
+    r->zctx = zp__zctx_new(socket_count(r->p));
     r->edges = calloc(n, sizeof *r->edges);
     r->stages = calloc(n, sizeof *r->stages);
     r->final = calloc(n, sizeof *r->final);
@@ -220,7 +230,12 @@ zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
     int rc = load_args(r, args, len);
     if (rc == 0)
         rc = build(r);
-    if (rc != 0)
+    if (rc == ZP_EIO)
+        failf(r, rc,
+              "cannot start the run: creating its sockets and "
+              "threads failed: %s",
+              strerror(errno));
+    else if (rc != 0)
         failf(r, rc, "cannot start the run: %s", zp_strerror(rc));
     return r;
 }

@@ -37,12 +37,15 @@ struct zp__rx {
     _Atomic uint64_t taken; /* items taken                              */
 };
 
-void *zp__zctx_new(void)
+void *zp__zctx_new(int sockets)
 {
     void *zctx = zmq_ctx_new();
+    if (zctx == NULL)
+        return NULL;
     /* Only inproc sockets live here: no I/O thread is needed. */
-    if (zctx != NULL)
-        zmq_ctx_set(zctx, ZMQ_IO_THREADS, 0);
+    zmq_ctx_set(zctx, ZMQ_IO_THREADS, 0);
+    if (sockets > zmq_ctx_get(zctx, ZMQ_MAX_SOCKETS))
+        zmq_ctx_set(zctx, ZMQ_MAX_SOCKETS, sockets);
     return zctx;
 }
 

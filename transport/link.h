@@ -41,8 +41,11 @@
 typedef struct zp__tx zp__tx;
 typedef struct zp__rx zp__rx;
 
-/* A ZeroMQ context for one run. Returns NULL when out of memory. */
-void *zp__zctx_new(void);
+/*
+ * A ZeroMQ context for one run, for at least `sockets` sockets. Returns
+ * NULL when out of memory.
+ */
+void *zp__zctx_new(int sockets);
 /* Makes every blocking socket call of the context return (cancellation). */
 void zp__zctx_shutdown(void *zctx);
 /* Terminates the context; every socket must be closed. NULL is harmless. */
