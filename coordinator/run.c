@@ -220,17 +220,16 @@ zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
     zp_run *r = run_new(p);
     if (r == NULL)
         return NULL;
-    if (parent != NULL)
-        adopt(parent, r);
     const char *why = zp_pipeline_error(p);
-    if (why != NULL) {
-        failf(r, ZP_EINVAL, "invalid pipeline: %s", why);
-        return r;
-    }
-    int rc = load_args(r, args, len);
+    int rc = why ? ZP_EINVAL : load_args(r, args, len);
     if (rc == 0)
         rc = build(r);
-    if (rc == ZP_EIO)
+    /* Only now may the parent's stop reach this run: its sockets exist. */
+    if (parent != NULL)
+        adopt(parent, r);
+    if (why != NULL)
+        failf(r, rc, "invalid pipeline: %s", why);
+    else if (rc == ZP_EIO)
         failf(r, rc,
               "cannot start the run: creating its sockets and "
               "threads failed: %s",
@@ -278,9 +277,11 @@ bool zp_run_next(zp_run *r, const msgpack_object **out)
     int rc = zp__rx_next(r->out, true, out, &seq);
     if (rc == 1)
         return true;
-    if (rc == 0)
+    if (rc == 0) {
+        pthread_mutex_lock(&r->lock);
         r->ended = true;
-    else if (rc != ZP_ECANCELED)
+        pthread_mutex_unlock(&r->lock);
+    } else if (rc != ZP_ECANCELED)
         failf(r, rc, "reading the run's outputs: %s", zp_strerror(rc));
     return false;
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Installs what is missing, then builds and runs every test twice: a normal
-# build with -Werror, and an address+undefined sanitizer build. Also checks
-# the formatting against .clang-format. CI runs exactly this (.ci/run).
+# Installs what is missing, then builds and runs every test three times: a
+# normal build with -Werror, an address+undefined sanitizer build and a
+# thread sanitizer build. Also checks the formatting against .clang-format.
+# CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -22,4 +23,11 @@ cmake -S . -B build-asan -DZP_WERROR=ON -DZP_SANITIZE=address \
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+   ctest --output-on-failure -j"$jobs")
+
+echo "== build and test (thread sanitizer)"
+cmake -S . -B build-tsan -DZP_WERROR=ON -DZP_SANITIZE=thread \
+      -DZP_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-tsan -j"$jobs"
+(cd build-tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/../tests/tsan.supp" \
    ctest --output-on-failure -j"$jobs")

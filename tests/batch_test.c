@@ -348,6 +348,8 @@ static void test_a_count_larger_than_the_items_present_is_eproto(void **state)
     /* Header says 3, fewer bytes than items: refused at open. */
     msg_init(&m, 0, 3);
     msgpack_pack_nil(&m.pk);
+    assert_int_equal(zp__batch_open(&r, m.sb.data, m.sb.size), ZP_EPROTO);
+    assert_int_equal(r.left, 0);
     assert_int_equal(read_prefix(&r, &m, m.sb.size, &items), ZP_EPROTO);
     assert_int_equal(items, 0);
     msgpack_sbuffer_destroy(&m.sb);
@@ -424,16 +426,16 @@ static void test_headers_that_are_not_unsigned_integers_are_eproto(void **state)
         const char *bytes;
         size_t len;
     } cases[] = {
-        {"\xa1x\x01", 3},               /* seq is a string          */
-        {"\xff\x01", 2},                /* seq is -1                */
+        {"\xa1x\x01", 3},                                 /* seq is a string */
+        {"\xff\x01", 2},                                  /* seq is -1 */
         {"\xd3\xff\xff\xff\xff\xff\xff\xff\xfe\x01", 10}, /* int64 -2 */
-        {"\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00\x01", 10}, /* 1.0    */
-        {"\xc3\x01", 2},                /* seq is true              */
-        {"\x00\xc0", 2},                /* count is nil             */
-        {"\x00\x90", 2},                /* count is an array        */
-        {"\x00\xe0", 2},                /* count is -32             */
-        {"\xc1\x01", 2},                /* a byte msgpack never uses */
-        {"\x92\x00\x01", 3},            /* header packed as [0, 1]  */
+        {"\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00\x01", 10}, /* 1.0 */
+        {"\xc3\x01", 2},                                  /* seq is true */
+        {"\x00\xc0", 2},                                  /* count is nil */
+        {"\x00\x90", 2},                                  /* count is [] */
+        {"\x00\xe0", 2},                                  /* count is -32 */
+        {"\xc1\x01", 2},                                  /* an unused type */
+        {"\x92\x00\x01", 3},                              /* packed as [0, 1] */
     };
     zp__batch_reader r;
     reader_init(&r);
@@ -472,10 +474,10 @@ static void test_huge_declared_lengths_are_eproto(void **state)
 {
     (void)state;
     static const char *items[] = {
-        "\xdb\xff\xff\xff\xff", /* str32 of 4 GiB  */
-        "\xc6\xff\xff\xff\xf0", /* bin32           */
-        "\xc9\xff\xff\xff\xff", /* ext32           */
-        "\xda\xff\xff",         /* str16           */
+        "\xdb\xff\xff\xff\xff", /* str32 of 4 GiB */
+        "\xc6\xff\xff\xff\xf0", /* bin32 */
+        "\xc9\xff\xff\xff\xff", /* ext32 */
+        "\xda\xff\xff",         /* str16 */
     };
     zp__batch_reader r;
     reader_init(&r);
@@ -502,8 +504,8 @@ static size_t zone_in_use(const msgpack_zone *z)
     return (size_t)(z->chunk_list.ptr - (const char *)z->chunk_list.head);
 }
 
-static void test_huge_declared_container_sizes_are_refused_without_allocating(
-    void **state)
+static void
+test_huge_declared_container_sizes_are_refused_without_allocating(void **state)
 {
     (void)state;
     /* A few bytes that declare millions of elements: the reader must
@@ -516,9 +518,9 @@ static void test_huge_declared_container_sizes_are_refused_without_allocating(
         const char *bytes;
         size_t len;
     } items[] = {
-        {"\xdd\x01\x00\x00\x00", 5}, /* array32 of 2^24 */
-        {"\xdf\x00\x80\x00\x00", 5}, /* map32 of 2^23   */
-        {"\x91\xdd\x01\x00\x00\x00", 6}, /* nested        */
+        {"\xdd\x01\x00\x00\x00", 5},     /* array32 of 2^24 */
+        {"\xdf\x00\x80\x00\x00", 5},     /* map32 of 2^23 */
+        {"\x91\xdd\x01\x00\x00\x00", 6}, /* nested */
     };
     zp__batch_reader r;
     reader_init(&r);
@@ -535,7 +537,8 @@ static void test_huge_declared_container_sizes_are_refused_without_allocating(
         if (used > (1u << 20)) {
             zp__batch_reader_fini(&r);
             fail_msg("case %zu: a %zu-byte message made the reader allocate "
-                     "%zu bytes", i, len, used);
+                     "%zu bytes",
+                     i, len, used);
         }
     }
     zp__batch_reader_fini(&r);
@@ -636,7 +639,8 @@ int main(void)
         cmocka_unit_test(test_a_count_beyond_uint32_is_eproto),
         cmocka_unit_test(test_trailing_bytes_after_the_last_item_are_eproto),
         cmocka_unit_test(test_truncated_items_are_eproto),
-        cmocka_unit_test(test_headers_that_are_not_unsigned_integers_are_eproto),
+        cmocka_unit_test(
+            test_headers_that_are_not_unsigned_integers_are_eproto),
         cmocka_unit_test(test_nesting_deeper_than_the_parser_stack_is_eproto),
         cmocka_unit_test(test_huge_declared_lengths_are_eproto),
         cmocka_unit_test(test_a_reader_recovers_after_a_malformed_message),

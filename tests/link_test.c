@@ -45,7 +45,7 @@ static void fixture_init(fixture *f, int producers, int consumers, int limit)
 {
     memset(f, 0, sizeof *f);
     atomic_init(&f->stop, false);
-    f->zctx = zp__zctx_new();
+    f->zctx = zp__zctx_new(16);
     assert_non_null(f->zctx);
     assert_int_equal(zp__edge_init(&f->e, f->zctx, "link-test", producers,
                                    consumers, limit, &f->stop),
@@ -66,25 +66,46 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* Spins (yielding) until `cond` holds; false when DEADLINE_S passed. */
-#define WAIT_FOR(cond)                                                       \
-    ({                                                                       \
-        double deadline_ = now_s() + DEADLINE_S;                             \
-        while (!(cond) && now_s() < deadline_)                               \
-            sched_yield();                                                   \
-        (bool)(cond);                                                        \
-    })
+/* Spins (yielding) until `cond` holds; fails after DEADLINE_S. */
+#define ASSERT_SOON(cond)                                \
+    do {                                                 \
+        double deadline_ = now_s() + DEADLINE_S;         \
+        while (!(cond) && now_s() < deadline_)           \
+            sched_yield();                               \
+        if (!(cond))                                     \
+            fail_msg("timed out waiting for %s", #cond); \
+    } while (0)
 
-/* Joins `t` or fails the test when it does not end within DEADLINE_S. */
-static void join_within_deadline(pthread_t t)
+/* What run_fail does: flag, shut ZeroMQ down, wake the credit waiters. */
+static void stop_run(fixture *f, zp__edge *other)
+{
+    atomic_store(&f->stop, true);
+    zp__zctx_shutdown(f->zctx);
+    zp__edge_wake(&f->e);
+    if (other != NULL)
+        zp__edge_wake(other);
+}
+
+static bool joined_by(pthread_t t, int seconds)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += DEADLINE_S;
-    int rc = pthread_timedjoin_np(t, NULL, &ts);
-    if (rc != 0)
-        fail_msg("a thread did not end within %d s (still blocked)",
-                 DEADLINE_S);
+    ts.tv_sec += seconds;
+    return pthread_timedjoin_np(t, NULL, &ts) == 0;
+}
+
+/*
+ * Joins `t`, or fails the test when it does not end within DEADLINE_S;
+ * then the run is stopped first, so that a hang fails this test only and
+ * does not leave threads blocked behind it.
+ */
+static void join_within_deadline(fixture *f, zp__edge *other, pthread_t t)
+{
+    if (joined_by(t, DEADLINE_S))
+        return;
+    stop_run(f, other);
+    (void)joined_by(t, DEADLINE_S);
+    fail_msg("a thread did not end within %d s (still blocked)", DEADLINE_S);
 }
 
 /* Sends one unsigned integer item through tx. */
@@ -106,6 +127,19 @@ static int take_uint(zp__rx *rx, bool wait, uint64_t *v, uint64_t *seq)
     return rc;
 }
 
+/* Polls rx until it has something to say; fails after DEADLINE_S. */
+static int take_soon(zp__rx *rx, uint64_t *v, uint64_t *seq)
+{
+    double deadline = now_s() + DEADLINE_S;
+    int rc;
+    while ((rc = take_uint(rx, false, v, seq)) == ZP__AGAIN &&
+           now_s() < deadline)
+        sched_yield();
+    if (rc == ZP__AGAIN)
+        fail_msg("nothing came within %d s", DEADLINE_S);
+    return rc;
+}
+
 /* Simulated work of a slow task: busy for `us` microseconds. */
 static void work(int us)
 {
@@ -121,7 +155,6 @@ typedef struct producer {
     uint64_t id;
     int n;
     int rc;
-    _Atomic bool done;
 } producer;
 
 static void *produce(void *arg)
@@ -132,7 +165,6 @@ static void *produce(void *arg)
         p->rc = send_uint(p->tx, p->id << 32 | (uint64_t)i);
     if (p->rc == 0)
         p->rc = zp__tx_close(p->tx);
-    atomic_store(&p->done, true);
     return NULL;
 }
 
@@ -141,10 +173,10 @@ typedef struct consumer {
     pthread_t thread;
     zp__rx *rx;
     const zp__edge *e;
-    int work_us;            /* time "spent" per item                  */
-    uint64_t *seqs, *vals;  /* owned, `cap` of them                   */
-    size_t n, cap;
-    int over_limit;         /* times the queue was seen over its bound */
+    int work_us;           /* time "spent" per item */
+    uint64_t *seqs, *vals; /* owned, `cap` of them */
+    size_t n, cap;         /* items taken; room for `cap` */
+    int over_limit;        /* queue seen over its bound */
     int rc;
 } consumer;
 
@@ -199,19 +231,18 @@ static void exchange(int P, int C, int n, int limit, bool slow, int work_us,
         cons[j].vals = calloc(total, sizeof(uint64_t));
         assert_non_null(cons[j].seqs);
         assert_non_null(cons[j].vals);
-        assert_int_equal(pthread_create(&cons[j].thread, NULL, consume,
-                                        &cons[j]), 0);
+        assert_int_equal(
+            pthread_create(&cons[j].thread, NULL, consume, &cons[j]), 0);
     }
     for (int i = 0; i < P; i++) {
         prod[i] = (producer){.tx = f.e.tx[i], .id = (uint64_t)i, .n = n};
-        atomic_init(&prod[i].done, false);
-        assert_int_equal(pthread_create(&prod[i].thread, NULL, produce,
-                                        &prod[i]), 0);
+        assert_int_equal(
+            pthread_create(&prod[i].thread, NULL, produce, &prod[i]), 0);
     }
     for (int i = 0; i < P; i++)
-        join_within_deadline(prod[i].thread);
+        join_within_deadline(&f, NULL, prod[i].thread);
     for (int j = 0; j < C; j++)
-        join_within_deadline(cons[j].thread);
+        join_within_deadline(&f, NULL, cons[j].thread);
 
     unsigned char *seen_seq = calloc(total, 1);
     unsigned char *seen_val = calloc(total, 1);
@@ -267,14 +298,15 @@ static void exchange(int P, int C, int n, int limit, bool slow, int work_us,
 
 /* ---- Delivery ------------------------------------------------------------ */
 
-static void test_one_producer_one_consumer_gets_every_item_in_order(void **state)
+static void
+test_one_producer_one_consumer_gets_every_item_in_order(void **state)
 {
     (void)state;
     exchange(1, 1, 5000, 100, false, 0, NULL);
 }
 
-static void test_items_reach_consumers_exactly_once_with_dense_indexes(
-    void **state)
+static void
+test_items_reach_consumers_exactly_once_with_dense_indexes(void **state)
 {
     (void)state;
     exchange(3, 4, 3000, 32, false, 0, NULL);
@@ -308,13 +340,13 @@ static void test_appended_and_discarded_items(void **state)
     assert_int_equal(zp__tx_append(tx, packed, sizeof packed), 0);
     assert_int_equal(send_uint(tx, 43), 0);
     assert_int_equal(zp__tx_close(tx), 0);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 1);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 1);
     assert_int_equal(v, 42);
     assert_int_equal(seq, 0);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 1);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 1);
     assert_int_equal(v, 43);
     assert_int_equal(seq, 1);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 0);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 0);
     assert_int_equal(zp__tx_sent(tx), 2);
     fixture_fini(&f);
 }
@@ -350,24 +382,27 @@ static void test_a_slow_consumer_holds_the_queue_at_the_limit(void **state)
     int waits = 0;
     fixture_init(&f, 1, 1, LIMIT);
     assert_int_equal(pthread_create(&t, NULL, produce_n, &l), 0);
-    /* The consumer takes an item only once the producer is blocked on
-     * credits (or has sent everything), so it is always the slower one. */
+    /* The consumer takes an item only once the producer is blocked on a
+     * full queue (or has sent everything), so it is always the slower. */
     for (int i = 0; i < N; i++) {
-        assert_true(WAIT_FOR(atomic_load(&f.e.waiters) > 0 ||
-                             atomic_load(&f.e.next_seq) == N));
-        if (atomic_load(&f.e.waiters) > 0) {
-            waits++;
-            assert_int_equal(atomic_load(&f.e.queued), LIMIT);
-        }
+        bool blocked = false, finished = false;
+        double deadline = now_s() + DEADLINE_S;
+        while (!(blocked = atomic_load(&f.e.waiters) > 0 &&
+                           atomic_load(&f.e.queued) == LIMIT) &&
+               !(finished = atomic_load(&f.e.next_seq) == N) &&
+               now_s() < deadline)
+            sched_yield();
+        assert_true(blocked || finished);
+        waits += blocked;
         assert_true(atomic_load(&f.e.queued) <= LIMIT);
-        assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 1);
+        assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 1);
         assert_int_equal(v, (uint64_t)i);
         assert_int_equal(seq, (uint64_t)i);
     }
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 0);
-    join_within_deadline(t);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 0);
+    join_within_deadline(&f, NULL, t);
     assert_int_equal(l.rc, 0);
-    assert_true(waits >= N - LIMIT - 1);
+    assert_true(waits >= N - LIMIT);
     assert_int_equal(atomic_load(&f.e.hwm), LIMIT);
     assert_int_equal(atomic_load(&f.e.queued), 0);
     fixture_fini(&f);
@@ -393,19 +428,19 @@ static void test_deferred_credits_come_back_only_when_released(void **state)
     fixture_init(&f, 1, 1, LIMIT);
     f.e.defer_release = true;
     assert_int_equal(pthread_create(&t, NULL, produce_n, &l), 0);
-    assert_true(WAIT_FOR(atomic_load(&f.e.waiters) > 0));
+    ASSERT_SOON(atomic_load(&f.e.waiters) > 0);
     /* Taking the items gives no credit back... */
     for (int i = 0; i < LIMIT; i++)
-        assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 1);
+        assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 1);
     assert_int_equal(take_uint(f.e.rx[0], false, &v, &seq), ZP__AGAIN);
     assert_int_equal(atomic_load(&f.e.queued), LIMIT);
     assert_int_equal(atomic_load(&f.e.waiters), 1);
     /* ...releasing them does, and the last item comes through. */
     zp__edge_release(&f.e, LIMIT);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 1);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 1);
     assert_int_equal(v, LIMIT);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 0);
-    join_within_deadline(t);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 0);
+    join_within_deadline(&f, NULL, t);
     assert_int_equal(l.rc, 0);
     zp__edge_release(&f.e, 1);
     assert_int_equal(atomic_load(&f.e.queued), 0);
@@ -425,13 +460,13 @@ static void test_the_stream_ends_only_after_every_producer_closed(void **state)
     assert_int_equal(zp__tx_close(f.e.tx[0]), 0);
     assert_int_equal(send_uint(f.e.tx[1], 2), 0);
     assert_int_equal(zp__tx_flush(f.e.tx[1]), 0);
-    assert_int_equal(take_uint(rx, true, &v, &seq), 1);
-    assert_int_equal(take_uint(rx, true, &v, &seq), 1);
+    assert_int_equal(take_soon(rx, &v, &seq), 1);
+    assert_int_equal(take_soon(rx, &v, &seq), 1);
     /* One producer is still open: not the end, just nothing ready. */
     assert_int_equal(take_uint(rx, false, &v, &seq), ZP__AGAIN);
     assert_int_equal(take_uint(rx, false, &v, &seq), ZP__AGAIN);
     assert_int_equal(zp__tx_close(f.e.tx[1]), 0);
-    assert_int_equal(take_uint(rx, true, &v, &seq), 0);
+    assert_int_equal(take_soon(rx, &v, &seq), 0);
     /* The end is sticky. */
     assert_int_equal(take_uint(rx, false, &v, &seq), 0);
     fixture_fini(&f);
@@ -446,7 +481,7 @@ static void test_every_consumer_sees_the_end_of_the_stream(void **state)
     assert_int_equal(zp__tx_close(f.e.tx[0]), 0);
     assert_int_equal(zp__tx_close(f.e.tx[1]), 0);
     for (int j = 0; j < 3; j++)
-        assert_int_equal(take_uint(f.e.rx[j], true, &v, &seq), 0);
+        assert_int_equal(take_soon(f.e.rx[j], &v, &seq), 0);
     assert_int_equal(atomic_load(&f.e.next_seq), 0);
     fixture_fini(&f);
 }
@@ -461,7 +496,7 @@ static void test_polling_an_empty_link_returns_again(void **state)
     assert_int_equal(take_uint(rx, false, &v, &seq), ZP__AGAIN);
     assert_int_equal(send_uint(f.e.tx[0], 5), 0);
     assert_int_equal(zp__tx_flush(f.e.tx[0]), 0);
-    assert_int_equal(take_uint(rx, false, &v, &seq), 1);
+    assert_int_equal(take_soon(rx, &v, &seq), 1);
     assert_int_equal(v, 5);
     assert_int_equal(take_uint(rx, false, &v, &seq), ZP__AGAIN);
     assert_int_equal(zp__rx_taken(rx), 1);
@@ -470,21 +505,31 @@ static void test_polling_an_empty_link_returns_again(void **state)
 
 /* ---- Cancellation -------------------------------------------------------- */
 
-/* What run_fail does: flag, wake the credit waiters, shut ZeroMQ down. */
-static void stop_run(fixture *f, zp__edge *other)
-{
-    atomic_store(&f->stop, true);
-    zp__zctx_shutdown(f->zctx);
-    zp__edge_wake(&f->e);
-    if (other != NULL)
-        zp__edge_wake(other);
-}
+/* A consumer thread that waits for one item. */
+typedef struct taker {
+    zp__rx *rx;
+    int rc;
+} taker;
 
 static void *take_one(void *arg)
 {
-    lockstep *l = arg;
+    taker *k = arg;
     uint64_t v, seq;
-    l->rc = take_uint(l->f->e.rx[0], true, &v, &seq);
+    k->rc = take_uint(k->rx, true, &v, &seq);
+    return NULL;
+}
+
+/* A producer thread that sends two items whatever the first gives. */
+typedef struct sender {
+    zp__tx *tx;
+    int rc[2];
+} sender;
+
+static void *send_two(void *arg)
+{
+    sender *s = arg;
+    s->rc[0] = send_uint(s->tx, 1);
+    s->rc[1] = send_uint(s->tx, 2);
     return NULL;
 }
 
@@ -496,10 +541,10 @@ static void test_stopping_wakes_a_producer_waiting_for_credits(void **state)
     pthread_t t;
     fixture_init(&f, 1, 1, 2);
     assert_int_equal(pthread_create(&t, NULL, produce_n, &l), 0);
-    assert_true(WAIT_FOR(atomic_load(&f.e.waiters) > 0));
+    ASSERT_SOON(atomic_load(&f.e.waiters) > 0);
     assert_int_equal(atomic_load(&f.e.queued), 2);
     stop_run(&f, NULL);
-    join_within_deadline(t);
+    join_within_deadline(&f, NULL, t);
     assert_int_equal(l.rc, ZP_ECANCELED);
     assert_int_equal(atomic_load(&f.e.waiters), 0);
     fixture_fini(&f);
@@ -509,14 +554,15 @@ static void test_stopping_wakes_a_consumer_waiting_for_input(void **state)
 {
     (void)state;
     fixture f;
-    lockstep l = {.f = &f};
+    taker k = {0};
     pthread_t t;
     fixture_init(&f, 1, 1, 16);
-    assert_int_equal(pthread_create(&t, NULL, take_one, &l), 0);
-    assert_true(WAIT_FOR(atomic_load(&f.e.waiting) > 0));
+    k.rx = f.e.rx[0];
+    assert_int_equal(pthread_create(&t, NULL, take_one, &k), 0);
+    ASSERT_SOON(atomic_load(&f.e.waiting) > 0);
     stop_run(&f, NULL);
-    join_within_deadline(t);
-    assert_int_equal(l.rc, ZP_ECANCELED);
+    join_within_deadline(&f, NULL, t);
+    assert_int_equal(k.rc, ZP_ECANCELED);
     fixture_fini(&f);
 }
 
@@ -524,12 +570,22 @@ static void test_a_stopped_link_refuses_to_wait(void **state)
 {
     (void)state;
     fixture f;
-    uint64_t v, seq;
+    taker k = {0};
+    pthread_t t;
     fixture_init(&f, 1, 1, 1);
     stop_run(&f, NULL);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), ZP_ECANCELED);
-    /* One credit is free; the second item must wait, and may not. */
-    assert_int_equal(send_uint(f.e.tx[0], 1), ZP_ECANCELED);
+    /* A consumer asked to wait on a stopped link returns at once. */
+    k.rx = f.e.rx[0];
+    assert_int_equal(pthread_create(&t, NULL, take_one, &k), 0);
+    join_within_deadline(&f, NULL, t);
+    assert_int_equal(k.rc, ZP_ECANCELED);
+    /* The first item has a credit but no context to travel in; the second
+     * would wait for a credit, and may not. */
+    sender two = {.tx = f.e.tx[0]};
+    assert_int_equal(pthread_create(&t, NULL, send_two, &two), 0);
+    join_within_deadline(&f, NULL, t);
+    assert_int_equal(two.rc[0], ZP_ECANCELED);
+    assert_int_equal(two.rc[1], ZP_ECANCELED);
     fixture_fini(&f);
 }
 
@@ -539,29 +595,22 @@ static void test_one_stop_wakes_both_ends_of_a_run(void **state)
     fixture f;
     zp__edge second;
     lockstep full = {.f = &f, .n = 100};
+    taker starving = {0};
     pthread_t tp, tc;
-    uint64_t v, seq;
-    int rc_consumer = 0;
     fixture_init(&f, 1, 1, 2);
-    assert_int_equal(zp__edge_init(&second, f.zctx, "link-test-2", 1, 1, 8,
-                                   &f.stop),
-                     0);
-    /* The first edge fills up; the second edge's consumer starves. */
+    assert_int_equal(
+        zp__edge_init(&second, f.zctx, "link-test-2", 1, 1, 8, &f.stop), 0);
+    /* The first edge fills up while the second edge's consumer starves. */
+    starving.rx = second.rx[0];
     assert_int_equal(pthread_create(&tp, NULL, produce_n, &full), 0);
-    fixture g = {.zctx = f.zctx};
-    g.e = second; /* a shallow view for take_one: same sockets */
-    (void)g;
-    struct {
-        zp__edge *e;
-        int rc;
-    } starving = {&second, 0};
-    (void)starving;
-    assert_true(WAIT_FOR(atomic_load(&f.e.waiters) > 0));
+    assert_int_equal(pthread_create(&tc, NULL, take_one, &starving), 0);
+    ASSERT_SOON(atomic_load(&f.e.waiters) > 0);
+    ASSERT_SOON(atomic_load(&second.waiting) > 0);
     stop_run(&f, &second);
-    join_within_deadline(tp);
+    join_within_deadline(&f, &second, tp);
+    join_within_deadline(&f, &second, tc);
     assert_int_equal(full.rc, ZP_ECANCELED);
-    rc_consumer = take_uint(second.rx[0], true, &v, &seq);
-    assert_int_equal(rc_consumer, ZP_ECANCELED);
+    assert_int_equal(starving.rc, ZP_ECANCELED);
     zp__edge_fini(&second);
     fixture_fini(&f);
 }
@@ -570,8 +619,7 @@ static void test_one_stop_wakes_both_ends_of_a_run(void **state)
 
 /*
  * Plays a peer that is not a zpipe producer: a raw ROUTER connected to
- * consumer 0 under that consumer's routing id, sending `frames` as one
- * multi-part message after the routing-id frame.
+ * consumer 0 under that consumer's routing id. Closed by the caller.
  */
 static void *raw_peer(fixture *f)
 {
@@ -588,11 +636,12 @@ static void *raw_peer(fixture *f)
     return s;
 }
 
-static void raw_send(void *s, const void *data, size_t len, bool more)
+/* Sends `data` to consumer 0 as one message (routing id, then data). */
+static void raw_send(void *s, const void *data, size_t len)
 {
     const unsigned char id[4] = {0, 0, 0, 0};
     assert_int_equal(zmq_send(s, id, sizeof id, ZMQ_SNDMORE), (int)sizeof id);
-    assert_int_equal(zmq_send(s, data, len, more ? ZMQ_SNDMORE : 0), (int)len);
+    assert_int_equal(zmq_send(s, data, len, 0), (int)len);
 }
 
 static void test_garbage_from_a_raw_peer_is_eproto(void **state)
@@ -602,24 +651,23 @@ static void test_garbage_from_a_raw_peer_is_eproto(void **state)
         const char *bytes;
         size_t len;
     } cases[] = {
-        {"", 0},                           /* an empty frame            */
-        {"\xc1", 1},                       /* a byte msgpack never uses */
-        {"\xcf\x00\x00", 3},               /* a truncated header        */
-        {"\xa3seq\x01\x01", 6},            /* seq is a string           */
-        {"\x00\x05\x01\x02", 4},           /* five items promised, two  */
-        {"\x00\x01\xdb\xff\xff\xff\xff", 7}, /* a truncated str32       */
-        {"\x00\x01\x01\x02\x03", 5},       /* bytes after the last item */
-        {"\x00\x01\xdd\x7f\xff\xff\xff", 7}, /* a 2^31-element array    */
-        {"\xc0\xc0", 2},                   /* two nils: not the end     */
+        {"", 0},                             /* an empty frame */
+        {"\xc1", 1},                         /* a byte msgpack never uses */
+        {"\xcf\x00\x00", 3},                 /* a truncated header */
+        {"\xa3seq\x01\x01", 6},              /* seq is a string */
+        {"\x00\x05\x01\x02", 4},             /* five items promised, two */
+        {"\x00\x01\xdb\xff\xff\xff\xff", 7}, /* a truncated str32 */
+        {"\x00\x01\x01\x02\x03", 5},         /* bytes after the last item */
+        {"\x00\x01\xdd\x7f\xff\xff\xff", 7}, /* a 2^31-element array */
+        {"\xc0\xc0", 2},                     /* two nils: not the end */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fixture f;
-        const msgpack_object *item = NULL;
-        uint64_t seq = 0;
+        uint64_t v = 0, seq = 0;
         fixture_init(&f, 1, 1, 16);
         void *s = raw_peer(&f);
-        raw_send(s, cases[i].bytes, cases[i].len, false);
-        int rc = zp__rx_next(f.e.rx[0], true, &item, &seq);
+        raw_send(s, cases[i].bytes, cases[i].len);
+        int rc = take_soon(f.e.rx[0], &v, &seq);
         if (rc != ZP_EPROTO)
             fail_msg("case %zu: rx_next returned %d, not ZP_EPROTO", i, rc);
         zmq_close(s);
@@ -636,12 +684,12 @@ static void test_a_malformed_batch_after_good_items_is_eproto(void **state)
     const char bad[] = {0x00, 0x03, 0x07, 0x08, (char)0xcf, 0x01};
     fixture_init(&f, 1, 1, 16);
     void *s = raw_peer(&f);
-    raw_send(s, bad, sizeof bad, false);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 1);
+    raw_send(s, bad, sizeof bad);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 1);
     assert_int_equal(v, 7);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 1);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 1);
     assert_int_equal(v, 8);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), ZP_EPROTO);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), ZP_EPROTO);
     zmq_close(s);
     fixture_fini(&f);
 }
@@ -660,9 +708,9 @@ static void test_each_frame_of_a_multipart_message_is_checked(void **state)
     assert_int_equal(zmq_send(s, id, sizeof id, ZMQ_SNDMORE), 4);
     assert_int_equal(zmq_send(s, good, n, ZMQ_SNDMORE), (int)n);
     assert_int_equal(zmq_send(s, "\xc1\xc1", 2, 0), 2);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), 1);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 1);
     assert_int_equal(v, 0x11);
-    assert_int_equal(take_uint(f.e.rx[0], true, &v, &seq), ZP_EPROTO);
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), ZP_EPROTO);
     zmq_close(s);
     fixture_fini(&f);
 }
@@ -683,18 +731,18 @@ static void test_slow_items_go_to_the_least_loaded_consumer(void **state)
     for (int j = 0; j < 4; j++)
         assert_int_equal(atomic_load(&f.e.pending[j]), 1);
     /* Consumer 2 finishes its item: the next one is its, not 0's. */
-    assert_int_equal(take_uint(f.e.rx[2], false, &v, &seq), 1);
+    assert_int_equal(take_soon(f.e.rx[2], &v, &seq), 1);
     assert_int_equal(atomic_load(&f.e.pending[2]), 0);
     assert_int_equal(send_uint(tx, 100), 0);
     assert_int_equal(atomic_load(&f.e.pending[2]), 1);
     assert_int_equal(atomic_load(&f.e.pending[0]), 1);
-    assert_int_equal(take_uint(f.e.rx[2], false, &v, &seq), 1);
+    assert_int_equal(take_soon(f.e.rx[2], &v, &seq), 1);
     assert_int_equal(v, 100);
     assert_int_equal(take_uint(f.e.rx[2], false, &v, &seq), ZP__AGAIN);
     for (int j = 0; j < 4; j++) {
         if (j == 2)
             continue;
-        assert_int_equal(take_uint(f.e.rx[j], false, &v, &seq), 1);
+        assert_int_equal(take_soon(f.e.rx[j], &v, &seq), 1);
         assert_int_equal(v, (uint64_t)j);
         assert_int_equal(take_uint(f.e.rx[j], false, &v, &seq), ZP__AGAIN);
     }
@@ -722,9 +770,8 @@ static void test_a_second_edge_under_the_same_name_fails_cleanly(void **state)
     fixture f;
     zp__edge dup;
     fixture_init(&f, 1, 2, 16);
-    assert_int_equal(zp__edge_init(&dup, f.zctx, "link-test", 1, 2, 16,
-                                   &f.stop),
-                     ZP_EIO);
+    assert_int_equal(
+        zp__edge_init(&dup, f.zctx, "link-test", 1, 2, 16, &f.stop), ZP_EIO);
     zp__edge_fini(&dup);
     /* The first edge is unharmed. */
     uint64_t v, seq;
@@ -732,7 +779,7 @@ static void test_a_second_edge_under_the_same_name_fails_cleanly(void **state)
     assert_int_equal(zp__tx_close(f.e.tx[0]), 0);
     int got = 0;
     for (int j = 0; j < 2; j++)
-        while (take_uint(f.e.rx[j], true, &v, &seq) == 1)
+        while (take_soon(f.e.rx[j], &v, &seq) == 1)
             got++;
     assert_int_equal(got, 1);
     fixture_fini(&f);
@@ -741,8 +788,10 @@ static void test_a_second_edge_under_the_same_name_fails_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_one_producer_one_consumer_gets_every_item_in_order),
-        cmocka_unit_test(test_items_reach_consumers_exactly_once_with_dense_indexes),
+        cmocka_unit_test(
+            test_one_producer_one_consumer_gets_every_item_in_order),
+        cmocka_unit_test(
+            test_items_reach_consumers_exactly_once_with_dense_indexes),
         cmocka_unit_test(test_unbatched_items_reach_consumers_exactly_once),
         cmocka_unit_test(test_a_limit_of_one_still_delivers_everything),
         cmocka_unit_test(test_appended_and_discarded_items),

@@ -82,11 +82,10 @@ static void test_explicit_option_values_are_kept(void **state)
 {
     (void)state;
     int token = 0;
-    zp_pipeline *p = zp_pipe(zp_task(task_a),
-                             zp_task(task_b, .workers = 3, .throttle = 7,
-                                     .retries = 2, .ordered = true,
-                                     .branch = true, .on_error = ZP_SKIP,
-                                     .user = &token));
+    zp_pipeline *p = zp_pipe(
+        zp_task(task_a), zp_task(task_b, .workers = 3, .throttle = 7,
+                                 .retries = 2, .ordered = true, .branch = true,
+                                 .on_error = ZP_SKIP, .user = &token));
     assert_null(zp_pipeline_error(p));
     const zp_opts *o = &p->stages[1].opts;
     assert_int_equal(o->workers, 3);
@@ -117,16 +116,16 @@ static void test_each_out_of_range_option_gives_an_error_naming_it(void **state)
         zp_opts opts;
         const char *names;
     } cases[] = {
-        {{.workers = -1}, "workers"},
-        {{.workers = (1 << 20) + 1}, "workers"},
-        {{.throttle = -1}, "throttle"},
-        {{.throttle = INT32_MAX}, "throttle"},
-        {{.retries = -3}, "retries"},
-        {{.timeout_ms = -1}, "timeout_ms"},
-        {{.on_error = 2}, "on_error"},
-        {{.on_error = -1}, "on_error"},
-        {{.mode = 3}, "mode"},
-        {{.mode = -1}, "mode"},
+        {{.workers = -1}, "workers"},            /* below */
+        {{.workers = (1 << 20) + 1}, "workers"}, /* above */
+        {{.throttle = -1}, "throttle"},          /* below */
+        {{.throttle = INT32_MAX}, "throttle"},   /* above */
+        {{.retries = -3}, "retries"},            /* below */
+        {{.timeout_ms = -1}, "timeout_ms"},      /* below */
+        {{.on_error = 2}, "on_error"},           /* above */
+        {{.on_error = -1}, "on_error"},          /* below */
+        {{.mode = 3}, "mode"},                   /* above */
+        {{.mode = -1}, "mode"},                  /* below */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         zp_pipeline *p = with_opts(cases[i].opts);
@@ -244,9 +243,9 @@ static void test_invalid_bind_json_is_an_error_with_its_position(void **state)
 static void test_pipe_composes_stages_in_order(void **state)
 {
     (void)state;
-    zp_pipeline *p = zp_pipe(zp_task(task_a),
-                             zp_pipe(zp_task(task_b), zp_task(task_c)),
-                             zp_task(task_a, .bind = "[3]"));
+    zp_pipeline *p =
+        zp_pipe(zp_task(task_a), zp_pipe(zp_task(task_b), zp_task(task_c)),
+                zp_task(task_a, .bind = "[3]"));
     assert_null(zp_pipeline_error(p));
     assert_int_equal(zp_pipeline_stages(p), 4);
     const char *names[] = {"task_a", "task_b", "task_c", "task_a"};
@@ -276,14 +275,15 @@ static void test_pipe_of_one_pipeline_is_that_pipeline(void **state)
     zp_pipeline_free(p);
 }
 
-static void test_an_error_in_any_piece_reaches_the_composed_pipeline(void **state)
+static void
+test_an_error_in_any_piece_reaches_the_composed_pipeline(void **state)
 {
     (void)state;
     for (int bad = 0; bad < 3; bad++) {
         zp_pipeline *pieces[3];
         for (int i = 0; i < 3; i++)
-            pieces[i] = i == bad ? zp_task(task_b, .retries = -1)
-                                 : zp_task(task_a);
+            pieces[i] =
+                i == bad ? zp_task(task_b, .retries = -1) : zp_task(task_a);
         zp_pipeline *p = zp_pipe(pieces[0], pieces[1], pieces[2]);
         assert_error_mentions(p, "task 'task_b'", "retries");
         assert_int_equal(zp_pipeline_stages(p), 3);
@@ -294,9 +294,9 @@ static void test_an_error_in_any_piece_reaches_the_composed_pipeline(void **stat
 static void test_an_error_in_a_nested_composition_reaches_the_top(void **state)
 {
     (void)state;
-    zp_pipeline *p = zp_pipe(zp_task(task_a),
-                             zp_pipe(zp_task(task_b),
-                                     zp_task(task_c, .mode = ZP_PROCESS)));
+    zp_pipeline *p =
+        zp_pipe(zp_task(task_a),
+                zp_pipe(zp_task(task_b), zp_task(task_c, .mode = ZP_PROCESS)));
     assert_error_mentions(p, "task 'task_c'", "not available yet");
     zp_pipeline_free(p);
 }
@@ -354,11 +354,12 @@ static void test_a_piece_breaking_the_first_rule_is_fine_later(void **state)
     zp_pipeline_free(p);
 }
 
-static void test_a_composition_starting_with_a_bad_first_piece_is_reported(
-    void **state)
+static void
+test_a_composition_starting_with_a_bad_first_piece_is_reported(void **state)
 {
     (void)state;
-    zp_pipeline *inner = zp_pipe(zp_task(task_a), zp_task(task_b, .join = true));
+    zp_pipeline *inner =
+        zp_pipe(zp_task(task_a), zp_task(task_b, .join = true));
     assert_null(zp_pipeline_error(inner));
     /* Composed behind a join-first piece, the whole breaks the rule. */
     zp_pipeline *p = zp_pipe(zp_task(task_c, .join = true), inner);
@@ -404,7 +405,8 @@ static void test_another_function_under_a_taken_name_is_refused(void **state)
     assert_ptr_equal(zp_lookup("pipeline_test_taken"), task_a);
 }
 
-static void test_null_or_empty_names_and_null_functions_are_refused(void **state)
+static void
+test_null_or_empty_names_and_null_functions_are_refused(void **state)
 {
     (void)state;
     assert_int_equal(zp_register(NULL, task_a), ZP_EINVAL);
@@ -448,10 +450,12 @@ static void test_registry_visits_every_task_in_name_order(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_zero_workers_and_throttle_resolve_to_the_defaults),
+        cmocka_unit_test(
+            test_zero_workers_and_throttle_resolve_to_the_defaults),
         cmocka_unit_test(test_explicit_option_values_are_kept),
         cmocka_unit_test(test_null_opts_mean_all_defaults),
-        cmocka_unit_test(test_each_out_of_range_option_gives_an_error_naming_it),
+        cmocka_unit_test(
+            test_each_out_of_range_option_gives_an_error_naming_it),
         cmocka_unit_test(test_join_rejects_ordered_retries_and_skip_by_name),
         cmocka_unit_test(test_timeout_is_refused_for_thread_workers),
         cmocka_unit_test(test_process_and_remote_modes_are_not_available_yet),
@@ -462,19 +466,22 @@ int main(void)
         cmocka_unit_test(test_invalid_bind_json_is_an_error_with_its_position),
         cmocka_unit_test(test_pipe_composes_stages_in_order),
         cmocka_unit_test(test_pipe_of_one_pipeline_is_that_pipeline),
-        cmocka_unit_test(test_an_error_in_any_piece_reaches_the_composed_pipeline),
+        cmocka_unit_test(
+            test_an_error_in_any_piece_reaches_the_composed_pipeline),
         cmocka_unit_test(test_an_error_in_a_nested_composition_reaches_the_top),
         cmocka_unit_test(test_the_first_error_of_a_composition_wins),
         cmocka_unit_test(test_pipe_with_a_null_first_pipeline_is_an_error),
         cmocka_unit_test(test_join_first_task_is_reported_by_pipeline_error),
         cmocka_unit_test(test_several_workers_on_the_first_task_are_reported),
         cmocka_unit_test(test_a_piece_breaking_the_first_rule_is_fine_later),
-        cmocka_unit_test(test_a_composition_starting_with_a_bad_first_piece_is_reported),
+        cmocka_unit_test(
+            test_a_composition_starting_with_a_bad_first_piece_is_reported),
         cmocka_unit_test(test_null_pipeline_is_harmless),
         cmocka_unit_test(test_register_then_lookup_finds_the_function),
         cmocka_unit_test(test_registering_the_same_function_twice_is_fine),
         cmocka_unit_test(test_another_function_under_a_taken_name_is_refused),
-        cmocka_unit_test(test_null_or_empty_names_and_null_functions_are_refused),
+        cmocka_unit_test(
+            test_null_or_empty_names_and_null_functions_are_refused),
         cmocka_unit_test(test_registry_visits_every_task_in_name_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

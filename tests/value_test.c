@@ -44,9 +44,9 @@ static void packed_fini(packed *p)
 static void unpack_one(packed *p)
 {
     size_t off = 0;
-    assert_int_equal(msgpack_unpack(p->sb.data, p->sb.size, &off, &p->zone,
-                                    &p->obj),
-                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(
+        msgpack_unpack(p->sb.data, p->sb.size, &off, &p->zone, &p->obj),
+        MSGPACK_UNPACK_SUCCESS);
     assert_int_equal(off, p->sb.size);
 }
 
@@ -60,8 +60,8 @@ static void pack_with(packed *p, const char *json,
     msgpack_packer_init(&pk, &p->sb, msgpack_sbuffer_write);
     int rc = fn(json, &pk, &err);
     if (rc != 0)
-        fail_msg("packing '%s' failed with %d: %s", json ? json : "(null)",
-                 rc, err ? err : "(no message)");
+        fail_msg("packing '%s' failed with %d: %s", json ? json : "(null)", rc,
+                 err ? err : "(no message)");
     assert_null(err);
     unpack_one(p);
 }
@@ -349,7 +349,8 @@ static void test_invalid_json_gives_einval_with_line_and_column(void **state)
     assert_invalid("{'a': 1}", 1, zp__json_pack);
 }
 
-static void test_invalid_arguments_give_einval_with_line_and_column(void **state)
+static void
+test_invalid_arguments_give_einval_with_line_and_column(void **state)
 {
     (void)state;
     assert_invalid("[1,", 1, zp__json_pack_args);
@@ -367,10 +368,10 @@ static void test_the_column_points_at_the_offending_character(void **state)
     assert_int_equal(zp__json_pack("[x]", &pk, &near), ZP_EINVAL);
     assert_int_equal(zp__json_pack("[1,      x]", &pk, &far), ZP_EINVAL);
     int l1 = 0, c1 = 0, l2 = 0, c2 = 0;
-    assert_int_equal(sscanf(strstr(near, "line"), "line %d, column %d", &l1,
-                            &c1), 2);
-    assert_int_equal(sscanf(strstr(far, "line"), "line %d, column %d", &l2,
-                            &c2), 2);
+    assert_int_equal(
+        sscanf(strstr(near, "line"), "line %d, column %d", &l1, &c1), 2);
+    assert_int_equal(
+        sscanf(strstr(far, "line"), "line %d, column %d", &l2, &c2), 2);
     assert_int_equal(c2 - c1, 8);
     free(near);
     free(far);
@@ -446,9 +447,8 @@ static void test_pack_object_copies_a_value(void **state)
     msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     msgpack_object o;
     assert_non_null(zone);
-    assert_int_equal(zp__json_to_object("{\"a\": [1, -2, 2.5, \"s\"]}", zone,
-                                        &o, NULL),
-                     0);
+    assert_int_equal(
+        zp__json_to_object("{\"a\": [1, -2, 2.5, \"s\"]}", zone, &o, NULL), 0);
     packed p;
     msgpack_packer pk;
     packed_init(&p);
@@ -482,7 +482,8 @@ int main(void)
         cmocka_unit_test(test_an_array_of_arguments_is_packed_as_it_is),
         cmocka_unit_test(test_a_single_argument_becomes_a_one_element_array),
         cmocka_unit_test(test_invalid_json_gives_einval_with_line_and_column),
-        cmocka_unit_test(test_invalid_arguments_give_einval_with_line_and_column),
+        cmocka_unit_test(
+            test_invalid_arguments_give_einval_with_line_and_column),
         cmocka_unit_test(test_the_column_points_at_the_offending_character),
         cmocka_unit_test(test_object_in_a_zone_outlives_the_packing_buffer),
         cmocka_unit_test(test_many_objects_share_one_zone),
