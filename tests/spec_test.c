@@ -150,15 +150,18 @@ static zp_pipeline *parse_ok(const char *spec)
     return p;
 }
 
-#define NUMBER_WANTED "expected a whole number (digits only, at most 2147483647)"
+#define NUMBER_WANTED \
+    "expected a whole number (digits only, at most 2147483647)"
 
 /* ---- Building ------------------------------------------------------------ */
 
-static void test_three_stage_spec_builds_three_stages_with_their_options(void **state)
+static void
+test_three_stage_spec_builds_three_stages_with_their_options(void **state)
 {
     (void)state;
-    zp_pipeline *p = parse_ok("range branch | square workers=4 ordered "
-                              "retries=2 on_error=skip | total join throttle=16");
+    zp_pipeline *p =
+        parse_ok("range branch | square workers=4 ordered "
+                 "retries=2 on_error=skip | total join throttle=16");
     assert_int_equal(zp_pipeline_stages(p), 3);
     assert_string_equal(p->stages[0].name, "range");
     assert_ptr_equal(p->stages[0].fn, range);
@@ -201,10 +204,12 @@ static void test_zero_values_and_inproc_mode_are_the_defaults(void **state)
     zp_pipeline_free(p);
 }
 
-static void test_any_whitespace_separates_words_and_pipes_need_none(void **state)
+static void
+test_any_whitespace_separates_words_and_pipes_need_none(void **state)
 {
     (void)state;
-    zp_pipeline *p = parse_ok("\trange\nbranch|square workers=2|  total   join \n");
+    zp_pipeline *p =
+        parse_ok("\trange\nbranch|square workers=2|  total   join \n");
     assert_int_equal(zp_pipeline_stages(p), 3);
     assert_true(p->stages[0].opts.branch);
     assert_int_equal(p->stages[1].opts.workers, 2);
@@ -242,8 +247,9 @@ static void test_bind_keeps_spaces_and_pipes_inside_json_strings(void **state)
 static void test_bind_takes_a_json_string_array_or_bare_word(void **state)
 {
     (void)state;
-    zp_pipeline *p = parse_ok("range | label bind=\"a | \\\"b\\\"\" | "
-                              "label bind=[1, \"]\"] ordered|label bind=42|total");
+    zp_pipeline *p =
+        parse_ok("range | label bind=\"a | \\\"b\\\"\" | "
+                 "label bind=[1, \"]\"] ordered|label bind=42|total");
     assert_int_equal(zp_pipeline_stages(p), 5);
     assert_string_equal(p->stages[1].opts.bind, "\"a | \\\"b\\\"\"");
     assert_string_equal(p->stages[2].opts.bind, "[1, \"]\"]");
@@ -263,16 +269,17 @@ static void test_bind_that_is_not_json_fails_at_the_task_name(void **state)
                            "task 'label': bind is not valid JSON", 2, 9, 5);
 }
 
-static void test_unterminated_bind_points_from_its_opening_to_the_end(void **state)
+static void
+test_unterminated_bind_points_from_its_opening_to_the_end(void **state)
 {
     (void)state;
     assert_parse_error("range | label bind={\"a\": \"}\" | total",
-                       "unterminated bind value '{\"a\": \"}\" | total'", 2,
-                       20, 17);
-    assert_parse_error("label bind=\"abc\\\"", "unterminated bind value '\"abc\\\"'",
-                       1, 12, 6);
-    assert_parse_error("label bind=[[1]", "unterminated bind value '[[1]'",
-                       1, 12, 4);
+                       "unterminated bind value '{\"a\": \"}\" | total'", 2, 20,
+                       17);
+    assert_parse_error("label bind=\"abc\\\"",
+                       "unterminated bind value '\"abc\\\"'", 1, 12, 6);
+    assert_parse_error("label bind=[[1]", "unterminated bind value '[[1]'", 1,
+                       12, 4);
 }
 
 static void test_text_glued_to_a_bind_value_is_an_error(void **state)
@@ -280,8 +287,8 @@ static void test_text_glued_to_a_bind_value_is_an_error(void **state)
     (void)state;
     assert_parse_error("label bind={\"a\":1}xy ordered",
                        "unexpected 'xy' after the bind value", 1, 19, 2);
-    assert_parse_error("label bind=\"a\"=b", "unexpected '=b' after the bind value",
-                       1, 15, 2);
+    assert_parse_error("label bind=\"a\"=b",
+                       "unexpected '=b' after the bind value", 1, 15, 2);
 }
 
 /* ---- timeout -------------------------------------------------------------
@@ -296,7 +303,8 @@ static void test_timeout_units_are_converted_to_milliseconds(void **state)
     (void)state;
     assert_parse_error_has("range | square timeout=2000000s",
                            "timeout_ms must be between 0 and 1073741824, "
-                           "got 2000000000", 2, 9, 6);
+                           "got 2000000000",
+                           2, 9, 6);
     assert_parse_error_has("range | square timeout=1500000000ms",
                            "got 1500000000", 2, 9, 6);
     assert_parse_error_has("range | square timeout=1500000000",
@@ -308,7 +316,8 @@ static void test_a_valid_timeout_reaches_the_inproc_mode_check(void **state)
     (void)state;
     assert_parse_error_has("range | square timeout=2s",
                            "timeout_ms applies to process and remote workers "
-                           "only", 2, 9, 6);
+                           "only",
+                           2, 9, 6);
     assert_parse_error_has("range | square timeout=500ms",
                            "timeout_ms applies to", 2, 9, 6);
 }
@@ -316,15 +325,16 @@ static void test_a_valid_timeout_reaches_the_inproc_mode_check(void **state)
 static void test_bad_timeouts_point_at_the_value(void **state)
 {
     (void)state;
-    static const char *bad[] = {"2m", "s", "ms", "1.5s", "-1", "2S",
-                                "3000000s", "2147483648ms", "2sms"};
+    static const char *bad[] = {"2m", "s",        "ms",           "1.5s", "-1",
+                                "2S", "3000000s", "2147483648ms", "2sms"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char spec[64], head[160];
         snprintf(spec, sizeof spec, "range | square timeout=%s", bad[i]);
         size_t len = strcspn(bad[i], " ");
         snprintf(head, sizeof head,
                  "bad value '%.*s' for timeout: expected a duration such as "
-                 "500ms, 2s or 500 (milliseconds)", (int)len, bad[i]);
+                 "500ms, 2s or 500 (milliseconds)",
+                 (int)len, bad[i]);
         assert_parse_error(spec, head, 2, 24, (int)len);
     }
 }
@@ -337,10 +347,9 @@ static void test_unknown_option_gives_the_documented_message(void **state)
     char *err = NULL;
     assert_null(zp_parse("range branch | square wrkers=4", &err));
     /* 'wrkers' starts at column 23 (column 16 is 'square'). */
-    assert_string_equal(err,
-                        "unknown option 'wrkers' in stage 2 (column 23)\n"
-                        "  range branch | square wrkers=4\n"
-                        "                        ^~~~~~");
+    assert_string_equal(err, "unknown option 'wrkers' in stage 2 (column 23)\n"
+                             "  range branch | square wrkers=4\n"
+                             "                        ^~~~~~");
     free(err);
 }
 
@@ -357,8 +366,8 @@ static void test_unknown_option_points_at_its_name(void **state)
 static void test_unknown_task_points_at_its_name(void **state)
 {
     (void)state;
-    assert_parse_error("range branch | sqare workers=4",
-                       "unknown task 'sqare'", 2, 16, 5);
+    assert_parse_error("range branch | sqare workers=4", "unknown task 'sqare'",
+                       2, 16, 5);
     assert_parse_error("nothing", "unknown task 'nothing'", 1, 1, 7);
     assert_parse_error("range | square | total join | workers=4",
                        "unknown task 'workers=4'", 4, 31, 9);
@@ -381,8 +390,8 @@ static void test_empty_stage_points_at_the_pipe(void **state)
                        "empty stage: expected a task name before '|'", 2, 8, 1);
     assert_parse_error("  | range",
                        "empty stage: expected a task name before '|'", 1, 3, 1);
-    assert_parse_error("range |",
-                       "empty stage: expected a task name after '|'", 2, 7, 1);
+    assert_parse_error("range |", "empty stage: expected a task name after '|'",
+                       2, 7, 1);
     assert_parse_error("range | square |  \n",
                        "empty stage: expected a task name after '|'", 3, 16, 1);
 }
@@ -390,11 +399,12 @@ static void test_empty_stage_points_at_the_pipe(void **state)
 static void test_flag_given_a_value_is_an_error(void **state)
 {
     (void)state;
-    assert_parse_error("range branch=1", "flag 'branch' takes no value", 1, 7, 6);
-    assert_parse_error("range | total join=", "flag 'join' takes no value",
-                       2, 15, 4);
-    assert_parse_error("range | total ordered=true", "flag 'ordered' takes no value",
-                       2, 15, 7);
+    assert_parse_error("range branch=1", "flag 'branch' takes no value", 1, 7,
+                       6);
+    assert_parse_error("range | total join=", "flag 'join' takes no value", 2,
+                       15, 4);
+    assert_parse_error("range | total ordered=true",
+                       "flag 'ordered' takes no value", 2, 15, 7);
 }
 
 static void test_option_missing_its_value_is_an_error(void **state)
@@ -415,13 +425,15 @@ static void test_option_missing_its_value_is_an_error(void **state)
 static void test_numbers_must_be_plain_decimal_ints(void **state)
 {
     (void)state;
-    static const char *bad[] = {"4x", "-", "-1", "+1", "0x10", "4.0",
-                                "2147483648", "99999999999999999999"};
+    static const char *bad[] = {
+        "4x",   "-",   "-1",         "+1",
+        "0x10", "4.0", "2147483648", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char spec[64], head[160];
-        snprintf(spec, sizeof spec, "range | square workers=%s ordered", bad[i]);
-        snprintf(head, sizeof head, "bad value '%s' for workers: " NUMBER_WANTED,
+        snprintf(spec, sizeof spec, "range | square workers=%s ordered",
                  bad[i]);
+        snprintf(head, sizeof head,
+                 "bad value '%s' for workers: " NUMBER_WANTED, bad[i]);
         assert_parse_error(spec, head, 2, 24, (int)strlen(bad[i]));
     }
     assert_parse_error("range | square throttle=1k",
@@ -430,12 +442,14 @@ static void test_numbers_must_be_plain_decimal_ints(void **state)
                        "bad value 'x' for retries: " NUMBER_WANTED, 2, 24, 1);
 }
 
-static void test_an_int_out_of_the_option_range_fails_at_the_task_name(void **state)
+static void
+test_an_int_out_of_the_option_range_fails_at_the_task_name(void **state)
 {
     (void)state;
     assert_parse_error_has("range | square workers=2147483647",
                            "task 'square': workers must be between 0 and "
-                           "1048576, got 2147483647", 2, 9, 6);
+                           "1048576, got 2147483647",
+                           2, 9, 6);
 }
 
 static void test_mode_and_on_error_take_only_their_words(void **state)
@@ -443,10 +457,12 @@ static void test_mode_and_on_error_take_only_their_words(void **state)
     (void)state;
     assert_parse_error("range | square mode=threads",
                        "bad value 'threads' for mode: expected inproc, "
-                       "process or remote", 2, 21, 7);
+                       "process or remote",
+                       2, 21, 7);
     assert_parse_error("range | square mode=INPROC",
                        "bad value 'INPROC' for mode: expected inproc, "
-                       "process or remote", 2, 21, 6);
+                       "process or remote",
+                       2, 21, 6);
     assert_parse_error("range | square on_error=ignore",
                        "bad value 'ignore' for on_error: expected fail or skip",
                        2, 25, 6);
@@ -457,7 +473,8 @@ static void test_repeated_option_points_at_its_second_use(void **state)
     (void)state;
     assert_parse_error("range | square workers=2 ordered workers=3",
                        "repeated option 'workers'", 2, 34, 7);
-    assert_parse_error("range branch branch", "repeated option 'branch'", 1, 14, 6);
+    assert_parse_error("range branch branch", "repeated option 'branch'", 1, 14,
+                       6);
     assert_parse_error("range | label bind=1 bind=2", "repeated option 'bind'",
                        2, 22, 4);
 }
@@ -494,7 +511,8 @@ static void test_columns_count_characters_not_bytes(void **state)
 
 /* ---- The first-task rule and err == NULL --------------------------------- */
 
-static void test_first_stage_rule_is_reported_by_pipeline_error_not_parse(void **state)
+static void
+test_first_stage_rule_is_reported_by_pipeline_error_not_parse(void **state)
 {
     (void)state;
     char marker = 0;
@@ -502,14 +520,15 @@ static void test_first_stage_rule_is_reported_by_pipeline_error_not_parse(void *
     zp_pipeline *p = zp_parse("total join | square", &err);
     assert_non_null(p);
     assert_ptr_equal(err, &marker);
-    assert_non_null(strstr(zp_pipeline_error(p), "first task cannot have join"));
+    assert_non_null(
+        strstr(zp_pipeline_error(p), "first task cannot have join"));
     zp_pipeline_free(p);
 
     p = zp_parse("range workers=4 | square", &err);
     assert_non_null(p);
     assert_ptr_equal(err, &marker);
-    assert_non_null(strstr(zp_pipeline_error(p),
-                           "first task cannot have workers > 1"));
+    assert_non_null(
+        strstr(zp_pipeline_error(p), "first task cannot have workers > 1"));
     zp_pipeline_free(p);
 
     p = parse_ok("range | total join | square workers=8");
@@ -533,13 +552,16 @@ static void test_err_may_be_null(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_three_stage_spec_builds_three_stages_with_their_options),
+        cmocka_unit_test(
+            test_three_stage_spec_builds_three_stages_with_their_options),
         cmocka_unit_test(test_zero_values_and_inproc_mode_are_the_defaults),
-        cmocka_unit_test(test_any_whitespace_separates_words_and_pipes_need_none),
+        cmocka_unit_test(
+            test_any_whitespace_separates_words_and_pipes_need_none),
         cmocka_unit_test(test_bind_keeps_spaces_and_pipes_inside_json_strings),
         cmocka_unit_test(test_bind_takes_a_json_string_array_or_bare_word),
         cmocka_unit_test(test_bind_that_is_not_json_fails_at_the_task_name),
-        cmocka_unit_test(test_unterminated_bind_points_from_its_opening_to_the_end),
+        cmocka_unit_test(
+            test_unterminated_bind_points_from_its_opening_to_the_end),
         cmocka_unit_test(test_text_glued_to_a_bind_value_is_an_error),
         cmocka_unit_test(test_timeout_units_are_converted_to_milliseconds),
         cmocka_unit_test(test_a_valid_timeout_reaches_the_inproc_mode_check),
@@ -552,13 +574,15 @@ int main(void)
         cmocka_unit_test(test_flag_given_a_value_is_an_error),
         cmocka_unit_test(test_option_missing_its_value_is_an_error),
         cmocka_unit_test(test_numbers_must_be_plain_decimal_ints),
-        cmocka_unit_test(test_an_int_out_of_the_option_range_fails_at_the_task_name),
+        cmocka_unit_test(
+            test_an_int_out_of_the_option_range_fails_at_the_task_name),
         cmocka_unit_test(test_mode_and_on_error_take_only_their_words),
         cmocka_unit_test(test_repeated_option_points_at_its_second_use),
         cmocka_unit_test(test_process_mode_is_not_available_yet),
         cmocka_unit_test(test_tabs_and_newlines_are_shown_as_spaces),
         cmocka_unit_test(test_columns_count_characters_not_bytes),
-        cmocka_unit_test(test_first_stage_rule_is_reported_by_pipeline_error_not_parse),
+        cmocka_unit_test(
+            test_first_stage_rule_is_reported_by_pipeline_error_not_parse),
         cmocka_unit_test(test_err_may_be_null),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
