@@ -237,26 +237,27 @@ static int run_item(zp__worker *w, const msgpack_object *item, uint64_t index)
 
 /* ---- The worker loop ---------------------------------------------------- */
 
-int zp__worker_flush(zp__worker *w)
+/* Applies `op` to the worker's sender: its own, or the ordered stage's
+ * shared one under the stage's lock. */
+static int on_output(zp__worker *w, int (*op)(zp__tx *))
 {
     zp__stage_rt *st = w->stage;
     if (!st->ordered)
-        return zp__tx_flush(w->tx);
+        return op(w->tx);
     pthread_mutex_lock(&st->order_lock);
-    int rc = zp__tx_flush(st->shared_tx);
+    int rc = op(st->shared_tx);
     pthread_mutex_unlock(&st->order_lock);
     return rc;
 }
 
+int zp__worker_flush(zp__worker *w)
+{
+    return on_output(w, zp__tx_flush);
+}
+
 int zp__worker_nudge(zp__worker *w)
 {
-    zp__stage_rt *st = w->stage;
-    if (!st->ordered)
-        return zp__tx_nudge(w->tx);
-    pthread_mutex_lock(&st->order_lock);
-    int rc = zp__tx_nudge(st->shared_tx);
-    pthread_mutex_unlock(&st->order_lock);
-    return rc;
+    return on_output(w, zp__tx_nudge);
 }
 
 static int next_item(zp__worker *w, const msgpack_object **item, uint64_t *i)
@@ -308,14 +309,7 @@ static int close_output(zp__worker *w)
 {
     zp__stage_rt *st = w->stage;
     bool last = atomic_fetch_sub(&st->alive, 1) == 1;
-    if (!st->ordered)
-        return zp__tx_close(w->tx);
-    if (!last)
-        return 0;
-    pthread_mutex_lock(&st->order_lock);
-    int rc = zp__tx_close(st->shared_tx);
-    pthread_mutex_unlock(&st->order_lock);
-    return rc;
+    return !st->ordered || last ? on_output(w, zp__tx_close) : 0;
 }
 
 static void report(zp__worker *w, int rc)
