@@ -125,8 +125,3 @@ out_free_buf:
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
-
-int zp__pack_object(msgpack_packer *pk, const msgpack_object *o)
-{
-    return msgpack_pack_object(pk, *o) == 0 ? 0 : ZP_ENOMEM;
-}

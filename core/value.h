@@ -29,7 +29,4 @@ int zp__json_pack_args(const char *json, msgpack_packer *pk, char **err);
 int zp__json_to_object(const char *json, msgpack_zone *zone,
                        msgpack_object *out, char **err);
 
-/* Packs a copy of `o` into `pk`. Returns 0 or ZP_ENOMEM. */
-int zp__pack_object(msgpack_packer *pk, const msgpack_object *o);
-
 #endif

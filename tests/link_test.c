@@ -252,16 +252,14 @@ static void exchange(int P, int C, int n, int limit, bool slow, int work_us,
     uint64_t sent = 0, taken = 0;
     for (int i = 0; i < P; i++) {
         assert_int_equal(prod[i].rc, 0);
-        assert_int_equal(zp__tx_sent(f.e.tx[i]), (uint64_t)n);
-        sent += zp__tx_sent(f.e.tx[i]);
+        sent += (uint64_t)n;
     }
     for (int j = 0; j < C; j++) {
         consumer *c = &cons[j];
         assert_int_equal(c->rc, 0); /* the end of the stream, not an error */
         assert_int_equal(c->over_limit, 0);
         assert_true(c->n <= total);
-        assert_int_equal(zp__rx_taken(c->rx), c->n);
-        taken += zp__rx_taken(c->rx);
+        taken += c->n;
         for (size_t k = 0; k < c->n; k++) {
             uint64_t id = c->vals[k] >> 32, i = c->vals[k] & 0xffffffffu;
             assert_true(c->seqs[k] < total);
@@ -347,7 +345,6 @@ static void test_appended_and_discarded_items(void **state)
     assert_int_equal(v, 43);
     assert_int_equal(seq, 1);
     assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 0);
-    assert_int_equal(zp__tx_sent(tx), 2);
     fixture_fini(&f);
 }
 
@@ -499,7 +496,6 @@ static void test_polling_an_empty_link_returns_again(void **state)
     assert_int_equal(take_soon(rx, &v, &seq), 1);
     assert_int_equal(v, 5);
     assert_int_equal(take_uint(rx, false, &v, &seq), ZP__AGAIN);
-    assert_int_equal(zp__rx_taken(rx), 1);
     fixture_fini(&f);
 }
 

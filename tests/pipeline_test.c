@@ -18,7 +18,6 @@
 #include <cmocka.h>
 
 #include "core/pipeline.h"
-#include "core/registry.h"
 #include "zpipe.h"
 
 static int task_a(zp_call *call)
@@ -417,36 +416,6 @@ test_null_or_empty_names_and_null_functions_are_refused(void **state)
     assert_null(zp_lookup(""));
 }
 
-typedef struct seen {
-    int count;
-    char last[64];
-    bool sorted;
-    bool found;
-} seen;
-
-static void visit(const char *name, zp_task_fn fn, void *arg)
-{
-    seen *s = arg;
-    if (s->count > 0 && strcmp(s->last, name) >= 0)
-        s->sorted = false;
-    if (strcmp(name, "pipeline_test_zz") == 0 && fn == task_c)
-        s->found = true;
-    snprintf(s->last, sizeof s->last, "%s", name);
-    s->count++;
-}
-
-static void test_registry_visits_every_task_in_name_order(void **state)
-{
-    (void)state;
-    assert_int_equal(zp_register("pipeline_test_zz", task_c), 0);
-    assert_int_equal(zp_register("pipeline_test_aa", task_a), 0);
-    seen s = {.sorted = true};
-    zp__registry_each(visit, &s);
-    assert_true(s.count >= 2);
-    assert_true(s.sorted);
-    assert_true(s.found);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -482,7 +451,6 @@ int main(void)
         cmocka_unit_test(test_another_function_under_a_taken_name_is_refused),
         cmocka_unit_test(
             test_null_or_empty_names_and_null_functions_are_refused),
-        cmocka_unit_test(test_registry_visits_every_task_in_name_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -453,7 +453,7 @@ static void test_pack_object_copies_a_value(void **state)
     msgpack_packer pk;
     packed_init(&p);
     msgpack_packer_init(&pk, &p.sb, msgpack_sbuffer_write);
-    assert_int_equal(zp__pack_object(&pk, &o), 0);
+    assert_int_equal(msgpack_pack_object(&pk, o), 0);
     msgpack_zone_free(zone);
     unpack_one(&p);
     const msgpack_object *a = get(&p.obj, "a");

@@ -24,17 +24,15 @@ struct zp__tx {
     uint32_t count;      /* items in buf                               */
     uint32_t max;        /* items per batch, at most                   */
     int next;            /* where the least-loaded scan starts         */
-    uint64_t sent;       /* items sent                                 */
 };
 
 struct zp__rx {
-    zp__edge *e;            /* borrowed; the edge owns this rx          */
-    int index;              /* routing id                               */
-    void *sock;             /* owned DEALER                             */
-    zmq_msg_t msg;          /* the message being read                   */
-    zp__batch_reader rd;    /* reads msg's items                        */
-    int closed;             /* producers that said they are done        */
-    _Atomic uint64_t taken; /* items taken                              */
+    zp__edge *e;         /* borrowed; the edge owns this rx          */
+    int index;           /* routing id                               */
+    void *sock;          /* owned DEALER                             */
+    zmq_msg_t msg;       /* the message being read                   */
+    zp__batch_reader rd; /* reads msg's items                        */
+    int closed;          /* producers that said they are done        */
 };
 
 void *zp__zctx_new(int sockets)
@@ -346,7 +344,6 @@ int zp__tx_flush(zp__tx *tx)
     tx->buf.size = 0;
     tx->committed = 0;
     tx->count = 0;
-    tx->sent += n;
     return rc;
 }
 
@@ -360,11 +357,6 @@ int zp__tx_close(zp__tx *tx)
         rc = send_to(tx, j, &m);
     }
     return rc;
-}
-
-uint64_t zp__tx_sent(const zp__tx *tx)
-{
-    return tx->sent;
 }
 
 /* Receives the next message into rx->msg. */
@@ -410,11 +402,8 @@ int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
 {
     for (;;) {
         int rc = zp__batch_next(&rx->rd, item, seq);
-        if (rc == 1) {
-            atomic_store_explicit(&rx->taken, rx->taken + 1,
-                                  memory_order_relaxed);
+        if (rc == 1)
             return 1;
-        }
         if (rc < 0)
             return rc;
         if (rx->closed == rx->e->producers)
@@ -422,9 +411,4 @@ int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
         if ((rc = receive(rx, wait)) != 0 || (rc = open_message(rx)) != 0)
             return rc;
     }
-}
-
-uint64_t zp__rx_taken(const zp__rx *rx)
-{
-    return atomic_load_explicit(&((zp__rx *)rx)->taken, memory_order_relaxed);
 }

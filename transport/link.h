@@ -131,9 +131,6 @@ int zp__tx_flush(zp__tx *tx);
 /* Flushes, then tells every consumer this producer is done. */
 int zp__tx_close(zp__tx *tx);
 
-/* Items this producer has sent so far. */
-uint64_t zp__tx_sent(const zp__tx *tx);
-
 /* ---- Consumer side: a zp__rx is used by one thread at a time. ---------- */
 
 /*
@@ -144,8 +141,5 @@ uint64_t zp__tx_sent(const zp__tx *tx);
  */
 int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
                 uint64_t *seq);
-
-/* Items this consumer has taken so far. */
-uint64_t zp__rx_taken(const zp__rx *rx);
 
 #endif
