@@ -3,7 +3,7 @@
 # Installs the Debian 12 packages zpipe needs to build and test, only those
 # missing (so a machine that has them all needs no network). Run as root.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libzmq3-dev libmsgpack-dev
+pkgs=(build-essential cmake pkg-config git libzmq3-dev libmsgpack-dev
       libjansson-dev libcmocka-dev clang-format)
 missing=()
 for p in "${pkgs[@]}"; do
