@@ -250,6 +250,33 @@ int zp_fail(zp_call *c, const char *fmt, ...)
     return ZP_ETASK;
 }
 
+int zp__call_item(zp_call *c, const msgpack_object *item, uint64_t index,
+                  uint32_t *retried)
+{
+    const zp_opts *o = &c->def->opts;
+    for (int attempt = 0;; attempt++) {
+        zp__call_begin(c, item, index);
+        int rc = c->def->fn(c);
+        if (rc == 0 && !c->failed)
+            return ZP__CALL_OK;
+        if (atomic_load(&c->w->stage->run->stop))
+            return ZP_ECANCELED;
+        if (c->error == NULL)
+            c->error = zp__strdupf("it returned %d without calling "
+                                   "zp_fail()",
+                                   rc);
+        if (c->broken || attempt >= o->retries)
+            break;
+        if (retried != NULL)
+            (*retried)++;
+    }
+    if (!c->broken && o->on_error == ZP_SKIP) {
+        zp__call_drop(c);
+        return ZP__CALL_SKIPPED;
+    }
+    return ZP_ETASK;
+}
+
 int zp__worker_pace(zp__worker *w)
 {
     if (++w->window_items < WINDOW && !w->slow)

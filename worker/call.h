@@ -49,6 +49,20 @@ void zp__call_fini(zp_call *c);
 /* Prepares the call for a new attempt on `input`. */
 void zp__call_begin(zp_call *c, const msgpack_object *input, uint64_t index);
 
+/* What zp__call_item() made of an item, besides errors. */
+#define ZP__CALL_OK 0
+#define ZP__CALL_SKIPPED 1
+
+/*
+ * Runs the task on one item, with the stage's retries (adding them to
+ * *retried, which may be NULL). Returns ZP__CALL_OK (outputs sent or
+ * parked), ZP__CALL_SKIPPED (it failed and on_error = ZP_SKIP: outputs
+ * dropped), ZP_ETASK (it failed for good: c->error says why) or
+ * ZP_ECANCELED (the run is stopping).
+ */
+int zp__call_item(zp_call *c, const msgpack_object *item, uint64_t index,
+                  uint32_t *retried);
+
 /* Drops the parked outputs of the current attempt. */
 void zp__call_drop(zp_call *c);
 

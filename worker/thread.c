@@ -182,57 +182,34 @@ static int commit(zp__worker *w)
     return rc;
 }
 
-static char *failure_message(zp__worker *w, int rc)
+/* Stops the run with the current call's failure. */
+static int fail_run(zp__worker *w)
 {
     zp_call *c = &w->call;
-    const char *name = c->def->name;
-    if (c->error != NULL)
-        return zp__strdupf("task '%s' failed on item %llu: %s", name,
-                           (unsigned long long)c->index, c->error);
-    return zp__strdupf("task '%s' failed on item %llu: it returned %d "
-                       "without calling zp_fail()",
-                       name, (unsigned long long)c->index, rc);
-}
-
-/* Decides what a failed attempt leads to: 1 retry, 0 skip, <0 stop. */
-static int after_failure(zp__worker *w, int rc, int *attempts)
-{
-    zp_call *c = &w->call;
-    const zp_opts *o = &c->def->opts;
-    if (atomic_load(&w->stage->run->stop))
-        return ZP_ECANCELED;
-    if (!c->broken && (*attempts)++ < o->retries) {
-        bump(&w->stats.retried);
-        return 1;
-    }
     bump(&w->stats.failed);
-    if (!c->broken && o->on_error == ZP_SKIP) {
-        bump(&w->stats.skipped);
-        zp__call_drop(c);
-        return 0;
-    }
-    w->stage->run->fail(w->stage->run, ZP_ETASK, failure_message(w, rc));
+    w->stage->run->fail(w->stage->run, ZP_ETASK,
+                        zp__strdupf("task '%s' failed on item %llu: %s",
+                                    c->def->name, (unsigned long long)c->index,
+                                    c->error ? c->error : "out of memory"));
     return ZP_ETASK;
 }
 
 /* One item, with its retries. */
 static int run_item(zp__worker *w, const msgpack_object *item, uint64_t index)
 {
-    zp_call *c = &w->call;
-    int attempts = 0;
+    uint32_t retried = 0;
     bump(&w->stats.in);
-    for (;;) {
-        zp__call_begin(c, item, index);
-        int rc = c->def->fn(c);
-        if (rc == 0 && !c->failed)
-            break;
-        rc = after_failure(w, rc, &attempts);
-        if (rc < 0)
-            return rc;
-        if (rc == 0)
-            break;
+    int rc = zp__call_item(&w->call, item, index, &retried);
+    if (retried > 0)
+        atomic_store_explicit(&w->stats.retried, w->stats.retried + retried,
+                              memory_order_relaxed);
+    if (rc == ZP__CALL_SKIPPED) {
+        bump(&w->stats.failed);
+        bump(&w->stats.skipped);
     }
-    return commit(w);
+    if (rc == ZP_ETASK)
+        return fail_run(w);
+    return rc < 0 ? rc : commit(w);
 }
 
 /* ---- The worker loop ---------------------------------------------------- */
@@ -292,13 +269,11 @@ static int run_once(zp__worker *w)
     const zp__stage_def *def = w->stage->def;
     w->window_start = zp__now_ns();
     if (def->opts.join) {
-        zp_call *c = &w->call;
-        zp__call_begin(c, NULL, 0);
-        int rc = def->fn(c);
-        if (rc == 0 && !c->failed)
-            return commit(w);
-        int attempts = def->opts.retries;
-        return after_failure(w, rc, &attempts) < 0 ? ZP_ETASK : commit(w);
+        /* Joins have no retries and no skip: one attempt. */
+        int rc = zp__call_item(&w->call, NULL, 0, NULL);
+        if (rc == ZP_ETASK)
+            return fail_run(w);
+        return rc < 0 ? rc : commit(w);
     }
     return run_item(w, w->stage->args, 0);
 }
