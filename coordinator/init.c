@@ -1,14 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * zp_init: the first line of main(). Part of coordinator. It owns zpipe's
- * command-line flags; today that is only worker mode, which belongs to
- * process and remote workers and is refused clearly until they exist.
+ * command-line flags: with --zp-worker ENDPOINT (or $ZPIPE_WORKER) the
+ * program becomes a worker that serves its registered tasks to the
+ * coordinator at ENDPOINT and exits when done; otherwise it strips
+ * zpipe's flags and returns. Process workers are started this way by their
+ * coordinator; remote workers are started this way by people.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "worker/remote.h"
 #include "zpipe.h"
+
+typedef struct flag {
+    const char *name; /* "--zp-worker" */
+    const char *env;  /* "ZPIPE_WORKER" */
+    const char *value;
+} flag;
 
 /* Removes argv[i] and its `take - 1` followers. */
 static void strip(int *argc, char **argv, int i, int take)
@@ -18,35 +28,62 @@ static void strip(int *argc, char **argv, int i, int take)
     *argc -= take;
 }
 
-static const char *find_worker_flag(int *argc, char **argv)
+/* Takes `--name VALUE` or `--name=VALUE` out of argv into f->value. */
+static bool take_flag(int *argc, char **argv, int i, flag *f)
 {
-    const char *endpoint = NULL;
-    for (int i = 1; i < *argc;) {
-        if (strcmp(argv[i], "--zp-worker") == 0 && i + 1 < *argc) {
-            endpoint = argv[i + 1];
-            strip(argc, argv, i, 2);
-        } else if (strncmp(argv[i], "--zp-worker=", 12) == 0) {
-            endpoint = argv[i] + 12;
-            strip(argc, argv, i, 1);
-        } else {
-            i++;
-        }
+    size_t n = strlen(f->name);
+    if (strcmp(argv[i], f->name) == 0 && i + 1 < *argc) {
+        f->value = argv[i + 1];
+        strip(argc, argv, i, 2);
+        return true;
     }
-    return endpoint;
+    if (strncmp(argv[i], f->name, n) == 0 && argv[i][n] == '=') {
+        f->value = argv[i] + n + 1;
+        strip(argc, argv, i, 1);
+        return true;
+    }
+    return false;
+}
+
+static void parse(int *argc, char **argv, flag *flags, size_t nflags)
+{
+    for (int i = 1; i < *argc;) {
+        bool taken = false;
+        for (size_t k = 0; k < nflags && !taken; k++)
+            taken = take_flag(argc, argv, i, &flags[k]);
+        if (!taken)
+            i++;
+    }
+    for (size_t k = 0; k < nflags; k++)
+        if (flags[k].value == NULL)
+            flags[k].value = getenv(flags[k].env);
 }
 
 void zp_init(int *argc, char ***argv)
 {
-    const char *endpoint = NULL;
+    flag flags[] = {{"--zp-worker", "ZPIPE_WORKER", NULL},
+                    {"--zp-threads", "ZPIPE_THREADS", NULL},
+                    {"--zp-curve-server", "ZPIPE_CURVE_SERVER", NULL},
+                    {"--zp-curve-secret", "ZPIPE_CURVE_SECRET", NULL}};
     if (argc != NULL && argv != NULL && *argv != NULL)
-        endpoint = find_worker_flag(argc, *argv);
-    if (endpoint == NULL)
-        endpoint = getenv("ZPIPE_WORKER");
-    if (endpoint == NULL || endpoint[0] == '\0')
+        parse(argc, *argv, flags, sizeof flags / sizeof flags[0]);
+    if (flags[0].value == NULL || flags[0].value[0] == '\0')
         return;
-    fprintf(stderr,
-            "zpipe: worker mode (--zp-worker %s) is not available in zpipe "
-            "%s: this version runs thread workers only\n",
-            endpoint, ZP_VERSION_STRING);
-    exit(2);
+    int threads = flags[1].value ? atoi(flags[1].value) : 1;
+    if (threads < 1 || threads > 4096) {
+        fprintf(stderr, "zpipe worker: --zp-threads must be 1 to 4096\n");
+        exit(2);
+    }
+    zp__serve_opts o = {.endpoint = flags[0].value,
+                        .threads = threads,
+                        .server_key = flags[2].value,
+                        .secret_key = flags[3].value,
+                        .child = getenv("ZPIPE_WORKER_PARENT") != NULL};
+    if ((o.server_key == NULL) != (o.secret_key == NULL)) {
+        fprintf(stderr, "zpipe worker: CURVE needs both --zp-curve-server "
+                        "(the coordinator's public key) and "
+                        "--zp-curve-secret (this worker's secret key)\n");
+        exit(2);
+    }
+    exit(zp__worker_serve(&o));
 }

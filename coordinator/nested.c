@@ -49,8 +49,8 @@ static int run_nested(zp_call *c)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_array(&pk, 1);
     msgpack_pack_object(&pk, *zp_input(c));
-    zp_run *inner =
-        zp__run_start_packed(def->inner, sb.data, sb.size, zp__call_run(c));
+    zp_run *inner = zp__run_start_packed(def->inner, sb.data, sb.size, NULL,
+                                         zp__call_run(c));
     msgpack_sbuffer_destroy(&sb);
     if (inner == NULL)
         return zp_fail(c, "out of memory");

@@ -11,12 +11,16 @@
  */
 #include "coordinator/run.h"
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "coordinator/dispatch.h"
 #include "core/value.h"
 
 struct zp_run {
@@ -36,10 +40,16 @@ struct zp_run {
     char *args;              /* owned packed arguments                    */
     msgpack_zone *args_zone; /* owned; holds args_obj                     */
     msgpack_object args_obj;
-    bool ended;         /* the caller saw the end of the outputs     */
-    bool finished;      /* zp_finish has run                         */
-    zp__runctl *parent; /* borrowed; the run that started this one   */
-    zp_run **children;  /* owned array of borrowed nested runs       */
+    bool ended;              /* the caller saw the end of the outputs     */
+    bool finished;           /* zp_finish has run                         */
+    zp__runctl *parent;      /* borrowed; the run that started this one   */
+    zp__dispatch **dispatch; /* owned, n; NULL for thread stages      */
+    char *tmpdir;            /* owned; process workers' endpoints     */
+    char *listen;            /* owned copies of zp_run_opts strings   */
+    char *curve_secret;
+    char *curve_allow;
+    int wait_workers_ms;
+    zp_run **children; /* owned array of borrowed nested runs       */
     size_t nchildren;
 };
 
@@ -88,9 +98,20 @@ static int load_args(zp_run *r, const char *args, size_t len)
     return 0;
 }
 
+/* Whether the stage's workers are other processes (a dispatcher). */
+static bool elsewhere(const zp__stage_def *s)
+{
+    return s->opts.mode != ZP_INPROC;
+}
+
 static int edge_producers(const zp__stage_def *s, size_t k)
 {
-    return k > 0 && s->opts.ordered ? 1 : s->opts.workers;
+    return elsewhere(s) || (k > 0 && s->opts.ordered) ? 1 : s->opts.workers;
+}
+
+static int edge_consumers(const zp__stage_def *s)
+{
+    return elsewhere(s) ? 1 : s->opts.workers;
 }
 
 static int make_edges(zp_run *r, unsigned long id)
@@ -100,15 +121,16 @@ static int make_edges(zp_run *r, unsigned long id)
     for (size_t k = 0; k < n; k++) {
         char name[64];
         snprintf(name, sizeof name, "zp-%lu-%zu", id, k);
-        int consumers = k + 1 < n ? s[k + 1].opts.workers : 1;
+        int consumers = k + 1 < n ? edge_consumers(&s[k + 1]) : 1;
         int rc =
             zp__edge_init(&r->edges[k], r->zctx, name, edge_producers(&s[k], k),
                           consumers, s[k].opts.throttle, &r->ctl.stop);
         r->n = k + 1;
         if (k + 1 == n) /* the caller: one consumer, nothing to balance */
             zp__edge_set_slow(&r->edges[k], false);
-        r->edges[k].defer_release =
-            k + 1 < n && s[k + 1].opts.ordered && !s[k + 1].opts.join;
+        r->edges[k].defer_release = k + 1 < n && s[k + 1].opts.ordered &&
+                                    !s[k + 1].opts.join &&
+                                    !elsewhere(&s[k + 1]);
         if (rc != 0)
             return rc;
     }
@@ -151,20 +173,101 @@ static int socket_count(const zp_pipeline *p)
 {
     int total = 1;
     for (size_t k = 0; k < p->n; k++)
-        total += edge_producers(&p->stages[k], k) + p->stages[k].opts.workers;
+        total += edge_producers(&p->stages[k], k) +
+                 edge_consumers(&p->stages[k]) + 2;
     return total;
+}
+
+/* Where the workers of stage k connect. */
+static int endpoint_of(zp_run *r, size_t k, char *out, size_t len)
+{
+    if (r->p->stages[k].opts.mode == ZP_PROCESS) {
+        if (r->tmpdir == NULL) {
+            char tmpl[] = "/tmp/zpipe-XXXXXX"; /* mkdtemp makes it 0700 */
+            const char *dir = mkdtemp(tmpl);
+            if (dir == NULL || (r->tmpdir = strdup(dir)) == NULL)
+                return ZP_EIO;
+        }
+        snprintf(out, len, "ipc://%s/s%zu", r->tmpdir, k);
+        return 0;
+    }
+    const char *listen = r->listen ? r->listen : getenv("ZPIPE_LISTEN");
+    if (listen == NULL || listen[0] == '\0')
+        return ZP_EINVAL;
+    snprintf(out, len, "%s", listen);
+    return 0;
+}
+
+static int start_dispatcher(zp_run *r, size_t k, unsigned long id)
+{
+    char endpoint[512];
+    char *why = NULL;
+    const zp__stage_def *def = &r->p->stages[k];
+    int rc = endpoint_of(r, k, endpoint, sizeof endpoint);
+    if (rc == ZP_EINVAL) {
+        failf(r, rc,
+              "task '%s' has mode=remote but the run listens "
+              "nowhere: set zp_run_opts.listen or $ZPIPE_LISTEN",
+              def->name);
+        return rc;
+    }
+    zp__dispatch_cfg cfg = {.def = def,
+                            .run = &r->ctl,
+                            .run_id = id,
+                            .stage = (uint32_t)k,
+                            .in = k ? &r->edges[k - 1] : NULL,
+                            .out = &r->edges[k],
+                            .args = &r->args_obj,
+                            .zctx = r->zctx,
+                            .endpoint = endpoint,
+                            .curve_secret = r->curve_secret,
+                            .curve_allow = r->curve_allow,
+                            .wait_workers_ms = r->wait_workers_ms};
+    if (rc == 0 && (r->dispatch[k] = zp__dispatch_new(&cfg, &why)) == NULL)
+        rc = ZP_EIO;
+    if (rc != 0)
+        failf(r, rc, "task '%s': %s", def->name, why ? why : zp_strerror(rc));
+    free(why);
+    return rc;
+}
+
+static int start_dispatchers(zp_run *r, unsigned long id)
+{
+    int remote = 0;
+    for (size_t k = 0; k < r->n; k++)
+        remote += r->p->stages[k].opts.mode == ZP_REMOTE;
+    if (remote > 1) {
+        failf(r, ZP_EINVAL,
+              "this version serves one remote stage per run "
+              "(it listens on one endpoint); %d were given",
+              remote);
+        return ZP_EINVAL;
+    }
+    for (size_t k = 0; k < r->n; k++)
+        if (elsewhere(&r->p->stages[k]) && start_dispatcher(r, k, id) != 0)
+            return ZP_EINVAL; /* already reported */
+    return 0;
+}
+
+static bool any_elsewhere(const zp_pipeline *p)
+{
+    for (size_t k = 0; k < p->n; k++)
+        if (elsewhere(&p->stages[k]))
+            return true;
+    return false;
 }
 
 static int build(zp_run *r)
 {
     unsigned long id = atomic_fetch_add(&next_run_id, 1);
     size_t n = r->p->n;
-    r->zctx = zp__zctx_new(socket_count(r->p));
+    r->zctx = zp__zctx_new(socket_count(r->p), any_elsewhere(r->p));
+    r->dispatch = calloc(n, sizeof *r->dispatch);
     r->edges = calloc(n, sizeof *r->edges);
     r->stages = calloc(n, sizeof *r->stages);
     r->final = calloc(n, sizeof *r->final);
     if (r->zctx == NULL || r->edges == NULL || r->stages == NULL ||
-        r->final == NULL)
+        r->final == NULL || r->dispatch == NULL)
         return ZP_ENOMEM;
     int rc = make_edges(r, id);
     if (rc == 0)
@@ -173,6 +276,8 @@ static int build(zp_run *r)
         r->out = r->edges[n - 1].rx[0];
         rc = start_threads(r);
     }
+    if (rc == 0)
+        rc = start_dispatchers(r, id);
     return rc;
 }
 
@@ -214,12 +319,35 @@ static zp_run *run_new(zp_pipeline *p)
     return r;
 }
 
+/* Keeps copies of the options' strings. */
+static int set_opts(zp_run *r, const zp_run_opts *o)
+{
+    r->wait_workers_ms = ZP_DEFAULT_WAIT_WORKERS_MS;
+    if (o == NULL)
+        return 0;
+    if (o->wait_workers_ms > 0)
+        r->wait_workers_ms = o->wait_workers_ms;
+    r->listen = o->listen ? strdup(o->listen) : NULL;
+    r->curve_secret = o->curve_secret ? strdup(o->curve_secret) : NULL;
+    r->curve_allow = o->curve_allow ? strdup(o->curve_allow) : NULL;
+    if ((o->listen && !r->listen) || (o->curve_secret && !r->curve_secret) ||
+        (o->curve_allow && !r->curve_allow))
+        return ZP_ENOMEM;
+    return r->curve_secret && !r->curve_allow ? ZP_EINVAL : 0;
+}
+
 zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
-                             zp__runctl *parent)
+                             const zp_run_opts *o, zp__runctl *parent)
 {
     zp_run *r = run_new(p);
     if (r == NULL)
         return NULL;
+    if (set_opts(r, o) != 0) {
+        failf(r, ZP_EINVAL,
+              "invalid run options: curve_secret needs "
+              "curve_allow, the file of allowed worker keys");
+        return r;
+    }
     const char *why = zp_pipeline_error(p);
     int rc = why ? ZP_EINVAL : load_args(r, args, len);
     if (rc == 0)
@@ -242,7 +370,6 @@ zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
 zp_run *zp_start_with(zp_pipeline *p, const char *args_json,
                       const zp_run_opts *o)
 {
-    (void)o; /* listen, CURVE, progress: not used by in-process stages */
     msgpack_sbuffer sb;
     msgpack_packer pk;
     char *why = NULL;
@@ -251,7 +378,7 @@ zp_run *zp_start_with(zp_pipeline *p, const char *args_json,
     int rc = zp__json_pack_args(args_json, &pk, &why);
     zp_run *r;
     if (rc == 0) {
-        r = zp__run_start_packed(p, sb.data, sb.size, NULL);
+        r = zp__run_start_packed(p, sb.data, sb.size, o, NULL);
     } else {
         r = run_new(p);
         if (r != NULL)
@@ -295,14 +422,39 @@ static void stats_of(zp_run *r, size_t i, zp_stage_stats *st)
     st->throttle = (int)r->edges[i].limit;
     st->queue_hwm = atomic_load(&r->edges[i].hwm);
     zp__stage_stats(s, st);
+    if (r->dispatch[i] != NULL) {
+        st->workers = s->def->opts.workers;
+        zp__dispatch_stats(r->dispatch[i], st);
+    }
+}
+
+/* Removes the process workers' directory and what ZeroMQ left in it. */
+static void remove_tmpdir(const char *path)
+{
+    DIR *dir = opendir(path);
+    struct dirent *e;
+    char file[512];
+    while (dir != NULL && (e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+        unlink(file);
+    }
+    if (dir != NULL)
+        closedir(dir);
+    rmdir(path);
 }
 
 static void teardown(zp_run *r)
 {
     for (size_t i = 0; i < r->nthreads; i++)
         pthread_join(r->threads[i], NULL);
+    for (size_t k = 0; r->dispatch != NULL && k < r->n; k++)
+        zp__dispatch_join(r->dispatch[k]);
     for (size_t k = 0; r->out != NULL && k < r->n; k++)
         stats_of(r, k, &r->final[k]);
+    for (size_t k = 0; r->dispatch != NULL && k < r->n; k++)
+        zp__dispatch_destroy(&r->dispatch[k]);
     for (size_t k = 0; k < r->n; k++) {
         zp__stage_fini(&r->stages[k]);
         zp__edge_fini(&r->edges[k]);
@@ -312,6 +464,8 @@ static void teardown(zp_run *r)
     r->zctx = NULL;
     pthread_mutex_unlock(&r->lock);
     zp__zctx_term(zctx);
+    if (r->tmpdir != NULL)
+        remove_tmpdir(r->tmpdir);
 }
 
 int zp_finish(zp_run *r)
@@ -362,6 +516,11 @@ void zp_run_free(zp_run *r)
     free(r->threads);
     free(r->stages);
     free(r->final);
+    free(r->dispatch);
+    free(r->tmpdir);
+    free(r->listen);
+    free(r->curve_secret);
+    free(r->curve_allow);
     free(r->edges);
     free(r->args);
     if (r->args_zone != NULL)

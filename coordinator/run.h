@@ -11,11 +11,11 @@
 
 /*
  * Starts a run whose arguments are already packed (a msgpack array). The
- * bytes are copied. `parent` (may be NULL) is the run of the call starting
- * this one: a nested run stops when its parent stops. Never NULL.
+ * bytes are copied; `o` may be NULL. `parent` (may be NULL) is the run of the
+ * call starting this one: a nested run stops when its parent stops. Never NULL.
  */
 zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
-                             zp__runctl *parent);
+                             const zp_run_opts *o, zp__runctl *parent);
 
 /* Forgets a nested run started with a parent, before it is freed. */
 void zp__run_detach(zp_run *child, zp__runctl *parent);

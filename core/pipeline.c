@@ -63,6 +63,25 @@ static int check_range(zp_pipeline *p, const char *name, const char *what,
                              name, what, min, max, v);
 }
 
+/* The rules for a stage in another process (mode=process or remote). */
+static int check_elsewhere(zp_pipeline *p, const char *name, const zp_opts *o)
+{
+    const char *mode = o->mode == ZP_PROCESS ? "process" : "remote";
+    if (o->user != NULL)
+        return zp__pipeline_fail(p,
+                                 "task '%s': a user pointer cannot reach "
+                                 "mode=%s workers, which run in other "
+                                 "processes; pass data with bind instead",
+                                 name, mode);
+    if (o->join)
+        return zp__pipeline_fail(p,
+                                 "task '%s': a join task runs in the "
+                                 "coordinator's process and cannot have "
+                                 "mode=%s",
+                                 name, mode);
+    return 0;
+}
+
 static int check_opts(zp_pipeline *p, const char *name, const zp_opts *o)
 {
     int rc = check_range(p, name, "workers", o->workers, 0, 1 << 20);
@@ -75,12 +94,6 @@ static int check_opts(zp_pipeline *p, const char *name, const zp_opts *o)
     rc = rc ? rc : check_range(p, name, "mode", o->mode, ZP_INPROC, ZP_REMOTE);
     if (rc != 0)
         return rc;
-    if (o->mode != ZP_INPROC)
-        return zp__pipeline_fail(
-            p,
-            "task '%s': mode=%s is not available yet: this version runs "
-            "thread workers only (mode=inproc)",
-            name, o->mode == ZP_PROCESS ? "process" : "remote");
     if (o->join && (o->ordered || o->retries > 0 || o->on_error == ZP_SKIP))
         return zp__pipeline_fail(
             p,
@@ -93,6 +106,8 @@ static int check_opts(zp_pipeline *p, const char *name, const zp_opts *o)
             o->ordered   ? "order"
             : o->retries ? "retry"
                          : "skip");
+    if (o->mode != ZP_INPROC)
+        return check_elsewhere(p, name, o);
     if (o->timeout_ms != 0)
         return zp__pipeline_fail(
             p,
@@ -116,6 +131,23 @@ static int set_bind(zp_pipeline *p, zp__stage_def *s, const char *bind)
                           why ? why : "out of memory");
     free(why);
     return rc;
+}
+
+/* Workers in other processes find a task by its name. */
+static void check_registered(zp_pipeline *p, const zp__stage_def *s)
+{
+    const char *mode = s->opts.mode == ZP_PROCESS ? "process" : "remote";
+    if (s->inner != NULL)
+        zp__pipeline_fail(p,
+                          "task '%s': a nested pipeline runs in the "
+                          "coordinator's process and cannot have mode=%s",
+                          s->name, mode);
+    else if (zp_lookup(s->name) != s->fn)
+        zp__pipeline_fail(p,
+                          "task '%s': mode=%s workers find tasks by name, "
+                          "but no task is registered under that name "
+                          "(declare it with ZP_TASK)",
+                          s->name, mode);
 }
 
 static void resolve_defaults(zp_opts *o)
@@ -157,6 +189,8 @@ zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
                           s->name, opts->size, sizeof(zp_opts));
     else if (check_opts(p, s->name, &s->opts) == 0 && opts && opts->bind)
         set_bind(p, s, opts->bind);
+    if (p->error == NULL && s->opts.mode != ZP_INPROC)
+        check_registered(p, s);
     resolve_defaults(&s->opts);
     check_first_stage(p);
     return p;
@@ -249,5 +283,21 @@ size_t zp_pipeline_stages(const zp_pipeline *p)
 
 const msgpack_object *zp__stage_bound(const zp__stage_def *s)
 {
-    return s->bind_json ? &s->bound : NULL;
+    return s->bind_zone ? &s->bound : NULL;
+}
+
+int zp__pipeline_bind_packed(zp_pipeline *p, const void *data, size_t len)
+{
+    zp__stage_def *s = &p->stages[0];
+    size_t off = 0;
+    if (s->bind_zone == NULL)
+        s->bind_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    char *copy = s->bind_zone ? msgpack_zone_malloc(s->bind_zone, len) : NULL;
+    if (copy == NULL)
+        return ZP_ENOMEM;
+    memcpy(copy, data, len);
+    if (msgpack_unpack(copy, len, &off, s->bind_zone, &s->bound) !=
+        MSGPACK_UNPACK_SUCCESS)
+        return ZP_EPROTO;
+    return 0;
 }

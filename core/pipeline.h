@@ -40,6 +40,12 @@ zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
 /* Records the first error of `p` (printf-style). Returns ZP_EINVAL. */
 int zp__pipeline_fail(zp_pipeline *p, const char *fmt, ...) ZP__PRINTF(2, 3);
 
+/*
+ * Sets the bind value of the only stage of `p` from its msgpack encoding
+ * (as a worker process receives it). Returns 0, ZP_EPROTO or ZP_ENOMEM.
+ */
+int zp__pipeline_bind_packed(zp_pipeline *p, const void *data, size_t len);
+
 /* The stage's bind value, or NULL. */
 const msgpack_object *zp__stage_bound(const zp__stage_def *s);
 

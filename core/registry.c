@@ -5,7 +5,7 @@
  * initialised statically. A few hundred tasks at most are expected; lookups
  * happen when a spec is parsed, never per item.
  */
-#include "zpipe.h"
+#include "core/registry.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -66,4 +66,18 @@ zp_task_fn zp_lookup(const char *name)
     zp_task_fn fn = e ? e->fn : NULL;
     pthread_mutex_unlock(&lock);
     return fn;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+}
+
+void zp__registry_each(void (*fn)(const char *, zp_task_fn, void *), void *arg)
+{
+    pthread_mutex_lock(&lock);
+    qsort(table, count, sizeof *table, by_name);
+    for (size_t i = 0; i < count; i++)
+        fn(table[i].name, table[i].fn, arg);
+    pthread_mutex_unlock(&lock);
 }

@@ -221,15 +221,20 @@ ZP_EXPORT int zp_fail(zp_call *c, const char *fmt, ...) ZP__PRINTF(2, 3);
 
 /* ---- Running ------------------------------------------------------------ */
 
-/* Options of one run; all-zero is the default. */
+/* Options of one run; all-zero is the default. Strings are copied. */
 typedef struct zp_run_opts {
-    const char *listen;       /* remote workers' endpoint (not yet)       */
-    int wait_workers_ms;      /* remote stages (not yet)                  */
-    const char *curve_secret; /* remote stages (not yet)                  */
-    const char *curve_allow;  /* remote stages (not yet)                  */
+    const char *listen;       /* where remote workers connect, e.g.
+                                 "tcp://0.0.0.0:5555"; NULL: $ZPIPE_LISTEN */
+    int wait_workers_ms;      /* longest a remote stage with items waits
+                                 for a worker; 0: the default            */
+    const char *curve_secret; /* CURVE: the coordinator's secret key file */
+    const char *curve_allow;  /* CURVE: file of allowed worker public keys */
     bool progress;            /* reserved for the CLI                     */
     const char *stats_path;   /* reserved for the CLI                     */
 } zp_run_opts;
+
+/* How long a remote stage waits for a worker by default. */
+#define ZP_DEFAULT_WAIT_WORKERS_MS 30000
 
 /*
  * Starts running `p` with `args_json` (a JSON array such as "[20]", a
@@ -276,6 +281,7 @@ typedef struct zp_stage_stats {
     uint64_t skipped;   /* failed items dropped by on_error = ZP_SKIP    */
     uint64_t queue_hwm; /* most items ever waiting at the stage's output */
     uint64_t busy_ns;   /* time spent inside the task, all workers       */
+    uint64_t restarts;  /* worker processes replaced after they died     */
 } zp_stage_stats;
 
 /*

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Installs what is missing, then builds and runs every test three times: a
 # normal build with -Werror, an address+undefined sanitizer build and a
-# thread sanitizer build. Also checks the formatting against .clang-format.
+# thread sanitizer build, then runs each libFuzzer target (tests/fuzz) for 20
+# seconds. Also checks the formatting against .clang-format.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +32,22 @@ cmake -S . -B build-tsan -DZP_WERROR=ON -DZP_SANITIZE=thread \
 cmake --build build-tsan -j"$jobs"
 (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/../tests/tsan.supp" \
    ctest --output-on-failure -j"$jobs")
+
+echo "== fuzz (brief)"
+# Each libFuzzer target for 20 s from an empty corpus; a crash leaves its
+# input in build-fuzz/ (crash-*), to replay with: build-fuzz/tests/fuzz/NAME FILE
+fuzz() { # name, more libFuzzer arguments
+  local corpus=build-fuzz/corpus/$1 log=build-fuzz/$1.log
+  rm -rf "$corpus" && mkdir -p "$corpus"
+  if ! "build-fuzz/tests/fuzz/$1" -max_total_time=20 -print_final_stats=1 \
+       -artifact_prefix=build-fuzz/ "${@:2}" "$corpus" >"$log" 2>&1; then
+    tail -n 60 "$log"
+    return 1
+  fi
+  echo "$1: $(grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' "$log" | tr -s ' \n' ' ')"
+}
+CC=clang cmake -S . -B build-fuzz -DZP_FUZZ=ON -DZP_BUILD_TESTS=OFF \
+      -DZP_BUILD_EXAMPLES=OFF -DZP_BUILD_BENCH=OFF >/dev/null
+cmake --build build-fuzz -j"$jobs" --target proto_fuzz batch_fuzz
+fuzz proto_fuzz -dict=tests/fuzz/proto.dict
+fuzz batch_fuzz

@@ -45,7 +45,7 @@ static void fixture_init(fixture *f, int producers, int consumers, int limit)
 {
     memset(f, 0, sizeof *f);
     atomic_init(&f->stop, false);
-    f->zctx = zp__zctx_new(16);
+    f->zctx = zp__zctx_new(16, false);
     assert_non_null(f->zctx);
     assert_int_equal(zp__edge_init(&f->e, f->zctx, "link-test", producers,
                                    consumers, limit, &f->stop),

@@ -157,14 +157,36 @@ static void test_timeout_is_refused_for_thread_workers(void **state)
     zp_pipeline_free(p);
 }
 
-static void test_process_and_remote_modes_are_not_available_yet(void **state)
+static void
+test_other_process_modes_need_a_task_registered_by_name(void **state)
 {
     (void)state;
     zp_pipeline *p = zp_task(task_a, .mode = ZP_PROCESS);
-    assert_error_mentions(p, "mode=process is not available yet", "task_a");
+    assert_error_mentions(p, "mode=process", "registered");
     zp_pipeline_free(p);
     p = zp_task(task_a, .mode = ZP_REMOTE);
-    assert_error_mentions(p, "mode=remote is not available yet", "task_a");
+    assert_error_mentions(p, "mode=remote", "task 'task_a'");
+    zp_pipeline_free(p);
+    assert_int_equal(zp_register("task_a", task_a), 0);
+    p = zp_task(task_a, .mode = ZP_PROCESS, .timeout_ms = 500);
+    assert_null(zp_pipeline_error(p));
+    zp_pipeline_free(p);
+}
+
+static void
+test_other_process_modes_refuse_user_pointers_and_joins(void **state)
+{
+    (void)state;
+    int x;
+    assert_int_equal(zp_register("task_b", task_b), 0);
+    zp_pipeline *p = zp_task(task_b, .mode = ZP_PROCESS, .user = &x);
+    assert_error_mentions(p, "user pointer", "mode=process");
+    zp_pipeline_free(p);
+    p = zp_task(task_b, .mode = ZP_REMOTE, .join = true);
+    assert_error_mentions(p, "join", "mode=remote");
+    zp_pipeline_free(p);
+    p = zp_task_pipeline(zp_task(task_b), .mode = ZP_PROCESS);
+    assert_error_mentions(p, "nested pipeline", "mode=process");
     zp_pipeline_free(p);
 }
 
@@ -295,8 +317,8 @@ static void test_an_error_in_a_nested_composition_reaches_the_top(void **state)
     (void)state;
     zp_pipeline *p =
         zp_pipe(zp_task(task_a),
-                zp_pipe(zp_task(task_b), zp_task(task_c, .mode = ZP_PROCESS)));
-    assert_error_mentions(p, "task 'task_c'", "not available yet");
+                zp_pipe(zp_task(task_b), zp_task(task_c, .retries = -1)));
+    assert_error_mentions(p, "task 'task_c'", "retries");
     zp_pipeline_free(p);
 }
 
@@ -427,7 +449,10 @@ int main(void)
             test_each_out_of_range_option_gives_an_error_naming_it),
         cmocka_unit_test(test_join_rejects_ordered_retries_and_skip_by_name),
         cmocka_unit_test(test_timeout_is_refused_for_thread_workers),
-        cmocka_unit_test(test_process_and_remote_modes_are_not_available_yet),
+        cmocka_unit_test(
+            test_other_process_modes_need_a_task_registered_by_name),
+        cmocka_unit_test(
+            test_other_process_modes_refuse_user_pointers_and_joins),
         cmocka_unit_test(test_null_task_function_is_an_error),
         cmocka_unit_test(test_opts_of_another_size_are_detected),
         cmocka_unit_test(test_bind_is_parsed_once_into_the_stage),

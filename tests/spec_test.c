@@ -479,14 +479,23 @@ static void test_repeated_option_points_at_its_second_use(void **state)
                        2, 22, 4);
 }
 
-static void test_process_mode_is_not_available_yet(void **state)
+static void test_process_and_remote_modes_and_timeouts_parse(void **state)
 {
     (void)state;
-    assert_parse_error_has("range | square workers=4 mode=process",
-                           "task 'square': mode=process is not available yet",
-                           2, 9, 6);
+    zp_pipeline *p =
+        zp_parse("range | square workers=4 mode=process timeout=2s", NULL);
+    assert_non_null(p);
+    assert_int_equal(p->stages[1].opts.mode, ZP_PROCESS);
+    assert_int_equal(p->stages[1].opts.workers, 4);
+    assert_int_equal(p->stages[1].opts.timeout_ms, 2000);
+    zp_pipeline_free(p);
+    p = zp_parse("range | square mode=remote timeout=500ms", NULL);
+    assert_non_null(p);
+    assert_int_equal(p->stages[1].opts.mode, ZP_REMOTE);
+    assert_int_equal(p->stages[1].opts.timeout_ms, 500);
+    zp_pipeline_free(p);
     assert_parse_error_has("range | square | total mode=remote join",
-                           "mode=remote is not available yet", 3, 18, 5);
+                           "a join task runs in the coordinator", 3, 18, 5);
 }
 
 static void test_tabs_and_newlines_are_shown_as_spaces(void **state)
@@ -541,7 +550,7 @@ static void test_err_may_be_null(void **state)
     (void)state;
     assert_null(zp_parse("range | sqare", NULL));
     assert_null(zp_parse("", NULL));
-    assert_null(zp_parse("range | square mode=process", NULL));
+    assert_null(zp_parse("range | square mode=elsewhere", NULL));
     assert_null(zp_parse("range | square | total bind={", NULL));
     zp_pipeline *p = zp_parse("range | square", NULL);
     assert_non_null(p);
@@ -578,7 +587,7 @@ int main(void)
             test_an_int_out_of_the_option_range_fails_at_the_task_name),
         cmocka_unit_test(test_mode_and_on_error_take_only_their_words),
         cmocka_unit_test(test_repeated_option_points_at_its_second_use),
-        cmocka_unit_test(test_process_mode_is_not_available_yet),
+        cmocka_unit_test(test_process_and_remote_modes_and_timeouts_parse),
         cmocka_unit_test(test_tabs_and_newlines_are_shown_as_spaces),
         cmocka_unit_test(test_columns_count_characters_not_bytes),
         cmocka_unit_test(

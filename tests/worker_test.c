@@ -57,7 +57,7 @@ static void rig_start(rig *g, zp_pipeline *p, int in_limit)
     assert_null(p->error); /* the first-stage rule is a run's, not ours */
     const zp__stage_def *def = &p->stages[0];
     g->run.ctl.fail = fake_fail;
-    g->run.zctx = zp__zctx_new(64);
+    g->run.zctx = zp__zctx_new(64, false);
     snprintf(a, sizeof a, "wt-%d-in", id);
     snprintf(b, sizeof b, "wt-%d-out", id);
     int producers = def->opts.ordered ? 1 : def->opts.workers;

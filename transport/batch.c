@@ -151,14 +151,9 @@ static size_t head(const unsigned char *p, size_t avail, uint64_t *body,
     return 1 + n;
 }
 
-/*
- * Checks that p[0..avail) starts with one complete msgpack value no deeper
- * than MAX_DEPTH whose every container announces no more elements than
- * bytes remain, without allocating, so that the parser that follows cannot
- * be made to allocate more than a small multiple of the message's size.
- */
-static bool well_formed(const unsigned char *p, size_t avail)
+bool zp__msgpack_check(const void *data, size_t avail)
 {
+    const unsigned char *p = data;
     uint64_t pending[MAX_DEPTH + 1]; /* elements still owed per level */
     int depth = 0;
     size_t off = 0;
@@ -194,7 +189,7 @@ static msgpack_unpack_return unpack(zp__batch_reader *r)
         return r->off == r->len ? MSGPACK_UNPACK_SUCCESS
                                 : MSGPACK_UNPACK_EXTRA_BYTES;
     }
-    if (!well_formed((const unsigned char *)r->data + r->off, r->len - r->off))
+    if (!zp__msgpack_check(r->data + r->off, r->len - r->off))
         return MSGPACK_UNPACK_PARSE_ERROR;
     msgpack_zone_clear(r->zone);
     return msgpack_unpack(r->data, r->len, &r->off, r->zone, &r->obj);

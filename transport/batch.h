@@ -28,6 +28,15 @@ size_t zp__batch_header(char out[ZP__BATCH_HEADER_MAX], uint64_t seq,
 /* Whether `data` is the end-of-stream message. */
 bool zp__batch_is_eos(const void *data, size_t len);
 
+/*
+ * Whether data[0..len) starts with one complete msgpack value no deeper
+ * than 32 levels whose every container announces no more elements than
+ * bytes remain; bytes after that value are allowed (the caller checks
+ * them). Never allocates, so that a msgpack_unpack() that follows cannot
+ * be made to allocate more than a small multiple of len.
+ */
+bool zp__msgpack_check(const void *data, size_t len);
+
 /* Reads the items of one data message. Borrows the bytes. */
 typedef struct zp__batch_reader {
     const char *data; /* borrowed */

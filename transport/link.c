@@ -35,13 +35,14 @@ struct zp__rx {
     int closed;          /* producers that said they are done        */
 };
 
-void *zp__zctx_new(int sockets)
+void *zp__zctx_new(int sockets, bool io)
 {
     void *zctx = zmq_ctx_new();
     if (zctx == NULL)
         return NULL;
-    /* Only inproc sockets live here: no I/O thread is needed. */
-    zmq_ctx_set(zctx, ZMQ_IO_THREADS, 0);
+    /* Inproc sockets alone need no I/O thread. */
+    if (!io)
+        zmq_ctx_set(zctx, ZMQ_IO_THREADS, 0);
     if (sockets > zmq_ctx_get(zctx, ZMQ_MAX_SOCKETS))
         zmq_ctx_set(zctx, ZMQ_MAX_SOCKETS, sockets);
     return zctx;
@@ -411,4 +412,14 @@ int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
         if ((rc = receive(rx, wait)) != 0 || (rc = open_message(rx)) != 0)
             return rc;
     }
+}
+
+void *zp__rx_socket(zp__rx *rx)
+{
+    return rx->sock;
+}
+
+bool zp__rx_buffered(const zp__rx *rx)
+{
+    return rx->rd.left > 0;
 }

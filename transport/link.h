@@ -42,10 +42,11 @@ typedef struct zp__tx zp__tx;
 typedef struct zp__rx zp__rx;
 
 /*
- * A ZeroMQ context for one run, for at least `sockets` sockets. Returns
- * NULL when out of memory.
+ * A ZeroMQ context for one run, for at least `sockets` sockets, with an
+ * I/O thread when `io` (ipc and tcp need one). Returns NULL when out of
+ * memory.
  */
-void *zp__zctx_new(int sockets);
+void *zp__zctx_new(int sockets, bool io);
 /* Makes every blocking socket call of the context return (cancellation). */
 void zp__zctx_shutdown(void *zctx);
 /* Terminates the context; every socket must be closed. NULL is harmless. */
@@ -141,5 +142,11 @@ int zp__tx_close(zp__tx *tx);
  */
 int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
                 uint64_t *seq);
+
+/* The receiver's socket, for zmq_poll (transport only). */
+void *zp__rx_socket(zp__rx *rx);
+
+/* Whether the receiver holds items already received and not yet taken. */
+bool zp__rx_buffered(const zp__rx *rx);
 
 #endif

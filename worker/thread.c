@@ -27,11 +27,13 @@ int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def, zp__runctl *run,
     st->args = args;
     st->ordered = def->opts.ordered && in != NULL;
     pthread_mutex_init(&st->order_lock, NULL);
-    st->workers = calloc((size_t)def->opts.workers, sizeof *st->workers);
+    /* A stage of other processes has a dispatcher, not thread workers. */
+    int n = def->opts.mode == ZP_INPROC ? def->opts.workers : 0;
+    st->workers = calloc((size_t)n + 1, sizeof *st->workers);
     if (st->workers == NULL)
         return ZP_ENOMEM;
     st->shared_tx = st->ordered ? out->tx[0] : NULL;
-    for (; st->nworkers < def->opts.workers; st->nworkers++) {
+    for (; st->nworkers < n; st->nworkers++) {
         zp__worker *w = &st->workers[st->nworkers];
         w->stage = st;
         w->index = st->nworkers;
@@ -43,7 +45,7 @@ int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def, zp__runctl *run,
     atomic_store(&st->alive, st->nworkers);
     /* A join task's pace is that of its outputs, not of its input: it
      * never says its input is slow, so say it is not from the start. */
-    if (in != NULL && def->opts.join)
+    if (in != NULL && (def->opts.join || n == 0))
         zp__edge_set_slow(in, false);
     return 0;
 }

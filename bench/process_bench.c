@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Benchmarks of process and remote stages, each beside its baseline in the
+ * same run: (1) trivial items through one process stage (ipc) and one
+ * remote stage (tcp loopback, this program's own worker processes), against
+ * raw ZeroMQ PUSH/PULL of msgpack ints over the same transport, 64 per
+ * message; (2) CPU-bound speed-up with 1..N process workers (naive
+ * fib(27) items); (3) round-trip latency of one item through a process
+ * stage. Not a test: nothing is asserted. Usage: process_bench [ITEMS]
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <zpipe.h>
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static uint64_t fib(uint64_t n)
+{
+    return n < 2 ? n : fib(n - 1) + fib(n - 2);
+}
+
+ZP_TASK(numbers)
+{
+    int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
+    int64_t v = zp_input(call)->via.array.ptr[1].via.i64;
+    for (int64_t i = 0; i < n; i++)
+        if (zp_emit_int(call, v ? v : i) != 0)
+            return -1;
+    return 0;
+}
+
+ZP_TASK(plus_one)
+{
+    return zp_emit_int(call, zp_input(call)->via.i64 + 1);
+}
+
+ZP_TASK(fib_of)
+{
+    return zp_emit_uint(call, fib(zp_input(call)->via.u64));
+}
+
+/* Runs numbers(n, v) | task on `workers` workers of `mode`; seconds. */
+static double run(zp_task_fn fn, const char *name, int mode, int workers,
+                  int64_t n, int64_t v, const zp_run_opts *o)
+{
+    char args[64];
+    const msgpack_object *out;
+    int64_t got = 0;
+    zp_opts opts = {.size = sizeof opts, .workers = workers, .mode = mode};
+    zp_pipeline *p =
+        zp_pipe(zp_task(numbers, .branch = true), zp_task_new(name, fn, &opts));
+    snprintf(args, sizeof args, "[%lld, %lld]", (long long)n, (long long)v);
+    double t0 = now();
+    zp_run *r = zp_start_with(p, args, o);
+    while (zp_run_next(r, &out))
+        got++;
+    int rc = zp_finish(r);
+    double t = now() - t0;
+    if (rc != 0 || got != n)
+        fprintf(stderr, "run failed: %s\n", zp_error(r) ? zp_error(r) : "?");
+    zp_run_free(r);
+    zp_pipeline_free(p);
+    return rc != 0 || got != n ? -1 : t;
+}
+
+typedef struct pusher {
+    void *ctx;
+    const char *ep;
+    int64_t n;
+} pusher;
+
+/* Sends n msgpack ints, 64 per message, then an empty message. */
+static void *push_all(void *arg)
+{
+    pusher *p = arg;
+    void *push = zmq_socket(p->ctx, ZMQ_PUSH);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    zmq_connect(push, p->ep);
+    for (int64_t i = 0; i < p->n; i += 64) {
+        msgpack_sbuffer_clear(&sb);
+        for (int64_t k = i; k < i + 64 && k < p->n; k++)
+            msgpack_pack_int64(&pk, k);
+        zmq_send(push, sb.data, sb.size, 0);
+    }
+    zmq_send(push, "", 0, 0);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(push);
+    return NULL;
+}
+
+/* Raw ZeroMQ: n msgpack ints, 64 per message, PUSH -> PULL over `ep`,
+ * sender and receiver in two threads; seconds. */
+static double raw_zmq(const char *ep, int64_t n)
+{
+    void *ctx = zmq_ctx_new();
+    void *pull = zmq_socket(ctx, ZMQ_PULL);
+    char buf[64 * 9 + 16], bound[256];
+    size_t blen = sizeof bound;
+    int64_t got = 0;
+    zmq_bind(pull, ep);
+    zmq_getsockopt(pull, ZMQ_LAST_ENDPOINT, bound, &blen);
+    pusher p = {ctx, bound, n};
+    pthread_t t;
+    double t0 = now();
+    pthread_create(&t, NULL, push_all, &p);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 2048);
+    for (int len; (len = zmq_recv(pull, buf, sizeof buf, 0)) > 0;) {
+        size_t off = 0;
+        msgpack_object o;
+        while ((size_t)len > off &&
+               msgpack_unpack(buf, (size_t)len, &off, &z, &o) >= 0)
+            got++;
+        msgpack_zone_clear(&z);
+    }
+    double secs = now() - t0;
+    pthread_join(t, NULL);
+    msgpack_zone_destroy(&z);
+    zmq_close(pull);
+    zmq_ctx_term(ctx);
+    return got == n ? secs : -1;
+}
+
+static pid_t start_worker(const char *ep)
+{
+    pid_t pid;
+    char *argv[] = {"worker", "--zp-worker", (char *)ep, NULL};
+    extern char **environ;
+    return posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ) == 0
+               ? pid
+               : -1;
+}
+
+static void throughput(int64_t n)
+{
+    char dir[] = "/tmp/zpbench-XXXXXX", ep[128];
+    double proc = run(plus_one, "plus_one", ZP_PROCESS, 1, n, 0, NULL);
+    double ipc = raw_zmq(
+        snprintf(ep, sizeof ep, "ipc://%s/raw", mkdtemp(dir)) > 0 ? ep : ep, n);
+    printf("process stage (ipc)      %8.2f M items/s | raw zmq ipc x64 %8.2f "
+           "M/s | ratio %.3f\n",
+           n / proc / 1e6, n / ipc / 1e6, ipc / proc);
+    zp_run_opts o = {.listen = "tcp://127.0.0.1:47311"};
+    pid_t w = start_worker("tcp://127.0.0.1:47311");
+    double remote = run(plus_one, "plus_one", ZP_REMOTE, 1, n, 0, &o);
+    double tcp = raw_zmq("tcp://127.0.0.1:*", n);
+    printf("remote stage (tcp)       %8.2f M items/s | raw zmq tcp x64 %8.2f "
+           "M/s | ratio %.3f\n",
+           n / remote / 1e6, n / tcp / 1e6, tcp / remote);
+    kill(w, SIGTERM);
+    waitpid(w, NULL, 0);
+    char sock[160];
+    snprintf(sock, sizeof sock, "%s/raw", dir);
+    unlink(sock);
+    rmdir(dir);
+}
+
+static void speedup(void)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    double one = 0;
+    for (long k = 1; k <= cores; k++) {
+        double t = run(fib_of, "fib_of", ZP_PROCESS, (int)k, 200, 27, NULL);
+        one = k == 1 ? t : one;
+        printf("fib(27) x 200, %ld process worker(s): %.3f s, speed-up %.2fx\n",
+               k, t, one / t);
+    }
+}
+
+static void latency(void)
+{
+    double best = 1e9;
+    for (int i = 0; i < 5; i++) {
+        double t = run(plus_one, "plus_one", ZP_PROCESS, 1, 1, 0, NULL);
+        best = t < best ? t : best;
+    }
+    printf("one item through a process stage, run included (spawn, connect, "
+           "round trip, exit): best of 5 %.2f ms\n",
+           best * 1e3);
+}
+
+int main(int argc, char **argv)
+{
+    zp_init(&argc, &argv);
+    int64_t n = argc > 1 ? atoll(argv[1]) : 2000000;
+    throughput(n);
+    speedup();
+    latency();
+    return 0;
+}

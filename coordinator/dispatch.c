@@ -1,0 +1,1029 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Dispatchers, see dispatch.h and docs/protocol.md. One thread per
+ * process or remote stage runs a poll loop over the stage's hub (messages
+ * from workers) and its input link; everything else is bookkeeping of
+ * three lists of batches: waiting (to be sent), in flight (sent to a
+ * worker, not done) and done but held back (ordered stages, until every
+ * earlier batch is done). A worker that dies, stops answering or runs past
+ * the timeout loses its batches back to the waiting list; a batch whose
+ * worker died is split into single items, so that an item that kills
+ * workers is found and, after its retries, fails the run or is skipped.
+ */
+#include "coordinator/dispatch.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "transport/batch.h"
+#include "transport/peer.h"
+#include "transport/proto.h"
+#include "worker/call.h"
+
+#define MS 1000000ull
+#define HEARTBEAT_NS (1000 * MS)
+#define DEAD_NS (3000 * MS)
+#define BATCH_MAX 256                /* items per ITEM message, at most */
+#define FAST_ITEM_NS (200 * 1000ull) /* faster items travel in batches */
+#define POLL_MS 100
+#define CHECK_NS (5 * MS)  /* supervision runs this often, at most */
+#define MOURN_NS (50 * MS) /* a dead worker's last words arrive within */
+
+extern char **environ;
+
+typedef struct dworker {
+    char id[256]; /* routing id */
+    size_t id_len;
+    uint32_t pid;
+    int64_t credit;    /* items it will still accept */
+    uint32_t threads;  /* items it runs at once */
+    uint32_t inflight; /* batches sent, not done */
+    uint64_t heard, beat;
+    uint64_t done;   /* when its last batch was done */
+    char *death;     /* owned; how its process ended, until mourned */
+    bool suspect;    /* runs a suspect batch, alone */
+    uint64_t died;   /* when that was seen */
+    bool has_task;   /* it announced the stage's task */
+    bool configured; /* STAGE sent */
+    bool gone;
+} dworker;
+
+typedef struct dbatch {
+    struct dbatch *next;
+    uint64_t id;
+    uint64_t seq; /* index of the first item */
+    uint32_t n;   /* items */
+    char *bytes;  /* owned; batch framing */
+    size_t len;
+    dworker *w; /* NULL while waiting */
+    uint64_t sent;
+    uint32_t kills;      /* workers lost while running it */
+    bool blamed;         /* it was running when its worker crashed */
+    uint64_t order;      /* when it was sent, as a count of sends */
+    msgpack_sbuffer out; /* outputs received so far (OUT), framed */
+} dbatch;
+
+struct zp__dispatch {
+    zp__dispatch_cfg cfg;
+    char *endpoint; /* owned; cfg.endpoint points here */
+    zp__hub *hub;
+    pthread_t thread;
+    bool started;
+    dworker **workers; /* owned */
+    size_t nworkers;
+    dbatch *waiting, *waiting_tail, *inflight, *held; /* owned lists */
+    size_t nwaiting;
+    uint64_t next_id;
+    uint64_t next_seq;    /* ordered: the next item index to deliver */
+    bool ended;           /* all input read */
+    msgpack_sbuffer fill; /* the batch being gathered from input */
+    msgpack_packer fillpk;
+    uint32_t fill_n;
+    uint64_t fill_seq;
+    pid_t *children; /* process mode: one per worker slot, 0 = none */
+    int nchildren;
+    uint64_t no_worker_since; /* remote: waiting for a worker since */
+    uint64_t item_ns;         /* running estimate of an item's time */
+    msgpack_sbuffer sb;       /* scratch for encoding */
+    uint64_t dropped;         /* messages rejected so far */
+    uint64_t checked;         /* when supervision last ran */
+    uint64_t sends;           /* batches sent so far */
+    zp__wstats stats;
+    _Atomic uint64_t restarts;
+};
+
+static bool stopping(const zp__dispatch *d)
+{
+    return atomic_load(&d->cfg.run->stop);
+}
+
+static void fail_run(zp__dispatch *d, char *msg)
+{
+    d->cfg.run->fail(d->cfg.run, ZP_ETASK, msg);
+}
+
+static void count(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static const char *task(const zp__dispatch *d)
+{
+    return d->cfg.def->name;
+}
+
+/* ---- Batches ----------------------------------------------------------- */
+
+static dbatch *batch_new(zp__dispatch *d, uint64_t seq, uint32_t n,
+                         const char *items, size_t len)
+{
+    char hdr[ZP__BATCH_HEADER_MAX];
+    size_t h = zp__batch_header(hdr, seq, n);
+    dbatch *b = calloc(1, sizeof *b);
+    char *bytes = malloc(h + len);
+    if (b == NULL || bytes == NULL) {
+        free(b);
+        free(bytes);
+        return NULL;
+    }
+    memcpy(bytes, hdr, h);
+    memcpy(bytes + h, items, len);
+    *b = (dbatch){
+        .id = d->next_id++, .seq = seq, .n = n, .bytes = bytes, .len = h + len};
+    msgpack_sbuffer_init(&b->out);
+    return b;
+}
+
+static void batch_free(dbatch *b)
+{
+    msgpack_sbuffer_destroy(&b->out);
+    free(b->bytes);
+    free(b);
+}
+
+static void free_list(dbatch *b)
+{
+    for (dbatch *next; b != NULL; b = next) {
+        next = b->next;
+        batch_free(b);
+    }
+}
+
+static void enqueue(zp__dispatch *d, dbatch *b, bool front)
+{
+    b->w = NULL;
+    d->nwaiting += b->n;
+    if (front) {
+        b->next = d->waiting;
+        d->waiting = b;
+        if (d->waiting_tail == NULL)
+            d->waiting_tail = b;
+        return;
+    }
+    b->next = NULL;
+    if (d->waiting_tail != NULL)
+        d->waiting_tail->next = b;
+    else
+        d->waiting = b;
+    d->waiting_tail = b;
+}
+
+static dbatch *dequeue(zp__dispatch *d)
+{
+    dbatch *b = d->waiting;
+    if (b == NULL)
+        return NULL;
+    d->waiting = b->next;
+    if (d->waiting == NULL)
+        d->waiting_tail = NULL;
+    d->nwaiting -= b->n;
+    return b;
+}
+
+/* Unlinks and returns the in-flight batch `id` if `w` runs it. */
+static dbatch *take_inflight(zp__dispatch *d, uint64_t id, const dworker *w)
+{
+    for (dbatch **p = &d->inflight; *p != NULL; p = &(*p)->next)
+        if ((*p)->id == id && (*p)->w == w) {
+            dbatch *b = *p;
+            *p = b->next;
+            b->next = NULL;
+            return b;
+        }
+    return NULL;
+}
+
+/* Splits a batch into one batch per item, queued at the front. */
+static int split(zp__dispatch *d, dbatch *b)
+{
+    zp__batch_reader rd;
+    const msgpack_object *item;
+    uint64_t seq;
+    dbatch *singles = NULL, **tail = &singles;
+    int rc = zp__batch_reader_init(&rd);
+    if (rc == 0)
+        rc = zp__batch_open(&rd, b->bytes, b->len);
+    while (rc == 0 && zp__batch_next(&rd, &item, &seq) == 1) {
+        msgpack_sbuffer_clear(&d->sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
+        msgpack_pack_object(&pk, *item);
+        dbatch *one = batch_new(d, seq, 1, d->sb.data, d->sb.size);
+        if (one == NULL) {
+            rc = ZP_ENOMEM;
+            break;
+        }
+        one->kills = 1; /* a suspect: it runs alone */
+        *tail = one;
+        tail = &one->next;
+    }
+    zp__batch_reader_fini(&rd);
+    for (dbatch *one = singles, *next; one != NULL; one = next) {
+        next = one->next;
+        if (rc == 0)
+            d->nwaiting += one->n;
+        else
+            batch_free(one);
+    }
+    if (rc == 0 && singles != NULL) {
+        *tail = d->waiting;
+        if (d->waiting == NULL)
+            d->waiting_tail = (dbatch *)((char *)tail - offsetof(dbatch, next));
+        d->waiting = singles;
+    }
+    batch_free(b);
+    return rc;
+}
+
+/* ---- Outputs ----------------------------------------------------------- */
+
+/* Sends on the outputs in `framed` (a batch of outputs). */
+static int send_outputs(zp__dispatch *d, const char *framed, size_t len)
+{
+    zp__batch_reader rd;
+    const msgpack_object *o;
+    uint64_t seq;
+    int rc = zp__batch_reader_init(&rd);
+    if (rc == 0 && len > 0)
+        rc = zp__batch_open(&rd, framed, len);
+    while (rc == 0 && (rc = zp__batch_next(&rd, &o, &seq)) == 1) {
+        msgpack_pack_object(zp__tx_packer(d->cfg.out->tx[0]), *o);
+        rc = zp__tx_commit(d->cfg.out->tx[0]);
+        count(&d->stats.out, 1);
+    }
+    zp__batch_reader_fini(&rd);
+    /* A batch of outputs leaves whole: nothing waits for the next one. */
+    return rc == 0 ? zp__tx_flush(d->cfg.out->tx[0]) : rc;
+}
+
+/* Delivers a done batch: at once, or in input order for ordered stages. */
+static int deliver(zp__dispatch *d, dbatch *b)
+{
+    int rc = 0;
+    if (!d->cfg.def->opts.ordered) {
+        rc = send_outputs(d, b->out.data, b->out.size);
+        batch_free(b);
+        return rc;
+    }
+    dbatch **p = &d->held; /* kept sorted by seq */
+    while (*p != NULL && (*p)->seq < b->seq)
+        p = &(*p)->next;
+    b->next = *p;
+    *p = b;
+    while (rc == 0 && d->held != NULL && d->held->seq == d->next_seq) {
+        dbatch *first = d->held;
+        d->held = first->next;
+        d->next_seq = first->seq + first->n;
+        rc = send_outputs(d, first->out.data, first->out.size);
+        batch_free(first);
+    }
+    return rc;
+}
+
+/* Re-packs the outputs of a framed batch into pk, counting them. A
+ * worker's bytes are checked item by item on the way. */
+static int repack(const char *framed, size_t len, msgpack_packer *pk,
+                  uint32_t *n)
+{
+    zp__batch_reader rd;
+    const msgpack_object *o;
+    uint64_t seq;
+    int rc = zp__batch_reader_init(&rd);
+    if (rc == 0 && len > 0)
+        rc = zp__batch_open(&rd, framed, len);
+    while (rc == 0 && (rc = zp__batch_next(&rd, &o, &seq)) == 1) {
+        rc = msgpack_pack_object(pk, *o) == 0 ? 0 : ZP_ENOMEM;
+        (*n)++;
+    }
+    zp__batch_reader_fini(&rd);
+    return rc;
+}
+
+/* Gathers the outputs of an OUT or DONE into the batch (framed anew). */
+static int gather(dbatch *b, const zp__msg *m)
+{
+    msgpack_sbuffer items;
+    msgpack_packer pk;
+    uint32_t n = 0;
+    msgpack_sbuffer_init(&items);
+    msgpack_packer_init(&pk, &items, msgpack_sbuffer_write);
+    int rc = repack(b->out.data, b->out.size, &pk, &n);
+    if (rc == 0)
+        rc = repack(m->data, m->data_len, &pk, &n);
+    if (rc == 0) {
+        char hdr[ZP__BATCH_HEADER_MAX];
+        size_t h = zp__batch_header(hdr, 0, n);
+        msgpack_sbuffer_clear(&b->out);
+        msgpack_sbuffer_write(&b->out, hdr, h);
+        msgpack_sbuffer_write(&b->out, items.data, items.size);
+    }
+    msgpack_sbuffer_destroy(&items);
+    return rc;
+}
+
+/* ---- Workers ------------------------------------------------------------ */
+
+static int send_body(zp__dispatch *d, dworker *w)
+{
+    int rc = zp__hub_send(d->hub, w->id, w->id_len, d->sb.data, d->sb.size);
+    msgpack_sbuffer_clear(&d->sb);
+    return rc;
+}
+
+static dworker *find_worker(zp__dispatch *d, const void *id, size_t len)
+{
+    for (size_t i = 0; i < d->nworkers; i++)
+        if (d->workers[i]->id_len == len &&
+            memcmp(d->workers[i]->id, id, len) == 0)
+            return d->workers[i];
+    return NULL;
+}
+
+static bool announces(const zp__msg *m, const char *name)
+{
+    for (uint32_t i = 0; i < m->tasks->via.array.size; i++) {
+        const msgpack_object_str *s = &m->tasks->via.array.ptr[i].via.str;
+        if (s->size == strlen(name) && memcmp(s->ptr, name, s->size) == 0)
+            return true;
+    }
+    return false;
+}
+
+static char *describe_status(uint32_t pid, int status)
+{
+    if (WIFSIGNALED(status))
+        return zp__strdupf("its worker (pid %u) was killed by signal %d "
+                           "(SIG%s)",
+                           pid, WTERMSIG(status),
+                           sigabbrev_np(WTERMSIG(status))
+                               ? sigabbrev_np(WTERMSIG(status))
+                               : "?");
+    return zp__strdupf("its worker (pid %u) exited with status %d", pid,
+                       WEXITSTATUS(status));
+}
+
+/*
+ * Whether batch b was running on its worker, rather than waiting in the
+ * worker's queue: a worker runs its batches in the order they were sent,
+ * `threads` at a time.
+ */
+static bool running(const zp__dispatch *d, const dbatch *b)
+{
+    uint32_t before = 0;
+    for (const dbatch *o = d->inflight; o != NULL; o = o->next)
+        before += o->w == b->w && o->order < b->order;
+    return before < b->w->threads;
+}
+
+/* A batch that was running when its worker crashed: split if it holds
+ * several items (one of them is the culprit), run again, or — an item
+ * that crashed workers more than retries + 1 times — fail or skip. */
+static void blame(zp__dispatch *d, dbatch *b, const char *why)
+{
+    const zp_opts *o = &d->cfg.def->opts;
+    if (b->n > 1) {
+        if (split(d, b) != 0)
+            fail_run(d, zp__strdupf("task '%s': out of memory", task(d)));
+    } else if (++b->kills <= (uint32_t)o->retries + 1) {
+        count(&d->stats.retried, 1);
+        enqueue(d, b, true);
+    } else if (o->on_error == ZP_SKIP) {
+        count(&d->stats.failed, 1);
+        count(&d->stats.skipped, 1);
+        deliver(d, b);
+    } else {
+        count(&d->stats.failed, 1);
+        fail_run(d, zp__strdupf("task '%s' failed on item %llu: %s", task(d),
+                                (unsigned long long)b->seq, why));
+        batch_free(b);
+    }
+}
+
+/*
+ * A worker is gone: its batches go back to the waiting list. With `why`
+ * (a crash or a timeout; consumed) the batches it was running are blamed;
+ * those still waiting in its queue are not. A worker that left or stopped
+ * answering blames none: nothing says its items were at fault.
+ */
+static void lose_worker(zp__dispatch *d, dworker *w, char *why)
+{
+    dbatch *mine = NULL, **tail = &mine;
+    for (dbatch *b = d->inflight; b != NULL; b = b->next)
+        if (b->w == w)
+            b->blamed = why != NULL && running(d, b);
+    for (dbatch **p = &d->inflight; *p != NULL;) {
+        dbatch *b = *p;
+        if (b->w != w) {
+            p = &b->next;
+            continue;
+        }
+        *p = b->next; /* moved to `mine`, oldest last */
+        b->next = NULL;
+        msgpack_sbuffer_clear(&b->out);
+        *tail = b;
+        tail = &b->next;
+    }
+    w->gone = true;
+    for (dbatch *b = mine, *next; b != NULL; b = next) {
+        next = b->next;
+        if (b->blamed)
+            blame(d, b, why);
+        else
+            enqueue(d, b, true);
+    }
+    free(why);
+}
+
+static void on_hello(zp__dispatch *d, const zp__hub_msg *hm, const zp__msg *m)
+{
+    dworker *w = find_worker(d, hm->id, hm->id_len);
+    if (w != NULL && !w->gone)
+        lose_worker(d, w, NULL); /* said HELLO again: it lost its state */
+    if (w == NULL) {
+        dworker **v = realloc(d->workers, (d->nworkers + 1) * sizeof *v);
+        w = v ? calloc(1, sizeof *w) : NULL;
+        if (w == NULL || hm->id_len > sizeof w->id) {
+            free(w);
+            if (v != NULL)
+                d->workers = v;
+            return;
+        }
+        d->workers = v;
+        d->workers[d->nworkers++] = w;
+        memcpy(w->id, hm->id, hm->id_len);
+        w->id_len = hm->id_len;
+    }
+    free(w->death);
+    *w = (dworker){.id_len = w->id_len,
+                   .pid = m->pid,
+                   .credit = m->credit,
+                   .threads = m->credit / ZP__PROTO_CREDIT_PER_THREAD,
+                   .has_task = announces(m, task(d))};
+    memcpy(w->id, hm->id, hm->id_len);
+    if (w->threads == 0)
+        w->threads = 1;
+    w->heard = w->beat = zp__now_ns();
+}
+
+static dworker *worker_of_pid(zp__dispatch *d, pid_t pid)
+{
+    for (size_t i = 0; i < d->nworkers; i++)
+        if (!d->workers[i]->gone && d->workers[i]->pid == (uint32_t)pid)
+            return d->workers[i];
+    return NULL;
+}
+
+/* ---- Messages from workers ---------------------------------------------- */
+
+static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
+{
+    dbatch *b = take_inflight(d, m->batch, w);
+    if (b == NULL) {
+        /* Not (or no longer) this worker's: it was given up on. */
+        fprintf(stderr, "zpipe: task '%s': ignored %s for batch %llu\n",
+                task(d), zp__msg_type_name(m->type),
+                (unsigned long long)m->batch);
+        return;
+    }
+    if (gather(b, m) != 0) {
+        fail_run(d, zp__strdupf("task '%s': a worker (pid %u) sent "
+                                "malformed outputs for item %llu",
+                                task(d), w->pid, (unsigned long long)b->seq));
+        batch_free(b);
+        return;
+    }
+    if (m->type == ZP__OUT) { /* more to come: back in flight */
+        b->next = d->inflight;
+        d->inflight = b;
+        return;
+    }
+    /* An item's time: since the worker's last DONE when it was busy all
+     * along, else since the batch was sent (an upper bound). */
+    uint64_t now = zp__now_ns();
+    uint64_t since = w->inflight > 1 && w->done > b->sent ? w->done : b->sent;
+    d->item_ns = (d->item_ns * 3 + (now - since) / b->n) / 4;
+    w->done = now;
+    w->inflight--;
+    w->suspect = false;
+    count(&d->stats.retried, m->retried);
+    count(&d->stats.skipped, m->skipped);
+    count(&d->stats.failed, m->skipped);
+    if (deliver(d, b) != 0 && !stopping(d))
+        fail_run(d, zp__strdupf("task '%s': cannot send outputs on", task(d)));
+}
+
+static void on_fail(zp__dispatch *d, dworker *w, const zp__msg *m)
+{
+    dbatch *b = take_inflight(d, m->batch, w);
+    if (b == NULL)
+        return;
+    w->inflight--;
+    w->suspect = false;
+    count(&d->stats.failed, 1);
+    fail_run(d,
+             zp__strdupf("task '%s' failed on item %llu: %.*s", task(d),
+                         (unsigned long long)m->seq, (int)m->str_len, m->str));
+    batch_free(b);
+}
+
+/* Logs a dropped message: the first few, then one in a thousand, so that
+ * a peer sending garbage cannot flood the log. */
+static void drop(zp__dispatch *d, const char *fmt, ...) ZP__PRINTF(2, 3);
+static void drop(zp__dispatch *d, const char *fmt, ...)
+{
+    uint64_t n = d->dropped++;
+    if (n >= 10 && n % 1000 != 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr,
+            "zpipe: task '%s': dropped a message (%llu so far): ", task(d),
+            (unsigned long long)n + 1);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
+                       msgpack_zone *zone)
+{
+    zp__msg m;
+    const char *why = NULL;
+    msgpack_zone_clear(zone);
+    if (zp__msg_decode(hm->body, hm->len, zone, &m, &why) != 0) {
+        drop(d, "%s", why);
+        return;
+    }
+    if (m.type == ZP__HELLO) {
+        on_hello(d, hm, &m);
+        return;
+    }
+    dworker *w = find_worker(d, hm->id, hm->id_len);
+    if (w == NULL) {
+        drop(d, "%s from a worker that never said HELLO",
+             zp__msg_type_name(m.type));
+        return;
+    }
+    if (w->gone)
+        return; /* given up on: whatever it still sends is void */
+    w->heard = zp__now_ns();
+    if (m.type == ZP__READY)
+        w->credit += m.credit;
+    else if (m.type == ZP__OUT || m.type == ZP__DONE)
+        on_done(d, w, &m);
+    else if (m.type == ZP__FAIL)
+        on_fail(d, w, &m);
+    else if (m.type == ZP__BYE)
+        lose_worker(d, w, NULL);
+    else if (m.type != ZP__HEARTBEAT)
+        drop(d, "an unexpected %s", zp__msg_type_name(m.type));
+}
+
+/* ---- Sending work ------------------------------------------------------- */
+
+static bool fast(const zp__dispatch *d)
+{
+    return d->item_ns > 0 && d->item_ns < FAST_ITEM_NS;
+}
+
+/* The worker that should take a batch of n items, or NULL. */
+/*
+ * The worker that should take batch b, or NULL. A suspect (a batch that
+ * was running when a worker crashed) runs alone on an idle worker, so
+ * that if it crashes again there is no doubt which item did it.
+ */
+static dworker *pick_worker(zp__dispatch *d, const dbatch *b)
+{
+    dworker *best = NULL;
+    for (size_t i = 0; i < d->nworkers; i++) {
+        dworker *w = d->workers[i];
+        if (w->gone || w->death || !w->has_task || w->credit < (int64_t)b->n)
+            continue;
+        if (w->suspect || (b->kills > 0 && w->inflight > 0))
+            continue;
+        /* Slow items: no more at a worker than it runs at once, and one
+         * more on its way, so that it never waits for the next. */
+        if (!fast(d) && w->inflight > w->threads)
+            continue;
+        if (best == NULL || w->inflight < best->inflight)
+            best = w;
+    }
+    return best;
+}
+
+static int configure(zp__dispatch *d, dworker *w)
+{
+    const zp__stage_def *def = d->cfg.def;
+    const zp_opts *o = &def->opts;
+    const msgpack_object *bound = zp__stage_bound(def);
+    msgpack_sbuffer bind;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&bind);
+    msgpack_packer_init(&pk, &bind, msgpack_sbuffer_write);
+    if (bound != NULL)
+        msgpack_pack_object(&pk, *bound);
+    uint32_t flags = (o->branch ? ZP__STAGE_BRANCH : 0) |
+                     (o->on_error == ZP_SKIP ? ZP__STAGE_SKIP : 0);
+    int rc = zp__msg_stage(&d->sb, d->cfg.run_id, d->cfg.stage, def->name,
+                           flags, (uint32_t)o->retries, bind.data, bind.size);
+    msgpack_sbuffer_destroy(&bind);
+    if (rc == 0)
+        rc = send_body(d, w);
+    w->configured = rc == 0;
+    return rc;
+}
+
+static int send_batch(zp__dispatch *d, dworker *w, dbatch *b)
+{
+    int rc = w->configured ? 0 : configure(d, w);
+    if (rc == 0)
+        rc = zp__msg_item(&d->sb, d->cfg.run_id, d->cfg.stage, b->id, b->bytes,
+                          b->len);
+    if (rc == 0)
+        rc = send_body(d, w);
+    return rc;
+}
+
+static void dispatch_waiting(zp__dispatch *d)
+{
+    while (d->waiting != NULL && !stopping(d)) {
+        dworker *w = pick_worker(d, d->waiting);
+        if (w == NULL)
+            return;
+        dbatch *b = dequeue(d);
+        if (send_batch(d, w, b) != 0) {
+            enqueue(d, b, true);
+            lose_worker(d, w, NULL); /* unreachable: it left */
+            continue;
+        }
+        b->w = w;
+        w->suspect = b->kills > 0;
+        b->order = d->sends++;
+        b->sent = zp__now_ns();
+        w->credit -= b->n;
+        w->inflight++;
+        b->next = d->inflight;
+        d->inflight = b;
+    }
+}
+
+/* ---- Reading input ------------------------------------------------------ */
+
+static void close_fill(zp__dispatch *d)
+{
+    if (d->fill_n == 0)
+        return;
+    dbatch *b =
+        batch_new(d, d->fill_seq, d->fill_n, d->fill.data, d->fill.size);
+    if (b == NULL)
+        fail_run(d, zp__strdupf("task '%s': out of memory", task(d)));
+    else
+        enqueue(d, b, false);
+    msgpack_sbuffer_clear(&d->fill);
+    d->fill_n = 0;
+}
+
+static void add_item(zp__dispatch *d, const msgpack_object *o, uint64_t seq)
+{
+    uint32_t max = fast(d) && d->cfg.def->opts.timeout_ms == 0 ? BATCH_MAX : 1;
+    if (d->fill_n > 0 && seq != d->fill_seq + d->fill_n)
+        close_fill(d);
+    if (d->fill_n == 0)
+        d->fill_seq = seq;
+    msgpack_pack_object(&d->fillpk, *o);
+    count(&d->stats.in, 1);
+    if (++d->fill_n >= max)
+        close_fill(d);
+}
+
+/* Room for more input: twice what the workers can take now. */
+static bool want_input(const zp__dispatch *d)
+{
+    int64_t room = BATCH_MAX;
+    for (size_t i = 0; i < d->nworkers; i++)
+        if (!d->workers[i]->gone && d->workers[i]->has_task)
+            room += d->workers[i]->credit;
+    return !d->ended && (int64_t)d->nwaiting < 2 * room;
+}
+
+static void read_input(zp__dispatch *d)
+{
+    const msgpack_object *o;
+    uint64_t seq;
+    int rc = 1;
+    while (rc == 1 && want_input(d))
+        if ((rc = zp__rx_next(d->cfg.in->rx[0], false, &o, &seq)) == 1)
+            add_item(d, o, seq);
+    close_fill(d); /* what is there goes now: no added latency */
+    if (rc == 0)
+        d->ended = true;
+    else if (rc < 0 && rc != ZP__AGAIN && rc != ZP_ECANCELED)
+        d->cfg.run->fail(d->cfg.run, rc,
+                         zp__strdupf("task '%s': reading its input: %s",
+                                     task(d), zp_strerror(rc)));
+}
+
+/* ---- Supervision -------------------------------------------------------- */
+
+static int spawn_child(zp__dispatch *d, int slot)
+{
+    char parent[64];
+    char *argv[] = {"zpipe-worker", "--zp-worker", (char *)d->cfg.endpoint,
+                    NULL};
+    size_t n = 0;
+    while (environ[n] != NULL)
+        n++;
+    char **envp = calloc(n + 2, sizeof *envp);
+    if (envp == NULL)
+        return ZP_ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "ZPIPE_WORKER", 12) != 0)
+            envp[k++] = environ[i];
+    snprintf(parent, sizeof parent, "ZPIPE_WORKER_PARENT=%d", (int)getpid());
+    envp[k] = parent;
+    pid_t pid;
+    int rc = posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, envp);
+    free(envp);
+    if (rc != 0)
+        return ZP_EIO;
+    d->children[slot] = pid;
+    return 0;
+}
+
+/* Reaps dead children, gives up on their batches, and replaces them. */
+static void reap(zp__dispatch *d)
+{
+    for (int i = 0; i < d->nchildren; i++) {
+        int status;
+        pid_t pid = d->children[i];
+        if (pid <= 0 || waitpid(pid, &status, WNOHANG) != pid)
+            continue;
+        d->children[i] = 0;
+        /* Its batches are given up on a little later, once what it sent
+         * before it died has been read: a batch it finished is no
+         * culprit. */
+        dworker *w = worker_of_pid(d, pid);
+        if (w != NULL && w->death == NULL) {
+            w->death = describe_status((uint32_t)pid, status);
+            w->died = zp__now_ns();
+        }
+        if (!stopping(d)) {
+            count(&d->restarts, 1);
+            if (spawn_child(d, i) != 0)
+                fail_run(d, zp__strdupf("task '%s': cannot start a worker "
+                                        "process",
+                                        task(d)));
+        }
+    }
+}
+
+static void kill_worker(zp__dispatch *d, dworker *w, char *why)
+{
+    if (d->nchildren > 0 && w->pid > 0)
+        kill((pid_t)w->pid, SIGKILL); /* reap() replaces it */
+    lose_worker(d, w, why);
+}
+
+/* Heartbeats out; workers unheard for too long, or stuck on an item past
+ * the timeout, are given up on. */
+static void supervise(zp__dispatch *d, uint64_t now)
+{
+    uint64_t timeout = (uint64_t)d->cfg.def->opts.timeout_ms * MS;
+    for (dbatch *b = d->inflight; timeout > 0 && b != NULL;) {
+        /* A batch's clock starts when its worker could start it. */
+        uint64_t start = b->w->done > b->sent ? b->w->done : b->sent;
+        if (now - start <= timeout * b->n || !running(d, b)) {
+            b = b->next;
+            continue;
+        }
+        kill_worker(d, b->w,
+                    zp__strdupf("it ran for more than %d ms (timeout)",
+                                d->cfg.def->opts.timeout_ms));
+        b = d->inflight; /* the list changed: look again */
+    }
+    for (size_t i = 0; i < d->nworkers; i++) {
+        dworker *w = d->workers[i];
+        if (w->gone)
+            continue;
+        if (w->death != NULL) {
+            if (now - w->died > MOURN_NS) {
+                char *why = w->death;
+                w->death = NULL;
+                lose_worker(d, w, why);
+            }
+            continue;
+        }
+        if (now - w->heard > DEAD_NS) {
+            fprintf(stderr,
+                    "zpipe: task '%s': worker %u stopped answering; its "
+                    "items run again elsewhere\n",
+                    task(d), w->pid);
+            kill_worker(d, w, NULL);
+            continue;
+        }
+        if (now - w->beat >= HEARTBEAT_NS && zp__msg_heartbeat(&d->sb) == 0) {
+            w->beat = now;
+            if (send_body(d, w) != 0)
+                lose_worker(d, w, NULL);
+        }
+    }
+}
+
+/* Remote stages fail when no worker came within wait_workers_ms. */
+static void check_waiting_for_workers(zp__dispatch *d, uint64_t now)
+{
+    bool any = false;
+    for (size_t i = 0; i < d->nworkers && !any; i++)
+        any = !d->workers[i]->gone && d->workers[i]->has_task;
+    if (any || d->waiting == NULL || d->nchildren > 0) {
+        d->no_worker_since = now;
+        return;
+    }
+    uint64_t limit = (uint64_t)d->cfg.wait_workers_ms * MS;
+    if (limit > 0 && now - d->no_worker_since > limit)
+        fail_run(d, zp__strdupf("task '%s': no worker serving it connected "
+                                "to %s within %d ms",
+                                task(d), zp__hub_endpoint(d->hub),
+                                d->cfg.wait_workers_ms));
+}
+
+/* ---- The loop ------------------------------------------------------------ */
+
+static bool finished(const zp__dispatch *d)
+{
+    return d->ended && d->waiting == NULL && d->inflight == NULL &&
+           d->fill_n == 0;
+}
+
+static void step(zp__dispatch *d, msgpack_zone *zone)
+{
+    zp__hub_msg hm;
+    zp__rx *rx = d->cfg.in ? d->cfg.in->rx[0] : NULL;
+    bool want = rx != NULL && want_input(d), ready = false;
+    int rc = zp__hub_poll(d->hub, &rx, &want, &ready, rx ? 1 : 0, POLL_MS, &hm);
+    /* Everything that arrived meanwhile, up to a bound, before the rest. */
+    for (int n = 1; rc == 1; n++) {
+        on_message(d, &hm, zone);
+        rc = n < 1024 ? zp__hub_next(d->hub, &hm) : 0;
+    }
+    if (ready || (want && !stopping(d)))
+        read_input(d);
+    uint64_t now = zp__now_ns();
+    if (now - d->checked >= CHECK_NS) { /* children, heartbeats, timeouts */
+        d->checked = now;
+        reap(d);
+        supervise(d, now);
+        check_waiting_for_workers(d, now);
+    }
+    dispatch_waiting(d);
+}
+
+static void say_bye(zp__dispatch *d)
+{
+    for (size_t i = 0; i < d->nworkers; i++)
+        if (!d->workers[i]->gone && zp__msg_bye(&d->sb, "run over") == 0)
+            send_body(d, d->workers[i]);
+}
+
+static void *dispatch_main(void *arg)
+{
+    zp__dispatch *d = arg;
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (d->cfg.in == NULL) {
+        add_item(d, d->cfg.args, 0);
+        close_fill(d);
+        d->ended = true;
+    }
+    while (zone != NULL && !stopping(d) && !finished(d))
+        step(d, zone);
+    if (zone != NULL && !stopping(d))
+        zp__tx_close(d->cfg.out->tx[0]);
+    /* Process workers stay only for this run; remote ones for the next. */
+    if (d->nchildren > 0)
+        say_bye(d);
+    if (zone != NULL)
+        msgpack_zone_free(zone);
+    return NULL;
+}
+
+/* Tells the children to leave (SIGTERM: also those that never connected),
+ * waits up to ~2 s for them, then kills the rest. */
+static void reap_all(zp__dispatch *d)
+{
+    for (int i = 0; i < d->nchildren; i++)
+        if (d->children[i] > 0)
+            kill(d->children[i], SIGTERM);
+    for (int tries = 0; tries < 200; tries++) {
+        int left = 0;
+        for (int i = 0; i < d->nchildren; i++)
+            if (d->children[i] > 0 &&
+                waitpid(d->children[i], NULL, WNOHANG) == 0)
+                left++;
+            else
+                d->children[i] = 0;
+        if (left == 0)
+            return;
+        struct timespec t = {0, 10 * 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
+    for (int i = 0; i < d->nchildren; i++)
+        if (d->children[i] > 0) {
+            kill(d->children[i], SIGKILL);
+            waitpid(d->children[i], NULL, 0);
+        }
+}
+
+zp__dispatch *zp__dispatch_new(const zp__dispatch_cfg *cfg, char **why)
+{
+    zp__dispatch *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return NULL;
+    d->cfg = *cfg;
+    d->endpoint = strdup(cfg->endpoint);
+    if (d->endpoint == NULL)
+        goto out_destroy;
+    d->cfg.endpoint = d->endpoint;
+    msgpack_sbuffer_init(&d->sb);
+    msgpack_sbuffer_init(&d->fill);
+    msgpack_packer_init(&d->fillpk, &d->fill, msgpack_sbuffer_write);
+    d->no_worker_since = zp__now_ns();
+    bool process = cfg->def->opts.mode == ZP_PROCESS;
+    d->hub = zp__hub_new(cfg->zctx, cfg->endpoint,
+                         process ? NULL : cfg->curve_secret,
+                         process ? NULL : cfg->curve_allow, why);
+    if (d->hub == NULL)
+        goto out_destroy;
+    if (process) {
+        d->children = calloc((size_t)cfg->def->opts.workers, sizeof(pid_t));
+        if (d->children == NULL)
+            goto out_destroy;
+        for (; d->nchildren < cfg->def->opts.workers; d->nchildren++)
+            if (spawn_child(d, d->nchildren) != 0) {
+                *why = zp__strdupf("cannot start worker processes: %s",
+                                   strerror(errno));
+                goto out_destroy;
+            }
+    }
+    if (pthread_create(&d->thread, NULL, dispatch_main, d) != 0) {
+        *why = zp__strdupf("cannot start a thread");
+        goto out_destroy;
+    }
+    d->started = true;
+    return d;
+out_destroy:
+    zp__dispatch_destroy(&d);
+    return NULL;
+}
+
+void zp__dispatch_join(zp__dispatch *d)
+{
+    if (d != NULL && d->started) {
+        pthread_join(d->thread, NULL);
+        d->started = false;
+    }
+}
+
+void zp__dispatch_destroy(zp__dispatch **dp)
+{
+    zp__dispatch *d = *dp;
+    if (d == NULL)
+        return;
+    zp__dispatch_join(d);
+    reap_all(d);
+    free(d->children);
+    zp__hub_destroy(&d->hub);
+    for (size_t i = 0; i < d->nworkers; i++) {
+        free(d->workers[i]->death);
+        free(d->workers[i]);
+    }
+    free(d->workers);
+    free_list(d->waiting);
+    free_list(d->inflight);
+    free_list(d->held);
+    msgpack_sbuffer_destroy(&d->sb);
+    msgpack_sbuffer_destroy(&d->fill);
+    free(d->endpoint);
+    free(d);
+    *dp = NULL;
+}
+
+void zp__dispatch_stats(const zp__dispatch *d, zp_stage_stats *st)
+{
+    const zp__wstats *s = &d->stats;
+    st->items_in += atomic_load_explicit(&s->in, memory_order_relaxed);
+    st->items_out += atomic_load_explicit(&s->out, memory_order_relaxed);
+    st->failed += atomic_load_explicit(&s->failed, memory_order_relaxed);
+    st->retried += atomic_load_explicit(&s->retried, memory_order_relaxed);
+    st->skipped += atomic_load_explicit(&s->skipped, memory_order_relaxed);
+    st->restarts += atomic_load(&d->restarts);
+}

@@ -1,0 +1,1103 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests of stages whose workers are other processes: process workers
+ * (mode = ZP_PROCESS, children the coordinator spawns and supervises) and
+ * remote workers (mode = ZP_REMOTE, processes that connect to the run's
+ * listening endpoint). Both are this very test binary re-executed in
+ * worker mode, which is why main() calls zp_init() first and why every
+ * task that crosses a process boundary is registered with ZP_TASK.
+ *
+ * Failures are made on purpose: a task that fails, one that segfaults,
+ * one that hangs, workers killed with SIGKILL or told to leave with
+ * SIGTERM, a stranger sending garbage to the listening port, a worker
+ * whose CURVE key is not allowed. The last test checks that nothing is
+ * left behind: no child process, no temporary directory.
+ *
+ * Waiting is for events with a deadline (a child's exit through a pidfd,
+ * an output of the run); sleeping is only for playing slow work, a late
+ * worker, or the pace of a process killer.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "transport/curve.h"
+#include "transport/proto.h"
+#include "zpipe.h"
+
+/* How long a test waits for an event before it calls it a failure. */
+#define DEADLINE_MS 10000
+
+extern char **environ;
+
+/* ---- Time -------------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void deadline_in(struct timespec *t, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, t);
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+static void nap_us(long us)
+{
+    struct timespec t = {us / 1000000, (us % 1000000) * 1000L};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---- Tasks --------------------------------------------------------------
+ * Every task but `range` runs in worker processes, which find it by name.
+ */
+
+/* Emits 0..n-1 for the run argument n (a thread stage in this process). */
+static int range(zp_call *call)
+{
+    int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
+    for (int64_t i = 0; i < n; i++)
+        if (zp_emit_int(call, i) != 0)
+            return -1;
+    return 0;
+}
+
+static int64_t item(zp_call *call)
+{
+    return zp_input(call)->via.i64;
+}
+
+ZP_TASK(twice)
+{
+    return zp_emit_int(call, 2 * item(call));
+}
+
+/* Slow enough that a run of a few thousand items lasts about a second. */
+ZP_TASK(slow_twice)
+{
+    nap_us(200);
+    return zp_emit_int(call, 2 * item(call));
+}
+
+ZP_TASK(fail_on_7)
+{
+    int64_t x = item(call);
+    if (x == 7)
+        return zp_fail(call, "seven is not welcome");
+    return zp_emit_int(call, x);
+}
+
+/* Dies of a real SIGSEGV, without a core file, also under AddressSanitizer
+ * (whose own SIGSEGV handler would turn the signal into an exit status). */
+static void crash(void)
+{
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    signal(SIGSEGV, SIG_DFL);
+    raise(SIGSEGV);
+}
+
+ZP_TASK(segv_on_7)
+{
+    int64_t x = item(call);
+    if (x == 7)
+        crash();
+    return zp_emit_int(call, x);
+}
+
+ZP_TASK(hang_on_3)
+{
+    int64_t x = item(call);
+    if (x == 3)
+        nap_us(60L * 1000 * 1000);
+    return zp_emit_int(call, x);
+}
+
+/* Emits [the serving process, x], after 2 ms of work. */
+ZP_TASK(whoami)
+{
+    int64_t x = item(call);
+    nap_us(2000);
+    msgpack_packer *pk = zp_out(call);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_int64(pk, (int64_t)getpid());
+    msgpack_pack_int64(pk, x);
+    return zp_emit(call);
+}
+
+/* ---- Child processes ---------------------------------------------------- */
+
+/* Directories of process workers' endpoints seen during the tests. */
+static pthread_mutex_t dirs_lock = PTHREAD_MUTEX_INITIALIZER;
+static char seen_dirs[64][128];
+static size_t nseen_dirs;
+
+static void note_dir(const char *dir)
+{
+    pthread_mutex_lock(&dirs_lock);
+    bool known = false;
+    for (size_t i = 0; i < nseen_dirs && !known; i++)
+        known = strcmp(seen_dirs[i], dir) == 0;
+    if (!known && nseen_dirs < sizeof seen_dirs / sizeof seen_dirs[0])
+        snprintf(seen_dirs[nseen_dirs++], sizeof seen_dirs[0], "%s", dir);
+    pthread_mutex_unlock(&dirs_lock);
+}
+
+static ssize_t read_small_file(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, len - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return (ssize_t)n;
+}
+
+/* Whether `pid` runs in worker mode; notes its ipc directory, if any. */
+static bool is_worker(long pid)
+{
+    char path[64], cmd[4096];
+    snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+    ssize_t n = read_small_file(path, cmd, sizeof cmd);
+    bool worker = false;
+    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(cmd + i) + 1) {
+        if (strcmp(cmd + i, "--zp-worker") != 0)
+            continue;
+        worker = true;
+        char dir[128];
+        const char *ep = cmd + i + strlen(cmd + i) + 1, *slash;
+        if (ep >= cmd + n || strncmp(ep, "ipc://", 6) != 0 ||
+            (slash = strrchr(ep, '/')) == NULL)
+            continue; /* ipc://DIR/sK: note DIR */
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - ep - 6), ep + 6);
+        note_dir(dir);
+    }
+    return worker;
+}
+
+/* This process's living children in worker mode, at most `max`. */
+static size_t find_workers(pid_t *out, size_t max)
+{
+    DIR *proc = opendir("/proc");
+    struct dirent *e;
+    size_t n = 0;
+    while (proc != NULL && n < max && (e = readdir(proc)) != NULL) {
+        char *end, path[64], stat[512], state;
+        long pid = strtol(e->d_name, &end, 10), ppid;
+        if (*end != '\0' || pid <= 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        if (read_small_file(path, stat, sizeof stat) <= 0)
+            continue;
+        const char *paren = strrchr(stat, ')'); /* the name may hold any */
+        if (paren == NULL || sscanf(paren + 1, " %c %ld", &state, &ppid) != 2 ||
+            ppid != (long)getpid() || state == 'Z')
+            continue;
+        if (is_worker(pid))
+            out[n++] = (pid_t)pid;
+    }
+    if (proc != NULL)
+        closedir(proc);
+    return n;
+}
+
+/* Waits up to `ms` for `pid` to end and reaps it into *status. */
+static bool wait_exit(pid_t pid, int ms, int *status)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int rc;
+        while ((rc = poll(&pfd, 1, ms)) < 0 && errno == EINTR)
+            ;
+        close(fd);
+        return rc == 1 && waitpid(pid, status, 0) == pid;
+    }
+    for (int64_t end = now_ms() + ms; now_ms() < end; nap_us(5000))
+        if (waitpid(pid, status, WNOHANG) == pid)
+            return true; /* no pidfd in this kernel: poll the status */
+    return false;
+}
+
+/* Remote workers started by the tests, killed by the teardown when a test
+ * failed before it could stop them. */
+static pid_t remote_pids[8];
+
+/*
+ * Starts a remote worker: this binary, re-executed as `worker --zp-worker
+ * ENDPOINT` with no ZPIPE_* variable, so that it is no child worker of a
+ * run. fork() rather than posix_spawn(), for PR_SET_PDEATHSIG: the worker
+ * dies with this test process instead of reconnecting forever after a
+ * crash of the test.
+ */
+static pid_t start_worker(const char *endpoint, const char *server_pub,
+                          const char *secret)
+{
+    char *argv[] = {"worker",           "--zp-worker",
+                    (char *)endpoint,   server_pub ? "--zp-curve-server" : NULL,
+                    (char *)server_pub, "--zp-curve-secret",
+                    (char *)secret,     NULL};
+    size_t n = 0, k = 0;
+    while (environ[n] != NULL)
+        n++;
+    char **envp = calloc(n + 1, sizeof *envp);
+    assert_non_null(envp);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "ZPIPE_", 6) != 0)
+            envp[k++] = environ[i];
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == parent)
+            execve("/proc/self/exe", argv, envp);
+        _exit(127);
+    }
+    free(envp);
+    assert_true(pid > 0);
+    for (size_t i = 0; i < sizeof remote_pids / sizeof *remote_pids; i++)
+        if (remote_pids[i] == 0) {
+            remote_pids[i] = pid;
+            return pid;
+        }
+    fail_msg("too many remote workers");
+    return -1;
+}
+
+static void forget_worker(pid_t pid)
+{
+    for (size_t i = 0; i < sizeof remote_pids / sizeof *remote_pids; i++)
+        if (remote_pids[i] == pid)
+            remote_pids[i] = 0;
+}
+
+/* Waits for a worker told to leave; asserts it left cleanly. */
+static void reap_worker(pid_t pid)
+{
+    int status = 0;
+    bool gone = wait_exit(pid, DEADLINE_MS, &status);
+    if (gone)
+        forget_worker(pid);
+    if (!gone)
+        fail_msg("remote worker %d did not leave within %d ms", (int)pid,
+                 DEADLINE_MS);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("remote worker %d ended with status 0x%x", (int)pid, status);
+}
+
+static void stop_worker(pid_t pid)
+{
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    reap_worker(pid);
+}
+
+static char key_dir[64]; /* the CURVE test's keys, "" when none */
+
+static void remove_key_dir(void)
+{
+    const char *names[] = {"server", "good", "bad"};
+    const char *exts[] = {".key", ".pub"};
+    char path[128];
+    if (key_dir[0] == '\0')
+        return;
+    for (size_t i = 0; i < 3; i++)
+        for (size_t j = 0; j < 2; j++) {
+            snprintf(path, sizeof path, "%s/%s%s", key_dir, names[i], exts[j]);
+            unlink(path);
+        }
+    rmdir(key_dir);
+    key_dir[0] = '\0';
+}
+
+/* A tcp endpoint on 127.0.0.1 with a port the OS just called free. */
+static void free_endpoint(char *out, size_t len)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &alen), 0);
+    close(s);
+    snprintf(out, len, "tcp://127.0.0.1:%d", (int)ntohs(a.sin_port));
+}
+
+/* ---- Collecting a run ------------------------------------------------------
+ */
+
+/* How long a run may take before the test cancels it and fails. */
+#define RUN_DEADLINE_MS 20000
+
+/* Cancels a run that has not ended by its deadline, so that a hung engine
+ * fails one test instead of timing out the whole program. */
+typedef struct watchdog {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    zp_run *run; /* borrowed */
+    bool done;   /* the run ended: stand down */
+    bool fired;  /* it cancelled the run */
+} watchdog;
+
+static void *watchdog_main(void *arg)
+{
+    watchdog *w = arg;
+    struct timespec t;
+    int rc = 0;
+    deadline_in(&t, RUN_DEADLINE_MS);
+    pthread_mutex_lock(&w->lock);
+    while (!w->done && rc == 0)
+        rc = pthread_cond_timedwait(&w->cond, &w->lock, &t);
+    if (!w->done) {
+        w->fired = true;
+        zp_cancel(w->run);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static void watchdog_start(watchdog *w, zp_run *run)
+{
+    *w = (watchdog){.run = run};
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    assert_int_equal(pthread_create(&w->thread, NULL, watchdog_main, w), 0);
+}
+
+/* Stands the watchdog down; whether it had to cancel the run. */
+static bool watchdog_stop(watchdog *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->done = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    return w->fired;
+}
+
+/* The outputs of a run: integers, or [pid, x] pairs from `whoami`. */
+typedef struct collected {
+    int64_t *v;          /* output values (x of a pair)               */
+    int64_t *pid;        /* the serving process of a pair, else 0     */
+    size_t n, cap;       /* outputs                                   */
+    _Atomic size_t read; /* n, for other threads                      */
+    int rc;              /* zp_finish's result                        */
+    char *error;         /* owned copy of zp_error, or NULL           */
+    zp_stage_stats st;   /* stage 1 once the run finished             */
+    int64_t ms;          /* how long the run took                     */
+    zp_run *run;         /* owned while the run goes, else NULL       */
+    watchdog dog;        /* guards `run`                              */
+} collected;
+
+/* Called after each output; may act on the run (kill a worker...). */
+typedef void (*output_hook)(collected *c, void *ctx);
+
+static void keep(collected *c, const msgpack_object *out)
+{
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 1024;
+        c->v = realloc(c->v, c->cap * sizeof *c->v);
+        c->pid = realloc(c->pid, c->cap * sizeof *c->pid);
+        assert_non_null(c->v);
+        assert_non_null(c->pid);
+    }
+    bool pair = out->type == MSGPACK_OBJECT_ARRAY && out->via.array.size == 2;
+    c->v[c->n] = pair ? out->via.array.ptr[1].via.i64 : out->via.i64;
+    c->pid[c->n] = pair ? out->via.array.ptr[0].via.i64 : 0;
+    c->n++;
+    atomic_store(&c->read, c->n);
+}
+
+/* Starts a run of `p` whose outputs and results go to `c`. */
+static zp_run *begin_run(collected *c, zp_pipeline *p, const char *args,
+                         const zp_run_opts *ro)
+{
+    memset(c, 0, sizeof *c);
+    c->ms = now_ms();
+    c->run = zp_start_with(p, args, ro);
+    assert_non_null(c->run);
+    watchdog_start(&c->dog, c->run);
+    return c->run;
+}
+
+/* Finishes the run, keeps its results and statistics, and frees it;
+ * fails the test when the watchdog had to cancel it. */
+static void end_run(collected *c)
+{
+    c->rc = zp_finish(c->run);
+    bool hung = watchdog_stop(&c->dog);
+    c->ms = now_ms() - c->ms;
+    const char *e = zp_error(c->run);
+    c->error = e ? strdup(e) : NULL;
+    if (zp_run_stats(c->run, 1, &c->st) != 0)
+        memset(&c->st, 0, sizeof c->st);
+    zp_run_free(c->run);
+    c->run = NULL;
+    if (hung)
+        fail_msg("the run did not end within %d ms (%zu outputs): the "
+                 "test cancelled it",
+                 RUN_DEADLINE_MS, c->n);
+}
+
+/* Runs `p` to its end, keeping its outputs and stage 1's statistics. */
+static void collect_with(zp_pipeline *p, const char *args,
+                         const zp_run_opts *ro, collected *c, output_hook hook,
+                         void *ctx)
+{
+    const msgpack_object *out;
+    zp_run *run = begin_run(c, p, args, ro);
+    while (zp_run_next(run, &out)) {
+        keep(c, out);
+        if (hook != NULL)
+            hook(c, ctx);
+    }
+    end_run(c);
+}
+
+/* Notes the run's ipc directory from its workers' command lines, once. */
+static void note_workers(collected *c, void *ctx)
+{
+    pid_t pids[16];
+    (void)c;
+    if (!*(bool *)ctx)
+        *(bool *)ctx = find_workers(pids, 16) > 0;
+}
+
+static void collect(zp_pipeline *p, const char *args, collected *c)
+{
+    bool noted = false;
+    collect_with(p, args, NULL, c, note_workers, &noted);
+}
+
+static void collected_fini(collected *c)
+{
+    if (c->run != NULL) { /* a test failed while its run went on */
+        zp_cancel(c->run);
+        watchdog_stop(&c->dog);
+        zp_run_free(c->run);
+    }
+    free(c->v);
+    free(c->pid);
+    free(c->error);
+    memset(c, 0, sizeof *c);
+}
+
+/* What a test leaves to its teardown, so that a failed test leaks
+ * nothing either. */
+typedef struct fixture {
+    collected c;
+    zp_pipeline *p;
+} fixture;
+
+static int setup(void **state)
+{
+    *state = calloc(1, sizeof(fixture));
+    return *state != NULL ? 0 : -1;
+}
+
+/* Nothing a test started outlives it, even when it failed. */
+static void stop_the_killer(void);
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    stop_the_killer(); /* it reads f->c */
+    collected_fini(&f->c);
+    zp_pipeline_free(f->p);
+    free(f);
+    for (size_t i = 0; i < sizeof remote_pids / sizeof *remote_pids; i++)
+        if (remote_pids[i] > 0) {
+            kill(remote_pids[i], SIGKILL);
+            waitpid(remote_pids[i], NULL, 0);
+            remote_pids[i] = 0;
+        }
+    remove_key_dir();
+    return 0;
+}
+
+static void assert_run_ok(const collected *c)
+{
+    if (c->rc != 0)
+        fail_msg("the run failed (%d): %s", c->rc, c->error);
+    assert_null(c->error);
+}
+
+static void assert_error_has(const collected *c, const char *part)
+{
+    if (c->error == NULL || strstr(c->error, part) == NULL)
+        fail_msg("the run's error \"%s\" does not say \"%s\"",
+                 c->error ? c->error : "(none)", part);
+}
+
+/* Asserts the outputs are k * i for every i in [0, n) but `except`, each
+ * exactly once, in any order. */
+static void assert_each_once(const collected *c, int64_t n, int64_t k,
+                             int64_t except)
+{
+    unsigned char *seen = calloc((size_t)n, 1);
+    char missing[256] = "";
+    size_t len = 0, nmissing = 0;
+    assert_non_null(seen);
+    for (size_t i = 0; i < c->n; i++) {
+        int64_t v = c->v[i];
+        if (v % k != 0 || v / k < 0 || v / k >= n || v / k == except)
+            fail_msg("output %zu is %lld, which nobody asked for", i,
+                     (long long)v);
+        if (seen[v / k]++ > 0)
+            fail_msg("output %lld came twice", (long long)v);
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (i != except && seen[i] == 0 && nmissing++ < 20 &&
+            len < sizeof missing)
+            len += (size_t)snprintf(missing + len, sizeof missing - len,
+                                    " %lld", (long long)(k * i));
+    free(seen);
+    if (nmissing > 0)
+        fail_msg("%zu outputs are missing:%s%s", nmissing, missing,
+                 nmissing > 20 ? " ..." : "");
+    assert_int_equal(c->n, except >= 0 && except < n ? n - 1 : n);
+}
+
+/* How many outputs process `pid` served. */
+static size_t served_by(const collected *c, int64_t pid)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n; i++)
+        n += c->pid[i] == pid;
+    return n;
+}
+
+/* ---- Process workers ------------------------------------------------------
+ */
+
+static void test_process_stage_delivers_every_item_exactly_once(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(range, .branch = true),
+                zp_task(twice, .workers = 2, .mode = ZP_PROCESS));
+    collect(p, "[5000]", c);
+    assert_run_ok(c);
+    assert_each_once(c, 5000, 2, -1);
+    assert_string_equal(c->st.task, "twice");
+    assert_int_equal(c->st.workers, 2);
+    assert_int_equal(c->st.items_in, 5000);
+    assert_int_equal(c->st.items_out, 5000);
+    assert_int_equal(c->st.failed, 0);
+    assert_int_equal(c->st.restarts, 0);
+    collected_fini(c);
+}
+
+static void test_ordered_process_stage_keeps_input_order(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p = zp_pipe(
+        zp_task(range, .branch = true),
+        zp_task(twice, .workers = 2, .ordered = true, .mode = ZP_PROCESS));
+    collect(p, "[5000]", c);
+    assert_run_ok(c);
+    assert_int_equal(c->n, 5000);
+    for (size_t i = 0; i < c->n; i++)
+        if (c->v[i] != 2 * (int64_t)i)
+            fail_msg("output %zu is %lld", i, (long long)c->v[i]);
+    assert_int_equal(c->st.items_out, 5000);
+    collected_fini(c);
+}
+
+static void test_task_error_crosses_the_process_boundary(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(range, .branch = true),
+                zp_task(fail_on_7, .workers = 2, .mode = ZP_PROCESS));
+    collect(p, "[100]", c);
+    assert_int_equal(c->rc, ZP_ETASK);
+    assert_non_null(c->error);
+    assert_string_equal(c->error,
+                        "task 'fail_on_7' failed on item 7: seven is not "
+                        "welcome");
+    assert_int_equal(c->st.failed, 1);
+    for (size_t i = 0; i < c->n; i++)
+        assert_int_not_equal(c->v[i], 7);
+    collected_fini(c);
+}
+
+/* Kills a random worker process of the run every ~100 ms. */
+typedef struct killer {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stop;
+    const collected *run; /* its outputs read so far */
+    size_t quiet_after;   /* no kill once this many outputs were read */
+    int max_kills;
+    int kills;
+    unsigned seed;
+    bool started;
+} killer;
+
+static void *killer_main(void *arg)
+{
+    killer *k = arg;
+    pthread_mutex_lock(&k->lock);
+    while (!k->stop && k->kills < k->max_kills) {
+        struct timespec t;
+        int rc = 0;
+        deadline_in(&t, 100);
+        while (!k->stop && rc == 0)
+            rc = pthread_cond_timedwait(&k->cond, &k->lock, &t);
+        if (k->stop || atomic_load(&k->run->read) >= k->quiet_after)
+            break;
+        pid_t pids[16];
+        size_t n = find_workers(pids, 16);
+        if (n > 0 && kill(pids[rand_r(&k->seed) % n], SIGKILL) == 0)
+            k->kills++;
+    }
+    pthread_mutex_unlock(&k->lock);
+    return NULL;
+}
+
+/* The killer of the test that uses one; static, so that the teardown can
+ * stop it when the test failed. */
+static killer the_killer;
+
+/* Starts the killer once the run has its workers. */
+static void start_killer(collected *c, void *ctx)
+{
+    killer *k = ctx;
+    if (k->started)
+        return;
+    k->run = c;
+    pthread_mutex_init(&k->lock, NULL);
+    pthread_cond_init(&k->cond, NULL);
+    assert_int_equal(pthread_create(&k->thread, NULL, killer_main, k), 0);
+    k->started = true;
+}
+
+/* Stops and joins the killer, if it runs. Idempotent. */
+static void stop_the_killer(void)
+{
+    killer *k = &the_killer;
+    if (!k->started)
+        return;
+    pthread_mutex_lock(&k->lock);
+    k->stop = true;
+    pthread_cond_signal(&k->cond);
+    pthread_mutex_unlock(&k->lock);
+    pthread_join(k->thread, NULL);
+    pthread_cond_destroy(&k->cond);
+    pthread_mutex_destroy(&k->lock);
+    k->started = false;
+}
+
+static void
+test_killed_worker_processes_are_replaced_and_lose_no_item(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    killer *k = &the_killer;
+    *k = (killer){.quiet_after = 4000, .max_kills = 4, .seed = 20240611};
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(range, .branch = true),
+                zp_task(slow_twice, .workers = 2, .mode = ZP_PROCESS));
+    collect_with(p, "[5000]", NULL, c, start_killer, k);
+    assert_true(k->started);
+    stop_the_killer();
+    print_message("killed %d worker processes; %llu restarts; %lld ms\n",
+                  k->kills, (unsigned long long)c->st.restarts,
+                  (long long)c->ms);
+    assert_run_ok(c);
+    assert_each_once(c, 5000, 2, -1);
+    assert_in_range(k->kills, 3, 4);
+    assert_true(c->st.restarts >= (uint64_t)k->kills);
+    assert_int_equal(c->st.items_out, 5000);
+    collected_fini(c);
+}
+
+static void
+test_segfaulting_task_fails_the_run_naming_item_and_signal(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(range, .branch = true),
+                zp_task(segv_on_7, .workers = 2, .mode = ZP_PROCESS));
+    collect(p, "[100]", c);
+    assert_int_equal(c->rc, ZP_ETASK);
+    assert_error_has(c, "task 'segv_on_7'");
+    assert_error_has(c, "item 7:");
+    assert_error_has(c, "SIGSEGV");
+    assert_int_equal(c->st.failed, 1);
+    collected_fini(c);
+}
+
+static void test_segfaulting_item_is_skipped_with_on_error_skip(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(range, .branch = true),
+                zp_task(segv_on_7, .workers = 2, .mode = ZP_PROCESS,
+                        .on_error = ZP_SKIP));
+    collect(p, "[100]", c);
+    assert_run_ok(c);
+    assert_each_once(c, 100, 1, 7);
+    assert_int_equal(c->st.skipped, 1);
+    assert_int_equal(c->st.items_out, 99);
+    assert_true(c->st.restarts >= 1);
+    collected_fini(c);
+}
+
+static void test_retries_do_not_hide_an_item_that_always_crashes(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p = zp_pipe(
+        zp_task(range, .branch = true),
+        zp_task(segv_on_7, .workers = 2, .mode = ZP_PROCESS, .retries = 1));
+    collect(p, "[100]", c);
+    assert_int_equal(c->rc, ZP_ETASK);
+    assert_error_has(c, "task 'segv_on_7' failed on item 7:");
+    assert_error_has(c, "SIGSEGV");
+    assert_true(c->st.retried >= 1);
+    assert_true(c->st.restarts >= 1); /* none once the run failed */
+    collected_fini(c);
+}
+
+static void test_hung_item_fails_the_run_after_its_timeout(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(range, .branch = true),
+                zp_task(hang_on_3, .workers = 2, .mode = ZP_PROCESS,
+                        .timeout_ms = 300));
+    collect(p, "[20]", c);
+    assert_int_equal(c->rc, ZP_ETASK);
+    assert_error_has(c, "task 'hang_on_3' failed on item 3:");
+    assert_error_has(c, "timeout");
+    if (c->ms > 10000)
+        fail_msg("the run took %lld ms to notice a 300 ms timeout",
+                 (long long)c->ms);
+    collected_fini(c);
+}
+
+static void test_hung_item_is_skipped_after_its_timeout(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(range, .branch = true),
+                zp_task(hang_on_3, .workers = 2, .mode = ZP_PROCESS,
+                        .timeout_ms = 300, .on_error = ZP_SKIP));
+    collect(p, "[20]", c);
+    assert_run_ok(c);
+    assert_each_once(c, 20, 1, 3);
+    assert_int_equal(c->st.skipped, 1);
+    if (c->ms > 10000)
+        fail_msg("the run took %lld ms around a 300 ms timeout",
+                 (long long)c->ms);
+    collected_fini(c);
+}
+
+/* ---- Remote workers -------------------------------------------------------
+ */
+
+/* Test 6's hook: once both workers served some items, one leaves. */
+typedef struct leaver {
+    pid_t a, b; /* the two workers; `a` leaves */
+    size_t at;  /* outputs read when it was told to, or 0 */
+} leaver;
+
+static void leave_when_both_served(collected *c, void *ctx)
+{
+    leaver *l = ctx;
+    if (l->at == 0 && served_by(c, l->a) >= 10 && served_by(c, l->b) >= 10) {
+        assert_int_equal(kill(l->a, SIGTERM), 0);
+        l->at = c->n;
+    }
+}
+
+static void
+test_remote_workers_join_late_share_the_load_and_leave_early(void **state)
+{
+    fixture *f = *state;
+    char ep[64];
+    collected *c = &f->c;
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(range, .branch = true),
+                                    zp_task(whoami, .mode = ZP_REMOTE));
+    leaver l = {0, 0, 0};
+    zp_run *run = begin_run(c, p, "[600]", &ro);
+    nap_us(200 * 1000); /* the workers join late */
+    l.a = start_worker(ep, NULL, NULL);
+    l.b = start_worker(ep, NULL, NULL);
+    const msgpack_object *out;
+    while (zp_run_next(run, &out)) {
+        keep(c, out);
+        leave_when_both_served(c, &l);
+    }
+    end_run(c);
+    print_message("first run: %lld ms; worker %d served %zu items (left "
+                  "after %zu outputs), worker %d served %zu\n",
+                  (long long)c->ms, (int)l.a, served_by(c, l.a), l.at, (int)l.b,
+                  served_by(c, l.b));
+    assert_run_ok(c);
+    assert_each_once(c, 600, 1, -1);
+    assert_true(l.at > 0);
+    assert_int_equal(served_by(c, l.a) + served_by(c, l.b), 600);
+    reap_worker(l.a); /* it left when told to, cleanly */
+    collected_fini(c);
+
+    /* The worker that stayed serves the next run on the same endpoint. */
+    collect_with(p, "[50]", &ro, c, NULL, NULL);
+    print_message("second run: %lld ms\n", (long long)c->ms);
+    assert_run_ok(c);
+    assert_each_once(c, 50, 1, -1);
+    assert_int_equal(served_by(c, l.b), 50);
+    stop_worker(l.b);
+    collected_fini(c);
+}
+
+static void
+test_run_without_remote_worker_fails_after_wait_workers_ms(void **state)
+{
+    fixture *f = *state;
+    char ep[64];
+    collected *c = &f->c;
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 300};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(range, .branch = true),
+                                    zp_task(whoami, .mode = ZP_REMOTE));
+    collect_with(p, "[10]", &ro, c, NULL, NULL);
+    assert_int_not_equal(c->rc, 0);
+    assert_error_has(c, "no worker");
+    assert_error_has(c, "whoami");
+    assert_int_equal(c->n, 0);
+    if (c->ms < 250 || c->ms > 5000)
+        fail_msg("the run gave up after %lld ms, not about 300",
+                 (long long)c->ms);
+    collected_fini(c);
+}
+
+/* A raw DEALER on the run's port: garbage, then a worker that never
+ * answers. Returns the socket (its context in *zctx). */
+static void *stranger_connects(const char *ep, void **zctx)
+{
+    const char *tasks[] = {"whoami"};
+    char junk[97];
+    unsigned seed = 7;
+    int zero = 0;
+    msgpack_sbuffer sb;
+    *zctx = zmq_ctx_new();
+    void *s = zmq_socket(*zctx, ZMQ_DEALER);
+    assert_non_null(s);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(s, ep), 0);
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (char)rand_r(&seed);
+    assert_int_equal(zmq_send(s, junk, sizeof junk, 0), (int)sizeof junk);
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(zp__msg_hello(&sb, "stranger", 999999, 64, tasks, 1), 0);
+    assert_int_equal(sb.data[1], ZP__PROTO_VERSION); /* [version, ... */
+    sb.data[1] = ZP__PROTO_VERSION + 1;
+    assert_int_equal(zmq_send(s, sb.data, sb.size, 0), (int)sb.size);
+    sb.data[1] = ZP__PROTO_VERSION;
+    assert_int_equal(zmq_send(s, sb.data, sb.size - 5, 0), (int)sb.size - 5);
+    assert_int_equal(zmq_send(s, sb.data, sb.size, 0), (int)sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return s;
+}
+
+/* How many ITEM messages the stranger was sent. */
+static int items_sent_to(void *s)
+{
+    zmq_msg_t m;
+    zp__msg msg;
+    const char *why;
+    int items = 0;
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    assert_non_null(zone);
+    zmq_msg_init(&m);
+    while (zmq_msg_recv(&m, s, ZMQ_DONTWAIT) >= 0) {
+        msgpack_zone_clear(zone);
+        if (zp__msg_decode(zmq_msg_data(&m), zmq_msg_size(&m), zone, &msg,
+                           &why) == 0)
+            items += msg.type == ZP__ITEM;
+    }
+    zmq_msg_close(&m);
+    msgpack_zone_free(zone);
+    return items;
+}
+
+static void test_strangers_on_the_port_do_not_disturb_the_run(void **state)
+{
+    fixture *f = *state;
+    char ep[64];
+    collected *c = &f->c;
+    void *zctx;
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(range, .branch = true),
+                                    zp_task(whoami, .mode = ZP_REMOTE));
+    zp_run *run = begin_run(c, p, "[300]", &ro);
+    void *s = stranger_connects(ep, &zctx);
+    pid_t w = start_worker(ep, NULL, NULL);
+    const msgpack_object *out;
+    while (zp_run_next(run, &out))
+        keep(c, out);
+    end_run(c);
+    int items = items_sent_to(s);
+    zmq_close(s);
+    zmq_ctx_term(zctx);
+    stop_worker(w);
+    print_message("the stranger was sent %d batches\n", items);
+    assert_run_ok(c);
+    assert_each_once(c, 300, 1, -1);
+    assert_int_equal(served_by(c, w), 300);
+    assert_true(items >= 1); /* it did hold items, which were run again */
+    collected_fini(c);
+}
+
+static void keygen(const char *name, char *pub, char *secret, size_t len)
+{
+    char path[96], *why = NULL;
+    snprintf(path, sizeof path, "%s/%s", key_dir, name);
+    if (zp__curve_keygen(path, &why) != 0)
+        fail_msg("keygen %s: %s", path, why);
+    snprintf(pub, len, "%s.pub", path);
+    snprintf(secret, len, "%s.key", path);
+}
+
+static void
+test_curve_admits_allowed_worker_and_refuses_unknown_key(void **state)
+{
+    fixture *f = *state;
+    char ep[64], server_pub[128], server_key[128], good_pub[128], good_key[128],
+        bad_pub[128], bad_key[128];
+    collected *c = &f->c;
+    if (!zmq_has("curve"))
+        skip();
+    snprintf(key_dir, sizeof key_dir, "/tmp/zpipe-ptest-XXXXXX");
+    assert_non_null(mkdtemp(key_dir));
+    note_dir(key_dir);
+    keygen("server", server_pub, server_key, sizeof server_pub);
+    keygen("good", good_pub, good_key, sizeof good_pub);
+    keygen("bad", bad_pub, bad_key, sizeof bad_pub);
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep,
+                      .wait_workers_ms = 15000,
+                      .curve_secret = server_key,
+                      .curve_allow = good_pub};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(range, .branch = true),
+                                    zp_task(whoami, .mode = ZP_REMOTE));
+    pid_t bad = start_worker(ep, server_pub, bad_key);
+    pid_t good = start_worker(ep, server_pub, good_key);
+    collect_with(p, "[100]", &ro, c, NULL, NULL);
+    assert_run_ok(c);
+    assert_each_once(c, 100, 1, -1);
+    assert_int_equal(served_by(c, good), 100);
+    collected_fini(c);
+
+    /* Without the allowed worker, nobody serves the run. */
+    stop_worker(good);
+    ro.wait_workers_ms = 500;
+    collect_with(p, "[10]", &ro, c, NULL, NULL);
+    assert_int_not_equal(c->rc, 0);
+    assert_error_has(c, "no worker");
+    assert_int_equal(c->n, 0);
+    stop_worker(bad);
+    collected_fini(c);
+    remove_key_dir();
+}
+
+/* ---- Leftovers ------------------------------------------------------------
+ */
+
+static void test_no_child_process_or_temp_dir_is_left_behind(void **state)
+{
+    (void)state;
+    int status;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid != -1 || errno != ECHILD)
+        fail_msg("a child process is left: waitpid gave %d (%s)", (int)pid,
+                 pid == 0 ? "a child still runs" : "a zombie");
+    pthread_mutex_lock(&dirs_lock);
+    size_t n = nseen_dirs;
+    pthread_mutex_unlock(&dirs_lock);
+    assert_true(n >= 1); /* the check is not empty */
+    for (size_t i = 0; i < n; i++)
+        if (access(seen_dirs[i], F_OK) == 0 || errno != ENOENT)
+            fail_msg("%s is left behind", seen_dirs[i]);
+}
+
+/* Every test but the last gets a fixture and a teardown. */
+#define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
+int main(int argc, char **argv)
+{
+    zp_init(&argc, &argv); /* worker processes end inside */
+    if (getenv("ZPIPE_WORKER_PARENT") != NULL ||
+        (argc > 0 && strcmp(argv[0], "worker") == 0)) {
+        /* Never run the tests nested, in a worker slot. */
+        fprintf(stderr, "process_test: started as a worker, yet zp_init() "
+                        "returned\n");
+        return 3;
+    }
+    const struct CMUnitTest tests[] = {
+        TEST(test_process_stage_delivers_every_item_exactly_once),
+        TEST(test_ordered_process_stage_keeps_input_order),
+        TEST(test_task_error_crosses_the_process_boundary),
+        TEST(test_killed_worker_processes_are_replaced_and_lose_no_item),
+        TEST(test_segfaulting_task_fails_the_run_naming_item_and_signal),
+        TEST(test_segfaulting_item_is_skipped_with_on_error_skip),
+        TEST(test_retries_do_not_hide_an_item_that_always_crashes),
+        TEST(test_hung_item_fails_the_run_after_its_timeout),
+        TEST(test_hung_item_is_skipped_after_its_timeout),
+        TEST(test_remote_workers_join_late_share_the_load_and_leave_early),
+        TEST(test_run_without_remote_worker_fails_after_wait_workers_ms),
+        TEST(test_strangers_on_the_port_do_not_disturb_the_run),
+        TEST(test_curve_admits_allowed_worker_and_refuses_unknown_key),
+        cmocka_unit_test(test_no_child_process_or_temp_dir_is_left_behind),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,787 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * CURVE key files, CURVE sockets and the ZAP handler, see curve.h. Key
+ * files are small and read whole (bounded); allow files up to 1 MiB. The
+ * ZAP handler answers one request per new connection, so it favours
+ * simplicity (a linear scan of the allow-list) over speed. Secret keys are
+ * wiped from every buffer that held them, and never appear in a message.
+ */
+#include "transport/curve.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "core/error.h"
+
+#define KEY_BYTES 32                 /* a CURVE key, decoded          */
+#define KEY_FILE_MAX 4096            /* bytes of a key file, at most  */
+#define ALLOW_FILE_MAX (1024 * 1024) /* bytes of an allow file       */
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+#define ZAP_MAX_FRAMES 8   /* RFC 27 requests have 6 + credentials    */
+#define ZAP_MAX_LOGGED 256 /* refused keys remembered, not to log twice */
+#define ZAP_DOMAIN "zpipe" /* of our CURVE servers' ZAP requests */
+
+/*
+ * ZMQ_ZAP_ENFORCE_DOMAIN, a draft option of libzmq since 4.2.3 (its header
+ * declares it only to draft builds). With it and a ZAP domain, a CURVE
+ * server refuses clients while no ZAP handler is bound instead of
+ * admitting them all; with it and no domain, ZAP would not be asked at all.
+ */
+enum { ZAP_ENFORCE_DOMAIN = 93 };
+
+/* Bits of zp__zap.logged_mechs: refused mechanisms already logged. */
+enum { MECH_NULL = 1, MECH_PLAIN = 2, MECH_GSSAPI = 4, MECH_OTHER = 8 };
+
+struct zp__zap {
+    void *zctx;       /* borrowed                                      */
+    void *pipe;       /* owned PAIR: our end of the control pipe       */
+    void *pipe_back;  /* PAIR, its other end: the actor's once it runs */
+    pthread_t thread; /* the actor                                     */
+    bool started;     /* the thread must be joined                     */
+    uint8_t (*allow)[KEY_BYTES]; /* owned; the admitted public keys    */
+    size_t n_allow;              /* keys in allow                      */
+    char pipe_name[64];          /* inproc endpoint of the pipe        */
+    /* The actor's own: refusals already logged. */
+    uint8_t logged[ZAP_MAX_LOGGED][KEY_BYTES]; /* refused keys        */
+    size_t n_logged;                           /* keys in logged      */
+    bool logged_full;      /* said that it stops logging keys          */
+    unsigned logged_mechs; /* MECH_* bits                              */
+};
+
+/* Sets *why (when `why` is not NULL) and returns `err`. */
+static int fail(char **why, int err, const char *fmt, ...) ZP__PRINTF(3, 4);
+
+static int fail(char **why, int err, const char *fmt, ...)
+{
+    va_list ap;
+    if (why == NULL)
+        return err;
+    va_start(ap, fmt);
+    *why = zp__vstrdupf(fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+/* ---- Reading files ------------------------------------------------------ */
+
+/* Checks that fd is a regular file, private when `secret`, within `max`. */
+static int check_file(int fd, const char *path, bool secret, size_t max,
+                      char **why)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return fail(why, ZP_EINVAL, "cannot read %s: %s", path,
+                    strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return fail(why, ZP_EINVAL, "%s is not a regular file", path);
+    if (secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+        return fail(why, ZP_EINVAL,
+                    "secret key file %s is accessible to group or others "
+                    "(mode %03o); refusing it: run chmod 600 %s",
+                    path, (unsigned)(st.st_mode & 0777), path);
+    if (st.st_size < 0 || (uintmax_t)st.st_size > max)
+        return fail(why, ZP_EINVAL, "%s is too large (%jd bytes, at most %zu)",
+                    path, (intmax_t)st.st_size, max);
+    return 0;
+}
+
+/* Reads up to max + 1 bytes of fd into buf; *len gets the count. */
+static int read_all(int fd, char *buf, size_t max, size_t *len)
+{
+    size_t n = 0;
+    while (n <= max) {
+        ssize_t r = read(fd, buf + n, max + 1 - n);
+        if (r == 0)
+            break;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (r > 0)
+            n += (size_t)r;
+    }
+    *len = n;
+    return 0;
+}
+
+/*
+ * Reads the whole text file at `path` (at most `max` bytes, no NUL byte)
+ * into *text (malloc'ed, NUL-terminated; *size is its allocation, for
+ * wiping). `what` names the file in messages. Returns 0, ZP_EINVAL or
+ * ZP_ENOMEM with *why.
+ */
+static int read_text(const char *path, const char *what, bool secret,
+                     size_t max, char **text, size_t *size, char **why)
+{
+    size_t len = 0;
+    int rc = ZP_EINVAL;
+    if (path == NULL)
+        return fail(why, ZP_EINVAL, "no %s given", what);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return fail(why, ZP_EINVAL, "cannot open %s %s: %s", what, path,
+                    strerror(errno));
+    if ((rc = check_file(fd, path, secret, max, why)) != 0)
+        goto out_close;
+    *size = max + 2;
+    if ((*text = malloc(*size)) == NULL) {
+        rc = fail(why, ZP_ENOMEM, "out of memory reading %s", path);
+        goto out_close;
+    }
+    if (read_all(fd, *text, max, &len) != 0)
+        rc = fail(why, ZP_EINVAL, "cannot read %s: %s", path, strerror(errno));
+    else if (len > max)
+        rc = fail(why, ZP_EINVAL, "%s is too large (at most %zu bytes)", path,
+                  max);
+    else if (memchr(*text, '\0', len) != NULL)
+        rc = fail(why, ZP_EINVAL, "%s holds binary data, not text", path);
+    (*text)[len] = '\0';
+out_close:
+    close(fd);
+    return rc;
+}
+
+/* Frees a buffer read by read_text, wiping it first. NULL is harmless. */
+static void wipe_free(char *text, size_t size)
+{
+    if (text == NULL)
+        return;
+    explicit_bzero(text, size);
+    free(text);
+}
+
+/* ---- Parsing keys -------------------------------------------------------- */
+
+/* One line of a text, trimmed. */
+typedef struct line_reader {
+    const char *p; /* the rest of the text */
+    int lineno;    /* of the last line read, from 1 */
+} line_reader;
+
+enum line_kind { LINE_BLANK, LINE_COMMENT, LINE_KEY, LINE_BAD };
+
+/* The next line of r, without surrounding whitespace; false at the end. */
+static bool next_line(line_reader *r, const char **s, size_t *len)
+{
+    if (*r->p == '\0')
+        return false;
+    const char *end = strchr(r->p, '\n');
+    size_t n = end != NULL ? (size_t)(end - r->p) : strlen(r->p);
+    *s = r->p;
+    r->p += n + (end != NULL);
+    r->lineno++;
+    while (n > 0 && isspace((unsigned char)**s)) {
+        (*s)++;
+        n--;
+    }
+    while (n > 0 && isspace((unsigned char)(*s)[n - 1]))
+        n--;
+    *len = n;
+    return true;
+}
+
+/* Decodes a Z85 key of exactly 40 characters into `key`. */
+static bool decode_key(const char *s, size_t len, uint8_t key[KEY_BYTES])
+{
+    char z85[ZP__CURVE_KEY_LEN + 1];
+    if (len != ZP__CURVE_KEY_LEN)
+        return false;
+    memcpy(z85, s, len);
+    z85[len] = '\0';
+    bool ok = zmq_z85_decode(key, z85) != NULL;
+    explicit_bzero(z85, sizeof z85);
+    return ok;
+}
+
+/*
+ * What a trimmed line is. '#' is a Z85 digit, but never the first of a
+ * key: the first digit of a 4-byte block is at most '%' (82 * 85^4 < 2^32 <
+ * 83 * 85^4), so a line starting with '#' is always a comment.
+ */
+static enum line_kind classify(const char *s, size_t len,
+                               uint8_t key[KEY_BYTES])
+{
+    if (len == 0)
+        return LINE_BLANK;
+    if (s[0] == '#')
+        return LINE_COMMENT;
+    return decode_key(s, len, key) ? LINE_KEY : LINE_BAD;
+}
+
+/* Explains a bad line of a key or allow file. */
+static int bad_line(const char *path, int lineno, size_t len, char **why)
+{
+    if (len != ZP__CURVE_KEY_LEN)
+        return fail(why, ZP_EINVAL,
+                    "%s:%d: expected a Z85 key of 40 characters, found a "
+                    "line of %zu",
+                    path, lineno, len);
+    return fail(why, ZP_EINVAL,
+                "%s:%d: not a Z85 key (a character outside the Z85 alphabet)",
+                path, lineno);
+}
+
+/* Finds the one key of a key file's text; comments may only precede it. */
+static int parse_key_file(const char *text, const char *path, char out[41],
+                          char **why)
+{
+    line_reader r = {text, 0};
+    uint8_t key[KEY_BYTES];
+    const char *s;
+    size_t len;
+    bool found = false;
+    int rc = 0;
+    while (rc == 0 && next_line(&r, &s, &len)) {
+        enum line_kind kind = classify(s, len, key);
+        if (kind == LINE_BAD)
+            rc = bad_line(path, r.lineno, len, why);
+        else if (kind != LINE_BLANK && found)
+            rc = fail(why, ZP_EINVAL,
+                      "%s:%d: nothing may follow the key of a key file", path,
+                      r.lineno);
+        else if (kind == LINE_KEY) {
+            memcpy(out, s, ZP__CURVE_KEY_LEN);
+            out[ZP__CURVE_KEY_LEN] = '\0';
+            found = true;
+        }
+    }
+    explicit_bzero(key, sizeof key);
+    if (rc == 0 && !found)
+        rc = fail(why, ZP_EINVAL, "%s holds no key", path);
+    return rc;
+}
+
+int zp__curve_read_key(const char *path, bool secret, char out[41], char **why)
+{
+    const char *what = secret ? "secret key file" : "public key file";
+    char *text = NULL;
+    size_t size = 0;
+    int rc = read_text(path, what, secret, KEY_FILE_MAX, &text, &size, why);
+    if (rc == 0)
+        rc = parse_key_file(text, path, out, why);
+    if (rc != 0)
+        explicit_bzero(out, ZP__CURVE_KEY_LEN + 1);
+    wipe_free(text, size);
+    return rc;
+}
+
+/* ---- Key generation ------------------------------------------------------ */
+
+/* Writes all of buf to fd. Returns 0, or -1 with errno. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len);
+        if (w < 0 && errno != EINTR)
+            return -1;
+        if (w > 0) {
+            buf += w;
+            len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Creates `path` (never over an existing file) holding one key. */
+static int write_key_file(const char *path, const char *kind, const char *key,
+                          mode_t mode, char **why)
+{
+    char text[128];
+    int fd =
+        open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0 && errno == EEXIST)
+        return fail(why, ZP_EINVAL, "%s exists; refusing to overwrite a key",
+                    path);
+    if (fd < 0)
+        return fail(why, ZP_EIO, "cannot create %s: %s", path, strerror(errno));
+    int n =
+        snprintf(text, sizeof text, "# zpipe CURVE %s key\n%s\n", kind, key);
+    int rc = 0;
+    /* The mode is exact, whatever the umask. */
+    if (fchmod(fd, mode) != 0 || write_all(fd, text, (size_t)n) != 0)
+        rc = fail(why, ZP_EIO, "cannot write %s: %s", path, strerror(errno));
+    if (close(fd) != 0 && rc == 0)
+        rc = fail(why, ZP_EIO, "cannot write %s: %s", path, strerror(errno));
+    if (rc != 0)
+        unlink(path);
+    explicit_bzero(text, sizeof text);
+    return rc;
+}
+
+/* Makes a key pair and writes its two files. */
+static int write_pair(const char *key_path, const char *pub_path, char **why)
+{
+    char pub[ZP__CURVE_KEY_LEN + 1], sec[ZP__CURVE_KEY_LEN + 1];
+    int rc;
+    if (zmq_curve_keypair(pub, sec) != 0)
+        return fail(why, ZP_EINVAL, "cannot make a CURVE key pair: %s",
+                    zmq_strerror(zmq_errno()));
+    rc = write_key_file(key_path, "secret", sec, 0600, why);
+    if (rc == 0 && (rc = write_key_file(pub_path, "public", pub, 0644, why)))
+        unlink(key_path);
+    explicit_bzero(sec, sizeof sec);
+    return rc;
+}
+
+int zp__curve_keygen(const char *name, char **why)
+{
+    int rc = ZP_ENOMEM;
+    if (name == NULL || *name == '\0')
+        return fail(why, ZP_EINVAL, "a key pair needs a name");
+    char *key_path = zp__strdupf("%s.key", name);
+    char *pub_path = zp__strdupf("%s.pub", name);
+    if (key_path == NULL || pub_path == NULL) {
+        fail(why, ZP_ENOMEM, "out of memory");
+        goto out_free;
+    }
+    rc = write_pair(key_path, pub_path, why);
+out_free:
+    free(key_path);
+    free(pub_path);
+    return rc;
+}
+
+/* ---- CURVE sockets ------------------------------------------------------- */
+
+/* Sets a socket option, explaining a failure. */
+static int set_opt(void *sock, int opt, const void *v, size_t len,
+                   const char *what, char **why)
+{
+    if (zmq_setsockopt(sock, opt, v, len) == 0)
+        return 0;
+    return fail(why, ZP_EIO, "cannot set up %s: %s", what,
+                zmq_strerror(zmq_errno()));
+}
+
+/* Reads the secret key at `path` and derives its public key. */
+static int read_pair(const char *path, char sec[41], char pub[41], char **why)
+{
+    int rc = zp__curve_read_key(path, true, sec, why);
+    if (rc == 0 && zmq_curve_public(pub, sec) != 0)
+        rc = fail(why, ZP_EINVAL, "cannot derive the public key of %s: %s",
+                  path, zmq_strerror(zmq_errno()));
+    return rc;
+}
+
+int zp__curve_server(void *sock, const char *secret_path, char **why)
+{
+    char sec[ZP__CURVE_KEY_LEN + 1], pub[ZP__CURVE_KEY_LEN + 1];
+    const char *what = "a CURVE server";
+    int one = 1;
+    int rc = read_pair(secret_path, sec, pub, why);
+    if (rc == 0)
+        rc = set_opt(sock, ZMQ_CURVE_SERVER, &one, sizeof one, what, why);
+    if (rc == 0)
+        rc = set_opt(sock, ZMQ_CURVE_SECRETKEY, sec, ZP__CURVE_KEY_LEN, what,
+                     why);
+    if (rc == 0)
+        rc = set_opt(sock, ZMQ_CURVE_PUBLICKEY, pub, ZP__CURVE_KEY_LEN, what,
+                     why);
+    if (rc == 0)
+        rc = set_opt(sock, ZMQ_ZAP_DOMAIN, ZAP_DOMAIN, strlen(ZAP_DOMAIN), what,
+                     why);
+    /* Best effort: a libzmq without draft options cannot enforce ZAP. */
+    if (rc == 0)
+        zmq_setsockopt(sock, ZAP_ENFORCE_DOMAIN, &one, sizeof one);
+    explicit_bzero(sec, sizeof sec);
+    return rc;
+}
+
+int zp__curve_client(void *sock, const char *server_pub_path,
+                     const char *secret_path, char **why)
+{
+    char server[ZP__CURVE_KEY_LEN + 1];
+    char sec[ZP__CURVE_KEY_LEN + 1], pub[ZP__CURVE_KEY_LEN + 1];
+    const char *what = "a CURVE client";
+    int rc = zp__curve_read_key(server_pub_path, false, server, why);
+    if (rc == 0)
+        rc = read_pair(secret_path, sec, pub, why);
+    if (rc == 0)
+        rc = set_opt(sock, ZMQ_CURVE_SERVERKEY, server, ZP__CURVE_KEY_LEN, what,
+                     why);
+    if (rc == 0)
+        rc = set_opt(sock, ZMQ_CURVE_PUBLICKEY, pub, ZP__CURVE_KEY_LEN, what,
+                     why);
+    if (rc == 0)
+        rc = set_opt(sock, ZMQ_CURVE_SECRETKEY, sec, ZP__CURVE_KEY_LEN, what,
+                     why);
+    explicit_bzero(sec, sizeof sec);
+    return rc;
+}
+
+/* ---- The allow-list ------------------------------------------------------ */
+
+/* Appends a key to the allow-list, growing it by doubling. */
+static int allow_add(zp__zap *z, const uint8_t key[KEY_BYTES], size_t *cap)
+{
+    if (z->n_allow == *cap) {
+        size_t n = *cap == 0 ? 16 : *cap * 2;
+        void *p = realloc(z->allow, n * sizeof *z->allow);
+        if (p == NULL)
+            return ZP_ENOMEM;
+        z->allow = p;
+        *cap = n;
+    }
+    memcpy(z->allow[z->n_allow++], key, KEY_BYTES);
+    return 0;
+}
+
+/* Fills the allow-list from the text of `path`. */
+static int parse_allow_file(zp__zap *z, const char *text, const char *path,
+                            char **why)
+{
+    line_reader r = {text, 0};
+    uint8_t key[KEY_BYTES];
+    const char *s;
+    size_t len, cap = 0;
+    int rc = 0;
+    while (rc == 0 && next_line(&r, &s, &len)) {
+        enum line_kind kind = classify(s, len, key);
+        if (kind == LINE_BAD)
+            rc = bad_line(path, r.lineno, len, why);
+        else if (kind == LINE_KEY && allow_add(z, key, &cap) != 0)
+            rc = fail(why, ZP_ENOMEM, "out of memory reading %s", path);
+    }
+    if (rc == 0 && z->n_allow == 0)
+        rc = fail(why, ZP_EINVAL,
+                  "%s lists no public keys: no client could connect", path);
+    return rc;
+}
+
+static int load_allow(zp__zap *z, const char *path, char **why)
+{
+    char *text = NULL;
+    size_t size = 0;
+    int rc = read_text(path, "CURVE allow file", false, ALLOW_FILE_MAX, &text,
+                       &size, why);
+    if (rc == 0)
+        rc = parse_allow_file(z, text, path, why);
+    wipe_free(text, size);
+    return rc;
+}
+
+static bool allowed(const zp__zap *z, const uint8_t key[KEY_BYTES])
+{
+    for (size_t i = 0; i < z->n_allow; i++)
+        if (memcmp(z->allow[i], key, KEY_BYTES) == 0)
+            return true;
+    return false;
+}
+
+/* ---- ZAP requests (RFC 27) ----------------------------------------------- */
+
+/* The frames of one request: version, request id, domain, address,
+ * identity, mechanism, credentials... */
+typedef struct zap_request {
+    zmq_msg_t f[ZAP_MAX_FRAMES];
+    int n;         /* frames kept                         */
+    bool too_many; /* frames beyond ZAP_MAX_FRAMES dropped */
+} zap_request;
+
+enum { F_VERSION, F_ID, F_DOMAIN, F_ADDRESS, F_IDENTITY, F_MECH, F_CRED };
+
+/* Receives a whole multipart request. Returns 0, or -1 when the context
+ * is shutting down (or the socket broke). */
+static int recv_request(void *rep, zap_request *r)
+{
+    zmq_msg_t extra;
+    r->n = 0;
+    r->too_many = false;
+    for (bool more = true; more;) {
+        zmq_msg_t *m = r->n < ZAP_MAX_FRAMES ? &r->f[r->n] : &extra;
+        zmq_msg_init(m);
+        while (zmq_msg_recv(m, rep, 0) < 0)
+            if (zmq_errno() != EINTR) {
+                zmq_msg_close(m);
+                return -1;
+            }
+        more = zmq_msg_more(m);
+        if (m == &extra) {
+            r->too_many = true;
+            zmq_msg_close(m);
+        } else
+            r->n++;
+    }
+    return 0;
+}
+
+static void close_request(zap_request *r)
+{
+    for (int i = 0; i < r->n; i++)
+        zmq_msg_close(&r->f[i]);
+    r->n = 0;
+}
+
+static bool frame_is(zmq_msg_t *m, const char *s)
+{
+    size_t n = strlen(s);
+    return zmq_msg_size(m) == n && memcmp(zmq_msg_data(m), s, n) == 0;
+}
+
+/* A printable copy of a frame (an address, a mechanism) for the log. */
+static void printable(zmq_msg_t *m, char *out, size_t cap)
+{
+    const unsigned char *d = zmq_msg_data(m);
+    size_t n = zmq_msg_size(m) < cap - 1 ? zmq_msg_size(m) : cap - 1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = isprint(d[i]) ? (char)d[i] : '?';
+    out[n] = '\0';
+}
+
+/* Logs the first refusal of each key; stays quiet once the set is full. */
+static void log_key(zp__zap *z, zap_request *r, const uint8_t *key)
+{
+    char z85[ZP__CURVE_KEY_LEN + 1], addr[64];
+    for (size_t i = 0; i < z->n_logged; i++)
+        if (memcmp(z->logged[i], key, KEY_BYTES) == 0)
+            return;
+    if (z->n_logged == ZAP_MAX_LOGGED) {
+        if (!z->logged_full)
+            fprintf(stderr, "zpipe: refused more unknown CURVE clients; "
+                            "not logging them anymore\n");
+        z->logged_full = true;
+        return;
+    }
+    memcpy(z->logged[z->n_logged++], key, KEY_BYTES);
+    zmq_z85_encode(z85, key, KEY_BYTES);
+    printable(&r->f[F_ADDRESS], addr, sizeof addr);
+    fprintf(stderr, "zpipe: refused a CURVE client with key %.8s... from %s\n",
+            z85, addr);
+}
+
+/* Logs the first refusal of each mechanism other than CURVE. */
+static void log_mechanism(zp__zap *z, zap_request *r)
+{
+    zmq_msg_t *m = &r->f[F_MECH];
+    unsigned bit = frame_is(m, "NULL")     ? MECH_NULL
+                   : frame_is(m, "PLAIN")  ? MECH_PLAIN
+                   : frame_is(m, "GSSAPI") ? MECH_GSSAPI
+                                           : MECH_OTHER;
+    char mech[16], addr[64];
+    if (z->logged_mechs & bit)
+        return;
+    z->logged_mechs |= bit;
+    printable(m, mech, sizeof mech);
+    printable(&r->f[F_ADDRESS], addr, sizeof addr);
+    fprintf(stderr, "zpipe: refused a %s client from %s (CURVE only)\n", mech,
+            addr);
+}
+
+/* The verdict on a CURVE request; `user` gets the client's Z85 key. */
+static const char *judge_curve(zp__zap *z, zap_request *r, char *user,
+                               const char **text)
+{
+    if (r->n != F_CRED + 1 || zmq_msg_size(&r->f[F_CRED]) != KEY_BYTES) {
+        *text = "malformed CURVE credentials";
+        return "500";
+    }
+    const uint8_t *key = zmq_msg_data(&r->f[F_CRED]);
+    if (!allowed(z, key)) {
+        log_key(z, r, key);
+        *text = "key not allowed";
+        return "400";
+    }
+    zmq_z85_encode(user, key, KEY_BYTES);
+    *text = "OK";
+    return "200";
+}
+
+/* The status code of a request, its text, and the user id (or ""). */
+static const char *judge(zp__zap *z, zap_request *r, char *user,
+                         const char **text)
+{
+    user[0] = '\0';
+    if (r->n <= F_MECH || r->too_many) {
+        *text = "malformed ZAP request";
+        return "500";
+    }
+    if (!frame_is(&r->f[F_VERSION], "1.0")) {
+        *text = "unsupported ZAP version";
+        return "500";
+    }
+    if (frame_is(&r->f[F_MECH], "CURVE"))
+        return judge_curve(z, r, user, text);
+    log_mechanism(z, r);
+    *text = "mechanism not allowed";
+    return "400";
+}
+
+/* Sends one frame of a reply. Returns 0 or -1. */
+static int send_frame(void *rep, const void *data, size_t len, bool more)
+{
+    while (zmq_send(rep, data, len, more ? ZMQ_SNDMORE : 0) < 0)
+        if (zmq_errno() != EINTR)
+            return -1;
+    return 0;
+}
+
+/* Replies: version, request id, status code, status text, user id,
+ * metadata (empty). */
+static int send_reply(void *rep, zap_request *r, const char *status,
+                      const char *text, const char *user)
+{
+    const void *id = r->n > F_ID ? zmq_msg_data(&r->f[F_ID]) : "";
+    size_t id_len = r->n > F_ID ? zmq_msg_size(&r->f[F_ID]) : 0;
+    if (send_frame(rep, "1.0", 3, true) != 0 ||
+        send_frame(rep, id, id_len, true) != 0 ||
+        send_frame(rep, status, strlen(status), true) != 0 ||
+        send_frame(rep, text, strlen(text), true) != 0 ||
+        send_frame(rep, user, strlen(user), true) != 0 ||
+        send_frame(rep, "", 0, false) != 0)
+        return -1;
+    return 0;
+}
+
+/* Answers one request. Returns 0, or -1 when the actor must stop. */
+static int answer(zp__zap *z, void *rep)
+{
+    zap_request r;
+    char user[ZP__CURVE_KEY_LEN + 1];
+    const char *text;
+    if (recv_request(rep, &r) != 0) {
+        close_request(&r);
+        return -1;
+    }
+    const char *status = judge(z, &r, user, &text);
+    int rc = send_reply(rep, &r, status, text, user);
+    close_request(&r);
+    return rc;
+}
+
+/* ---- The actor ------------------------------------------------------------
+ */
+
+/* Serves requests until told to stop or the context shuts down. */
+static void serve(zp__zap *z, void *rep)
+{
+    zmq_pollitem_t items[2] = {{z->pipe_back, 0, ZMQ_POLLIN, 0},
+                               {rep, 0, ZMQ_POLLIN, 0}};
+    for (;;) {
+        if (zmq_poll(items, 2, -1) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            break; /* the stop message; nothing else comes on the pipe */
+        if ((items[1].revents & ZMQ_POLLIN) && answer(z, rep) != 0)
+            break;
+    }
+}
+
+/* The actor: binds, reports the errno of the bind (0 = ready), serves. */
+static void *zap_main(void *arg)
+{
+    zp__zap *z = arg;
+    int linger = 0, err = 0;
+    void *rep = zmq_socket(z->zctx, ZMQ_REP);
+    if (rep == NULL)
+        err = zmq_errno();
+    else {
+        zmq_setsockopt(rep, ZMQ_LINGER, &linger, sizeof linger);
+        if (zmq_bind(rep, ZAP_ENDPOINT) != 0)
+            err = zmq_errno();
+    }
+    if (zmq_send(z->pipe_back, &err, sizeof err, 0) == sizeof err && err == 0)
+        serve(z, rep);
+    /* zmq_close frees an inproc endpoint later, in the reaper thread;
+     * unbinding frees it now, for the next handler of the context. */
+    if (rep != NULL && err == 0)
+        zmq_unbind(rep, ZAP_ENDPOINT);
+    if (rep != NULL)
+        zmq_close(rep);
+    zmq_close(z->pipe_back);
+    z->pipe_back = NULL; /* seen by the joiner */
+    return NULL;
+}
+
+/* Makes the control pipe: a bound PAIR and its connected peer. */
+static int open_pipe(zp__zap *z, char **why)
+{
+    int linger = 0;
+    static _Atomic unsigned long pipes;
+    /* Not the address of z: a closed pipe's name stays taken a while. */
+    snprintf(z->pipe_name, sizeof z->pipe_name, "inproc://zp-zap-pipe-%lu",
+             atomic_fetch_add(&pipes, 1));
+    z->pipe = zmq_socket(z->zctx, ZMQ_PAIR);
+    z->pipe_back = zmq_socket(z->zctx, ZMQ_PAIR);
+    if (z->pipe == NULL || z->pipe_back == NULL)
+        return fail(why, ZP_EIO, "cannot make the ZAP handler's pipe: %s",
+                    zmq_strerror(zmq_errno()));
+    zmq_setsockopt(z->pipe, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(z->pipe_back, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(z->pipe, z->pipe_name) != 0 ||
+        zmq_connect(z->pipe_back, z->pipe_name) != 0)
+        return fail(why, ZP_EIO, "cannot make the ZAP handler's pipe: %s",
+                    zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+/* Starts the actor and waits until it is bound (or failed to bind). */
+static int start(zp__zap *z, char **why)
+{
+    int err = 0, n;
+    if ((err = pthread_create(&z->thread, NULL, zap_main, z)) != 0)
+        return fail(why, ZP_EIO, "cannot start the ZAP handler: %s",
+                    strerror(err));
+    z->started = true;
+    while ((n = zmq_recv(z->pipe, &err, sizeof err, 0)) < 0 &&
+           zmq_errno() == EINTR)
+        ;
+    if (n < 0)
+        return fail(why, ZP_EIO, "cannot start the ZAP handler: %s",
+                    zmq_strerror(zmq_errno()));
+    if (err == 0)
+        return 0;
+    if (err == EADDRINUSE)
+        return fail(why, ZP_EINVAL,
+                    "a ZAP handler is already bound in this ZeroMQ context");
+    return fail(why, ZP_EIO, "cannot bind the ZAP handler at %s: %s",
+                ZAP_ENDPOINT, zmq_strerror(err));
+}
+
+zp__zap *zp__zap_new(void *zctx, const char *allow_path, char **why)
+{
+    zp__zap *z = calloc(1, sizeof *z);
+    if (z == NULL) {
+        fail(why, ZP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    z->zctx = zctx;
+    if (load_allow(z, allow_path, why) != 0 || open_pipe(z, why) != 0 ||
+        start(z, why) != 0)
+        goto out_destroy;
+    return z;
+out_destroy:
+    zp__zap_destroy(&z);
+    return NULL;
+}
+
+void zp__zap_destroy(zp__zap **zap)
+{
+    zp__zap *z = zap != NULL ? *zap : NULL;
+    if (z == NULL)
+        return;
+    if (z->started) {
+        /* Fails only when the context is shutting down, and then the
+         * actor's poll fails too: either way it stops. */
+        zmq_send(z->pipe, "", 0, ZMQ_DONTWAIT);
+        pthread_join(z->thread, NULL);
+    }
+    if (z->pipe_back != NULL)
+        zmq_close(z->pipe_back);
+    if (z->pipe != NULL)
+        zmq_close(z->pipe);
+    free(z->allow);
+    free(z);
+    *zap = NULL;
+}

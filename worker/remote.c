@@ -1,0 +1,483 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Worker mode, see remote.h. The main thread owns the link to the
+ * coordinator: it announces the tasks (HELLO), keeps stage settings
+ * (STAGE), queues batches (ITEM) for `threads` executor threads, and sends
+ * heartbeats. Executors run a whole batch, then post its outputs (DONE, or
+ * FAIL) and new credit (READY) through their outbox. A batch's outputs
+ * leave only when it is done, so a batch cut short by a crash leaves
+ * nothing behind and the coordinator can run it again elsewhere.
+ */
+#include "worker/remote.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/registry.h"
+#include "transport/batch.h"
+#include "transport/peer.h"
+#include "transport/proto.h"
+#include "worker/call.h"
+
+#define HEARTBEAT_MS 1000
+#define SILENCE_MS 10000             /* then an idle worker says HELLO again */
+#define OUT_CHUNK ((size_t)16 << 20) /* outputs per OUT message, at most */
+
+typedef struct stage {
+    uint64_t run;
+    uint32_t index;
+    zp_pipeline *p; /* owned; one stage, or NULL: this worker lacks it */
+    char *missing;  /* owned; the task name when p is NULL           */
+} stage;
+
+typedef struct job {
+    struct job *next;
+    uint64_t run, batch;
+    uint32_t stage;
+    char *items; /* owned batch bytes */
+    size_t len;
+} job;
+
+typedef struct server {
+    const zp__serve_opts *o;
+    zp__peer *peer;       /* owned */
+    zp__runctl ctl;       /* stop: the process is leaving */
+    pthread_mutex_t lock; /* guards jobs, stages, busy */
+    pthread_cond_t cond;
+    job *head, *tail; /* owned queue */
+    stage *stages;    /* owned */
+    size_t nstages;
+    int busy; /* executors inside a batch */
+    pthread_t *threads;
+    int nthreads;
+} server;
+
+static volatile sig_atomic_t signalled;
+
+static void on_signal(int sig)
+{
+    signalled = sig;
+}
+
+static void no_fail(zp__runctl *ctl, int code, char *msg)
+{
+    (void)ctl;
+    (void)code;
+    free(msg);
+}
+
+/* ---- Executors ------------------------------------------------------- */
+
+static const stage *find_stage(server *s, uint64_t run, uint32_t index)
+{
+    for (size_t i = 0; i < s->nstages; i++)
+        if (s->stages[i].run == run && s->stages[i].index == index)
+            return &s->stages[i];
+    return NULL;
+}
+
+static job *next_job(server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    while (s->head == NULL && !atomic_load(&s->ctl.stop))
+        pthread_cond_wait(&s->cond, &s->lock);
+    job *j = s->head;
+    if (j != NULL) {
+        s->head = j->next;
+        if (s->head == NULL)
+            s->tail = NULL;
+        s->busy++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return j;
+}
+
+/* What one batch produced so far. */
+typedef struct result {
+    msgpack_sbuffer out; /* outputs back to back */
+    uint32_t n;          /* how many */
+    uint32_t retried, skipped;
+} result;
+
+static int post(zp__outbox *ob, msgpack_sbuffer *sb)
+{
+    int rc = zp__outbox_post(ob, sb->data, sb->size);
+    msgpack_sbuffer_clear(sb);
+    return rc;
+}
+
+/* Posts OUT (more to come) or DONE with the outputs gathered so far. */
+static int post_outputs(zp__outbox *ob, const job *j, result *res, int type)
+{
+    msgpack_sbuffer body, framed;
+    char hdr[ZP__BATCH_HEADER_MAX];
+    msgpack_sbuffer_init(&body);
+    msgpack_sbuffer_init(&framed);
+    size_t h = zp__batch_header(hdr, 0, res->n);
+    int rc =
+        msgpack_sbuffer_write(&framed, hdr, h) ||
+                msgpack_sbuffer_write(&framed, res->out.data, res->out.size)
+            ? ZP_ENOMEM
+            : zp__msg_out(&body, type, j->run, j->stage, j->batch, framed.data,
+                          framed.size, res->retried, res->skipped);
+    if (rc == 0)
+        rc = post(ob, &body);
+    msgpack_sbuffer_destroy(&body);
+    msgpack_sbuffer_destroy(&framed);
+    msgpack_sbuffer_clear(&res->out);
+    res->n = 0;
+    return rc;
+}
+
+static int post_fail(zp__outbox *ob, const job *j, uint64_t seq,
+                     const char *why)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int rc = zp__msg_fail(&sb, j->run, j->stage, j->batch, seq, why);
+    if (rc == 0)
+        rc = post(ob, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* Runs the items of a batch; 0, or the index of the item that failed is
+ * reported with FAIL and 1 is returned. */
+static int run_items(server *s, zp__outbox *ob, const job *j,
+                     const zp__stage_def *def, result *res)
+{
+    zp__stage_rt rt = {.def = def, .run = &s->ctl};
+    zp__worker w = {.stage = &rt};
+    zp__batch_reader rd;
+    const msgpack_object *item;
+    uint64_t seq;
+    int rc = zp__batch_reader_init(&rd);
+    zp__call_init(&w.call, &w);
+    w.call.parked = true;
+    if (rc == 0 && zp__batch_open(&rd, j->items, j->len) != 0)
+        rc = post_fail(ob, j, 0, "malformed batch of items") ? ZP_EIO : 1;
+    while (rc == 0 && (rc = zp__batch_next(&rd, &item, &seq)) == 1) {
+        rc = zp__call_item(&w.call, item, seq, &res->retried);
+        if (rc == ZP__CALL_SKIPPED)
+            res->skipped++;
+        if (rc == ZP__CALL_OK) {
+            msgpack_sbuffer_write(&res->out, w.call.buf.data, w.call.buf.size);
+            res->n += w.call.emitted;
+            if (res->out.size > OUT_CHUNK)
+                post_outputs(ob, j, res, ZP__OUT);
+        }
+        if (rc == ZP_ETASK)
+            rc = post_fail(ob, j, seq, w.call.error) ? ZP_EIO : 1;
+        else if (rc == ZP__CALL_OK || rc == ZP__CALL_SKIPPED)
+            rc = 0;
+    }
+    if (rc == ZP_EPROTO)
+        rc = post_fail(ob, j, seq, "malformed item") ? ZP_EIO : 1;
+    zp__call_fini(&w.call);
+    zp__batch_reader_fini(&rd);
+    return rc;
+}
+
+static void run_job(server *s, zp__outbox *ob, const job *j)
+{
+    pthread_mutex_lock(&s->lock);
+    const stage *st = find_stage(s, j->run, j->stage);
+    pthread_mutex_unlock(&s->lock);
+    result res = {.n = 0};
+    msgpack_sbuffer_init(&res.out);
+    if (st == NULL || st->p == NULL) {
+        char *why = zp__strdupf("this worker has no task '%s'",
+                                st ? st->missing : "(no STAGE was sent)");
+        post_fail(ob, j, 0, why ? why : "no such task");
+        free(why);
+    } else if (run_items(s, ob, j, &st->p->stages[0], &res) == 0) {
+        post_outputs(ob, j, &res, ZP__DONE);
+    }
+    msgpack_sbuffer_destroy(&res.out);
+}
+
+static void *executor(void *arg)
+{
+    server *s = arg;
+    zp__outbox *ob = zp__outbox_new(s->peer);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (job *j; ob != NULL && (j = next_job(s)) != NULL;) {
+        uint32_t n = 0;
+        zp__batch_reader rd;
+        if (zp__batch_reader_init(&rd) == 0 &&
+            zp__batch_open(&rd, j->items, j->len) == 0)
+            n = rd.left;
+        zp__batch_reader_fini(&rd);
+        run_job(s, ob, j);
+        if (zp__msg_ready(&sb, n ? n : 1) == 0)
+            post(ob, &sb);
+        pthread_mutex_lock(&s->lock);
+        s->busy--;
+        pthread_mutex_unlock(&s->lock);
+        free(j->items);
+        free(j);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    zp__outbox_destroy(&ob);
+    return NULL;
+}
+
+/* ---- The I/O thread ---------------------------------------------------- */
+
+typedef struct names {
+    const char **v;
+    size_t n, cap;
+} names;
+
+static void add_name(const char *name, zp_task_fn fn, void *arg)
+{
+    names *ns = arg;
+    (void)fn;
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? ns->cap * 2 : 16;
+        const char **v = realloc(ns->v, cap * sizeof *v);
+        if (v == NULL)
+            return;
+        ns->v = v;
+        ns->cap = cap;
+    }
+    ns->v[ns->n++] = name;
+}
+
+static int send_hello(server *s)
+{
+    names ns = {NULL, 0, 0};
+    msgpack_sbuffer sb;
+    char host[64] = "worker";
+    char name[128];
+    gethostname(host, sizeof host - 1);
+    snprintf(name, sizeof name, "%s:%d", host, (int)getpid());
+    msgpack_sbuffer_init(&sb);
+    zp__registry_each(add_name, &ns);
+    int rc = zp__msg_hello(
+        &sb, name, (uint32_t)getpid(),
+        (uint32_t)(s->o->threads * ZP__PROTO_CREDIT_PER_THREAD), ns.v, ns.n);
+    if (rc == 0)
+        rc = zp__peer_send(s->peer, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    free(ns.v);
+    return rc;
+}
+
+static int send_simple(server *s, int type, const char *reason)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int rc =
+        type == ZP__BYE ? zp__msg_bye(&sb, reason) : zp__msg_heartbeat(&sb);
+    if (rc == 0)
+        rc = zp__peer_send(s->peer, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* Builds the one-stage pipeline a STAGE message describes. */
+static zp_pipeline *stage_pipeline(const zp__msg *m, char *task)
+{
+    zp_task_fn fn = zp_lookup(task);
+    if (fn == NULL)
+        return NULL;
+    zp_opts o = {.size = sizeof o,
+                 .branch = (m->flags & ZP__STAGE_BRANCH) != 0,
+                 .retries = (int)(m->retries > 1000000 ? 1000000 : m->retries),
+                 .on_error = m->flags & ZP__STAGE_SKIP ? ZP_SKIP : ZP_FAIL};
+    zp_pipeline *p = zp_task_new(task, fn, &o);
+    if (m->data_len > 0 &&
+        (!zp__msgpack_check(m->data, m->data_len) ||
+         zp__pipeline_bind_packed(p, m->data, m->data_len) != 0))
+        zp__pipeline_fail(p, "task '%s': malformed bind value", task);
+    if (zp_pipeline_error(p) != NULL) {
+        fprintf(stderr, "zpipe worker: %s\n", zp_pipeline_error(p));
+        zp_pipeline_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void on_stage(server *s, const zp__msg *m)
+{
+    char *task = strndup(m->str, m->str_len);
+    if (task == NULL)
+        return;
+    zp_pipeline *p = stage_pipeline(m, task);
+    pthread_mutex_lock(&s->lock);
+    stage *v = find_stage(s, m->run, m->stage) == NULL
+                   ? realloc(s->stages, (s->nstages + 1) * sizeof *v)
+                   : NULL;
+    if (v != NULL) {
+        s->stages = v;
+        v[s->nstages++] = (stage){m->run, m->stage, p, p ? NULL : task};
+        p = NULL;
+        task = v[s->nstages - 1].missing ? NULL : task;
+    }
+    pthread_mutex_unlock(&s->lock);
+    zp_pipeline_free(p);
+    free(task);
+}
+
+static void on_item(server *s, const zp__msg *m)
+{
+    job *j = calloc(1, sizeof *j);
+    char *items = malloc(m->data_len);
+    if (j == NULL || items == NULL) {
+        free(j);
+        free(items);
+        return; /* the coordinator re-sends it when this worker dies */
+    }
+    memcpy(items, m->data, m->data_len);
+    *j = (job){NULL, m->run, m->batch, m->stage, items, m->data_len};
+    pthread_mutex_lock(&s->lock);
+    if (s->tail != NULL)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Handles one message; returns false when told to leave. */
+static bool on_message(server *s, const void *body, size_t len)
+{
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    zp__msg m;
+    const char *why = "out of memory";
+    bool go_on = true;
+    if (zone == NULL || zp__msg_decode(body, len, zone, &m, &why) != 0)
+        fprintf(stderr, "zpipe worker: dropped a message: %s\n", why);
+    else if (m.type == ZP__STAGE)
+        on_stage(s, &m);
+    else if (m.type == ZP__ITEM)
+        on_item(s, &m);
+    else if (m.type == ZP__BYE)
+        go_on = false;
+    else if (m.type != ZP__HEARTBEAT)
+        fprintf(stderr, "zpipe worker: dropped an unexpected %s\n",
+                zp__msg_type_name(m.type));
+    if (zone != NULL)
+        msgpack_zone_free(zone);
+    return go_on;
+}
+
+static bool idle(server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool yes = s->head == NULL && s->busy == 0;
+    pthread_mutex_unlock(&s->lock);
+    return yes;
+}
+
+static bool orphaned(const server *s)
+{
+    const char *parent = getenv("ZPIPE_WORKER_PARENT");
+    return s->o->child && parent != NULL && getppid() != atoi(parent);
+}
+
+static void serve(server *s)
+{
+    uint64_t heard = zp__now_ns(), beat = heard;
+    while (!signalled && !orphaned(s)) {
+        const void *body;
+        size_t len;
+        int rc = zp__peer_recv(s->peer, HEARTBEAT_MS, &body, &len);
+        uint64_t now = zp__now_ns();
+        if (rc == 1) {
+            heard = now;
+            if (!on_message(s, body, len))
+                break;
+        } else if (rc < 0 && rc != ZP__AGAIN) {
+            break;
+        }
+        if (now - beat >= HEARTBEAT_MS * 1000000ull) {
+            send_simple(s, ZP__HEARTBEAT, NULL);
+            beat = now;
+        }
+        if (now - heard >= SILENCE_MS * 1000000ull && idle(s)) {
+            send_hello(s); /* the coordinator may have restarted */
+            heard = now;
+        }
+    }
+}
+
+static void stop_executors(server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    atomic_store(&s->ctl.stop, true);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < s->nthreads; i++)
+        pthread_join(s->threads[i], NULL);
+}
+
+static void server_fini(server *s)
+{
+    for (job *j = s->head, *next; j != NULL; j = next) {
+        next = j->next;
+        free(j->items);
+        free(j);
+    }
+    for (size_t i = 0; i < s->nstages; i++) {
+        zp_pipeline_free(s->stages[i].p);
+        free(s->stages[i].missing);
+    }
+    free(s->stages);
+    free(s->threads);
+    zp__peer_destroy(&s->peer);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: the wait is cut short */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static int start(server *s)
+{
+    s->threads = calloc((size_t)s->o->threads, sizeof *s->threads);
+    if (s->threads == NULL)
+        return ZP_ENOMEM;
+    for (; s->nthreads < s->o->threads; s->nthreads++)
+        if (pthread_create(&s->threads[s->nthreads], NULL, executor, s) != 0)
+            return ZP_EIO;
+    return send_hello(s);
+}
+
+int zp__worker_serve(const zp__serve_opts *o)
+{
+    server s = {.o = o, .ctl = {.fail = no_fail}};
+    char *why = NULL;
+    if (o->child) /* die with the coordinator that spawned us */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
+    catch_signals();
+    s.peer = zp__peer_new(o->endpoint, o->server_key, o->secret_key, &why);
+    int rc = s.peer ? start(&s) : ZP_EIO;
+    if (rc == 0)
+        serve(&s);
+    else
+        fprintf(stderr, "zpipe worker: cannot serve %s: %s\n", o->endpoint,
+                why ? why : zp_strerror(rc));
+    stop_executors(&s);
+    if (s.peer != NULL)
+        send_simple(&s, ZP__BYE, signalled ? "signal" : "leaving");
+    server_fini(&s);
+    free(why);
+    return rc == 0 ? 0 : 2;
+}

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Worker mode: a process that serves the tasks it has registered to a
+ * coordinator over the wire protocol (transport/proto.h). Process workers
+ * are the program itself re-executed with --zp-worker; remote workers are
+ * the same program (or `zpipe worker`) started elsewhere. Part of worker.
+ */
+#ifndef ZP_WORKER_REMOTE_H
+#define ZP_WORKER_REMOTE_H
+
+#include <stdbool.h>
+
+typedef struct zp__serve_opts {
+    const char *endpoint;   /* the coordinator                          */
+    int threads;            /* items run at once (>= 1)                 */
+    const char *server_key; /* CURVE: the server's public key file      */
+    const char *secret_key; /* CURVE: this worker's secret key file     */
+    bool child;             /* spawned by its coordinator: die with it  */
+} zp__serve_opts;
+
+/*
+ * Serves until told to leave (BYE), SIGTERM or SIGINT, or the death of the
+ * parent of a child worker. Returns the process's exit status: 0 on a
+ * clean end, 2 when it could not start (the reason is printed).
+ */
+int zp__worker_serve(const zp__serve_opts *o);
+
+#endif
