@@ -569,8 +569,12 @@ static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
     }
     dworker *w = find_worker(d, hm->id, hm->id_len);
     if (w == NULL) {
-        drop(d, "%s from a worker that never said HELLO",
-             zp__msg_type_name(m.type));
+        /* A worker of an earlier run, or of a coordinator that restarted:
+         * a HELLO asks it to introduce itself. */
+        if (zp__msg_hello(&d->sb, "coordinator", (uint32_t)getpid(), 1, NULL,
+                          0) == 0)
+            zp__hub_send(d->hub, hm->id, hm->id_len, d->sb.data, d->sb.size);
+        msgpack_sbuffer_clear(&d->sb);
         return;
     }
     if (w->gone)

@@ -1083,6 +1083,8 @@ int main(int argc, char **argv)
                         "returned\n");
         return 3;
     }
+    if (getenv("ZP_TEST_FILTER") != NULL) /* e.g. "*killed*" */
+        cmocka_set_test_filter(getenv("ZP_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         TEST(test_process_stage_delivers_every_item_exactly_once),
         TEST(test_ordered_process_stage_keeps_input_order),

@@ -362,6 +362,8 @@ static bool on_message(server *s, const void *body, size_t len)
         on_item(s, &m);
     else if (m.type == ZP__BYE)
         go_on = false;
+    else if (m.type == ZP__HELLO) /* the coordinator does not know us */
+        send_hello(s);
     else if (m.type != ZP__HEARTBEAT)
         fprintf(stderr, "zpipe worker: dropped an unexpected %s\n",
                 zp__msg_type_name(m.type));
