@@ -5,7 +5,7 @@
  * remote stage (tcp loopback, this program's own worker processes), against
  * raw ZeroMQ PUSH/PULL of msgpack ints over the same transport, 64 per
  * message; (2) CPU-bound speed-up with 1..N process workers (naive
- * fib(27) items); (3) round-trip latency of one item through a process
+ * fib(30) items); (3) round-trip latency of one item through a process
  * stage. Not a test: nothing is asserted. Usage: process_bench [ITEMS]
  */
 #include <pthread.h>
@@ -176,9 +176,9 @@ static void speedup(void)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     double one = 0;
     for (long k = 1; k <= cores; k++) {
-        double t = run(fib_of, "fib_of", ZP_PROCESS, (int)k, 200, 27, NULL);
+        double t = run(fib_of, "fib_of", ZP_PROCESS, (int)k, 100, 30, NULL);
         one = k == 1 ? t : one;
-        printf("fib(27) x 200, %ld process worker(s): %.3f s, speed-up %.2fx\n",
+        printf("fib(30) x 100, %ld process worker(s): %.3f s, speed-up %.2fx\n",
                k, t, one / t);
     }
 }

@@ -514,6 +514,7 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
     w->done = now;
     w->inflight--;
     w->suspect = false;
+    w->credit += b->n; /* a DONE gives the batch's credit back */
     count(&d->stats.retried, m->retried);
     count(&d->stats.skipped, m->skipped);
     count(&d->stats.failed, m->skipped);
@@ -528,6 +529,7 @@ static void on_fail(zp__dispatch *d, dworker *w, const zp__msg *m)
         return;
     w->inflight--;
     w->suspect = false;
+    w->credit += b->n;
     count(&d->stats.failed, 1);
     fail_run(d,
              zp__strdupf("task '%s' failed on item %llu: %.*s", task(d),
@@ -709,6 +711,16 @@ static void add_item(zp__dispatch *d, const msgpack_object *o, uint64_t seq)
         close_fill(d);
 }
 
+static bool idle_worker(const zp__dispatch *d)
+{
+    for (size_t i = 0; i < d->nworkers; i++) {
+        const dworker *w = d->workers[i];
+        if (!w->gone && !w->death && w->has_task && w->inflight == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Room for more input: twice what the workers can take now. */
 static bool want_input(const zp__dispatch *d)
 {
@@ -727,7 +739,10 @@ static void read_input(zp__dispatch *d)
     while (rc == 1 && want_input(d))
         if ((rc = zp__rx_next(d->cfg.in->rx[0], false, &o, &seq)) == 1)
             add_item(d, o, seq);
-    close_fill(d); /* what is there goes now: no added latency */
+    /* A partial batch waits for more only while every worker is busy:
+     * then waiting costs nothing, and the batch grows. */
+    if (d->ended || !fast(d) || idle_worker(d))
+        close_fill(d);
     if (rc == 0)
         d->ended = true;
     else if (rc < 0 && rc != ZP__AGAIN && rc != ZP_ECANCELED)
@@ -883,6 +898,8 @@ static void step(zp__dispatch *d, msgpack_zone *zone)
     if (ready || (want && !stopping(d)))
         read_input(d);
     uint64_t now = zp__now_ns();
+    if (d->fill_n > 0 && (d->ended || idle_worker(d)))
+        close_fill(d);
     if (now - d->checked >= CHECK_NS) { /* children, heartbeats, timeouts */
         d->checked = now;
         reap(d);

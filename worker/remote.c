@@ -52,7 +52,8 @@ typedef struct server {
     job *head, *tail; /* owned queue */
     stage *stages;    /* owned */
     size_t nstages;
-    int busy; /* executors inside a batch */
+    int busy;     /* executors inside a batch */
+    pid_t parent; /* child workers: the coordinator that spawned them */
     pthread_t *threads;
     int nthreads;
 } server;
@@ -205,25 +206,15 @@ static void *executor(void *arg)
 {
     server *s = arg;
     zp__outbox *ob = zp__outbox_new(s->peer);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    /* DONE or FAIL gives the batch's credit back: no READY is needed. */
     for (job *j; ob != NULL && (j = next_job(s)) != NULL;) {
-        uint32_t n = 0;
-        zp__batch_reader rd;
-        if (zp__batch_reader_init(&rd) == 0 &&
-            zp__batch_open(&rd, j->items, j->len) == 0)
-            n = rd.left;
-        zp__batch_reader_fini(&rd);
         run_job(s, ob, j);
-        if (zp__msg_ready(&sb, n ? n : 1) == 0)
-            post(ob, &sb);
         pthread_mutex_lock(&s->lock);
         s->busy--;
         pthread_mutex_unlock(&s->lock);
         free(j->items);
         free(j);
     }
-    msgpack_sbuffer_destroy(&sb);
     zp__outbox_destroy(&ob);
     return NULL;
 }
@@ -382,8 +373,7 @@ static bool idle(server *s)
 
 static bool orphaned(const server *s)
 {
-    const char *parent = getenv("ZPIPE_WORKER_PARENT");
-    return s->o->child && parent != NULL && getppid() != atoi(parent);
+    return s->parent > 0 && getppid() != s->parent;
 }
 
 static void serve(server *s)
@@ -464,8 +454,11 @@ int zp__worker_serve(const zp__serve_opts *o)
 {
     server s = {.o = o, .ctl = {.fail = no_fail}};
     char *why = NULL;
-    if (o->child) /* die with the coordinator that spawned us */
+    if (o->child) { /* die with the coordinator that spawned us */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        const char *parent = getenv("ZPIPE_WORKER_PARENT");
+        s.parent = parent ? (pid_t)atoi(parent) : 0;
+    }
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);
     catch_signals();
