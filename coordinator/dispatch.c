@@ -31,7 +31,7 @@
 #define MS 1000000ull
 #define HEARTBEAT_NS (1000 * MS)
 #define DEAD_NS (3000 * MS)
-#define BATCH_MAX 256                /* items per ITEM message, at most */
+#define BATCH_MAX 1024               /* items per ITEM message, at most */
 #define FAST_ITEM_NS (200 * 1000ull) /* faster items travel in batches */
 #define POLL_MS 100
 #define CHECK_NS (5 * MS)  /* supervision runs this often, at most */
@@ -85,7 +85,6 @@ struct zp__dispatch {
     uint64_t next_seq;    /* ordered: the next item index to deliver */
     bool ended;           /* all input read */
     msgpack_sbuffer fill; /* the batch being gathered from input */
-    msgpack_packer fillpk;
     uint32_t fill_n;
     uint64_t fill_seq;
     pid_t *children; /* process mode: one per worker slot, 0 = none */
@@ -256,8 +255,10 @@ static int send_outputs(zp__dispatch *d, const char *framed, size_t len)
     if (rc == 0 && len > 0)
         rc = zp__batch_open(&rd, framed, len);
     while (rc == 0 && (rc = zp__batch_next(&rd, &o, &seq)) == 1) {
-        msgpack_pack_object(zp__tx_packer(d->cfg.out->tx[0]), *o);
-        rc = zp__tx_commit(d->cfg.out->tx[0]);
+        const char *raw;
+        size_t n;
+        zp__batch_raw(&rd, &raw, &n);
+        rc = zp__tx_append(d->cfg.out->tx[0], raw, n);
         count(&d->stats.out, 1);
     }
     zp__batch_reader_fini(&rd);
@@ -289,9 +290,9 @@ static int deliver(zp__dispatch *d, dbatch *b)
     return rc;
 }
 
-/* Re-packs the outputs of a framed batch into pk, counting them. A
+/* Copies the outputs of a framed batch into `out`, counting them. A
  * worker's bytes are checked item by item on the way. */
-static int repack(const char *framed, size_t len, msgpack_packer *pk,
+static int repack(const char *framed, size_t len, msgpack_sbuffer *out,
                   uint32_t *n)
 {
     zp__batch_reader rd;
@@ -301,7 +302,10 @@ static int repack(const char *framed, size_t len, msgpack_packer *pk,
     if (rc == 0 && len > 0)
         rc = zp__batch_open(&rd, framed, len);
     while (rc == 0 && (rc = zp__batch_next(&rd, &o, &seq)) == 1) {
-        rc = msgpack_pack_object(pk, *o) == 0 ? 0 : ZP_ENOMEM;
+        const char *raw;
+        size_t size;
+        zp__batch_raw(&rd, &raw, &size);
+        rc = msgpack_sbuffer_write(out, raw, size) == 0 ? 0 : ZP_ENOMEM;
         (*n)++;
     }
     zp__batch_reader_fini(&rd);
@@ -312,13 +316,11 @@ static int repack(const char *framed, size_t len, msgpack_packer *pk,
 static int gather(dbatch *b, const zp__msg *m)
 {
     msgpack_sbuffer items;
-    msgpack_packer pk;
     uint32_t n = 0;
     msgpack_sbuffer_init(&items);
-    msgpack_packer_init(&pk, &items, msgpack_sbuffer_write);
-    int rc = repack(b->out.data, b->out.size, &pk, &n);
+    int rc = repack(b->out.data, b->out.size, &items, &n);
     if (rc == 0)
-        rc = repack(m->data, m->data_len, &pk, &n);
+        rc = repack(m->data, m->data_len, &items, &n);
     if (rc == 0) {
         char hdr[ZP__BATCH_HEADER_MAX];
         size_t h = zp__batch_header(hdr, 0, n);
@@ -698,14 +700,14 @@ static void close_fill(zp__dispatch *d)
     d->fill_n = 0;
 }
 
-static void add_item(zp__dispatch *d, const msgpack_object *o, uint64_t seq)
+static void add_item(zp__dispatch *d, const char *raw, size_t len, uint64_t seq)
 {
     uint32_t max = fast(d) && d->cfg.def->opts.timeout_ms == 0 ? BATCH_MAX : 1;
     if (d->fill_n > 0 && seq != d->fill_seq + d->fill_n)
         close_fill(d);
     if (d->fill_n == 0)
         d->fill_seq = seq;
-    msgpack_pack_object(&d->fillpk, *o);
+    msgpack_sbuffer_write(&d->fill, raw, len);
     count(&d->stats.in, 1);
     if (++d->fill_n >= max)
         close_fill(d);
@@ -737,8 +739,12 @@ static void read_input(zp__dispatch *d)
     uint64_t seq;
     int rc = 1;
     while (rc == 1 && want_input(d))
-        if ((rc = zp__rx_next(d->cfg.in->rx[0], false, &o, &seq)) == 1)
-            add_item(d, o, seq);
+        if ((rc = zp__rx_next(d->cfg.in->rx[0], false, &o, &seq)) == 1) {
+            const char *raw;
+            size_t len;
+            zp__rx_raw(d->cfg.in->rx[0], &raw, &len);
+            add_item(d, raw, len, seq);
+        }
     /* A partial batch waits for more only while every worker is busy:
      * then waiting costs nothing, and the batch grows. */
     if (d->ended || !fast(d) || idle_worker(d))
@@ -921,7 +927,11 @@ static void *dispatch_main(void *arg)
     zp__dispatch *d = arg;
     msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     if (d->cfg.in == NULL) {
-        add_item(d, d->cfg.args, 0);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
+        msgpack_pack_object(&pk, *d->cfg.args);
+        add_item(d, d->sb.data, d->sb.size, 0);
+        msgpack_sbuffer_clear(&d->sb);
         close_fill(d);
         d->ended = true;
     }
@@ -976,7 +986,6 @@ zp__dispatch *zp__dispatch_new(const zp__dispatch_cfg *cfg, char **why)
     d->cfg.endpoint = d->endpoint;
     msgpack_sbuffer_init(&d->sb);
     msgpack_sbuffer_init(&d->fill);
-    msgpack_packer_init(&d->fillpk, &d->fill, msgpack_sbuffer_write);
     d->no_worker_since = zp__now_ns();
     bool process = cfg->def->opts.mode == ZP_PROCESS;
     d->hub = zp__hub_new(cfg->zctx, cfg->endpoint,

@@ -200,6 +200,7 @@ int zp__batch_next(zp__batch_reader *r, const msgpack_object **item,
 {
     if (r->left == 0)
         return r->off == r->len ? 0 : ZP_EPROTO;
+    r->start = r->off;
     msgpack_unpack_return ret = unpack(r);
     bool last = r->left == 1;
     if (ret != (last ? MSGPACK_UNPACK_SUCCESS : MSGPACK_UNPACK_EXTRA_BYTES)) {

@@ -46,6 +46,7 @@ typedef struct zp__batch_reader {
     uint32_t left;      /* items not read yet                     */
     msgpack_zone *zone; /* owned; holds the last item read        */
     msgpack_object obj; /* the last item read                     */
+    size_t start;       /* where the last item read begins        */
 } zp__batch_reader;
 
 int zp__batch_reader_init(zp__batch_reader *r);
@@ -64,5 +65,13 @@ int zp__batch_open(zp__batch_reader *r, const void *data, size_t len);
  */
 int zp__batch_next(zp__batch_reader *r, const msgpack_object **item,
                    uint64_t *seq);
+
+/* The bytes of the item zp__batch_next() returned last. */
+static inline void zp__batch_raw(const zp__batch_reader *r, const char **p,
+                                 size_t *len)
+{
+    *p = r->data + r->start;
+    *len = r->off - r->start;
+}
 
 #endif

@@ -423,3 +423,8 @@ bool zp__rx_buffered(const zp__rx *rx)
 {
     return rx->rd.left > 0;
 }
+
+void zp__rx_raw(const zp__rx *rx, const char **p, size_t *len)
+{
+    zp__batch_raw(&rx->rd, p, len);
+}

@@ -143,6 +143,10 @@ int zp__tx_close(zp__tx *tx);
 int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
                 uint64_t *seq);
 
+/* The bytes of the item zp__rx_next() returned last (valid as long as the
+ * item). */
+void zp__rx_raw(const zp__rx *rx, const char **p, size_t *len);
+
 /* The receiver's socket, for zmq_poll (transport only). */
 void *zp__rx_socket(zp__rx *rx);
 

@@ -26,7 +26,7 @@
  * threads): enough batches in flight to hide the round trip. A coordinator
  * reads the worker's concurrency back as capacity / this.
  */
-#define ZP__PROTO_CREDIT_PER_THREAD 1024
+#define ZP__PROTO_CREDIT_PER_THREAD 4096
 
 /* Most task names a HELLO may announce. */
 #define ZP__PROTO_MAX_TASKS 4096
