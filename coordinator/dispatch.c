@@ -80,6 +80,7 @@ struct zp__dispatch {
     dworker **workers; /* owned */
     size_t nworkers;
     dbatch *waiting, *waiting_tail, *inflight, *held; /* owned lists */
+    dbatch *inflight_tail;
     size_t nwaiting;
     uint64_t next_id;
     uint64_t next_seq;    /* ordered: the next item index to deliver */
@@ -188,16 +189,36 @@ static dbatch *dequeue(zp__dispatch *d)
     return b;
 }
 
+/* Appends a batch to the in-flight list, which is oldest first: DONEs
+ * mostly come in the order batches were sent, so a search is short. */
+static void add_inflight(zp__dispatch *d, dbatch *b)
+{
+    b->next = NULL;
+    if (d->inflight_tail != NULL)
+        d->inflight_tail->next = b;
+    else
+        d->inflight = b;
+    d->inflight_tail = b;
+}
+
+/* Unlinks *p from the in-flight list; prev is the batch before it. */
+static dbatch *unlink_inflight(zp__dispatch *d, dbatch **p, dbatch *prev)
+{
+    dbatch *b = *p;
+    *p = b->next;
+    if (d->inflight_tail == b)
+        d->inflight_tail = prev;
+    b->next = NULL;
+    return b;
+}
+
 /* Unlinks and returns the in-flight batch `id` if `w` runs it. */
 static dbatch *take_inflight(zp__dispatch *d, uint64_t id, const dworker *w)
 {
-    for (dbatch **p = &d->inflight; *p != NULL; p = &(*p)->next)
-        if ((*p)->id == id && (*p)->w == w) {
-            dbatch *b = *p;
-            *p = b->next;
-            b->next = NULL;
-            return b;
-        }
+    dbatch *prev = NULL;
+    for (dbatch **p = &d->inflight; *p != NULL; prev = *p, p = &(*p)->next)
+        if ((*p)->id == id && (*p)->w == w)
+            return unlink_inflight(d, p, prev);
     return NULL;
 }
 
@@ -422,14 +443,14 @@ static void lose_worker(zp__dispatch *d, dworker *w, char *why)
     for (dbatch *b = d->inflight; b != NULL; b = b->next)
         if (b->w == w)
             b->blamed = why != NULL && running(d, b);
+    dbatch *prev = NULL;
     for (dbatch **p = &d->inflight; *p != NULL;) {
-        dbatch *b = *p;
-        if (b->w != w) {
-            p = &b->next;
+        if ((*p)->w != w) {
+            prev = *p;
+            p = &(*p)->next;
             continue;
         }
-        *p = b->next; /* moved to `mine`, oldest last */
-        b->next = NULL;
+        dbatch *b = unlink_inflight(d, p, prev); /* to `mine`, oldest first */
         msgpack_sbuffer_clear(&b->out);
         *tail = b;
         tail = &b->next;
@@ -504,8 +525,7 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
         return;
     }
     if (m->type == ZP__OUT) { /* more to come: back in flight */
-        b->next = d->inflight;
-        d->inflight = b;
+        add_inflight(d, b);
         return;
     }
     /* An item's time: since the worker's last DONE when it was busy all
@@ -679,8 +699,7 @@ static void dispatch_waiting(zp__dispatch *d)
         b->sent = zp__now_ns();
         w->credit -= b->n;
         w->inflight++;
-        b->next = d->inflight;
-        d->inflight = b;
+        add_inflight(d, b);
     }
 }
 
