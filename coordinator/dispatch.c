@@ -507,6 +507,13 @@ static dworker *worker_of_pid(zp__dispatch *d, pid_t pid)
 
 /* ---- Messages from workers ---------------------------------------------- */
 
+static void malformed(zp__dispatch *d, const dworker *w, const dbatch *b)
+{
+    fail_run(d, zp__strdupf("task '%s': a worker (pid %u) sent malformed "
+                            "outputs for the batch from item %llu",
+                            task(d), w->pid, (unsigned long long)b->seq));
+}
+
 static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
 {
     dbatch *b = take_inflight(d, m->batch, w);
@@ -517,10 +524,12 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
                 (unsigned long long)m->batch);
         return;
     }
-    if (gather(b, m) != 0) {
-        fail_run(d, zp__strdupf("task '%s': a worker (pid %u) sent "
-                                "malformed outputs for item %llu",
-                                task(d), w->pid, (unsigned long long)b->seq));
+    /* The common case, a whole batch's outputs in its DONE for an
+     * unordered stage, goes straight on, checked on the way. */
+    bool direct =
+        m->type == ZP__DONE && b->out.size == 0 && !d->cfg.def->opts.ordered;
+    if (!direct && gather(b, m) != 0) {
+        malformed(d, w, b);
         batch_free(b);
         return;
     }
@@ -540,8 +549,13 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
     count(&d->stats.retried, m->retried);
     count(&d->stats.skipped, m->skipped);
     count(&d->stats.failed, m->skipped);
-    if (deliver(d, b) != 0 && !stopping(d))
+    int rc = direct ? send_outputs(d, m->data, m->data_len) : deliver(d, b);
+    if (rc == ZP_EPROTO)
+        malformed(d, w, b);
+    else if (rc != 0 && !stopping(d))
         fail_run(d, zp__strdupf("task '%s': cannot send outputs on", task(d)));
+    if (direct)
+        batch_free(b);
 }
 
 static void on_fail(zp__dispatch *d, dworker *w, const zp__msg *m)
