@@ -36,6 +36,7 @@
 #define POLL_MS 100
 #define CHECK_NS (5 * MS)  /* supervision runs this often, at most */
 #define MOURN_NS (50 * MS) /* a dead worker's last words arrive within */
+#define MAX_UNBORN 5       /* children dead before HELLO: give up */
 
 extern char **environ;
 
@@ -89,6 +90,8 @@ struct zp__dispatch {
     uint32_t fill_n;
     uint64_t fill_seq;
     pid_t *children; /* process mode: one per worker slot, 0 = none */
+    bool *greeted;   /* owned; the slot's child said HELLO */
+    int unborn;      /* children in a row that died before HELLO */
     int nchildren;
     uint64_t no_worker_since; /* remote: waiting for a worker since */
     uint64_t item_ns;         /* running estimate of an item's time */
@@ -494,6 +497,9 @@ static void on_hello(zp__dispatch *d, const zp__hub_msg *hm, const zp__msg *m)
     memcpy(w->id, hm->id, hm->id_len);
     if (w->threads == 0)
         w->threads = 1;
+    for (int i = 0; i < d->nchildren; i++)
+        if (d->children[i] == (pid_t)m->pid)
+            d->greeted[i] = true;
     w->heard = w->beat = zp__now_ns();
 }
 
@@ -835,7 +841,16 @@ static void reap(zp__dispatch *d)
             w->death = describe_status((uint32_t)pid, status);
             w->died = zp__now_ns();
         }
-        if (!stopping(d)) {
+        d->unborn = d->greeted[i] ? 0 : d->unborn + 1;
+        d->greeted[i] = false;
+        if (d->unborn >= MAX_UNBORN) {
+            char *how = describe_status((uint32_t)pid, status);
+            fail_run(d, zp__strdupf("task '%s': worker processes cannot "
+                                    "start: %d in a row ended before saying "
+                                    "HELLO; the last: %s",
+                                    task(d), d->unborn, how ? how : "?"));
+            free(how);
+        } else if (!stopping(d)) {
             count(&d->restarts, 1);
             if (spawn_child(d, i) != 0)
                 fail_run(d, zp__strdupf("task '%s': cannot start a worker "
@@ -845,9 +860,17 @@ static void reap(zp__dispatch *d)
     }
 }
 
+static bool is_child(const zp__dispatch *d, pid_t pid)
+{
+    for (int i = 0; pid > 0 && i < d->nchildren; i++)
+        if (d->children[i] == pid)
+            return true;
+    return false;
+}
+
 static void kill_worker(zp__dispatch *d, dworker *w, char *why)
 {
-    if (d->nchildren > 0 && w->pid > 0)
+    if (is_child(d, (pid_t)w->pid))
         kill((pid_t)w->pid, SIGKILL); /* reap() replaces it */
     lose_worker(d, w, why);
 }
@@ -959,6 +982,11 @@ static void *dispatch_main(void *arg)
 {
     zp__dispatch *d = arg;
     msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    for (int i = 0; i < d->nchildren; i++)
+        if (spawn_child(d, i) != 0)
+            fail_run(d, zp__strdupf("task '%s': cannot start worker "
+                                    "processes: %s",
+                                    task(d), strerror(errno)));
     if (d->cfg.in == NULL) {
         msgpack_packer pk;
         msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
@@ -1030,12 +1058,13 @@ zp__dispatch *zp__dispatch_new(const zp__dispatch_cfg *cfg, char **why)
         d->children = calloc((size_t)cfg->def->opts.workers, sizeof(pid_t));
         if (d->children == NULL)
             goto out_destroy;
-        for (; d->nchildren < cfg->def->opts.workers; d->nchildren++)
-            if (spawn_child(d, d->nchildren) != 0) {
-                *why = zp__strdupf("cannot start worker processes: %s",
-                                   strerror(errno));
-                goto out_destroy;
-            }
+        d->greeted = calloc((size_t)cfg->def->opts.workers, sizeof(bool));
+        if (d->greeted == NULL)
+            goto out_destroy;
+        /* Spawned by the dispatcher's thread: a child dies with the thread
+         * that spawned it (PR_SET_PDEATHSIG), and this one lasts as long
+         * as the stage. */
+        d->nchildren = cfg->def->opts.workers;
     }
     if (pthread_create(&d->thread, NULL, dispatch_main, d) != 0) {
         *why = zp__strdupf("cannot start a thread");
@@ -1064,6 +1093,7 @@ void zp__dispatch_destroy(zp__dispatch **dp)
     zp__dispatch_join(d);
     reap_all(d);
     free(d->children);
+    free(d->greeted);
     zp__hub_destroy(&d->hub);
     for (size_t i = 0; i < d->nworkers; i++) {
         free(d->workers[i]->death);

@@ -54,9 +54,11 @@ static void parse(int *argc, char **argv, flag *flags, size_t nflags)
         if (!taken)
             i++;
     }
-    for (size_t k = 0; k < nflags; k++)
-        if (flags[k].value == NULL)
-            flags[k].value = getenv(flags[k].env);
+    for (size_t k = 0; k < nflags; k++) {
+        const char *env = getenv(flags[k].env);
+        if (flags[k].value == NULL && env != NULL && env[0] != '\0')
+            flags[k].value = env; /* an empty variable counts as unset */
+    }
 }
 
 void zp_init(int *argc, char ***argv)
@@ -67,8 +69,13 @@ void zp_init(int *argc, char ***argv)
                     {"--zp-curve-secret", "ZPIPE_CURVE_SECRET", NULL}};
     if (argc != NULL && argv != NULL && *argv != NULL)
         parse(argc, *argv, flags, sizeof flags / sizeof flags[0]);
-    if (flags[0].value == NULL || flags[0].value[0] == '\0')
+    if (flags[0].value == NULL)
         return;
+    if (flags[0].value[0] == '\0') {
+        fprintf(stderr, "zpipe worker: --zp-worker (or $ZPIPE_WORKER) needs "
+                        "the coordinator's endpoint, e.g. tcp://host:5555\n");
+        exit(2);
+    }
     int threads = flags[1].value ? atoi(flags[1].value) : 1;
     if (threads < 1 || threads > 4096) {
         fprintf(stderr, "zpipe worker: --zp-threads must be 1 to 4096\n");

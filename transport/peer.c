@@ -64,6 +64,7 @@ zp__peer *zp__peer_new(const char *endpoint, const char *server_key,
     setint(p->dealer, ZMQ_LINGER, 100); /* time for a last BYE */
     setint(p->dealer, ZMQ_RECONNECT_IVL, 100);
     setint(p->dealer, ZMQ_SNDHWM, 0); /* credits bound the traffic */
+    setint(p->dealer, ZMQ_SNDTIMEO, 1000);
     setint(p->dealer, ZMQ_RCVHWM, 0);
     setint(p->dealer, ZMQ_RECONNECT_IVL_MAX, 1000);
     int64_t max = (int64_t)ZP__PROTO_MAX_MSG + 1024;
@@ -104,7 +105,8 @@ void zp__peer_destroy(zp__peer **pp)
 
 int zp__peer_send(zp__peer *p, const void *body, size_t len)
 {
-    while (zmq_send(p->dealer, body, len, ZMQ_DONTWAIT) < 0)
+    /* Blocks up to ZMQ_SNDTIMEO while the link is not up yet. */
+    while (zmq_send(p->dealer, body, len, 0) < 0)
         if (zmq_errno() != EINTR)
             return ZP_EIO;
     return 0;

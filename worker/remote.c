@@ -54,6 +54,7 @@ typedef struct server {
     size_t nstages;
     int busy;     /* executors inside a batch */
     pid_t parent; /* child workers: the coordinator that spawned them */
+    bool greeted; /* a HELLO went out */
     pthread_t *threads;
     int nthreads;
 } server;
@@ -391,6 +392,8 @@ static void serve(server *s)
         } else if (rc < 0 && rc != ZP__AGAIN) {
             break;
         }
+        if (!s->greeted)
+            s->greeted = send_hello(s) == 0;
         if (now - beat >= HEARTBEAT_MS * 1000000ull) {
             send_simple(s, ZP__HEARTBEAT, NULL);
             beat = now;
@@ -447,7 +450,9 @@ static int start(server *s)
     for (; s->nthreads < s->o->threads; s->nthreads++)
         if (pthread_create(&s->threads[s->nthreads], NULL, executor, s) != 0)
             return ZP_EIO;
-    return send_hello(s);
+    /* The link may not be up yet: serve() says HELLO again until it goes. */
+    s->greeted = send_hello(s) == 0;
+    return 0;
 }
 
 int zp__worker_serve(const zp__serve_opts *o)
