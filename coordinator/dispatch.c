@@ -269,8 +269,12 @@ static int split(zp__dispatch *d, dbatch *b)
 
 /* ---- Outputs ----------------------------------------------------------- */
 
-/* Sends on the outputs in `framed` (a batch of outputs). */
-static int send_outputs(zp__dispatch *d, const char *framed, size_t len)
+/* Calls fn(arg, bytes, len) for each item of a framed batch, checking
+ * each on the way (a worker's bytes are not trusted). Returns 0,
+ * ZP_EPROTO, or the first error of fn. */
+static int each_item(const char *framed, size_t len,
+                     int (*fn)(void *arg, const char *item, size_t len),
+                     void *arg)
 {
     zp__batch_reader rd;
     const msgpack_object *o;
@@ -282,10 +286,23 @@ static int send_outputs(zp__dispatch *d, const char *framed, size_t len)
         const char *raw;
         size_t n;
         zp__batch_raw(&rd, &raw, &n);
-        rc = zp__tx_append(d->cfg.out->tx[0], raw, n);
-        count(&d->stats.out, 1);
+        rc = fn(arg, raw, n);
     }
     zp__batch_reader_fini(&rd);
+    return rc;
+}
+
+static int send_one(void *arg, const char *item, size_t len)
+{
+    zp__dispatch *d = arg;
+    count(&d->stats.out, 1);
+    return zp__tx_append(d->cfg.out->tx[0], item, len);
+}
+
+/* Sends on the outputs in `framed` (a batch of outputs). */
+static int send_outputs(zp__dispatch *d, const char *framed, size_t len)
+{
+    int rc = each_item(framed, len, send_one, d);
     /* A batch of outputs leaves whole: nothing waits for the next one. */
     return rc == 0 ? zp__tx_flush(d->cfg.out->tx[0]) : rc;
 }
@@ -314,45 +331,34 @@ static int deliver(zp__dispatch *d, dbatch *b)
     return rc;
 }
 
-/* Copies the outputs of a framed batch into `out`, counting them. A
- * worker's bytes are checked item by item on the way. */
-static int repack(const char *framed, size_t len, msgpack_sbuffer *out,
-                  uint32_t *n)
+typedef struct gathered {
+    msgpack_sbuffer items; /* outputs back to back */
+    uint32_t n;
+} gathered;
+
+static int gather_one(void *arg, const char *item, size_t len)
 {
-    zp__batch_reader rd;
-    const msgpack_object *o;
-    uint64_t seq;
-    int rc = zp__batch_reader_init(&rd);
-    if (rc == 0 && len > 0)
-        rc = zp__batch_open(&rd, framed, len);
-    while (rc == 0 && (rc = zp__batch_next(&rd, &o, &seq)) == 1) {
-        const char *raw;
-        size_t size;
-        zp__batch_raw(&rd, &raw, &size);
-        rc = msgpack_sbuffer_write(out, raw, size) == 0 ? 0 : ZP_ENOMEM;
-        (*n)++;
-    }
-    zp__batch_reader_fini(&rd);
-    return rc;
+    gathered *g = arg;
+    g->n++;
+    return msgpack_sbuffer_write(&g->items, item, len) == 0 ? 0 : ZP_ENOMEM;
 }
 
 /* Gathers the outputs of an OUT or DONE into the batch (framed anew). */
 static int gather(dbatch *b, const zp__msg *m)
 {
-    msgpack_sbuffer items;
-    uint32_t n = 0;
-    msgpack_sbuffer_init(&items);
-    int rc = repack(b->out.data, b->out.size, &items, &n);
+    gathered g = {.n = 0};
+    msgpack_sbuffer_init(&g.items);
+    int rc = each_item(b->out.data, b->out.size, gather_one, &g);
     if (rc == 0)
-        rc = repack(m->data, m->data_len, &items, &n);
+        rc = each_item(m->data, m->data_len, gather_one, &g);
     if (rc == 0) {
         char hdr[ZP__BATCH_HEADER_MAX];
-        size_t h = zp__batch_header(hdr, 0, n);
+        size_t h = zp__batch_header(hdr, 0, g.n);
         msgpack_sbuffer_clear(&b->out);
         msgpack_sbuffer_write(&b->out, hdr, h);
-        msgpack_sbuffer_write(&b->out, items.data, items.size);
+        msgpack_sbuffer_write(&b->out, g.items.data, g.items.size);
     }
-    msgpack_sbuffer_destroy(&items);
+    msgpack_sbuffer_destroy(&g.items);
     return rc;
 }
 
