@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "tests/testutil.h"
+
 #include "zpipe.h"
 
 /* ---- Tasks -----------------------------------------------------------------
@@ -55,22 +57,6 @@ static int numbers(zp_call *call)
         if (zp_emit_int(call, i) != 0)
             return -1;
     return 0;
-}
-
-static int square(zp_call *call)
-{
-    int64_t x = zp_input(call)->via.i64;
-    return zp_emit_int(call, x * x);
-}
-
-/* Pyper's consumer: sums the whole stream. */
-static int total(zp_call *call)
-{
-    const msgpack_object *item;
-    int64_t sum = 0;
-    while (zp_next(call, &item))
-        sum += item->via.i64;
-    return zp_emit_int(call, sum);
 }
 
 /* The input plus every element of an array bind value, or plus the "b" and

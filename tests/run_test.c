@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "tests/testutil.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,17 +36,6 @@
 /* ---- Helpers ----------------------------------------------------------------
  */
 
-static void deadline_in(struct timespec *t, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, t);
-    t->tv_sec += ms / 1000;
-    t->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t->tv_nsec >= 1000000000L) {
-        t->tv_sec++;
-        t->tv_nsec -= 1000000000L;
-    }
-}
-
 /* Busy for about `ns` nanoseconds: a stage that is slower than its input. */
 static void spin_ns(long ns)
 {
@@ -54,12 +45,6 @@ static void spin_ns(long ns)
         clock_gettime(CLOCK_MONOTONIC, &t);
     while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) <
            ns);
-}
-
-static void nap_us(long us)
-{
-    struct timespec t = {0, us * 1000L};
-    nanosleep(&t, NULL);
 }
 
 /* A pseudo-random but repeatable number from an item. */
@@ -312,21 +297,6 @@ static int inner_fail(zp_call *call)
     if (x == 21)
         return zp_fail(call, "value %lld is bad", (long long)x);
     return zp_emit_int(call, x);
-}
-
-static int square(zp_call *call)
-{
-    int64_t x = zp_input(call)->via.i64;
-    return zp_emit_int(call, x * x);
-}
-
-static int total(zp_call *call)
-{
-    const msgpack_object *item;
-    int64_t sum = 0;
-    while (zp_next(call, &item))
-        sum += item->via.i64;
-    return zp_emit_int(call, sum);
 }
 
 /* A task that stays inside its call until the test releases it. */

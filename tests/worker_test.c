@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "tests/testutil.h"
+
 #include "core/pipeline.h"
 #include "worker/call.h"
 #include "worker/thread.h"
@@ -132,12 +134,6 @@ static char *rig_stop(rig *g)
     return g->run.msg;
 }
 
-static void pause_us(long us)
-{
-    struct timespec t = {0, us * 1000};
-    nanosleep(&t, NULL);
-}
-
 static int plus_one(zp_call *call)
 {
     return zp_emit_int(call, zp_input(call)->via.i64 + 1);
@@ -167,7 +163,7 @@ static int jittery(zp_call *call)
 {
     int64_t x = zp_input(call)->via.i64;
     if (x % 7 == 0)
-        pause_us(200);
+        nap_us(200);
     for (int i = 0; i < 2; i++)
         if (zp_emit_int(call, 2 * x + i) != 0)
             return -1;
@@ -250,7 +246,7 @@ test_a_failure_reaches_the_run_with_task_item_and_message(void **state)
 
 static int slow_task(zp_call *call)
 {
-    pause_us(2000);
+    nap_us(2000);
     return zp_emit_obj(call, zp_input(call));
 }
 

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers shared by the test programs: deadlines for bounded waits, naps
+ * that stand for slow work in tasks, and the sample tasks several suites
+ * use. Header-only (static inline), so each test program stays one file.
+ */
+#ifndef ZP_TESTS_TESTUTIL_H
+#define ZP_TESTS_TESTUTIL_H
+
+#include <errno.h>
+#include <time.h>
+
+#include <zpipe.h>
+
+/* *t = now + ms on CLOCK_REALTIME, for pthread_cond_timedwait. */
+static inline void deadline_in(struct timespec *t, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, t);
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Sleeps `us` microseconds (slow work inside a task; never a wait). */
+static inline void nap_us(long us)
+{
+    struct timespec t = {us / 1000000, (us % 1000000) * 1000L};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR)
+        ;
+}
+
+/* x -> x * x */
+static inline int square(zp_call *call)
+{
+    int64_t x = zp_input(call)->via.i64;
+    return zp_emit_int(call, x * x);
+}
+
+/* A join task: the sum of the whole stream. */
+static inline int total(zp_call *call)
+{
+    const msgpack_object *item;
+    int64_t sum = 0;
+    while (zp_next(call, &item))
+        sum += item->via.i64;
+    return zp_emit_int(call, sum);
+}
+
+#endif
