@@ -24,7 +24,7 @@ install(TARGETS zpipe zpipe_static
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 
 # The exported link interfaces name PkgConfig::MSGPACK (both libraries) and,
-# for the static one, $<LINK_ONLY:PkgConfig::ZMQ / JANSSON / Threads::Threads>.
+# for the static one, $<LINK_ONLY:PkgConfig::ZMQ / JANSSON / UV / Threads::Threads>.
 # zpipeConfig.cmake recreates those targets before it loads this file.
 install(EXPORT zpipeTargets
         NAMESPACE zpipe::

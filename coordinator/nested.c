@@ -88,8 +88,8 @@ zp_pipeline *zp_task_pipeline_new(zp_pipeline *inner, const zp_opts *opts)
     char *name = inner ? nested_name(inner) : NULL;
     const char *why = inner ? zp_pipeline_error(inner) : "it is NULL";
     char *msg = why ? zp__strdupf("%s", why) : NULL;
-    zp_pipeline *p =
-        zp__pipeline_stage(name ? name : "pipeline", run_nested, opts, inner);
+    zp_pipeline *p = zp__pipeline_stage(name ? name : "pipeline", run_nested,
+                                        NULL, opts, inner);
     if (msg != NULL)
         zp__pipeline_fail(p, "task '%s': the nested pipeline is invalid: %s",
                           name ? name : "pipeline", msg);

@@ -104,14 +104,21 @@ static bool elsewhere(const zp__stage_def *s)
     return s->opts.mode != ZP_INPROC;
 }
 
+/* Whether the stage has one worker in this process: a dispatcher, or an
+ * async stage's loop. */
+static bool single(const zp__stage_def *s)
+{
+    return elsewhere(s) || s->afn != NULL;
+}
+
 static int edge_producers(const zp__stage_def *s, size_t k)
 {
-    return elsewhere(s) || (k > 0 && s->opts.ordered) ? 1 : s->opts.workers;
+    return single(s) || (k > 0 && s->opts.ordered) ? 1 : s->opts.workers;
 }
 
 static int edge_consumers(const zp__stage_def *s)
 {
-    return elsewhere(s) ? 1 : s->opts.workers;
+    return single(s) ? 1 : s->opts.workers;
 }
 
 static int make_edges(zp_run *r, unsigned long id)
@@ -415,10 +422,10 @@ bool zp_run_next(zp_run *r, const msgpack_object **out)
 
 static void stats_of(zp_run *r, size_t i, zp_stage_stats *st)
 {
-    const zp__stage_rt *s = &r->stages[i];
+    zp__stage_rt *s = &r->stages[i];
     memset(st, 0, sizeof *st);
     st->task = s->def->name;
-    st->workers = s->nworkers;
+    st->workers = s->def->opts.workers;
     st->throttle = (int)r->edges[i].limit;
     st->queue_hwm = atomic_load(&r->edges[i].hwm);
     zp__stage_stats(s, st);

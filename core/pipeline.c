@@ -142,12 +142,12 @@ static void check_registered(zp_pipeline *p, const zp__stage_def *s)
                           "task '%s': a nested pipeline runs in the "
                           "coordinator's process and cannot have mode=%s",
                           s->name, mode);
-    else if (zp_lookup(s->name) != s->fn)
+    else if (zp_lookup(s->name) != s->fn || zp_lookup_async(s->name) != s->afn)
         zp__pipeline_fail(p,
                           "task '%s': mode=%s workers find tasks by name, "
                           "but no task is registered under that name "
-                          "(declare it with ZP_TASK)",
-                          s->name, mode);
+                          "(declare it with %s)",
+                          s->name, mode, s->afn ? "ZP_ASYNC_TASK" : "ZP_TASK");
 }
 
 static void resolve_defaults(zp_opts *o)
@@ -159,7 +159,8 @@ static void resolve_defaults(zp_opts *o)
 }
 
 zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
-                                const zp_opts *opts, zp_pipeline *inner)
+                                zp_async_fn afn, const zp_opts *opts,
+                                zp_pipeline *inner)
 {
     zp_pipeline *p = calloc(1, sizeof *p);
     zp__stage_def *s = calloc(1, sizeof *s);
@@ -173,6 +174,7 @@ zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
     p->n = 1;
     s->inner = inner;
     s->fn = fn;
+    s->afn = afn;
     s->name = strdup(name ? name : "(null)");
     if (opts != NULL)
         s->opts = *opts;
@@ -180,13 +182,19 @@ zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
     s->opts.bind = NULL;
     if (s->name == NULL)
         zp__pipeline_fail(p, "out of memory");
-    else if (fn == NULL)
+    else if ((fn == NULL) == (afn == NULL))
         zp__pipeline_fail(p, "task '%s': the task function is NULL", s->name);
     else if (opts != NULL && opts->size != sizeof(zp_opts))
         zp__pipeline_fail(p,
                           "task '%s': zp_opts built for another version of "
                           "zpipe (size %zu, expected %zu)",
                           s->name, opts->size, sizeof(zp_opts));
+    else if (afn != NULL && s->opts.join)
+        zp__pipeline_fail(p,
+                          "task '%s': an async task cannot be a join task: "
+                          "zp_next() waits for the stream and would block "
+                          "the event loop; make the join task a sync one",
+                          s->name);
     else if (check_opts(p, s->name, &s->opts) == 0 && opts && opts->bind)
         set_bind(p, s, opts->bind);
     if (p->error == NULL && s->opts.mode != ZP_INPROC)
@@ -198,7 +206,13 @@ zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
 
 zp_pipeline *zp_task_new(const char *name, zp_task_fn fn, const zp_opts *opts)
 {
-    return zp__pipeline_stage(name, fn, opts, NULL);
+    return zp__pipeline_stage(name, fn, NULL, opts, NULL);
+}
+
+zp_pipeline *zp_async_task_new(const char *name, zp_async_fn fn,
+                               const zp_opts *opts)
+{
+    return zp__pipeline_stage(name, NULL, fn, opts, NULL);
 }
 
 /* Moves the stages of `next` to the end of `p`, then frees `next`. */

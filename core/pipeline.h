@@ -13,7 +13,8 @@
 /* One stage of a pipeline. Owned by its pipeline. */
 typedef struct zp__stage_def {
     char *name;              /* owned; the task's name                      */
-    zp_task_fn fn;           /* the task                                    */
+    zp_task_fn fn;           /* the task, or NULL for an async one          */
+    zp_async_fn afn;         /* the async task, or NULL                     */
     zp_opts opts;            /* validated; workers and throttle resolved    */
     char *bind_json;         /* owned; opts.bind points here, or NULL       */
     msgpack_zone *bind_zone; /* owned; holds `bound`                        */
@@ -31,11 +32,13 @@ struct zp_pipeline {
 };
 
 /*
- * A pipeline of one stage running `fn` under `name`. Never NULL: errors are
- * kept in ->error. `inner` (may be NULL) is consumed.
+ * A pipeline of one stage running `fn` (or the async `afn`: exactly one of
+ * them) under `name`. Never NULL: errors are kept in ->error. `inner` (may
+ * be NULL) is consumed.
  */
 zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
-                                const zp_opts *opts, zp_pipeline *inner);
+                                zp_async_fn afn, const zp_opts *opts,
+                                zp_pipeline *inner);
 
 /* Records the first error of `p` (printf-style). Returns ZP_EINVAL. */
 int zp__pipeline_fail(zp_pipeline *p, const char *fmt, ...) ZP__PRINTF(2, 3);

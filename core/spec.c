@@ -35,7 +35,8 @@ typedef struct parser {
 typedef struct stage {
     const char *word; /* borrowed; the task's name in the spec          */
     char *name;       /* owned; the task's name                         */
-    zp_task_fn fn;    /* the registered task                            */
+    zp_task_fn fn;    /* the registered task, or NULL ...               */
+    zp_async_fn afn;  /* ... when it is an async one                    */
     zp_opts opts;     /* opts.bind points at `bind`                     */
     char *bind;       /* owned; the bind JSON text, or NULL             */
     unsigned seen;    /* bit i set: options[i] was given                */
@@ -410,7 +411,8 @@ static int empty_stage(parser *ps)
 static int add_stage(parser *ps, zp_pipeline **acc, const stage *st)
 {
     size_t len = strlen(st->name);
-    zp_pipeline *one = zp_task_new(st->name, st->fn, &st->opts);
+    zp_pipeline *one =
+        zp__pipeline_stage(st->name, st->fn, st->afn, &st->opts, NULL);
     if (one->error != NULL) {
         int rc = fail(ps, st->word, len, "%s", one->error);
         zp_pipeline_free(one);
@@ -438,7 +440,8 @@ static int read_stage(parser *ps, zp_pipeline **acc)
         goto out;
     }
     st.fn = zp_lookup(st.name);
-    if (st.fn == NULL) {
+    st.afn = zp_lookup_async(st.name);
+    if (st.fn == NULL && st.afn == NULL) {
         rc = fail(ps, st.word, len, "unknown task '%s'", st.name);
         goto out_free_name;
     }

@@ -8,8 +8,9 @@
  * concurrently, stages joined by bounded ZeroMQ queues.
  *
  * Items are msgpack values: tasks read `const msgpack_object *` and write
- * through a `msgpack_packer *`, so this header pulls in <msgpack.h>.
- * ZeroMQ never appears here.
+ * through a `msgpack_packer *`, so this header pulls in <msgpack.h>. Async
+ * tasks run on a libuv loop, which this header only forward-declares:
+ * include <uv.h> where you write one. ZeroMQ never appears here.
  */
 #ifndef ZPIPE_H
 #define ZPIPE_H
@@ -60,6 +61,10 @@ typedef struct zp_run zp_run;
 
 typedef int (*zp_task_fn)(zp_call *call);
 
+/* libuv's loop, as <uv.h> declares it (a repeated typedef is valid C11). */
+typedef struct uv_loop_s uv_loop_t;
+typedef void (*zp_async_fn)(zp_call *call, uv_loop_t *loop);
+
 enum zp_mode { ZP_INPROC = 0, ZP_PROCESS = 1, ZP_REMOTE = 2 };
 enum zp_on_error { ZP_FAIL = 0, ZP_SKIP = 1 };
 
@@ -71,7 +76,7 @@ enum zp_on_error { ZP_FAIL = 0, ZP_SKIP = 1 };
  */
 typedef struct zp_opts {
     size_t size;      /* sizeof(zp_opts), set by the macros                 */
-    int workers;      /* concurrent executions of the task; 0 = 1           */
+    int workers;      /* concurrent executions (async: calls in flight); 0=1 */
     bool branch;      /* the task may emit any number of outputs per input  */
     bool join;        /* called once, pulls the whole stream with zp_next   */
     bool ordered;     /* outputs leave in input order                       */
@@ -81,7 +86,7 @@ typedef struct zp_opts {
     int on_error;     /* ZP_FAIL (stop the run) or ZP_SKIP (drop, count)    */
     const char *bind; /* JSON text handed to every call as msgpack          */
     void *user;       /* borrowed pointer handed to every call (in-process) */
-    int mode;         /* ZP_INPROC; ZP_PROCESS and ZP_REMOTE: not yet       */
+    int mode;         /* ZP_INPROC, ZP_PROCESS or ZP_REMOTE                 */
 } zp_opts;
 
 /* The default throttle, used when zp_opts.throttle is 0. */
@@ -100,6 +105,11 @@ ZP_EXPORT int zp_register(const char *name, zp_task_fn fn);
 /* The function registered under `name`, or NULL. Thread-safe. */
 ZP_EXPORT zp_task_fn zp_lookup(const char *name);
 
+/* As zp_register and zp_lookup, for async tasks (ZP_ASYNC_TASK). A name
+ * holds one function: sync or async, never both. */
+ZP_EXPORT int zp_register_async(const char *name, zp_async_fn fn);
+ZP_EXPORT zp_async_fn zp_lookup_async(const char *name);
+
 /*
  * ZP_TASK(fn); at file scope declares `int fn(zp_call *call)` and registers
  * it under its own name when the program (or plugin) is loaded.
@@ -113,10 +123,27 @@ ZP_EXPORT zp_task_fn zp_lookup(const char *name);
     int fn(zp_call *call)
 
 /*
- * The first line of main(). Removes zpipe's own flags from argv. Worker mode
- * (`--zp-worker ENDPOINT` or $ZPIPE_WORKER) belongs to process and remote
- * workers, which this build does not have yet: asking for it prints an error
- * and exits with status 2.
+ * ZP_ASYNC_TASK(fn); at file scope declares
+ * `void fn(zp_call *call, uv_loop_t *loop)` and registers it as an async
+ * task. It starts non-blocking work on `loop` and returns at once; a later
+ * callback on the same loop emits the outputs and ends the call with
+ * exactly one zp_done() or zp_fail().
+ */
+#define ZP_ASYNC_TASK(fn)                                                  \
+    void fn(zp_call *call, uv_loop_t *loop);                               \
+    __attribute__((constructor)) static void zp__register_async_##fn(void) \
+    {                                                                      \
+        (void)zp_register_async(#fn, fn);                                  \
+    }                                                                      \
+    void fn(zp_call *call, uv_loop_t *loop)
+
+/*
+ * The first line of main(). Removes zpipe's own flags from argv. With
+ * `--zp-worker ENDPOINT` (or $ZPIPE_WORKER) the process becomes a worker:
+ * it connects to the coordinator at ENDPOINT, serves its registered tasks
+ * (`--zp-threads N` at once; CURVE with `--zp-curve-server FILE` and
+ * `--zp-curve-secret FILE`) and exits when told to, never returning.
+ * Process workers are started this way; so are remote ones.
  */
 ZP_EXPORT void zp_init(int *argc, char ***argv);
 
@@ -133,6 +160,19 @@ ZP_EXPORT void zp_init(int *argc, char ***argv);
                 &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
 ZP_EXPORT zp_pipeline *zp_task_new(const char *name, zp_task_fn fn,
                                    const zp_opts *opts);
+
+/*
+ * zp_async_task(fn, .opts...) makes a one-stage pipeline running the async
+ * task `fn` on an event loop, with .workers calls in flight at most. Async
+ * tasks may be branch, ordered, retried and skipped; they cannot be join
+ * (zp_next would block the loop). Never NULL, as zp_task.
+ */
+#define zp_async_task(...) ZP__ASYNC_TASK(__VA_ARGS__, )
+#define ZP__ASYNC_TASK(fn, ...)  \
+    zp_async_task_new(#fn, (fn), \
+                      &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
+ZP_EXPORT zp_pipeline *zp_async_task_new(const char *name, zp_async_fn fn,
+                                         const zp_opts *opts);
 
 /*
  * Chains pipelines: zp_pipe(a, b, c) runs a's outputs through b, then c.
@@ -215,9 +255,20 @@ ZP_EXPORT int zp_emit_nil(zp_call *c);
 /*
  * Records an error for this item. Returns ZP_ETASK, so a task can end with
  * `return zp_fail(call, "bad value %d", v);`. A task that returns nonzero
- * without calling zp_fail fails with a generic message.
+ * without calling zp_fail fails with a generic message. In an async task,
+ * zp_fail also ends the call, as zp_done does.
  */
 ZP_EXPORT int zp_fail(zp_call *c, const char *fmt, ...) ZP__PRINTF(2, 3);
+
+/*
+ * Async tasks: ends the call successfully. Each call ends with exactly one
+ * zp_done() or zp_fail(), from the task function itself or from any later
+ * callback on the loop; `c` and its input stay valid until then, and not
+ * after. zp_emit() never blocks an async task: when downstream is full its
+ * outputs wait in the stage, and no new call starts until they have left.
+ * Ignored (with a logged warning) for a sync task or an ended call.
+ */
+ZP_EXPORT void zp_done(zp_call *c);
 
 /* ---- Running ------------------------------------------------------------ */
 
@@ -271,17 +322,21 @@ ZP_EXPORT void zp_run_free(zp_run *r);
 
 /* Statistics of one stage of a run, readable while it runs and after. */
 typedef struct zp_stage_stats {
-    const char *task;   /* the task's name (owned by the pipeline)       */
-    int workers;        /* concurrent executions                         */
-    int throttle;       /* bound of the stage's output queue, in items   */
-    uint64_t items_in;  /* items taken from upstream                     */
-    uint64_t items_out; /* outputs sent downstream                       */
-    uint64_t failed;    /* items that failed (after retries)             */
-    uint64_t retried;   /* extra attempts made                           */
-    uint64_t skipped;   /* failed items dropped by on_error = ZP_SKIP    */
-    uint64_t queue_hwm; /* most items ever waiting at the stage's output */
-    uint64_t busy_ns;   /* time spent inside the task, all workers       */
-    uint64_t restarts;  /* worker processes replaced after they died     */
+    const char *task;        /* the task's name (owned by the pipeline)       */
+    int workers;             /* concurrent executions                         */
+    int throttle;            /* bound of the stage's output queue, in items   */
+    uint64_t items_in;       /* items taken from upstream                     */
+    uint64_t items_out;      /* outputs sent downstream                       */
+    uint64_t failed;         /* items that failed (after retries)             */
+    uint64_t retried;        /* extra attempts made                           */
+    uint64_t skipped;        /* failed items dropped by on_error = ZP_SKIP    */
+    uint64_t queue_hwm;      /* most items ever waiting at the stage's output */
+    uint64_t busy_ns;        /* time spent inside the task, all workers       */
+    uint64_t restarts;       /* worker processes replaced after they died     */
+    uint64_t in_flight;      /* items being worked on now                     */
+    uint64_t peak_in_flight; /* most items ever worked on at once         */
+    int workers_alive;       /* workers running now (threads, the async loop's
+                                calls capacity, or connected worker processes) */
 } zp_stage_stats;
 
 /*

@@ -33,6 +33,7 @@ struct zp__rx {
     zmq_msg_t msg;       /* the message being read                   */
     zp__batch_reader rd; /* reads msg's items                        */
     int closed;          /* producers that said they are done        */
+    bool waiting;        /* counted in e->waiting (event loops)      */
 };
 
 void *zp__zctx_new(int sockets, bool io)
@@ -206,15 +207,32 @@ void zp__edge_wake(zp__edge *e)
 {
     pthread_mutex_lock(&e->lock);
     pthread_cond_broadcast(&e->cond);
+    if (e->notify != NULL)
+        e->notify(e->notify_arg);
     pthread_mutex_unlock(&e->lock);
 }
 
 void zp__edge_release(zp__edge *e, int64_t n)
 {
     atomic_fetch_sub(&e->queued, n);
-    /* Pairs with the waiter's increment before its last check. */
-    if (atomic_load(&e->waiters) > 0)
+    /* Pairs with the waiter's increment before its last check; the loop
+     * arms before its last check too. */
+    if (atomic_load(&e->waiters) > 0 ||
+        (atomic_load(&e->armed) && atomic_exchange(&e->armed, false)))
         zp__edge_wake(e);
+}
+
+void zp__edge_on_room(zp__edge *e, void (*notify)(void *), void *arg)
+{
+    pthread_mutex_lock(&e->lock);
+    e->notify = notify;
+    e->notify_arg = arg;
+    pthread_mutex_unlock(&e->lock);
+}
+
+void zp__edge_arm(zp__edge *e)
+{
+    atomic_store(&e->armed, true);
 }
 
 static bool try_take(zp__edge *e, int64_t n)
@@ -360,6 +378,11 @@ int zp__tx_close(zp__tx *tx)
     return rc;
 }
 
+bool zp__tx_room(const zp__tx *tx)
+{
+    return atomic_load(&tx->e->queued) + tx->count < tx->e->limit;
+}
+
 /* Receives the next message into rx->msg. */
 static int receive(zp__rx *rx, bool wait)
 {
@@ -427,4 +450,18 @@ bool zp__rx_buffered(const zp__rx *rx)
 void zp__rx_raw(const zp__rx *rx, const char **p, size_t *len)
 {
     zp__batch_raw(&rx->rd, p, len);
+}
+
+int zp__rx_fd(zp__rx *rx, int *fd)
+{
+    size_t len = sizeof *fd;
+    return zmq_getsockopt(rx->sock, ZMQ_FD, fd, &len) == 0 ? 0 : ZP_EIO;
+}
+
+void zp__rx_set_waiting(zp__rx *rx, bool waiting)
+{
+    if (rx->waiting == waiting)
+        return;
+    rx->waiting = waiting;
+    atomic_fetch_add(&rx->e->waiting, waiting ? 1 : -1);
 }

@@ -69,8 +69,13 @@ typedef struct zp__edge {
     _Atomic bool slow;         /* consumers take long per item: items are
                                   sent one by one, so that they spread  */
     _Atomic int waiters;       /* producers blocked waiting for credits  */
-    pthread_mutex_t lock;      /* guards the credit wait                 */
+    pthread_mutex_t lock;      /* guards the credit wait and `notify`    */
     pthread_cond_t cond;
+    void (*notify)(void *arg); /* an event loop's producer: called when
+                                  credits come back after zp__edge_arm(),
+                                  and on zp__edge_wake(); or NULL        */
+    void *notify_arg;
+    _Atomic bool armed; /* a release should call notify          */
 } zp__edge;
 
 /*
@@ -93,6 +98,16 @@ void zp__edge_wake(zp__edge *e);
 
 /* Gives back `n` credits (edges with defer_release). Thread-safe. */
 void zp__edge_release(zp__edge *e, int64_t n);
+
+/*
+ * A producer that must never block (an event loop) registers `notify` (NULL
+ * unregisters it; after that returns, notify is not running and will not
+ * be called). It must be thread-safe and quick, such as uv_async_send().
+ */
+void zp__edge_on_room(zp__edge *e, void (*notify)(void *), void *arg);
+
+/* Asks for one notify call at the next release of credits. */
+void zp__edge_arm(zp__edge *e);
 
 /* ---- Producer side: a zp__tx is used by one thread at a time. ---------- */
 
@@ -132,6 +147,13 @@ int zp__tx_flush(zp__tx *tx);
 /* Flushes, then tells every consumer this producer is done. */
 int zp__tx_close(zp__tx *tx);
 
+/*
+ * Whether one more item can be committed with no flush ever waiting for
+ * credits. True only while this tx is its edge's sole producer, as an
+ * event loop's is: then nobody else takes credits.
+ */
+bool zp__tx_room(const zp__tx *tx);
+
 /* ---- Consumer side: a zp__rx is used by one thread at a time. ---------- */
 
 /*
@@ -152,5 +174,18 @@ void *zp__rx_socket(zp__rx *rx);
 
 /* Whether the receiver holds items already received and not yet taken. */
 bool zp__rx_buffered(const zp__rx *rx);
+
+/*
+ * Event loops: the file descriptor that signals (edge-triggered) that the
+ * receiver's socket may have become readable (ZeroMQ's ZMQ_FD). Returns
+ * 0 or ZP_EIO.
+ */
+int zp__rx_fd(zp__rx *rx, int *fd);
+
+/*
+ * Event loops: says whether the receiver waits for input (producers then
+ * flush early, as for a consumer blocked in zp__rx_next). Idempotent.
+ */
+void zp__rx_set_waiting(zp__rx *rx, bool waiting);
 
 #endif

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "core/error.h"
+#include "worker/async.h"
 
 /* A call slower than this, on average, sends each output at once. */
 #define SLOW_NS 20000u
@@ -49,6 +50,7 @@ void zp__call_drop(zp_call *c)
 {
     c->buf.size = 0;
     c->emitted = 0;
+    c->total = 0;
 }
 
 void zp__call_begin(zp_call *c, const msgpack_object *input, uint64_t index)
@@ -136,6 +138,7 @@ static int park(zp_call *c)
     size_t prev = c->emitted > 1 ? c->ends[c->emitted - 2] : 0;
     if (c->buf.size == prev) {
         c->emitted--;
+        c->total--;
         return fail_rule(c, "zp_emit() called with no value packed");
     }
     if (c->emitted > c->ends_cap) {
@@ -164,6 +167,7 @@ static int send_direct(zp_call *c)
     int rc = zp__tx_commit(w->tx);
     if (rc == ZP_EINVAL) {
         c->emitted--;
+        c->total--;
         return fail_rule(c, "zp_emit() called with no value packed");
     }
     atomic_store_explicit(&w->stats.out, w->stats.out + 1,
@@ -180,13 +184,17 @@ int zp_emit(zp_call *c)
         discard(c);
         return ZP_ECANCELED;
     }
-    if (!c->def->opts.branch && c->emitted > 0) {
+    if (!c->def->opts.branch && c->total > 0) {
         discard(c);
         return fail_rule(c, "emitted a second output, but it is not a "
                             "branch task (use .branch = true)");
     }
+    c->total++;
     c->emitted++;
-    return c->parked ? park(c) : send_direct(c);
+    if (!c->parked)
+        return send_direct(c);
+    int rc = park(c);
+    return rc == 0 && c->async ? zp__async_emitted(c) : rc;
 }
 
 int zp_emit_int(zp_call *c, int64_t v)
@@ -247,6 +255,8 @@ int zp_fail(zp_call *c, const char *fmt, ...)
         free(msg);
     }
     c->failed = true;
+    if (c->async)
+        zp__async_end(c);
     return ZP_ETASK;
 }
 

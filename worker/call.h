@@ -20,8 +20,10 @@ struct zp_call {
     const zp__stage_def *def;    /* borrowed                             */
     const msgpack_object *input; /* borrowed; this call's item           */
     uint64_t index;              /* the item's index in the stage input  */
-    uint32_t emitted;            /* outputs of this attempt              */
+    uint32_t total;              /* outputs of this attempt              */
+    uint32_t emitted;            /* outputs parked in `buf`              */
     bool parked;                 /* outputs park in `buf`                */
+    bool async;                  /* an async call (worker/async.h)       */
     bool failed;                 /* zp_fail was called                   */
     bool broken;                 /* the task broke a rule: no retry      */
     char *error;                 /* owned; the failure's message         */

@@ -22,6 +22,7 @@
 #include "transport/batch.h"
 #include "transport/peer.h"
 #include "transport/proto.h"
+#include "worker/async.h"
 #include "worker/call.h"
 
 #define HEARTBEAT_MS 1000
@@ -148,6 +149,28 @@ static int post_fail(zp__outbox *ob, const job *j, uint64_t seq,
     return rc;
 }
 
+/* Runs the items of a batch of an async task on a loop; as run_items. */
+static int run_async(zp__worker *w, zp__outbox *ob, const job *j,
+                     zp__batch_reader *rd, result *res)
+{
+    zp__async_result ar = {.out = &res->out};
+    int rc = zp__async_batch(w, rd, &ar);
+    res->n += ar.n;
+    res->retried += ar.retried;
+    res->skipped += ar.skipped;
+    if (rc == 0 && ar.failed)
+        rc = post_fail(ob, j, ar.seq, ar.error ? ar.error : "out of memory")
+                 ? ZP_EIO
+                 : 1;
+    else if (rc != 0)
+        rc = post_fail(ob, j, 0,
+                       rc == ZP_EPROTO ? "malformed item" : zp_strerror(rc))
+                 ? ZP_EIO
+                 : 1;
+    free(ar.error);
+    return rc;
+}
+
 /* Runs the items of a batch; 0, or the index of the item that failed is
  * reported with FAIL and 1 is returned. */
 static int run_items(server *s, zp__outbox *ob, const job *j,
@@ -163,7 +186,10 @@ static int run_items(server *s, zp__outbox *ob, const job *j,
     w.call.parked = true;
     if (rc == 0 && zp__batch_open(&rd, j->items, j->len) != 0)
         rc = post_fail(ob, j, 0, "malformed batch of items") ? ZP_EIO : 1;
-    while (rc == 0 && (rc = zp__batch_next(&rd, &item, &seq)) == 1) {
+    if (rc == 0 && def->afn != NULL)
+        rc = run_async(&w, ob, j, &rd, res);
+    while (rc == 0 && def->afn == NULL &&
+           (rc = zp__batch_next(&rd, &item, &seq)) == 1) {
         rc = zp__call_item(&w.call, item, seq, &res->retried);
         if (rc == ZP__CALL_SKIPPED)
             res->skipped++;
@@ -227,10 +253,10 @@ typedef struct names {
     size_t n, cap;
 } names;
 
-static void add_name(const char *name, zp_task_fn fn, void *arg)
+static void add_name(const char *name, bool async, void *arg)
 {
     names *ns = arg;
-    (void)fn;
+    (void)async;
     if (ns->n == ns->cap) {
         size_t cap = ns->cap ? ns->cap * 2 : 16;
         const char **v = realloc(ns->v, cap * sizeof *v);
@@ -278,13 +304,15 @@ static int send_simple(server *s, int type, const char *reason)
 static zp_pipeline *stage_pipeline(const zp__msg *m, char *task)
 {
     zp_task_fn fn = zp_lookup(task);
-    if (fn == NULL)
+    zp_async_fn afn = zp_lookup_async(task);
+    if (fn == NULL && afn == NULL)
         return NULL;
     zp_opts o = {.size = sizeof o,
                  .branch = (m->flags & ZP__STAGE_BRANCH) != 0,
                  .retries = (int)(m->retries > 1000000 ? 1000000 : m->retries),
                  .on_error = m->flags & ZP__STAGE_SKIP ? ZP_SKIP : ZP_FAIL};
-    zp_pipeline *p = zp_task_new(task, fn, &o);
+    zp_pipeline *p =
+        fn ? zp_task_new(task, fn, &o) : zp_async_task_new(task, afn, &o);
     if (m->data_len > 0 &&
         (!zp__msgpack_check(m->data, m->data_len) ||
          zp__pipeline_bind_packed(p, m->data, m->data_len) != 0))

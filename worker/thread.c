@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "worker/async.h"
 #include "worker/call.h"
 
 int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def, zp__runctl *run,
@@ -27,8 +28,11 @@ int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def, zp__runctl *run,
     st->args = args;
     st->ordered = def->opts.ordered && in != NULL;
     pthread_mutex_init(&st->order_lock, NULL);
-    /* A stage of other processes has a dispatcher, not thread workers. */
-    int n = def->opts.mode == ZP_INPROC ? def->opts.workers : 0;
+    /* A stage of other processes has a dispatcher, not thread workers;
+     * an async stage has one worker, its loop thread. */
+    int n = def->opts.mode != ZP_INPROC ? 0
+            : def->afn != NULL          ? 1
+                                        : def->opts.workers;
     st->workers = calloc((size_t)n + 1, sizeof *st->workers);
     if (st->workers == NULL)
         return ZP_ENOMEM;
@@ -45,28 +49,18 @@ int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def, zp__runctl *run,
     atomic_store(&st->alive, st->nworkers);
     /* A join task's pace is that of its outputs, not of its input: it
      * never says its input is slow, so say it is not from the start. */
-    if (in != NULL && (def->opts.join || n == 0))
+    if (in != NULL && (def->opts.join || n <= 1))
         zp__edge_set_slow(in, false);
     return 0;
-}
-
-static void parked_free(zp__parked *p)
-{
-    free(p->data);
-    free(p->ends);
-    memset(p, 0, sizeof *p);
 }
 
 void zp__stage_fini(zp__stage_rt *st)
 {
     for (int j = 0; j < st->nworkers; j++)
         zp__call_fini(&st->workers[j].call);
-    for (uint64_t i = 0; i < st->cap; i++)
-        parked_free(&st->ring[i]);
-    free(st->ring);
+    zp__order_fini(&st->order);
     free(st->workers);
     pthread_mutex_destroy(&st->order_lock);
-    st->ring = NULL;
     st->workers = NULL;
 }
 
@@ -75,10 +69,13 @@ zp__worker *zp__stage_worker(zp__stage_rt *st, int j)
     return &st->workers[j];
 }
 
-void zp__stage_stats(const zp__stage_rt *st, zp_stage_stats *out)
+void zp__stage_stats(zp__stage_rt *st, zp_stage_stats *out)
 {
+    uint64_t in_flight = 0, peak = 0;
     for (int j = 0; j < st->nworkers; j++) {
         const zp__wstats *s = &st->workers[j].stats;
+        in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
+        peak += atomic_load_explicit(&s->peak, memory_order_relaxed);
         out->items_in += atomic_load_explicit(&s->in, memory_order_relaxed);
         out->items_out += atomic_load_explicit(&s->out, memory_order_relaxed);
         out->failed += atomic_load_explicit(&s->failed, memory_order_relaxed);
@@ -86,6 +83,19 @@ void zp__stage_stats(const zp__stage_rt *st, zp_stage_stats *out)
         out->skipped += atomic_load_explicit(&s->skipped, memory_order_relaxed);
         out->busy_ns += atomic_load_explicit(&s->busy_ns, memory_order_relaxed);
     }
+    out->in_flight += in_flight;
+    out->workers_alive += atomic_load(&st->alive);
+    if (st->def->afn != NULL) { /* the loop counts its calls exactly */
+        out->peak_in_flight += peak;
+        return;
+    }
+    /* Thread workers only say whether they are in a call: the peak is the
+     * most seen by readers of the statistics. */
+    uint64_t seen = atomic_load(&st->peak);
+    while (in_flight > seen &&
+           !atomic_compare_exchange_weak(&st->peak, &seen, in_flight))
+        ;
+    out->peak_in_flight += in_flight > seen ? in_flight : seen;
 }
 
 static void bump(_Atomic uint64_t *counter)
@@ -97,40 +107,19 @@ static void bump(_Atomic uint64_t *counter)
 
 /* ---- Ordered stages ----------------------------------------------------- */
 
-/* Makes room in the ring for item `index` (caller holds order_lock). */
-static int ring_reserve(zp__stage_rt *st, uint64_t index)
-{
-    if (index - st->next < st->cap)
-        return 0;
-    uint64_t cap = st->cap ? st->cap : 64;
-    while (index - st->next >= cap)
-        cap *= 2;
-    zp__parked *ring = calloc(cap, sizeof *ring);
-    if (ring == NULL)
-        return ZP_ENOMEM;
-    for (uint64_t i = st->next; i < st->next + st->cap; i++)
-        ring[i % cap] = st->ring[i % st->cap];
-    free(st->ring);
-    st->ring = ring;
-    st->cap = cap;
-    return 0;
-}
-
 /* Sends every parked item whose turn has come (caller holds order_lock). */
 static int release_turns(zp__stage_rt *st)
 {
     int rc = 0;
     int64_t released = 0;
-    while (rc == 0 && st->cap > 0 && st->ring[st->next % st->cap].done) {
-        zp__parked *p = &st->ring[st->next % st->cap];
+    for (zp__parked *p; rc == 0 && (p = zp__order_ready(&st->order));) {
         size_t start = 0;
         for (uint32_t i = 0; rc == 0 && i < p->n; i++) {
             rc = zp__tx_append(st->shared_tx, p->data + start,
                                p->ends[i] - start);
             start = p->ends[i];
         }
-        parked_free(p);
-        st->next++;
+        zp__order_pop(&st->order);
         released++;
     }
     zp__edge_release(st->in, released);
@@ -143,17 +132,8 @@ static int deposit(zp__worker *w)
     zp__stage_rt *st = w->stage;
     zp_call *c = &w->call;
     pthread_mutex_lock(&st->order_lock);
-    int rc = ring_reserve(st, c->index);
+    int rc = zp__order_put(&st->order, c);
     if (rc == 0) {
-        zp__parked *p = &st->ring[c->index % st->cap];
-        p->n = c->emitted;
-        p->data = c->emitted ? msgpack_sbuffer_release(&c->buf) : NULL;
-        p->ends = c->emitted ? c->ends : NULL;
-        if (c->emitted) {
-            c->ends = NULL;
-            c->ends_cap = 0;
-        }
-        p->done = true;
         rc = release_turns(st);
         if (rc == 0 && w->slow)
             rc = zp__tx_flush(st->shared_tx);
@@ -201,7 +181,9 @@ static int run_item(zp__worker *w, const msgpack_object *item, uint64_t index)
 {
     uint32_t retried = 0;
     bump(&w->stats.in);
+    atomic_store_explicit(&w->stats.in_flight, 1, memory_order_relaxed);
     int rc = zp__call_item(&w->call, item, index, &retried);
+    atomic_store_explicit(&w->stats.in_flight, 0, memory_order_relaxed);
     if (retried > 0)
         atomic_store_explicit(&w->stats.retried, w->stats.retried + retried,
                               memory_order_relaxed);
@@ -302,8 +284,11 @@ static void report(zp__worker *w, int rc)
 void *zp__worker_main(void *arg)
 {
     zp__worker *w = arg;
-    bool once = w->rx == NULL || w->stage->def->opts.join;
-    int rc = once ? run_once(w) : run_items(w);
+    const zp__stage_def *def = w->stage->def;
+    bool once = w->rx == NULL || def->opts.join;
+    int rc = def->afn != NULL ? zp__async_stage(w)
+             : once           ? run_once(w)
+                              : run_items(w);
     if (rc == 0)
         rc = close_output(w);
     else

@@ -13,6 +13,7 @@
 
 #include "core/pipeline.h"
 #include "transport/link.h"
+#include "worker/order.h"
 
 /* What a worker needs from its run. Embedded in the run. */
 typedef struct zp__runctl {
@@ -25,18 +26,11 @@ typedef struct zp__runctl {
 /* Counters of one worker; written by it alone, read by anyone. */
 typedef struct zp__wstats {
     _Atomic uint64_t in, out, failed, retried, skipped, busy_ns;
+    _Atomic uint64_t in_flight, peak; /* calls in progress; most at once */
 } zp__wstats;
 
 typedef struct zp__stage_rt zp__stage_rt;
 typedef struct zp__worker zp__worker;
-
-/* Outputs of one item of an ordered stage, waiting for their turn. */
-typedef struct zp__parked {
-    bool done;    /* the item's call has ended                          */
-    char *data;   /* owned; packed outputs back to back                 */
-    size_t *ends; /* owned; end offset of each output                   */
-    uint32_t n;   /* outputs                                            */
-} zp__parked;
 
 /* The runtime of one stage within one run. */
 struct zp__stage_rt {
@@ -51,10 +45,9 @@ struct zp__stage_rt {
     _Atomic int alive; /* workers not finished yet               */
     /* Ordered stages: outputs park here until every earlier item left. */
     pthread_mutex_t order_lock;
-    zp__tx *shared_tx; /* borrowed from `out`; the only producer */
-    zp__parked *ring;  /* owned; `cap` slots, item i in i % cap  */
-    uint64_t cap;
-    uint64_t next; /* index of the next item to leave        */
+    zp__tx *shared_tx;     /* borrowed from `out`; the only producer */
+    zp__order order;       /* guarded by order_lock                  */
+    _Atomic uint64_t peak; /* thread stages: most calls seen at once */
 };
 
 /*
@@ -73,6 +66,6 @@ void *zp__worker_main(void *w);
 zp__worker *zp__stage_worker(zp__stage_rt *st, int j);
 
 /* Adds the stage's counters into *st (task, workers and queue excluded). */
-void zp__stage_stats(const zp__stage_rt *st, zp_stage_stats *out);
+void zp__stage_stats(zp__stage_rt *st, zp_stage_stats *out);
 
 #endif

@@ -1,0 +1,677 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Async workers, see async.h. An engine is one loop with a fixed set of
+ * call slots; a driver says where its items come from and where outputs
+ * go: a run's stage (sockets, credits, ordering) or a worker process's
+ * batch (a buffer).
+ *
+ * Everything happens on the loop thread. The loop's prepare handle runs
+ * the pump before every wait: it retries failed attempts, moves waiting
+ * outputs on, starts calls while slots are free and input is there, and
+ * ends the loop once the work is over. Calls never start from inside
+ * zp_done(), zp_fail() or zp_emit(), so a task may end its call before it
+ * returns without any recursion.
+ */
+#include "worker/async.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "core/error.h"
+#include "worker/call.h"
+
+/* A zone chunk per call: enough for a small item without a malloc. */
+#define ZONE_CHUNK 256
+/* Calls of a batch at once, at most. */
+#define BATCH_SLOTS 4096
+
+typedef struct engine engine;
+
+typedef struct acall {
+    zp_call call; /* first: a zp_call of an async task is an acall */
+    engine *eng;
+    struct acall *next;         /* free list or retry queue             */
+    const msgpack_object *item; /* the input every attempt runs on      */
+    msgpack_object input;       /* a copied item: in `raw` and `zone`   */
+    char *raw;                  /* owned bytes of a copied item         */
+    size_t raw_cap;
+    msgpack_zone zone;
+    bool zone_ready;
+    uint64_t started; /* when the attempt began, ns */
+    int attempt;
+    bool live; /* started, not yet ended */
+} acall;
+
+typedef struct driver {
+    /* The next item: 1 (in *item; *copy when it must be copied to
+     * outlive the call), 0 when there are no more, ZP__AGAIN, or an error
+     * code. */
+    int (*next)(engine *e, const msgpack_object **item, uint64_t *index,
+                bool *copy);
+    /* Copies the current item's bytes for a call (drivers with copy). */
+    void (*raw)(engine *e, const char **p, size_t *len);
+    /* One output of a call, to send on. Returns 0 or an error code. */
+    int (*output)(engine *e, const char *data, size_t len);
+    /* A call ended: ZP__CALL_OK (held outputs still parked in it),
+     * ZP__CALL_SKIPPED or ZP_ETASK. Returns 0 or an error code. */
+    int (*ended)(engine *e, acall *a, int outcome);
+} driver;
+
+/* Outputs waiting for credits (stage driver). */
+typedef struct backlog {
+    msgpack_sbuffer buf;
+    size_t *ends; /* end offset of each output */
+    size_t n, cap, head;
+} backlog;
+
+struct engine {
+    uv_loop_t loop;
+    uv_prepare_t prep; /* runs the pump before every wait             */
+    uv_async_t wake;   /* other threads: credits came back, or stop   */
+    uv_poll_t poll;    /* the input socket's ZMQ_FD (stage driver)    */
+    bool polling;
+    const driver *drv;
+    zp__worker *w; /* borrowed: stage definition, run, stats */
+    const zp__stage_def *def;
+    acall *slots; /* owned, nslots */
+    int nslots;
+    acall *free_list;
+    acall *retry_head, *retry_tail;
+    int live;        /* calls started and not ended */
+    bool hold;       /* outputs wait in their call until it ends */
+    bool input_over; /* no more items will come */
+    bool halted;     /* start nothing more (a batch item failed) */
+    bool over;       /* the loop is ending */
+    bool loop_ready; /* uv_loop_init succeeded */
+    int rc;          /* the engine's own first error */
+    /* The stage driver. */
+    bool first_given; /* the first stage's one call started */
+    backlog bl;
+    zp__order order;
+    /* The batch driver. */
+    zp__batch_reader *rd;
+    zp__async_result *res;
+};
+
+static bool stopping(const engine *e)
+{
+    return atomic_load_explicit(&e->w->stage->run->stop, memory_order_relaxed);
+}
+
+static void add(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(
+        counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+        memory_order_relaxed);
+}
+
+/* Records the engine's first error and stops the run with it. */
+static void engine_fail(engine *e, int rc, char *msg)
+{
+    if (e->rc == 0)
+        e->rc = rc;
+    e->w->stage->run->fail(e->w->stage->run, rc, msg);
+}
+
+/* ---- Calls --------------------------------------------------------------- */
+
+static void attempt(acall *a)
+{
+    zp__call_begin(&a->call, a->item, a->call.index);
+    a->started = zp__now_ns();
+    a->eng->def->afn(&a->call, &a->eng->loop);
+}
+
+/* Copies the current input item into the call (it must outlive the
+ * driver's buffer). */
+static int copy_item(engine *e, acall *a)
+{
+    const char *p;
+    size_t len, off = 0;
+    e->drv->raw(e, &p, &len);
+    if (len > a->raw_cap) {
+        char *raw = realloc(a->raw, len);
+        if (raw == NULL)
+            return ZP_ENOMEM;
+        a->raw = raw;
+        a->raw_cap = len;
+    }
+    memcpy(a->raw, p, len);
+    if (!a->zone_ready) {
+        if (!msgpack_zone_init(&a->zone, ZONE_CHUNK))
+            return ZP_ENOMEM;
+        a->zone_ready = true;
+    }
+    msgpack_zone_clear(&a->zone);
+    if (msgpack_unpack(a->raw, len, &off, &a->zone, &a->input) !=
+        MSGPACK_UNPACK_SUCCESS)
+        return ZP_EPROTO;
+    a->item = &a->input;
+    return 0;
+}
+
+static void note_in_flight(engine *e)
+{
+    zp__wstats *s = &e->w->stats;
+    atomic_store_explicit(&s->in_flight, (uint64_t)e->live,
+                          memory_order_relaxed);
+    if ((uint64_t)e->live >
+        atomic_load_explicit(&s->peak, memory_order_relaxed))
+        atomic_store_explicit(&s->peak, (uint64_t)e->live,
+                              memory_order_relaxed);
+}
+
+static int start(engine *e, const msgpack_object *item, uint64_t index,
+                 bool copy)
+{
+    acall *a = e->free_list;
+    a->item = item;
+    if (copy) {
+        int rc = copy_item(e, a);
+        if (rc != 0)
+            return rc;
+    }
+    e->free_list = a->next;
+    a->next = NULL;
+    a->live = true;
+    a->attempt = 0;
+    a->call.index = index;
+    e->live++;
+    note_in_flight(e);
+    add(&e->w->stats.in, 1);
+    attempt(a);
+    return 0;
+}
+
+static void release(engine *e, acall *a)
+{
+    a->live = false;
+    zp__call_drop(&a->call);
+    a->next = e->free_list;
+    e->free_list = a;
+    e->live--;
+    note_in_flight(e);
+}
+
+/* Sends the outputs parked in a call on, and empties it. */
+static int pass_on(engine *e, zp_call *c)
+{
+    int rc = 0;
+    size_t start = 0;
+    for (uint32_t i = 0; rc == 0 && i < c->emitted; i++) {
+        rc = e->drv->output(e, c->buf.data + start, c->ends[i] - start);
+        start = c->ends[i];
+    }
+    c->buf.size = 0;
+    c->emitted = 0;
+    return rc;
+}
+
+int zp__async_emitted(zp_call *c)
+{
+    engine *e = ((acall *)c)->eng;
+    if (e->hold)
+        return 0;
+    int rc = pass_on(e, c);
+    if (rc != 0 && rc != ZP_ECANCELED)
+        engine_fail(e, rc,
+                    zp__strdupf("task '%s': sending an output: %s",
+                                e->def->name, zp_strerror(rc)));
+    return rc;
+}
+
+/* The outcome of an ended attempt: retry it, or end the call. */
+static int outcome_of(engine *e, acall *a)
+{
+    const zp_opts *o = &e->def->opts;
+    zp_call *c = &a->call;
+    if (!c->failed)
+        return ZP__CALL_OK;
+    if (!c->broken && a->attempt < o->retries)
+        return ZP__AGAIN;
+    zp__call_drop(c);
+    return !c->broken && o->on_error == ZP_SKIP ? ZP__CALL_SKIPPED : ZP_ETASK;
+}
+
+void zp__async_end(zp_call *c)
+{
+    acall *a = (acall *)c;
+    engine *e = a->eng;
+    if (!a->live) {
+        fprintf(stderr,
+                "zpipe: task '%s' ended a call that had already ended "
+                "(zp_done or zp_fail twice); ignored\n",
+                e->def->name);
+        return;
+    }
+    zp__wstats *s = &e->w->stats;
+    add(&s->busy_ns, zp__now_ns() - a->started);
+    if (stopping(e)) {
+        release(e, a);
+        return;
+    }
+    int outcome = outcome_of(e, a);
+    if (outcome == ZP__AGAIN) { /* the pump runs the next attempt */
+        a->attempt++;
+        add(&s->retried, 1);
+        zp__call_drop(c);
+        if (e->retry_tail != NULL)
+            e->retry_tail->next = a;
+        else
+            e->retry_head = a;
+        e->retry_tail = a;
+        return;
+    }
+    if (outcome != ZP__CALL_OK)
+        add(&s->failed, 1);
+    if (outcome == ZP__CALL_SKIPPED)
+        add(&s->skipped, 1);
+    int rc = e->drv->ended(e, a, outcome);
+    if (rc != 0 && rc != ZP_ECANCELED && rc != ZP_ETASK)
+        engine_fail(e, rc,
+                    zp__strdupf("task '%s': sending outputs: %s", e->def->name,
+                                zp_strerror(rc)));
+    release(e, a);
+}
+
+void zp_done(zp_call *c)
+{
+    if (c == NULL)
+        return;
+    if (!c->async) {
+        fprintf(stderr,
+                "zpipe: zp_done() called by task '%s', which is not an "
+                "async task; ignored\n",
+                c->def->name);
+        return;
+    }
+    zp__async_end(c);
+}
+
+/* ---- The pump ------------------------------------------------------------ */
+
+static void drop_retries(engine *e)
+{
+    while (e->retry_head != NULL) {
+        acall *a = e->retry_head;
+        e->retry_head = a->next;
+        release(e, a);
+    }
+    e->retry_tail = NULL;
+}
+
+/* Moves waiting outputs on (stage driver); true when none wait. */
+static bool drain(engine *e);
+
+static bool can_start(const engine *e)
+{
+    return e->free_list != NULL && !e->halted && e->bl.head == e->bl.n;
+}
+
+static void start_more(engine *e)
+{
+    while (can_start(e) && !stopping(e)) {
+        if (e->retry_head != NULL) {
+            acall *a = e->retry_head;
+            if ((e->retry_head = a->next) == NULL)
+                e->retry_tail = NULL;
+            a->next = NULL;
+            attempt(a);
+            continue;
+        }
+        if (e->input_over)
+            return;
+        const msgpack_object *item;
+        uint64_t index;
+        bool copy = false;
+        int rc = e->drv->next(e, &item, &index, &copy);
+        if (rc == 1 && (rc = start(e, item, index, copy)) == 0)
+            continue;
+        if (rc == 0)
+            e->input_over = true;
+        if (rc == 0 || rc == ZP__AGAIN)
+            return;
+        if (rc != ZP_ECANCELED)
+            engine_fail(e, rc,
+                        zp__strdupf("task '%s': reading its input: %s",
+                                    e->def->name, zp_strerror(rc)));
+        return;
+    }
+}
+
+static void on_readable(uv_poll_t *h, int status, int events);
+
+/* Watches the input socket only while an item could start. */
+static void watch_input(engine *e)
+{
+    zp__rx *rx = e->w->rx;
+    bool want = rx != NULL && !e->input_over && can_start(e) && !stopping(e);
+    if (want != e->polling) {
+        if (want)
+            uv_poll_start(&e->poll, UV_READABLE, on_readable);
+        else
+            uv_poll_stop(&e->poll);
+        e->polling = want;
+    }
+    if (rx != NULL)
+        zp__rx_set_waiting(rx, want);
+}
+
+static void end_loop(engine *e)
+{
+    e->over = true;
+    uv_stop(&e->loop);
+}
+
+static void pump(engine *e)
+{
+    if (e->over)
+        return;
+    if (stopping(e)) {
+        drop_retries(e);
+        if (e->live == 0)
+            end_loop(e);
+        watch_input(e);
+        return;
+    }
+    bool drained = drain(e);
+    start_more(e);
+    drained = drain(e) && drained;
+    if (e->w->tx != NULL && !stopping(e)) {
+        int rc = zp__tx_flush(e->w->tx); /* never waits: see output() */
+        if (rc != 0 && rc != ZP_ECANCELED)
+            engine_fail(e, rc,
+                        zp__strdupf("task '%s': sending outputs: %s",
+                                    e->def->name, zp_strerror(rc)));
+    }
+    watch_input(e);
+    if (e->live == 0 && drained && (e->input_over || e->halted || e->rc))
+        end_loop(e);
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    pump(h->data);
+}
+
+static void on_wake(uv_async_t *h)
+{
+    pump(h->data);
+}
+
+static void on_readable(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    pump(h->data);
+}
+
+/* ---- The engine ---------------------------------------------------------- */
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void engine_fini(engine *e)
+{
+    /* Handles a task left open are closed too: nothing may outlive the
+     * loop. */
+    if (e->loop_ready) {
+        uv_walk(&e->loop, close_any, NULL);
+        uv_run(&e->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&e->loop);
+    }
+    for (int i = 0; i < e->nslots; i++) {
+        acall *a = &e->slots[i];
+        zp__call_fini(&a->call);
+        free(a->raw);
+        if (a->zone_ready)
+            msgpack_zone_destroy(&a->zone);
+    }
+    free(e->slots);
+    msgpack_sbuffer_destroy(&e->bl.buf);
+    free(e->bl.ends);
+    zp__order_fini(&e->order);
+}
+
+static int engine_init(engine *e, zp__worker *w, const driver *drv, int slots)
+{
+    memset(e, 0, sizeof *e);
+    e->w = w;
+    e->def = w->stage->def;
+    e->drv = drv;
+    const zp_opts *o = &e->def->opts;
+    e->hold = w->stage->ordered || o->retries > 0 || o->on_error == ZP_SKIP;
+    msgpack_sbuffer_init(&e->bl.buf);
+    if (uv_loop_init(&e->loop) != 0)
+        return ZP_EIO;
+    e->loop_ready = true;
+    e->slots = calloc((size_t)slots, sizeof *e->slots);
+    if (e->slots == NULL)
+        return ZP_ENOMEM;
+    for (int i = slots - 1; i >= 0; i--) {
+        acall *a = &e->slots[i];
+        zp__call_init(&a->call, w);
+        a->call.parked = true;
+        a->call.async = true;
+        a->eng = e;
+        a->next = e->free_list;
+        e->free_list = a;
+    }
+    e->nslots = slots;
+    uv_prepare_init(&e->loop, &e->prep);
+    e->prep.data = e;
+    uv_prepare_start(&e->prep, on_prepare);
+    uv_async_init(&e->loop, &e->wake, on_wake);
+    e->wake.data = e;
+    return 0;
+}
+
+/* ---- The stage driver ---------------------------------------------------- */
+
+static int stage_next(engine *e, const msgpack_object **item, uint64_t *index,
+                      bool *copy)
+{
+    zp__worker *w = e->w;
+    if (w->rx == NULL) { /* the first stage: one call on the arguments */
+        if (e->first_given)
+            return 0;
+        e->first_given = true;
+        *item = w->stage->args;
+        *index = 0;
+        return 1;
+    }
+    *copy = true;
+    return zp__rx_next(w->rx, false, item, index);
+}
+
+static void stage_raw(engine *e, const char **p, size_t *len)
+{
+    zp__rx_raw(e->w->rx, p, len);
+}
+
+static int backlog_push(backlog *bl, const char *data, size_t len)
+{
+    if (bl->n == bl->cap) {
+        size_t cap = bl->cap ? bl->cap * 2 : 64;
+        size_t *ends = realloc(bl->ends, cap * sizeof *ends);
+        if (ends == NULL)
+            return ZP_ENOMEM;
+        bl->ends = ends;
+        bl->cap = cap;
+    }
+    if (msgpack_sbuffer_write(&bl->buf, data, len) != 0)
+        return ZP_ENOMEM;
+    bl->ends[bl->n++] = bl->buf.size;
+    return 0;
+}
+
+/* Appends one output to the batch being built; credits are known to be
+ * there, so a flush never waits. */
+static int send_one(engine *e, const char *data, size_t len)
+{
+    int rc = zp__tx_append(e->w->tx, data, len);
+    if (rc == 0)
+        add(&e->w->stats.out, 1);
+    return rc;
+}
+
+static int stage_output(engine *e, const char *data, size_t len)
+{
+    backlog *bl = &e->bl;
+    if (bl->head == bl->n && zp__tx_room(e->w->tx))
+        return send_one(e, data, len);
+    return backlog_push(bl, data, len);
+}
+
+static bool drain(engine *e)
+{
+    backlog *bl = &e->bl;
+    while (bl->head < bl->n && zp__tx_room(e->w->tx)) {
+        size_t start = bl->head ? bl->ends[bl->head - 1] : 0;
+        int rc = send_one(e, bl->buf.data + start, bl->ends[bl->head] - start);
+        bl->head++;
+        if (rc != 0) {
+            if (rc != ZP_ECANCELED)
+                engine_fail(e, rc,
+                            zp__strdupf("task '%s': sending outputs: %s",
+                                        e->def->name, zp_strerror(rc)));
+            break;
+        }
+    }
+    if (bl->head < bl->n) {
+        /* Arm, then look again: credits given back in between are seen
+         * either here or by the release that fires the notification. */
+        zp__edge_arm(e->w->stage->out);
+        if (zp__tx_room(e->w->tx))
+            uv_async_send(&e->wake);
+        return false;
+    }
+    bl->head = bl->n = 0;
+    bl->buf.size = 0;
+    return true;
+}
+
+static int stage_ended(engine *e, acall *a, int outcome)
+{
+    zp__stage_rt *st = e->w->stage;
+    zp_call *c = &a->call;
+    if (outcome == ZP_ETASK) {
+        st->run->fail(st->run, ZP_ETASK,
+                      zp__strdupf("task '%s' failed on item %llu: %s",
+                                  e->def->name, (unsigned long long)c->index,
+                                  c->error ? c->error : "out of memory"));
+        return ZP_ETASK;
+    }
+    if (!st->ordered)
+        return pass_on(e, c);
+    /* Skipped items take their (empty) turn too. */
+    int rc = zp__order_put(&e->order, c);
+    int64_t released = 0;
+    for (zp__parked *p; rc == 0 && (p = zp__order_ready(&e->order));) {
+        size_t start = 0;
+        for (uint32_t i = 0; rc == 0 && i < p->n; i++) {
+            rc = stage_output(e, p->data + start, p->ends[i] - start);
+            start = p->ends[i];
+        }
+        zp__order_pop(&e->order);
+        released++;
+    }
+    zp__edge_release(st->in, released);
+    return rc;
+}
+
+static const driver stage_driver = {stage_next, stage_raw, stage_output,
+                                    stage_ended};
+
+static void notify(void *arg)
+{
+    uv_async_send(arg);
+}
+
+int zp__async_stage(zp__worker *w)
+{
+    engine e;
+    zp__stage_rt *st = w->stage;
+    int slots = w->rx == NULL ? 1 : st->def->opts.workers;
+    int fd = -1;
+    int rc = engine_init(&e, w, &stage_driver, slots);
+    if (rc == 0 && w->rx != NULL && (rc = zp__rx_fd(w->rx, &fd)) == 0 &&
+        uv_poll_init(&e.loop, &e.poll, fd) != 0)
+        rc = ZP_EIO;
+    if (rc != 0) {
+        engine_fail(&e, rc,
+                    zp__strdupf("task '%s': cannot start its event loop: %s",
+                                st->def->name, zp_strerror(rc)));
+        engine_fini(&e);
+        return rc;
+    }
+    e.poll.data = &e;
+    zp__edge_on_room(st->out, notify, &e.wake);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    zp__edge_on_room(st->out, NULL, NULL);
+    if (w->rx != NULL)
+        zp__rx_set_waiting(w->rx, false);
+    engine_fini(&e);
+    if (e.rc == 0 && stopping(&e))
+        e.rc = ZP_ECANCELED;
+    return e.rc;
+}
+
+/* ---- The batch driver ---------------------------------------------------- */
+
+static int batch_next(engine *e, const msgpack_object **item, uint64_t *index,
+                      bool *copy)
+{
+    (void)copy; /* the batch outlives its calls */
+    return zp__batch_next(e->rd, item, index);
+}
+
+static int batch_output(engine *e, const char *data, size_t len)
+{
+    if (msgpack_sbuffer_write(e->res->out, data, len) != 0)
+        return ZP_ENOMEM;
+    e->res->n++;
+    add(&e->w->stats.out, 1);
+    return 0;
+}
+
+static int batch_ended(engine *e, acall *a, int outcome)
+{
+    zp__async_result *res = e->res;
+    zp_call *c = &a->call;
+    if (outcome == ZP__CALL_SKIPPED)
+        res->skipped++;
+    if (outcome == ZP_ETASK && !res->failed) {
+        res->failed = true;
+        res->seq = c->index;
+        res->error = c->error ? strdup(c->error) : NULL;
+        e->halted = true; /* the batch fails: start nothing more */
+    }
+    return outcome == ZP__CALL_OK && !res->failed ? pass_on(e, c) : 0;
+}
+
+static const driver batch_driver = {batch_next, NULL, batch_output,
+                                    batch_ended};
+
+int zp__async_batch(zp__worker *w, zp__batch_reader *rd, zp__async_result *res)
+{
+    engine e;
+    int slots = rd->left < BATCH_SLOTS ? (int)rd->left : BATCH_SLOTS;
+    int rc = engine_init(&e, w, &batch_driver, slots > 0 ? slots : 1);
+    e.rd = rd;
+    e.res = res;
+    if (rc == 0) {
+        uint64_t before = atomic_load(&w->stats.retried);
+        uv_run(&e.loop, UV_RUN_DEFAULT);
+        res->retried += (uint32_t)(atomic_load(&w->stats.retried) - before);
+        rc = e.rc;
+    }
+    engine_fini(&e);
+    return rc;
+}
