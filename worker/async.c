@@ -24,6 +24,9 @@
 
 /* A zone chunk per call: enough for a small item without a malloc. */
 #define ZONE_CHUNK 256
+/* A call's first output buffer; msgpack-c would start with 8 KiB, which
+ * thousands of calls in flight would pay for in page faults. */
+#define CALL_BUF 128
 /* Calls of a batch at once, at most. */
 #define BATCH_SLOTS 4096
 
@@ -119,9 +122,14 @@ static void engine_fail(engine *e, int rc, char *msg)
 
 static void attempt(acall *a)
 {
+    uv_loop_t *loop = &a->eng->loop;
     zp__call_begin(&a->call, a->item, a->call.index);
     a->started = zp__now_ns();
-    a->eng->def->afn(&a->call, &a->eng->loop);
+    /* Calls start in bursts: without this, a timer started late in a
+     * burst would count from the time the burst began, and the loop's
+     * next wait would end late by the length of the burst. */
+    uv_update_time(loop);
+    a->eng->def->afn(&a->call, loop);
 }
 
 /* Copies the current input item into the call (it must outlive the
@@ -454,16 +462,19 @@ static int engine_init(engine *e, zp__worker *w, const driver *drv, int slots)
     e->slots = calloc((size_t)slots, sizeof *e->slots);
     if (e->slots == NULL)
         return ZP_ENOMEM;
+    e->nslots = slots; /* zeroed calls are safe to finish */
     for (int i = slots - 1; i >= 0; i--) {
         acall *a = &e->slots[i];
         zp__call_init(&a->call, w);
+        if ((a->call.buf.data = malloc(CALL_BUF)) == NULL)
+            return ZP_ENOMEM;
+        a->call.buf.alloc = CALL_BUF;
         a->call.parked = true;
         a->call.async = true;
         a->eng = e;
         a->next = e->free_list;
         e->free_list = a;
     }
-    e->nslots = slots;
     uv_prepare_init(&e->loop, &e->prep);
     e->prep.data = e;
     uv_prepare_start(&e->prep, on_prepare);
