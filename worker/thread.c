@@ -42,7 +42,7 @@ int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def, zp__runctl *run,
         w->stage = st;
         w->index = st->nworkers;
         w->rx = in ? in->rx[w->index] : NULL;
-        w->tx = st->ordered ? NULL : out->tx[w->index];
+        w->tx = st->ordered && def->afn == NULL ? NULL : out->tx[w->index];
         w->slow = true; /* until measured otherwise */
         zp__call_init(&w->call, w);
     }
