@@ -665,8 +665,9 @@ static dworker *pick_worker(zp__dispatch *d, const dbatch *b)
         if (w->suspect || (b->kills > 0 && w->inflight > 0))
             continue;
         /* Slow items: no more at a worker than it runs at once, and one
-         * more on its way, so that it never waits for the next. */
-        if (!fast(d) && w->inflight > w->threads)
+         * more on its way, so that it never waits for the next. An async
+         * task's worker runs as many at once as its credit allows. */
+        if (!fast(d) && w->inflight > w->threads && d->cfg.def->afn == NULL)
             continue;
         if (best == NULL || w->inflight < best->inflight)
             best = w;

@@ -47,8 +47,10 @@ die() { echo "docker/test.sh: $*" >&2; exit 1; }
 # Prints the last lines of a log, for a failure.
 show() { echo "--- last lines of $1:" >&2; tail -n "${2:-40}" "$1" >&2 || true; }
 
-compose() { docker-compose --project-name "$project" -f docker/compose.yml "$@"; }
-compose_curve() { compose -f docker/compose.curve.yml "$@"; }
+compose_cmd=(docker-compose --project-name "$project" -f docker/compose.yml)
+curve_cmd=("${compose_cmd[@]}" -f docker/compose.curve.yml)
+compose() { "${compose_cmd[@]}" "$@"; }
+compose_curve() { "${curve_cmd[@]}" "$@"; }
 
 # ---- Teardown -------------------------------------------------------------
 
@@ -230,7 +232,7 @@ fi
 context() {
     if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         git ls-files -z --cached --others --exclude-standard |
-            tar --null --files-from=- --ignore-failed-read --exclude='*.key' -c 2>/dev/null
+            tar --exclude='*.key' --ignore-failed-read --null --files-from=- -c
     else
         tar --exclude-vcs --exclude='./build*' --exclude='*.key' -c .
     fi
@@ -239,7 +241,7 @@ context() {
 # The legacy builder, which every daemon has, and the host's network for
 # apt-get (our daemon has no bridge with a route out).
 build() {
-    if ! context | DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile "$@" - \
+    if ! context 2>>"$tmp/build.log" | DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile "$@" - \
         >>"$tmp/build.log" 2>&1; then
         show "$tmp/build.log" 60
         die "docker build failed"
@@ -311,7 +313,7 @@ EOF
 outputs() { docker logs "$(compose ps -q coordinator)" 2>/dev/null; }
 
 step "run 1: up --scale worker=$workers, '$spec1' [$items1]"
-if ! ZPIPE_SPEC=$spec1 ZPIPE_ARGS="[$items1]" timeout 300 compose up --no-build \
+if ! ZPIPE_SPEC=$spec1 ZPIPE_ARGS="[$items1]" timeout 300 "${compose_cmd[@]}" up --no-build \
     --no-color --scale worker="$workers" --exit-code-from coordinator >"$tmp/run1.log" 2>&1; then
     show "$tmp/run1.log"
     die "run 1: the coordinator failed"
@@ -350,7 +352,7 @@ install -d -m 700 -o 10001 -g 10001 "$keys"
 for name in coordinator worker; do
     docker run --rm --network none -v "$keys:/keys" -w /keys "$image" keygen "$name" >/dev/null
 done
-if ! ZPIPE_KEYS=$keys ZPIPE_SPEC=$spec1 ZPIPE_ARGS="[$items3]" timeout 300 compose_curve up \
+if ! ZPIPE_KEYS=$keys ZPIPE_SPEC=$spec1 ZPIPE_ARGS="[$items3]" timeout 300 "${curve_cmd[@]}" up \
     --no-build --no-color --scale worker=2 --exit-code-from coordinator >"$tmp/run3.log" 2>&1; then
     show "$tmp/run3.log"
     die "run 3: the coordinator failed"

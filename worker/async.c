@@ -3,7 +3,7 @@
  * Async workers, see async.h. An engine is one loop with a fixed set of
  * call slots; a driver says where its items come from and where outputs
  * go: a run's stage (sockets, credits, ordering) or a worker process's
- * batch (a buffer).
+ * batches (buffers sent back when a batch is done).
  *
  * Everything happens on the loop thread. The loop's prepare handle runs
  * the pump before every wait: it retries failed attempts, moves waiting
@@ -14,6 +14,7 @@
  */
 #include "worker/async.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +28,6 @@
 /* A call's first output buffer; msgpack-c would start with 8 KiB, which
  * thousands of calls in flight would pay for in page faults. */
 #define CALL_BUF 128
-/* Calls of a batch at once, at most. */
-#define BATCH_SLOTS 4096
 
 typedef struct engine engine;
 
@@ -45,18 +44,27 @@ typedef struct acall {
     uint64_t started; /* when the attempt began, ns */
     int attempt;
     bool live; /* started, not yet ended */
+    bool hold; /* outputs wait in the call until it ends */
+    void *tag; /* the driver's: the call's batch */
 } acall;
 
+/* Where a call comes from, as the driver says. */
+typedef struct source {
+    const msgpack_object *item;
+    uint64_t index;
+    bool copy;     /* the item must be copied to outlive the call */
+    zp__worker *w; /* the call's worker: stage definition and run */
+    void *tag;
+} source;
+
 typedef struct driver {
-    /* The next item: 1 (in *item; *copy when it must be copied to
-     * outlive the call), 0 when there are no more, ZP__AGAIN, or an error
-     * code. */
-    int (*next)(engine *e, const msgpack_object **item, uint64_t *index,
-                bool *copy);
-    /* Copies the current item's bytes for a call (drivers with copy). */
+    /* The next item into *src: 1, 0 when there will be no more,
+     * ZP__AGAIN, or an error code. */
+    int (*next)(engine *e, source *src);
+    /* The current item's bytes, to copy (drivers that ask for copies). */
     void (*raw)(engine *e, const char **p, size_t *len);
     /* One output of a call, to send on. Returns 0 or an error code. */
-    int (*output)(engine *e, const char *data, size_t len);
+    int (*output)(engine *e, acall *a, const char *data, size_t len);
     /* A call ended: ZP__CALL_OK (held outputs still parked in it),
      * ZP__CALL_SKIPPED or ZP_ETASK. Returns 0 or an error code. */
     int (*ended)(engine *e, acall *a, int outcome);
@@ -76,16 +84,14 @@ struct engine {
     uv_poll_t poll;    /* the input socket's ZMQ_FD (stage driver)    */
     bool polling;
     const driver *drv;
-    zp__worker *w; /* borrowed: stage definition, run, stats */
-    const zp__stage_def *def;
-    acall *slots; /* owned, nslots */
+    zp__worker *w; /* borrowed: the run (or server), stats; the stage
+                      driver's sockets and definition */
+    acall *slots;  /* owned, nslots */
     int nslots;
     acall *free_list;
     acall *retry_head, *retry_tail;
     int live;        /* calls started and not ended */
-    bool hold;       /* outputs wait in their call until it ends */
     bool input_over; /* no more items will come */
-    bool halted;     /* start nothing more (a batch item failed) */
     bool over;       /* the loop is ending */
     bool loop_ready; /* uv_loop_init succeeded */
     int rc;          /* the engine's own first error */
@@ -93,9 +99,6 @@ struct engine {
     bool first_given; /* the first stage's one call started */
     backlog bl;
     zp__order order;
-    /* The batch driver. */
-    zp__batch_reader *rd;
-    zp__async_result *res;
 };
 
 static bool stopping(const engine *e)
@@ -108,6 +111,13 @@ static void add(_Atomic uint64_t *counter, uint64_t n)
     atomic_store_explicit(
         counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
         memory_order_relaxed);
+}
+
+/* The stage's task, for messages about the engine. */
+static const char *name_of(const engine *e)
+{
+    const zp__stage_def *def = e->w->stage->def;
+    return def != NULL ? def->name : "(async worker)";
 }
 
 /* Records the engine's first error and stops the run with it. */
@@ -129,7 +139,7 @@ static void attempt(acall *a)
      * burst would count from the time the burst began, and the loop's
      * next wait would end late by the length of the burst. */
     uv_update_time(loop);
-    a->eng->def->afn(&a->call, loop);
+    a->call.def->afn(&a->call, loop);
 }
 
 /* Copies the current input item into the call (it must outlive the
@@ -171,12 +181,11 @@ static void note_in_flight(engine *e)
                               memory_order_relaxed);
 }
 
-static int start(engine *e, const msgpack_object *item, uint64_t index,
-                 bool copy)
+static int start(engine *e, const source *src)
 {
     acall *a = e->free_list;
-    a->item = item;
-    if (copy) {
+    a->item = src->item;
+    if (src->copy) {
         int rc = copy_item(e, a);
         if (rc != 0)
             return rc;
@@ -185,7 +194,13 @@ static int start(engine *e, const msgpack_object *item, uint64_t index,
     a->next = NULL;
     a->live = true;
     a->attempt = 0;
-    a->call.index = index;
+    a->tag = src->tag;
+    a->call.w = src->w;
+    a->call.def = src->w->stage->def;
+    a->call.index = src->index;
+    const zp_opts *o = &a->call.def->opts;
+    a->hold =
+        src->w->stage->ordered || o->retries > 0 || o->on_error == ZP_SKIP;
     e->live++;
     note_in_flight(e);
     add(&e->w->stats.in, 1);
@@ -204,12 +219,13 @@ static void release(engine *e, acall *a)
 }
 
 /* Sends the outputs parked in a call on, and empties it. */
-static int pass_on(engine *e, zp_call *c)
+static int pass_on(engine *e, acall *a)
 {
+    zp_call *c = &a->call;
     int rc = 0;
     size_t start = 0;
     for (uint32_t i = 0; rc == 0 && i < c->emitted; i++) {
-        rc = e->drv->output(e, c->buf.data + start, c->ends[i] - start);
+        rc = e->drv->output(e, a, c->buf.data + start, c->ends[i] - start);
         start = c->ends[i];
     }
     c->buf.size = 0;
@@ -219,21 +235,21 @@ static int pass_on(engine *e, zp_call *c)
 
 int zp__async_emitted(zp_call *c)
 {
-    engine *e = ((acall *)c)->eng;
-    if (e->hold)
+    acall *a = (acall *)c;
+    if (a->hold)
         return 0;
-    int rc = pass_on(e, c);
+    int rc = pass_on(a->eng, a);
     if (rc != 0 && rc != ZP_ECANCELED)
-        engine_fail(e, rc,
+        engine_fail(a->eng, rc,
                     zp__strdupf("task '%s': sending an output: %s",
-                                e->def->name, zp_strerror(rc)));
+                                c->def->name, zp_strerror(rc)));
     return rc;
 }
 
 /* The outcome of an ended attempt: retry it, or end the call. */
-static int outcome_of(engine *e, acall *a)
+static int outcome_of(acall *a)
 {
-    const zp_opts *o = &e->def->opts;
+    const zp_opts *o = &a->call.def->opts;
     zp_call *c = &a->call;
     if (!c->failed)
         return ZP__CALL_OK;
@@ -251,7 +267,7 @@ void zp__async_end(zp_call *c)
         fprintf(stderr,
                 "zpipe: task '%s' ended a call that had already ended "
                 "(zp_done or zp_fail twice); ignored\n",
-                e->def->name);
+                c->def->name);
         return;
     }
     zp__wstats *s = &e->w->stats;
@@ -260,7 +276,7 @@ void zp__async_end(zp_call *c)
         release(e, a);
         return;
     }
-    int outcome = outcome_of(e, a);
+    int outcome = outcome_of(a);
     if (outcome == ZP__AGAIN) { /* the pump runs the next attempt */
         a->attempt++;
         add(&s->retried, 1);
@@ -279,7 +295,7 @@ void zp__async_end(zp_call *c)
     int rc = e->drv->ended(e, a, outcome);
     if (rc != 0 && rc != ZP_ECANCELED && rc != ZP_ETASK)
         engine_fail(e, rc,
-                    zp__strdupf("task '%s': sending outputs: %s", e->def->name,
+                    zp__strdupf("task '%s': sending outputs: %s", c->def->name,
                                 zp_strerror(rc)));
     release(e, a);
 }
@@ -315,7 +331,7 @@ static bool drain(engine *e);
 
 static bool can_start(const engine *e)
 {
-    return e->free_list != NULL && !e->halted && e->bl.head == e->bl.n;
+    return e->free_list != NULL && e->bl.head == e->bl.n;
 }
 
 static void start_more(engine *e)
@@ -331,11 +347,9 @@ static void start_more(engine *e)
         }
         if (e->input_over)
             return;
-        const msgpack_object *item;
-        uint64_t index;
-        bool copy = false;
-        int rc = e->drv->next(e, &item, &index, &copy);
-        if (rc == 1 && (rc = start(e, item, index, copy)) == 0)
+        source src = {.w = e->w};
+        int rc = e->drv->next(e, &src);
+        if (rc == 1 && (rc = start(e, &src)) == 0)
             continue;
         if (rc == 0)
             e->input_over = true;
@@ -344,7 +358,7 @@ static void start_more(engine *e)
         if (rc != ZP_ECANCELED)
             engine_fail(e, rc,
                         zp__strdupf("task '%s': reading its input: %s",
-                                    e->def->name, zp_strerror(rc)));
+                                    name_of(e), zp_strerror(rc)));
         return;
     }
 }
@@ -392,10 +406,10 @@ static void pump(engine *e)
         if (rc != 0 && rc != ZP_ECANCELED)
             engine_fail(e, rc,
                         zp__strdupf("task '%s': sending outputs: %s",
-                                    e->def->name, zp_strerror(rc)));
+                                    name_of(e), zp_strerror(rc)));
     }
     watch_input(e);
-    if (e->live == 0 && drained && (e->input_over || e->halted || e->rc))
+    if (e->live == 0 && drained && (e->input_over || e->rc))
         end_loop(e);
 }
 
@@ -451,10 +465,7 @@ static int engine_init(engine *e, zp__worker *w, const driver *drv, int slots)
 {
     memset(e, 0, sizeof *e);
     e->w = w;
-    e->def = w->stage->def;
     e->drv = drv;
-    const zp_opts *o = &e->def->opts;
-    e->hold = w->stage->ordered || o->retries > 0 || o->on_error == ZP_SKIP;
     msgpack_sbuffer_init(&e->bl.buf);
     if (uv_loop_init(&e->loop) != 0)
         return ZP_EIO;
@@ -465,12 +476,13 @@ static int engine_init(engine *e, zp__worker *w, const driver *drv, int slots)
     e->nslots = slots; /* zeroed calls are safe to finish */
     for (int i = slots - 1; i >= 0; i--) {
         acall *a = &e->slots[i];
-        zp__call_init(&a->call, w);
-        if ((a->call.buf.data = malloc(CALL_BUF)) == NULL)
+        zp_call *c = &a->call;
+        if ((c->buf.data = malloc(CALL_BUF)) == NULL)
             return ZP_ENOMEM;
-        a->call.buf.alloc = CALL_BUF;
-        a->call.parked = true;
-        a->call.async = true;
+        c->buf.alloc = CALL_BUF;
+        msgpack_packer_init(&c->pk, &c->buf, msgpack_sbuffer_write);
+        c->parked = true;
+        c->async = true;
         a->eng = e;
         a->next = e->free_list;
         e->free_list = a;
@@ -485,20 +497,19 @@ static int engine_init(engine *e, zp__worker *w, const driver *drv, int slots)
 
 /* ---- The stage driver ---------------------------------------------------- */
 
-static int stage_next(engine *e, const msgpack_object **item, uint64_t *index,
-                      bool *copy)
+static int stage_next(engine *e, source *src)
 {
     zp__worker *w = e->w;
     if (w->rx == NULL) { /* the first stage: one call on the arguments */
         if (e->first_given)
             return 0;
         e->first_given = true;
-        *item = w->stage->args;
-        *index = 0;
+        src->item = w->stage->args;
+        src->index = 0;
         return 1;
     }
-    *copy = true;
-    return zp__rx_next(w->rx, false, item, index);
+    src->copy = true;
+    return zp__rx_next(w->rx, false, &src->item, &src->index);
 }
 
 static void stage_raw(engine *e, const char **p, size_t *len)
@@ -532,8 +543,9 @@ static int send_one(engine *e, const char *data, size_t len)
     return rc;
 }
 
-static int stage_output(engine *e, const char *data, size_t len)
+static int stage_output(engine *e, acall *a, const char *data, size_t len)
 {
+    (void)a;
     backlog *bl = &e->bl;
     if (bl->head == bl->n && zp__tx_room(e->w->tx))
         return send_one(e, data, len);
@@ -551,7 +563,7 @@ static bool drain(engine *e)
             if (rc != ZP_ECANCELED)
                 engine_fail(e, rc,
                             zp__strdupf("task '%s': sending outputs: %s",
-                                        e->def->name, zp_strerror(rc)));
+                                        name_of(e), zp_strerror(rc)));
             break;
         }
     }
@@ -575,19 +587,19 @@ static int stage_ended(engine *e, acall *a, int outcome)
     if (outcome == ZP_ETASK) {
         st->run->fail(st->run, ZP_ETASK,
                       zp__strdupf("task '%s' failed on item %llu: %s",
-                                  e->def->name, (unsigned long long)c->index,
+                                  c->def->name, (unsigned long long)c->index,
                                   c->error ? c->error : "out of memory"));
         return ZP_ETASK;
     }
     if (!st->ordered)
-        return pass_on(e, c);
+        return pass_on(e, a);
     /* Skipped items take their (empty) turn too. */
     int rc = zp__order_put(&e->order, c);
     int64_t released = 0;
     for (zp__parked *p; rc == 0 && (p = zp__order_ready(&e->order));) {
         size_t start = 0;
         for (uint32_t i = 0; rc == 0 && i < p->n; i++) {
-            rc = stage_output(e, p->data + start, p->ends[i] - start);
+            rc = stage_output(e, a, p->data + start, p->ends[i] - start);
             start = p->ends[i];
         }
         zp__order_pop(&e->order);
@@ -634,55 +646,193 @@ int zp__async_stage(zp__worker *w)
     return e.rc;
 }
 
-/* ---- The batch driver ---------------------------------------------------- */
+/* ---- The server driver --------------------------------------------------- */
 
-static int batch_next(engine *e, const msgpack_object **item, uint64_t *index,
-                      bool *copy)
+struct zp__async_server {
+    engine e;
+    zp__stage_rt rt; /* the process: its stop flag, no task */
+    zp__worker w;
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t lock;       /* guards head, tail */
+    zp__async_job *head, *tail; /* submitted, not started */
+    zp__async_job *cur;         /* being started (loop thread)       */
+    zp__async_job *started;     /* started, not done (loop thread)   */
+    void (*done)(void *arg, zp__async_job *job);
+    void *arg;
+};
+
+static void unlink_started(zp__async_server *s, zp__async_job *job)
 {
-    (void)copy; /* the batch outlives its calls */
-    return zp__batch_next(e->rd, item, index);
+    for (zp__async_job **p = &s->started; *p != NULL; p = &(*p)->next)
+        if (*p == job) {
+            *p = job->next;
+            break;
+        }
+    job->next = NULL;
 }
 
-static int batch_output(engine *e, const char *data, size_t len)
+static void fail_job(zp__async_job *job, uint64_t seq, const char *why)
 {
-    if (msgpack_sbuffer_write(e->res->out, data, len) != 0)
+    if (job->failed)
+        return;
+    job->failed = true;
+    job->seq = seq;
+    job->error = strdup(why);
+}
+
+/* Gives a job back once all its calls have ended. */
+static void settle(zp__async_server *s, zp__async_job *job)
+{
+    if (!job->all_started || job->live > 0)
+        return;
+    unlink_started(s, job);
+    zp__batch_reader_fini(&job->rd);
+    s->done(s->arg, job);
+}
+
+/* Takes the next submitted job and opens its batch. */
+static zp__async_job *take_job(zp__async_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    zp__async_job *job = s->head;
+    if (job != NULL && (s->head = job->next) == NULL)
+        s->tail = NULL;
+    pthread_mutex_unlock(&s->lock);
+    if (job == NULL)
+        return NULL;
+    job->rt = (zp__stage_rt){.def = job->def, .run = s->rt.run};
+    job->w = (zp__worker){.stage = &job->rt};
+    job->next = s->started;
+    s->started = job;
+    if (zp__batch_reader_init(&job->rd) != 0)
+        fail_job(job, 0, "out of memory");
+    else if (zp__batch_open(&job->rd, job->items, job->len) != 0)
+        fail_job(job, 0, "malformed batch of items");
+    return job;
+}
+
+static int server_next(engine *e, source *src)
+{
+    zp__async_server *s = (zp__async_server *)e;
+    for (;;) {
+        zp__async_job *job = s->cur ? s->cur : (s->cur = take_job(s));
+        if (job == NULL)
+            return ZP__AGAIN;
+        int rc =
+            job->failed ? 0 : zp__batch_next(&job->rd, &src->item, &src->index);
+        if (rc == 1) {
+            job->live++;
+            src->w = &job->w;
+            src->tag = job;
+            return 1;
+        }
+        if (rc < 0)
+            fail_job(job, src->index, "malformed item");
+        job->all_started = true;
+        s->cur = NULL;
+        settle(s, job);
+    }
+}
+
+static int server_output(engine *e, acall *a, const char *data, size_t len)
+{
+    zp__async_job *job = a->tag;
+    (void)e;
+    if (msgpack_sbuffer_write(&job->out, data, len) != 0)
         return ZP_ENOMEM;
-    e->res->n++;
-    add(&e->w->stats.out, 1);
+    job->n++;
     return 0;
 }
 
-static int batch_ended(engine *e, acall *a, int outcome)
+static int server_ended(engine *e, acall *a, int outcome)
 {
-    zp__async_result *res = e->res;
+    zp__async_server *s = (zp__async_server *)e;
+    zp__async_job *job = a->tag;
     zp_call *c = &a->call;
+    int rc = 0;
+    job->retried += (uint32_t)a->attempt;
     if (outcome == ZP__CALL_SKIPPED)
-        res->skipped++;
-    if (outcome == ZP_ETASK && !res->failed) {
-        res->failed = true;
-        res->seq = c->index;
-        res->error = c->error ? strdup(c->error) : NULL;
-        e->halted = true; /* the batch fails: start nothing more */
-    }
-    return outcome == ZP__CALL_OK && !res->failed ? pass_on(e, c) : 0;
+        job->skipped++;
+    if (outcome == ZP_ETASK)
+        fail_job(job, c->index, c->error ? c->error : "out of memory");
+    if (outcome == ZP__CALL_OK && !job->failed)
+        rc = pass_on(e, a);
+    if (rc != 0)
+        fail_job(job, c->index, zp_strerror(rc));
+    job->live--;
+    settle(s, job);
+    return 0;
 }
 
-static const driver batch_driver = {batch_next, NULL, batch_output,
-                                    batch_ended};
+static const driver server_driver = {server_next, NULL, server_output,
+                                     server_ended};
 
-int zp__async_batch(zp__worker *w, zp__batch_reader *rd, zp__async_result *res)
+static void *serve(void *arg)
 {
-    engine e;
-    int slots = rd->left < BATCH_SLOTS ? (int)rd->left : BATCH_SLOTS;
-    int rc = engine_init(&e, w, &batch_driver, slots > 0 ? slots : 1);
-    e.rd = rd;
-    e.res = res;
-    if (rc == 0) {
-        uint64_t before = atomic_load(&w->stats.retried);
-        uv_run(&e.loop, UV_RUN_DEFAULT);
-        res->retried += (uint32_t)(atomic_load(&w->stats.retried) - before);
-        rc = e.rc;
+    zp__async_server *s = arg;
+    uv_run(&s->e.loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+zp__async_server *zp__async_server_new(zp__runctl *ctl, int capacity,
+                                       void (*done)(void *, zp__async_job *),
+                                       void *arg)
+{
+    zp__async_server *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->rt.run = ctl;
+    s->w.stage = &s->rt;
+    s->done = done;
+    s->arg = arg;
+    pthread_mutex_init(&s->lock, NULL);
+    if (engine_init(&s->e, &s->w, &server_driver, capacity) != 0 ||
+        pthread_create(&s->thread, NULL, serve, s) != 0) {
+        zp__async_server_destroy(&s);
+        return NULL;
     }
-    engine_fini(&e);
-    return rc;
+    s->running = true;
+    return s;
+}
+
+void zp__async_server_submit(zp__async_server *s, zp__async_job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->tail != NULL)
+        s->tail->next = job;
+    else
+        s->head = job;
+    s->tail = job;
+    pthread_mutex_unlock(&s->lock);
+    uv_async_send(&s->e.wake);
+}
+
+static void drop_jobs(zp__async_server *s, zp__async_job *job)
+{
+    while (job != NULL) {
+        zp__async_job *next = job->next;
+        zp__batch_reader_fini(&job->rd);
+        job->dropped = true;
+        s->done(s->arg, job);
+        job = next;
+    }
+}
+
+void zp__async_server_destroy(zp__async_server **sp)
+{
+    zp__async_server *s = sp ? *sp : NULL;
+    if (s == NULL)
+        return;
+    if (s->running) {
+        uv_async_send(&s->e.wake); /* the pump sees the stop flag */
+        pthread_join(s->thread, NULL);
+    }
+    engine_fini(&s->e);
+    drop_jobs(s, s->started); /* their calls ended with the loop */
+    drop_jobs(s, s->head);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    *sp = NULL;
 }

@@ -12,14 +12,15 @@
  * no new call starts), and a uv_async handle wakes the loop when credits
  * come back or the run stops.
  *
- * In a worker process, an async task runs each batch of items on a private
- * loop of the executor thread, every item of the batch in flight at once.
+ * A worker process runs its async tasks on one loop thread too, which
+ * takes every batch the coordinator sends and runs all their items at
+ * once (zp__async_server).
  */
 #ifndef ZP_WORKER_ASYNC_H
 #define ZP_WORKER_ASYNC_H
 
 #include "transport/batch.h"
-#include "worker/thread.h"
+#include "worker/call.h"
 
 /*
  * Runs the async stage of worker `w` (its only worker) until its input
@@ -28,22 +29,56 @@
  */
 int zp__async_stage(zp__worker *w);
 
-/* What a batch of items made, for the coordinator. */
-typedef struct zp__async_result {
-    msgpack_sbuffer *out; /* borrowed; outputs are appended back to back */
-    uint32_t n;           /* outputs appended                            */
+/*
+ * Worker processes: batches of items of async tasks, all at once, on one
+ * loop thread that serves every batch it is given (a worker runs a slow
+ * async item per batch, so batches must overlap).
+ */
+typedef struct zp__async_server zp__async_server;
+
+/* One batch. The submitter allocates it zeroed, fills the first part and
+ * owns it; the server gives it back through `done` exactly once. */
+typedef struct zp__async_job {
+    const zp__stage_def *def; /* borrowed; the task                   */
+    const char *items;        /* borrowed; the batch (batch.h)        */
+    size_t len;
+    void *arg; /* the submitter's                       */
+    /* What the batch made, valid in `done`. */
+    msgpack_sbuffer out; /* outputs back to back                  */
+    uint32_t n;          /* outputs                               */
     uint32_t retried, skipped;
-    bool failed;  /* an item failed for good: the batch fails      */
-    uint64_t seq; /* which one                                     */
-    char *error;  /* owned; why                                    */
-} zp__async_result;
+    bool failed;  /* an item failed for good: the batch fails */
+    uint64_t seq; /* which one                             */
+    char *error;  /* owned; why                            */
+    bool dropped; /* the server stopped first: no result   */
+    /* The server's. */
+    struct zp__async_job *next;
+    zp__stage_rt rt;
+    zp__worker w;
+    zp__batch_reader rd;
+    int live;         /* calls started and not ended            */
+    bool all_started; /* every item started (or the batch failed) */
+} zp__async_job;
 
 /*
- * Runs every item of the open batch `rd` through the async task of `w`'s
- * stage, all at once, on a loop of its own. Returns 0 (see *res), or
- * ZP_EPROTO for a malformed item, ZP_ENOMEM or ZP_EIO.
+ * Starts the loop thread: at most `capacity` calls in flight; `done` is
+ * called on the loop thread when a job ended, and on the caller's thread
+ * of zp__async_server_destroy() for jobs dropped. `ctl->stop` stops it.
+ * Returns NULL when out of memory or threads.
  */
-int zp__async_batch(zp__worker *w, zp__batch_reader *rd, zp__async_result *res);
+zp__async_server *
+zp__async_server_new(zp__runctl *ctl, int capacity,
+                     void (*done)(void *arg, zp__async_job *job), void *arg);
+
+/* Hands a job to the server. Thread-safe. */
+void zp__async_server_submit(zp__async_server *s, zp__async_job *job);
+
+/*
+ * Stops the server once its calls in flight have ended (set ctl->stop
+ * first), joins its thread, drops the jobs not done, frees it. NULL and
+ * *s == NULL are harmless.
+ */
+void zp__async_server_destroy(zp__async_server **s);
 
 /* zp_emit() of an async call, once the output is parked in the call. */
 int zp__async_emitted(zp_call *c);

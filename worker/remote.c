@@ -58,6 +58,8 @@ typedef struct server {
     bool greeted; /* a HELLO went out */
     pthread_t *threads;
     int nthreads;
+    zp__async_server *async; /* owned; runs async tasks, made on demand */
+    zp__outbox *async_ob;    /* owned; used by the async loop's thread  */
 } server;
 
 static volatile sig_atomic_t signalled;
@@ -149,28 +151,6 @@ static int post_fail(zp__outbox *ob, const job *j, uint64_t seq,
     return rc;
 }
 
-/* Runs the items of a batch of an async task on a loop; as run_items. */
-static int run_async(zp__worker *w, zp__outbox *ob, const job *j,
-                     zp__batch_reader *rd, result *res)
-{
-    zp__async_result ar = {.out = &res->out};
-    int rc = zp__async_batch(w, rd, &ar);
-    res->n += ar.n;
-    res->retried += ar.retried;
-    res->skipped += ar.skipped;
-    if (rc == 0 && ar.failed)
-        rc = post_fail(ob, j, ar.seq, ar.error ? ar.error : "out of memory")
-                 ? ZP_EIO
-                 : 1;
-    else if (rc != 0)
-        rc = post_fail(ob, j, 0,
-                       rc == ZP_EPROTO ? "malformed item" : zp_strerror(rc))
-                 ? ZP_EIO
-                 : 1;
-    free(ar.error);
-    return rc;
-}
-
 /* Runs the items of a batch; 0, or the index of the item that failed is
  * reported with FAIL and 1 is returned. */
 static int run_items(server *s, zp__outbox *ob, const job *j,
@@ -186,10 +166,7 @@ static int run_items(server *s, zp__outbox *ob, const job *j,
     w.call.parked = true;
     if (rc == 0 && zp__batch_open(&rd, j->items, j->len) != 0)
         rc = post_fail(ob, j, 0, "malformed batch of items") ? ZP_EIO : 1;
-    if (rc == 0 && def->afn != NULL)
-        rc = run_async(&w, ob, j, &rd, res);
-    while (rc == 0 && def->afn == NULL &&
-           (rc = zp__batch_next(&rd, &item, &seq)) == 1) {
+    while (rc == 0 && (rc = zp__batch_next(&rd, &item, &seq)) == 1) {
         rc = zp__call_item(&w.call, item, seq, &res->retried);
         if (rc == ZP__CALL_SKIPPED)
             res->skipped++;
@@ -346,6 +323,66 @@ static void on_stage(server *s, const zp__msg *m)
     free(task);
 }
 
+/* The async loop's thread: a batch of an async task is done. */
+static void async_done(void *arg, zp__async_job *aj)
+{
+    server *s = arg;
+    job *j = aj->arg;
+    if (!aj->dropped && s->async_ob == NULL)
+        s->async_ob = zp__outbox_new(s->peer);
+    if (!aj->dropped && s->async_ob != NULL) {
+        result res = {.out = aj->out,
+                      .n = aj->n,
+                      .retried = aj->retried,
+                      .skipped = aj->skipped};
+        if (aj->failed)
+            post_fail(s->async_ob, j, aj->seq,
+                      aj->error ? aj->error : "out of memory");
+        else
+            post_outputs(s->async_ob, j, &res, ZP__DONE);
+        aj->out = res.out;
+    }
+    msgpack_sbuffer_destroy(&aj->out);
+    free(aj->error);
+    free(aj);
+    pthread_mutex_lock(&s->lock);
+    s->busy--;
+    pthread_mutex_unlock(&s->lock);
+    free(j->items);
+    free(j);
+}
+
+/* Hands a batch of an async task to the async loop; false when it is not
+ * one (or the loop cannot start: the executors then report it). */
+static bool submit_async(server *s, job *j)
+{
+    pthread_mutex_lock(&s->lock);
+    const stage *st = find_stage(s, j->run, j->stage);
+    const zp__stage_def *def =
+        st != NULL && st->p != NULL ? &st->p->stages[0] : NULL;
+    pthread_mutex_unlock(&s->lock);
+    if (def == NULL || def->afn == NULL)
+        return false;
+    zp__async_job *aj = calloc(1, sizeof *aj);
+    if (aj == NULL)
+        return false;
+    if (s->async == NULL)
+        s->async = zp__async_server_new(
+            &s->ctl, s->o->threads * ZP__PROTO_CREDIT_PER_THREAD, async_done,
+            s);
+    if (s->async == NULL) {
+        free(aj);
+        return false;
+    }
+    *aj =
+        (zp__async_job){.def = def, .items = j->items, .len = j->len, .arg = j};
+    pthread_mutex_lock(&s->lock);
+    s->busy++;
+    pthread_mutex_unlock(&s->lock);
+    zp__async_server_submit(s->async, aj);
+    return true;
+}
+
 static void on_item(server *s, const zp__msg *m)
 {
     job *j = calloc(1, sizeof *j);
@@ -357,6 +394,8 @@ static void on_item(server *s, const zp__msg *m)
     }
     memcpy(items, m->data, m->data_len);
     *j = (job){NULL, m->run, m->batch, m->stage, items, m->data_len};
+    if (submit_async(s, j))
+        return;
     pthread_mutex_lock(&s->lock);
     if (s->tail != NULL)
         s->tail->next = j;
@@ -441,6 +480,8 @@ static void stop_executors(server *s)
     pthread_mutex_unlock(&s->lock);
     for (int i = 0; i < s->nthreads; i++)
         pthread_join(s->threads[i], NULL);
+    zp__async_server_destroy(&s->async);
+    zp__outbox_destroy(&s->async_ob);
 }
 
 static void server_fini(server *s)
