@@ -334,7 +334,9 @@ static bool can_start(const engine *e)
     return e->free_list != NULL && e->bl.head == e->bl.n;
 }
 
-static void start_more(engine *e)
+/* Starts calls while it can; true when it stopped because it could not
+ * start one (no free slot, or outputs waiting), not for lack of input. */
+static bool start_more(engine *e)
 {
     while (can_start(e) && !stopping(e)) {
         if (e->retry_head != NULL) {
@@ -346,7 +348,7 @@ static void start_more(engine *e)
             continue;
         }
         if (e->input_over)
-            return;
+            return false;
         source src = {.w = e->w};
         int rc = e->drv->next(e, &src);
         if (rc == 1 && (rc = start(e, &src)) == 0)
@@ -354,13 +356,14 @@ static void start_more(engine *e)
         if (rc == 0)
             e->input_over = true;
         if (rc == 0 || rc == ZP__AGAIN)
-            return;
+            return false;
         if (rc != ZP_ECANCELED)
             engine_fail(e, rc,
                         zp__strdupf("task '%s': reading its input: %s",
                                     name_of(e), zp_strerror(rc)));
-        return;
+        return false;
     }
+    return !stopping(e);
 }
 
 static void on_readable(uv_poll_t *h, int status, int events);
@@ -398,9 +401,18 @@ static void pump(engine *e)
         watch_input(e);
         return;
     }
-    bool drained = drain(e);
-    start_more(e);
-    drained = drain(e) && drained;
+    /* Outputs that leave make room for calls, which make outputs: go on
+     * until input runs out or nothing can move. Items may wait inside the
+     * receiver's current batch, where no file descriptor tells of them,
+     * so the pump must not stop while one could start. */
+    bool drained;
+    for (;;) {
+        drain(e);
+        bool blocked = start_more(e);
+        drained = drain(e);
+        if (!blocked || !drained || !can_start(e))
+            break;
+    }
     if (e->w->tx != NULL && !stopping(e)) {
         int rc = zp__tx_flush(e->w->tx); /* never waits: see output() */
         if (rc != 0 && rc != ZP_ECANCELED)
