@@ -44,6 +44,15 @@ void zp__dispatch_join(zp__dispatch *d);
 /* Joins, makes sure every child process is reaped, and frees. NULL-safe. */
 void zp__dispatch_destroy(zp__dispatch **d);
 
+/*
+ * Extra arguments of the process workers spawned from now on, after
+ * `--zp-worker ENDPOINT`: a NULL-terminated array borrowed for as long as
+ * runs may start, or NULL for none. The zpipe CLI passes its --plugin flags
+ * this way, so that its workers load the tasks it loaded. Set it before any
+ * run starts; not thread-safe.
+ */
+void zp__dispatch_set_worker_args(char *const *args);
+
 /* Adds the stage's counters into *st. */
 void zp__dispatch_stats(const zp__dispatch *d, zp_stage_stats *st);
 
