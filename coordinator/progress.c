@@ -292,7 +292,8 @@ int zp__stats_write(const char *path, const zp_stage_stats *st, size_t n,
     int rc = 0;
     if (j == NULL)
         errno = ENOMEM;
-    if (fd < 0 || json_dumpfd(j, fd, JSON_INDENT(2)) != 0 ||
+    if (fd < 0 ||
+        json_dumpfd(j, fd, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) != 0 ||
         write(fd, "\n", 1) != 1)
         rc = ZP_EIO;
     if (fd >= 0 && close(fd) != 0)
