@@ -92,18 +92,6 @@ static double shell(const char *cmd, bool loud)
     return t;
 }
 
-static double best_of_shell(const char *cmd, int rounds)
-{
-    double best = -1;
-    for (int i = 0; i < rounds; i++) {
-        double t = shell(cmd, true);
-        if (t < 0)
-            return -1;
-        best = best < 0 || t < best ? t : best;
-    }
-    return best;
-}
-
 static void row(const char *what, double secs, uint64_t items, double zpipe)
 {
     if (secs < 0) {
@@ -116,22 +104,27 @@ static void row(const char *what, double secs, uint64_t items, double zpipe)
     printf("\n");
 }
 
+static double least(double best, double t)
+{
+    return best < 0 || (t >= 0 && t < best) ? t : best;
+}
+
+/* Rounds interleave the variants, so that a slow minute of a shared
+ * machine does not fall on one of them only. */
 static void bench_range(uint64_t n, int rounds)
 {
     char cmd[512];
-    double c = -1, printed = -1;
+    double c = -1, printed = -1, cli = -1;
     FILE *devnull = fopen("/dev/null", "w");
     zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true), zp_task(same));
-    for (int i = 0; devnull != NULL && i < rounds; i++) {
-        double t = in_c(p, n, false, devnull);
-        double u = in_c(p, n, true, devnull);
-        c = c < 0 || t < c ? t : c;
-        printed = printed < 0 || u < printed ? u : printed;
-    }
     snprintf(cmd, sizeof cmd,
              "%s run 'range branch | identity' %llu > /dev/null", ZPIPE_BIN,
              (unsigned long long)n);
-    double cli = best_of_shell(cmd, rounds);
+    for (int i = 0; devnull != NULL && i < rounds; i++) {
+        c = least(c, in_c(p, n, false, devnull));
+        printed = least(printed, in_c(p, n, true, devnull));
+        cli = least(cli, shell(cmd, true));
+    }
     printf("range branch | identity, %llu items, best of %d:\n",
            (unsigned long long)n, rounds);
     row("zpipe run ... > /dev/null", cli, n, -1);
@@ -157,9 +150,17 @@ static const char *lines_file(uint64_t m)
 
 static void bench_exec(uint64_t m, int rounds)
 {
+    static const char *const what[] = {
+        "zpipe exec, argv form: echo LINE",
+        "xargs -P 8 -I{} echo {}",
+        "zpipe exec, shell form: sh -c 'echo LINE'",
+        "xargs -P 8 ... sh -c 'echo \"$1\"' sh {}",
+        "parallel -j 8 echo {}",
+    };
     const char *file = lines_file(m);
-    bool parallel = shell("command -v parallel > /dev/null", false) >= 0;
-    char cmd[4][1024];
+    int variants = shell("command -v parallel > /dev/null", false) >= 0 ? 5 : 4;
+    char cmd[5][1024];
+    double best[5] = {-1, -1, -1, -1, -1};
     if (file == NULL)
         return;
     snprintf(cmd[0], sizeof cmd[0],
@@ -175,22 +176,17 @@ static void bench_exec(uint64_t m, int rounds)
     snprintf(cmd[3], sizeof cmd[3],
              "xargs -P 8 -I{} sh -c 'echo \"$1\"' sh {} < %s > /dev/null",
              file);
-    double z = best_of_shell(cmd[0], rounds);
-    double zs = best_of_shell(cmd[2], rounds);
+    snprintf(cmd[4], sizeof cmd[4], "parallel -j 8 echo {} < %s > /dev/null",
+             file);
+    for (int i = 0; i < rounds; i++)
+        for (int v = 0; v < variants; v++)
+            best[v] = least(best[v], shell(cmd[v], true));
     printf("a command per line, %llu lines, 8 at once, best of %d:\n",
            (unsigned long long)m, rounds);
-    row("zpipe exec, argv form: echo LINE", z, m, -1);
-    row("xargs -P 8 -I{} echo {}", best_of_shell(cmd[1], rounds), m, z);
-    row("zpipe exec, shell form: sh -c 'echo LINE'", zs, m, -1);
-    row("xargs -P 8 ... sh -c 'echo \"$1\"' sh {}",
-        best_of_shell(cmd[3], rounds), m, zs);
-    if (parallel) {
-        snprintf(cmd[1], sizeof cmd[1],
-                 "parallel -j 8 echo {} < %s > /dev/null", file);
-        row("parallel -j 8 echo {}", best_of_shell(cmd[1], rounds), m, zs);
-    } else {
+    for (int v = 0; v < variants; v++)
+        row(what[v], best[v], m, v == 1 ? best[0] : v > 2 ? best[2] : -1);
+    if (variants == 4)
         printf("  (GNU parallel is not installed: not measured)\n");
-    }
     unlink(file);
 }
 
