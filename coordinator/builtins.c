@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "coordinator/dispatch.h"
 #include "coordinator/items.h"
 #include "core/value.h"
 #include "worker/call.h"
@@ -372,25 +373,13 @@ static int spawn(const command *c, int out, int err, pid_t *pid)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
-    sigset_t none, stops;
-    sigemptyset(&none);
-    sigemptyset(&stops);
-    sigaddset(&stops, SIGINT);
-    sigaddset(&stops, SIGTERM);
-    sigaddset(&stops, SIGPIPE);
-    sigaddset(&stops, SIGQUIT);
     posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&at);
     posix_spawn_file_actions_adddup2(&fa, out, STDOUT_FILENO);
     posix_spawn_file_actions_adddup2(&fa, err, STDERR_FILENO);
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY,
                                      0);
+    zp__dispatch_spawnattr_init(&at, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&at, 0);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &stops);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP |
-                                      POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
     int rc = posix_spawnp(pid, c->argv[0], &fa, &at, c->argv, environ);
     posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);

@@ -174,6 +174,32 @@ static int bad_option(const char *cmd, int c, char **argv)
     return usage_error(cmd, "unknown option '%s'", word);
 }
 
+/* Takes one option of a command: returns GO_ON or an exit status. */
+typedef int (*option_fn)(void *cfg, int opt, char *arg);
+
+/* Reads the options of `cmd` (getopt_long, so they may come anywhere
+ * before a `--`), handing each to `fn` (NULL when `options` holds --help
+ * only). Returns GO_ON, EXIT_OK after printing `help` for -h, or the
+ * status of a usage error; optind is then the first operand. */
+static int parse_options(const char *cmd, const char *help,
+                         const struct option *options, option_fn fn, void *cfg,
+                         int argc, char **argv)
+{
+    int opt, rc = GO_ON;
+    optind = 1;
+    opterr = 0;
+    while (rc == GO_ON &&
+           (opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(help, stdout);
+            return EXIT_OK;
+        }
+        rc = opt == '?' || opt == ':' ? bad_option(cmd, opt, argv)
+                                      : fn(cfg, opt, optarg);
+    }
+    return rc;
+}
+
 /* ---- Option values ------------------------------------------------------- */
 
 /* The index of `value` in the NULL-terminated `words`, or -1. */
@@ -305,8 +331,9 @@ static int run_choice(const char *opt, const char *value,
 }
 
 /* One option of zpipe run. Returns GO_ON, or the exit status. */
-static int run_option(run_cfg *c, int opt, char *arg)
+static int run_option(void *cfg, int opt, char *arg)
 {
+    run_cfg *c = cfg;
     static const char *const inputs[] = {"json", "lines", NULL};
     static const char *const formats[] = {"json", "lines", "msgpack", NULL};
     int pick, rc = GO_ON;
@@ -371,18 +398,8 @@ static int run_operands(run_cfg *c, int argc, char **argv)
 
 static int parse_run(run_cfg *c, int argc, char **argv)
 {
-    int opt, rc = GO_ON;
-    optind = 1;
-    opterr = 0;
-    while (rc == GO_ON &&
-           (opt = getopt_long(argc, argv, ":h", run_options, NULL)) != -1) {
-        if (opt == 'h') {
-            fputs(run_help, stdout);
-            return EXIT_OK;
-        }
-        rc = opt == '?' || opt == ':' ? bad_option("run", opt, argv)
-                                      : run_option(c, opt, optarg);
-    }
+    int rc =
+        parse_options("run", run_help, run_options, run_option, c, argc, argv);
     return rc == GO_ON ? run_operands(c, argc, argv) : rc;
 }
 
@@ -658,8 +675,9 @@ static const struct option worker_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int worker_option(worker_cfg *c, int opt, char *arg)
+static int worker_option(void *cfg, int opt, char *arg)
 {
+    worker_cfg *c = cfg;
     if (opt == OPT_PLUGIN && !names_add(&c->plugins, arg))
         return usage_error("worker", "out of memory");
     if (opt == OPT_CONNECT)
@@ -708,18 +726,8 @@ static int worker_check(worker_cfg *c, int argc, char **argv)
 
 static int parse_worker(worker_cfg *c, int argc, char **argv)
 {
-    int opt, rc = GO_ON;
-    optind = 1;
-    opterr = 0;
-    while (rc == GO_ON &&
-           (opt = getopt_long(argc, argv, ":h", worker_options, NULL)) != -1) {
-        if (opt == 'h') {
-            fputs(worker_help, stdout);
-            return EXIT_OK;
-        }
-        rc = opt == '?' || opt == ':' ? bad_option("worker", opt, argv)
-                                      : worker_option(c, opt, optarg);
-    }
+    int rc = parse_options("worker", worker_help, worker_options, worker_option,
+                           c, argc, argv);
     return rc == GO_ON ? worker_check(c, argc, argv) : rc;
 }
 
@@ -785,6 +793,12 @@ static void print_task(const char *name, bool async, void *arg)
            zp__plugins_origin(l->ps, name));
 }
 
+static int plugin_option(void *cfg, int opt, char *arg)
+{
+    (void)opt; /* --plugin, the only one */
+    return names_add(cfg, arg) ? GO_ON : usage_error("tasks", "out of memory");
+}
+
 static int cmd_tasks(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -793,18 +807,8 @@ static int cmd_tasks(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     names l = {NULL, 0};
-    int opt, rc = GO_ON;
-    optind = 1;
-    opterr = 0;
-    while (rc == GO_ON &&
-           (opt = getopt_long(argc, argv, ":h", options, NULL)) != -1)
-        if (opt == 'h') {
-            fputs(tasks_help, stdout);
-            rc = EXIT_OK;
-        } else if (opt == '?' || opt == ':')
-            rc = bad_option("tasks", opt, argv);
-        else if (!names_add(&l, optarg))
-            rc = usage_error("tasks", "out of memory");
+    int rc = parse_options("tasks", tasks_help, options, plugin_option, &l,
+                           argc, argv);
     if (rc == GO_ON && optind < argc)
         rc = usage_error("tasks", "unexpected argument '%s'", argv[optind]);
     listing li = {NULL, 0};
@@ -829,22 +833,17 @@ static int cmd_keygen(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     char *why = NULL;
-    int opt;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
-        if (opt != 'h')
-            return bad_option("keygen", opt, argv);
-        fputs(keygen_help, stdout);
-        return EXIT_OK;
-    }
+    int rc = parse_options("keygen", keygen_help, options, plugin_option, NULL,
+                           argc, argv); /* -h is its only option */
+    if (rc != GO_ON)
+        return rc;
     if (argc - optind != 1)
         return usage_error("keygen",
                            argc == optind ? "missing the NAME of the key pair"
                                           : "unexpected argument '%s'",
                            argv[argc - 1]);
     const char *name = argv[optind];
-    int rc = zp__curve_keygen(name, &why);
+    rc = zp__curve_keygen(name, &why);
     if (rc == 0)
         printf("wrote %s.key (the secret key: keep it private) and %s.pub "
                "(the public key)\n",

@@ -811,25 +811,30 @@ void zp__dispatch_set_worker_args(char *const *args)
     worker_args = args;
 }
 
-/* Workers start with no signal blocked and the default action of the
- * signals that stop them, whatever this process (a program that waits for
- * signals in a thread of its own, say) set up for itself. */
-static posix_spawnattr_t spawn_attr;
-static pthread_once_t spawn_attr_once = PTHREAD_ONCE_INIT;
-
-static void make_spawn_attr(void)
+void zp__dispatch_spawnattr_init(posix_spawnattr_t *at, short flags)
 {
     sigset_t none, stops;
     sigemptyset(&none);
     sigemptyset(&stops);
     sigaddset(&stops, SIGINT);
     sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGQUIT);
     sigaddset(&stops, SIGPIPE);
-    posix_spawnattr_init(&spawn_attr);
-    posix_spawnattr_setsigmask(&spawn_attr, &none);
-    posix_spawnattr_setsigdefault(&spawn_attr, &stops);
-    posix_spawnattr_setflags(&spawn_attr,
-                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_init(at);
+    posix_spawnattr_setsigmask(at, &none);
+    posix_spawnattr_setsigdefault(at, &stops);
+    posix_spawnattr_setflags(
+        at, (short)(flags | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
+}
+
+/* Workers start as zp__dispatch_spawnattr_init says, whatever the program
+ * they are spawned from set up for itself. */
+static posix_spawnattr_t spawn_attr;
+static pthread_once_t spawn_attr_once = PTHREAD_ONCE_INIT;
+
+static void make_spawn_attr(void)
+{
+    zp__dispatch_spawnattr_init(&spawn_attr, 0);
 }
 
 /* "zpipe-worker --zp-worker ENDPOINT", then the worker arguments. */
