@@ -25,16 +25,6 @@
 
 /* ---- Tasks --------------------------------------------------------------- */
 
-/* [n] -> 0 .. n-1 */
-static int numbers(zp_call *call)
-{
-    int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
-    for (int64_t i = 0; i < n; i++)
-        if (zp_emit_int(call, i) != 0)
-            return -1;
-    return 0;
-}
-
 /* Fails on item 3. */
 static int picky(zp_call *call)
 {

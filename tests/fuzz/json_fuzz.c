@@ -17,15 +17,7 @@
 #include <string.h>
 
 #include "core/value.h"
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
+#include "tests/fuzz/check.h"
 
 static bool has_key(const msgpack_object_kv *kv, const char *k)
 {

@@ -13,15 +13,7 @@
 #include <string.h>
 
 #include "core/pipeline.h"
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
+#include "tests/fuzz/check.h"
 
 /* Tasks to name in specs; the parser never runs them. */
 ZP_TASK(square)
