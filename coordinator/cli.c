@@ -460,6 +460,33 @@ static bool curve_files_ok(const char *cmd, const char *pub, const char *sec)
     return rc == 0;
 }
 
+/* A remote stage needs an endpoint to listen on, and one ZeroMQ can bind
+ * workers of other processes to. */
+static bool listen_ok(const run_cfg *c, const zp_pipeline *p)
+{
+    const char *ep = c->listen ? c->listen : getenv("ZPIPE_LISTEN");
+    for (size_t k = 0; k < p->n; k++) {
+        if (p->stages[k].opts.mode != ZP_REMOTE)
+            continue;
+        if (ep == NULL || ep[0] == '\0') {
+            usage_error("run",
+                        "task '%s' has mode=remote: give --listen ENDPOINT "
+                        "(or $ZPIPE_LISTEN), such as tcp://*:5555",
+                        p->stages[k].name);
+            return false;
+        }
+    }
+    if (c->listen != NULL && strncmp(c->listen, "tcp://", 6) != 0 &&
+        strncmp(c->listen, "ipc://", 6) != 0) {
+        usage_error("run",
+                    "bad value '%s' for --listen: expected tcp://HOST:PORT "
+                    "(such as tcp://*:5555) or ipc://PATH",
+                    c->listen);
+        return false;
+    }
+    return true;
+}
+
 static bool run_files_ok(const run_cfg *c)
 {
     if (c->curve_allow != NULL && access(c->curve_allow, R_OK) != 0) {
@@ -636,7 +663,8 @@ static int cmd_run(int argc, char **argv)
         goto out;
     rc = EXIT_USAGE;
     if ((ps = load_plugins("run", &c.plugins)) == NULL ||
-        (p = build_pipeline(&c, &in)) == NULL || !run_files_ok(&c))
+        (p = build_pipeline(&c, &in)) == NULL || !listen_ok(&c, p) ||
+        !run_files_ok(&c))
         goto out;
     bool to_stdout = c.output == NULL || strcmp(c.output, "-") == 0;
     out_fd = to_stdout ? STDOUT_FILENO

@@ -21,7 +21,9 @@
 #include "worker/call.h"
 
 #define CHUNK ((size_t)64 << 10) /* bytes read at once; first buffer size */
-#define LOOK_MS 100              /* longest wait between stop checks */
+#define LINE_MAX_BYTES ((size_t)64 << 20) /* a longer line is an error */
+#define TOO_LONG (-100) /* fill(): a line is longer than LINE_MAX_BYTES */
+#define LOOK_MS 100     /* longest wait between stop checks */
 
 /* ---- Reading lines ------------------------------------------------------- */
 
@@ -34,7 +36,7 @@ typedef struct reader {
 } reader;
 
 /* Reads more: 1 when bytes came, 0 at the end of the input, ZP_ECANCELED,
- * ZP_ENOMEM or ZP_EIO (errno set). */
+ * TOO_LONG, ZP_ENOMEM or ZP_EIO (errno set). */
 static int fill(reader *r)
 {
     if (r->start > 0) { /* make room at the end */
@@ -45,6 +47,8 @@ static int fill(reader *r)
     }
     if (r->end == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : CHUNK;
+        if (cap > LINE_MAX_BYTES + CHUNK)
+            return TOO_LONG;
         char *b = realloc(r->buf, cap);
         if (b == NULL)
             return ZP_ENOMEM;
@@ -152,7 +156,10 @@ static int emit_all(zp_call *call, reader *r, const char *name, bool json)
     }
     if (zone != NULL)
         msgpack_zone_free(zone);
-    if (rc == ZP_EIO || rc == ZP_ENOMEM)
+    if (rc == TOO_LONG)
+        rc = zp_fail(call, "%s: line %llu is longer than %zu MiB", name,
+                     (unsigned long long)lineno + 1, LINE_MAX_BYTES >> 20);
+    else if (rc == ZP_EIO || rc == ZP_ENOMEM)
         rc = zp_fail(call, "%s: reading line %llu: %s", name,
                      (unsigned long long)lineno + 1,
                      rc == ZP_EIO ? strerror(errno) : "out of memory");

@@ -345,7 +345,10 @@ static void test_configuration_errors_exit_2(void **state)
                  "identity workers=2");
     ASSERT_FAILS(2, "invalid run arguments: invalid JSON at line 1, column 2",
                  "run", "identity", "[x]");
-    ASSERT_FAILS(2, "mode=remote but the run listens nowhere", "run",
+    ASSERT_FAILS(2, "task 'identity' has mode=remote: give --listen", "run",
+                 "range branch | identity mode=remote", "[1]");
+    ASSERT_FAILS(2, "bad value 'localhost:5555' for --listen", "run",
+                 "--listen", "localhost:5555",
                  "range branch | identity mode=remote", "[1]");
     ASSERT_FAILS(2, "cannot write --stats", "run", "--stats",
                  "/nonexistent/dir/stats.json", "identity");
