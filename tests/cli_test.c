@@ -417,6 +417,30 @@ static void test_a_plugin_linked_with_libzpipe_works_too(void **state)
                   "range branch | linked_square ordered", "3");
 }
 
+static void test_the_example_plugin_has_the_tasks_its_users_name(void **state)
+{
+    (void)state;
+#ifdef EXAMPLES_PLUGIN
+    char host[256], want[300];
+    proc p;
+    assert_int_equal(gethostname(host, sizeof host), 0);
+    snprintf(want, sizeof want, "[3,\"%s\"]\n", host);
+    ASSERT_OUTPUT(want, "run", "--plugin", EXAMPLES_PLUGIN,
+                  "range branch | host_tag", "[3, 4]");
+    ASSERT_OUTPUT("0\n9\n", "run", "--plugin", EXAMPLES_PLUGIN,
+                  "range branch | slow_square mode=process workers=2 ordered",
+                  "[0, 5, 3]");
+    assert_int_equal(zpipe(&p, "\"localhost\"\n", "run", "--plugin",
+                           EXAMPLES_PLUGIN, "--input", "-", "resolve", NULL),
+                     0);
+    assert_true(strcmp(p.stdout_text, "\"127.0.0.1\"\n") == 0 ||
+                strcmp(p.stdout_text, "\"::1\"\n") == 0);
+    proc_free(&p);
+#else
+    skip();
+#endif
+}
+
 /* ---- Items: JSON lines in and out ---------------------------------------- */
 
 static void test_arguments_are_json_and_outputs_json_lines(void **state)
@@ -1015,6 +1039,7 @@ int main(void)
         TEST(test_the_same_plugin_twice_is_harmless),
         TEST(test_plugins_are_found_by_name_in_zpipe_plugin_path),
         TEST(test_a_plugin_linked_with_libzpipe_works_too),
+        TEST(test_the_example_plugin_has_the_tasks_its_users_name),
         TEST(test_arguments_are_json_and_outputs_json_lines),
         TEST(test_every_kind_of_value_goes_through_unchanged),
         TEST(test_input_streams_into_a_first_stage_with_workers),
