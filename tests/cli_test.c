@@ -825,6 +825,8 @@ static void test_curve_keys_from_keygen_secure_a_remote_stage(void **state)
     assert_contains(p.stdout_text, "wrote server.key");
     proc_free(&p);
     ASSERT_FAILS(2, "server.key exists", "keygen", "server");
+    ASSERT_FAILS(1, "cannot create /nonexistent/dir/k.key", "keygen",
+                 "/nonexistent/dir/k");
     assert_int_equal(zpipe(&p, NULL, "keygen", "worker", NULL), 0);
     proc_free(&p);
     struct stat st;
