@@ -579,8 +579,9 @@ static int watcher_stop(watcher *w)
 /* ---- zpipe run: the run -------------------------------------------------- */
 
 /* Writes the run's outputs; flushes whenever the run has none ready.
- * Returns 0, or the writer's error (errno set); the run is then cancelled. */
-static int write_outputs(zp_run *run, zp__writer *w)
+ * Returns 0, or the writer's error with errno in *err; the run is then
+ * cancelled. */
+static int write_outputs(zp_run *run, zp__writer *w, int *err)
 {
     const msgpack_object *o;
     int rc = 0;
@@ -594,16 +595,11 @@ static int write_outputs(zp_run *run, zp__writer *w)
         if (got != 1 || (rc = zp__writer_put(w, o)) != 0)
             break;
     }
-    int e = errno;
     if (rc == 0)
         rc = zp__writer_flush(w);
-    else
-        errno = e;
-    if (rc != 0) {
-        e = errno;
+    *err = errno;
+    if (rc != 0)
         zp_cancel(run);
-        errno = e;
-    }
     return rc;
 }
 
@@ -644,7 +640,7 @@ static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd)
         return EXIT_FAILED;
     }
     zp__writer_init(&out, out_fd, c->format);
-    int write_rc = write_outputs(run, &out), err = errno;
+    int err = 0, write_rc = write_outputs(run, &out, &err);
     int code = zp_finish(run);
     int status = run_status(run, code, watcher_stop(&w), write_rc, err);
     zp__writer_fini(&out);

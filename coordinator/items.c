@@ -154,6 +154,7 @@ static int emit_all(zp_call *call, reader *r, const char *name, bool json)
         rc = json ? emit_json(call, zone, line, len, name, lineno)
                   : emit_text(call, line, len);
     }
+    int err = errno;
     if (zone != NULL)
         msgpack_zone_free(zone);
     if (rc == TOO_LONG)
@@ -162,7 +163,7 @@ static int emit_all(zp_call *call, reader *r, const char *name, bool json)
     else if (rc == ZP_EIO || rc == ZP_ENOMEM)
         rc = zp_fail(call, "%s: reading line %llu: %s", name,
                      (unsigned long long)lineno + 1,
-                     rc == ZP_EIO ? strerror(errno) : "out of memory");
+                     rc == ZP_EIO ? strerror(err) : "out of memory");
     return rc;
 }
 
