@@ -103,13 +103,14 @@ static void append(int *fd, char **text, size_t *len)
 }
 
 /* Reads what the process writes for up to `ms`, or until `until` shows up
- * on its stdout (when not NULL), or until it closes both. */
-static bool pump(proc *p, int ms, const char *until)
+ * on its stdout (its stderr when `err`), or until it closes both. */
+static bool pump(proc *p, int ms, const char *until, bool err)
 {
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
-        if (until != NULL && p->stdout_text && strstr(p->stdout_text, until))
+        const char *text = err ? p->stderr_text : p->stdout_text;
+        if (until != NULL && text != NULL && strstr(text, until))
             return true;
         if (p->out < 0 && p->err < 0)
             return until == NULL;
@@ -135,7 +136,7 @@ static int finish(proc *p)
     if (p->in >= 0)
         close(p->in);
     p->in = -1;
-    if (!pump(p, DEADLINE_MS, NULL)) {
+    if (!pump(p, DEADLINE_MS, NULL, false)) {
         kill(p->pid, SIGKILL);
         fail_msg("zpipe is stuck; it wrote: %s / %s", p->stdout_text,
                  p->stderr_text);
@@ -907,11 +908,12 @@ static void test_progress_off_a_terminal_prints_plain_lines(void **state)
 
 /* ---- Signals ------------------------------------------------------------- */
 
-/* Starts zpipe and waits for `first` on its stdout. */
-static void start_until(proc *p, const char *first, const char *const *args)
+/* Starts zpipe and waits for `first` on its stdout (stderr when `err`). */
+static void start_until(proc *p, const char *first, bool err,
+                        const char *const *args)
 {
     start(p, args);
-    if (!pump(p, DEADLINE_MS, first)) {
+    if (!pump(p, DEADLINE_MS, first, err)) {
         kill(p->pid, SIGKILL);
         fail_msg("no '%s' from zpipe: %s", first, p->stderr_text);
     }
@@ -943,7 +945,7 @@ static void test_sigint_stops_the_run_keeping_whole_outputs(void **state)
     struct timespec t0;
     const char *args[] = {"run", "range branch | sleep workers=4 bind=20",
                           "1000000", NULL};
-    start_until(&p, "\n", args);
+    start_until(&p, "\n", false, args);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     kill(p.pid, SIGINT);
     assert_int_equal(finish(&p), 130);
@@ -961,14 +963,18 @@ static void test_sigterm_leaves_no_worker_process_behind(void **state)
     const char *args[] = {"run",
                           "--plugin",
                           TASKS,
+                          "--progress",
                           "range branch | nap mode=process workers=3 "
                           "bind=50 | exec workers=3 bind=\"sleep 30; echo\"",
                           "1000",
                           NULL};
-    start(&p, args);
-    nap_us(1500000); /* workers up, commands of exec running */
+    /* Once the progress says so, workers are up and commands running. */
+    start_until(&p,
+                "stage 3 exec: in 3, out 0, failed 0, retried 0, in flight 3",
+                true, args);
     kill(p.pid, SIGTERM);
     assert_int_equal(finish(&p), 143);
+    assert_contains(p.stderr_text, "zpipe: cancelled in ");
     /* The workers were reaped by zpipe, exec's commands killed and reaped. */
     assert_true(no_child_within(100));
     proc_free(&p);
@@ -982,9 +988,9 @@ static void test_a_second_sigint_stops_at_once(void **state)
     const char *args[] = {
         "run", "--plugin", TASKS, "range branch | nap bind=20000", "2", NULL};
     start(&p, args);
-    assert_false(pump(&p, 300, "never"));
+    assert_false(pump(&p, 300, "never", false));
     kill(p.pid, SIGINT); /* the run waits for nap, which takes 20 s */
-    assert_false(pump(&p, 300, "never"));
+    assert_false(pump(&p, 300, "never", false));
     assert_true(p.out >= 0); /* still running */
     clock_gettime(CLOCK_MONOTONIC, &t0);
     kill(p.pid, SIGINT);
@@ -999,7 +1005,7 @@ static void test_a_reader_that_goes_away_stops_the_run(void **state)
     proc p;
     const char *args[] = {"run", "range branch | identity", "1000000000000",
                           NULL};
-    start_until(&p, "\n", args);
+    start_until(&p, "\n", false, args);
     close(p.out); /* like `| head -1` */
     p.out = -1;
     assert_int_equal(finish(&p), 128 + SIGPIPE);
