@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 #
-# Install rules: the public header, the shared and static libraries, a CMake
-# package (find_package(zpipe) gives zpipe::zpipe and zpipe::zpipe_static) and
+# Install rules: the public header, the shared and static libraries, the zpipe
+# CLI, a CMake package (find_package(zpipe) gives zpipe::zpipe and zpipe::zpipe_static) and
 # a pkg-config file. Included last from the top-level CMakeLists.txt, after the
 # zpipe and zpipe_static targets exist. It must never install a private header:
 # include/zpipe.h is the whole public interface.
@@ -22,6 +22,9 @@ install(TARGETS zpipe zpipe_static
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+
+# The zpipe CLI; the example plugin installs itself (examples/CMakeLists.txt).
+install(TARGETS zpipe_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
 # The exported link interfaces name PkgConfig::MSGPACK (both libraries) and,
 # for the static one, $<LINK_ONLY:PkgConfig::ZMQ / JANSSON / UV / Threads::Threads>.

@@ -805,17 +805,68 @@ static void read_input(zp__dispatch *d)
 
 /* ---- Supervision -------------------------------------------------------- */
 
+static char *const *worker_args; /* borrowed; see dispatch.h */
+
+void zp__dispatch_set_worker_args(char *const *args)
+{
+    worker_args = args;
+}
+
+void zp__dispatch_spawnattr_init(posix_spawnattr_t *at, short flags)
+{
+    sigset_t none, stops;
+    sigemptyset(&none);
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGQUIT);
+    sigaddset(&stops, SIGPIPE);
+    posix_spawnattr_init(at);
+    posix_spawnattr_setsigmask(at, &none);
+    posix_spawnattr_setsigdefault(at, &stops);
+    posix_spawnattr_setflags(
+        at, (short)(flags | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
+}
+
+/* Workers start as zp__dispatch_spawnattr_init says, whatever the program
+ * they are spawned from set up for itself. */
+static posix_spawnattr_t spawn_attr;
+static pthread_once_t spawn_attr_once = PTHREAD_ONCE_INIT;
+
+static void make_spawn_attr(void)
+{
+    zp__dispatch_spawnattr_init(&spawn_attr, 0);
+}
+
+/* "zpipe-worker --zp-worker ENDPOINT", then the worker arguments. */
+static char **spawn_argv(const zp__dispatch *d)
+{
+    size_t extra = 0;
+    while (worker_args != NULL && worker_args[extra] != NULL)
+        extra++;
+    char **argv = calloc(extra + 4, sizeof *argv);
+    if (argv == NULL)
+        return NULL;
+    argv[0] = "zpipe-worker";
+    argv[1] = "--zp-worker";
+    argv[2] = (char *)d->cfg.endpoint;
+    for (size_t i = 0; i < extra; i++)
+        argv[3 + i] = worker_args[i];
+    return argv;
+}
+
 static int spawn_child(zp__dispatch *d, int slot)
 {
     char parent[64];
-    char *argv[] = {"zpipe-worker", "--zp-worker", (char *)d->cfg.endpoint,
-                    NULL};
     size_t n = 0;
     while (environ[n] != NULL)
         n++;
     char **envp = calloc(n + 2, sizeof *envp);
-    if (envp == NULL)
-        return ZP_ENOMEM;
+    char **argv = spawn_argv(d);
+    int rc = ZP_ENOMEM;
+    pthread_once(&spawn_attr_once, make_spawn_attr);
+    if (envp == NULL || argv == NULL)
+        goto out_free;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (strncmp(environ[i], "ZPIPE_WORKER", 12) != 0)
@@ -823,12 +874,15 @@ static int spawn_child(zp__dispatch *d, int slot)
     snprintf(parent, sizeof parent, "ZPIPE_WORKER_PARENT=%d", (int)getpid());
     envp[k] = parent;
     pid_t pid;
-    int rc = posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, envp);
+    rc = posix_spawn(&pid, "/proc/self/exe", NULL, &spawn_attr, argv, envp) == 0
+             ? 0
+             : ZP_EIO;
+    if (rc == 0)
+        d->children[slot] = pid;
+out_free:
+    free(argv);
     free(envp);
-    if (rc != 0)
-        return ZP_EIO;
-    d->children[slot] = pid;
-    return 0;
+    return rc;
 }
 
 /* Reaps dead children, gives up on their batches, and replaces them. */

@@ -12,6 +12,8 @@
 #ifndef ZP_COORDINATOR_DISPATCH_H
 #define ZP_COORDINATOR_DISPATCH_H
 
+#include <spawn.h>
+
 #include "worker/thread.h"
 
 typedef struct zp__dispatch zp__dispatch;
@@ -43,6 +45,24 @@ void zp__dispatch_join(zp__dispatch *d);
 
 /* Joins, makes sure every child process is reaped, and frees. NULL-safe. */
 void zp__dispatch_destroy(zp__dispatch **d);
+
+/*
+ * Extra arguments of the process workers spawned from now on, after
+ * `--zp-worker ENDPOINT`: a NULL-terminated array borrowed for as long as
+ * runs may start, or NULL for none. The zpipe CLI passes its --plugin flags
+ * this way, so that its workers load the tasks it loaded. Set it before any
+ * run starts; not thread-safe.
+ */
+void zp__dispatch_set_worker_args(char *const *args);
+
+/*
+ * Initialises `at` for a child process that starts with no signal blocked
+ * and the default action of SIGINT, SIGTERM, SIGQUIT and SIGPIPE, whatever
+ * this process set up for itself (a thread that waits for signals, SIGPIPE
+ * ignored): process workers, and the commands of the CLI's exec. `flags`
+ * are more POSIX_SPAWN_* flags to set. posix_spawnattr_destroy() ends it.
+ */
+void zp__dispatch_spawnattr_init(posix_spawnattr_t *at, short flags);
 
 /* Adds the stage's counters into *st. */
 void zp__dispatch_stats(const zp__dispatch *d, zp_stage_stats *st);

@@ -21,7 +21,9 @@
 
 #include "core/error.h"
 #include "coordinator/dispatch.h"
+#include "coordinator/progress.h"
 #include "core/value.h"
+#include "worker/call.h"
 
 struct zp_run {
     zp__runctl ctl;          /* first: workers see the run through it     */
@@ -51,6 +53,11 @@ struct zp_run {
     int wait_workers_ms;
     zp_run **children; /* owned array of borrowed nested runs       */
     size_t nchildren;
+    bool want_progress;     /* zp_run_opts.progress                    */
+    zp__progress *progress; /* owned; the progress thread, or NULL     */
+    char *stats_path;       /* owned copy of zp_run_opts.stats_path    */
+    uint64_t started;       /* ns, when the run was started            */
+    uint64_t took;          /* ns, from start to the end of teardown   */
 };
 
 static _Atomic unsigned long next_run_id;
@@ -322,6 +329,7 @@ static zp_run *run_new(zp_pipeline *p)
         return NULL;
     r->ctl.fail = run_fail;
     r->p = p;
+    r->started = zp__now_ns();
     pthread_mutex_init(&r->lock, NULL);
     return r;
 }
@@ -334,11 +342,14 @@ static int set_opts(zp_run *r, const zp_run_opts *o)
         return 0;
     if (o->wait_workers_ms > 0)
         r->wait_workers_ms = o->wait_workers_ms;
+    r->want_progress = o->progress;
     r->listen = o->listen ? strdup(o->listen) : NULL;
     r->curve_secret = o->curve_secret ? strdup(o->curve_secret) : NULL;
     r->curve_allow = o->curve_allow ? strdup(o->curve_allow) : NULL;
+    r->stats_path = o->stats_path ? strdup(o->stats_path) : NULL;
     if ((o->listen && !r->listen) || (o->curve_secret && !r->curve_secret) ||
-        (o->curve_allow && !r->curve_allow))
+        (o->curve_allow && !r->curve_allow) ||
+        (o->stats_path && !r->stats_path))
         return ZP_ENOMEM;
     return r->curve_secret && !r->curve_allow ? ZP_EINVAL : 0;
 }
@@ -359,6 +370,8 @@ zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
     int rc = why ? ZP_EINVAL : load_args(r, args, len);
     if (rc == 0)
         rc = build(r);
+    if (rc == 0 && r->want_progress)
+        r->progress = zp__progress_start(r);
     /* Only now may the parent's stop reach this run: its sockets exist. */
     if (parent != NULL)
         adopt(parent, r);
@@ -402,22 +415,34 @@ zp_run *zp_start(zp_pipeline *p, const char *args_json)
     return zp_start_with(p, args_json, NULL);
 }
 
-bool zp_run_next(zp_run *r, const msgpack_object **out)
+/* 1 with the next output, ZP__AGAIN when none is ready and `wait` is
+ * false, 0 otherwise (the end, a failure, a cancellation). */
+static int next_output(zp_run *r, bool wait, const msgpack_object **out)
 {
     uint64_t seq;
     if (r == NULL || r->out == NULL || r->ended || r->finished ||
         atomic_load(&r->ctl.stop))
-        return false;
-    int rc = zp__rx_next(r->out, true, out, &seq);
-    if (rc == 1)
-        return true;
+        return 0;
+    int rc = zp__rx_next(r->out, wait, out, &seq);
+    if (rc == 1 || rc == ZP__AGAIN)
+        return rc;
     if (rc == 0) {
         pthread_mutex_lock(&r->lock);
         r->ended = true;
         pthread_mutex_unlock(&r->lock);
     } else if (rc != ZP_ECANCELED)
         failf(r, rc, "reading the run's outputs: %s", zp_strerror(rc));
-    return false;
+    return 0;
+}
+
+bool zp_run_next(zp_run *r, const msgpack_object **out)
+{
+    return next_output(r, true, out) == 1;
+}
+
+int zp__run_poll(zp_run *r, const msgpack_object **out)
+{
+    return next_output(r, false, out);
 }
 
 static void stats_of(zp_run *r, size_t i, zp_stage_stats *st)
@@ -460,6 +485,12 @@ static void teardown(zp_run *r)
         zp__dispatch_join(r->dispatch[k]);
     for (size_t k = 0; r->out != NULL && k < r->n; k++)
         stats_of(r, k, &r->final[k]);
+    r->took = zp__now_ns() - r->started;
+    pthread_mutex_lock(&r->lock);
+    int code = r->code;
+    pthread_mutex_unlock(&r->lock);
+    /* Before anything it may be reading goes. */
+    zp__progress_stop(&r->progress, r->final, r->n, code, r->took);
     for (size_t k = 0; r->dispatch != NULL && k < r->n; k++)
         zp__dispatch_destroy(&r->dispatch[k]);
     for (size_t k = 0; k < r->n; k++) {
@@ -475,6 +506,22 @@ static void teardown(zp_run *r)
         remove_tmpdir(r->tmpdir);
 }
 
+/* Writes the statistics file, if asked for; its failure fails the run
+ * only when nothing else did. Called once teardown left no thread that
+ * could fail the run at the same time. */
+static void write_stats(zp_run *r)
+{
+    char *why = NULL;
+    int rc = zp__stats_write(r->stats_path, r->final, zp_run_stages(r), r->code,
+                             r->error, r->took, &why);
+    if (rc != 0 && r->code == 0) {
+        r->code = rc;
+        r->error = why ? why : strdup(zp_strerror(rc));
+        why = NULL;
+    }
+    free(why);
+}
+
 int zp_finish(zp_run *r)
 {
     const msgpack_object *o;
@@ -485,6 +532,8 @@ int zp_finish(zp_run *r)
             ; /* outputs nobody asked for: the run still runs to its end */
         teardown(r);
         r->finished = true;
+        if (r->stats_path != NULL)
+            write_stats(r);
     }
     return r->code;
 }
@@ -528,6 +577,7 @@ void zp_run_free(zp_run *r)
     free(r->listen);
     free(r->curve_secret);
     free(r->curve_allow);
+    free(r->stats_path);
     free(r->edges);
     free(r->args);
     if (r->args_zone != NULL)

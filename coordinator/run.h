@@ -17,6 +17,14 @@
 zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
                              const zp_run_opts *o, zp__runctl *parent);
 
+/*
+ * As zp_run_next() without waiting: 1 with the next output in *out (valid
+ * until the next call), ZP__AGAIN when none is ready yet, 0 at the end, on
+ * failure or cancellation. For a reader that flushes its own output while
+ * the run has nothing for it.
+ */
+int zp__run_poll(zp_run *r, const msgpack_object **out);
+
 /* Forgets a nested run started with a parent, before it is freed. */
 void zp__run_detach(zp_run *child, zp__runctl *parent);
 

@@ -280,8 +280,15 @@ typedef struct zp_run_opts {
                                  for a worker; 0: the default            */
     const char *curve_secret; /* CURVE: the coordinator's secret key file */
     const char *curve_allow;  /* CURVE: file of allowed worker public keys */
-    bool progress;            /* reserved for the CLI                     */
-    const char *stats_path;   /* reserved for the CLI                     */
+    bool progress;            /* print the live per-stage statistics on
+                                 stderr while the run goes (a table redrawn
+                                 4 times a second on a terminal, a line per
+                                 stage each second otherwise), then a
+                                 summary when it ends                     */
+    const char *stats_path;   /* zp_finish() writes the final statistics
+                                 there as JSON (see docs/cli.md); failing
+                                 to write them fails an otherwise good run
+                                 with ZP_EIO                              */
 } zp_run_opts;
 
 /* How long a remote stage waits for a worker by default. */

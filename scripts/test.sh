@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Installs what is missing, then builds and runs every test three times: a
 # normal build with -Werror, an address+undefined sanitizer build and a
-# thread sanitizer build, then runs each libFuzzer target (tests/fuzz) for 20
+# thread sanitizer build, then runs each libFuzzer target (tests/fuzz: the
+# wire protocol, batch framing, the spec parser, the JSON reader) for 20
 # seconds. Also checks the formatting against .clang-format.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
@@ -48,6 +49,8 @@ fuzz() { # name, more libFuzzer arguments
 }
 CC=clang cmake -S . -B build-fuzz -DZP_FUZZ=ON -DZP_BUILD_TESTS=OFF \
       -DZP_BUILD_EXAMPLES=OFF -DZP_BUILD_BENCH=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target proto_fuzz batch_fuzz
+cmake --build build-fuzz -j"$jobs" --target proto_fuzz batch_fuzz spec_fuzz json_fuzz
 fuzz proto_fuzz -dict=tests/fuzz/proto.dict
 fuzz batch_fuzz
+fuzz spec_fuzz -dict=tests/fuzz/spec.dict
+fuzz json_fuzz -dict=tests/fuzz/json.dict

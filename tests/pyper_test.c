@@ -49,16 +49,6 @@ static int f3(zp_call *call)
     return 0;
 }
 
-/* Emits 0..n-1 for the run argument n. */
-static int numbers(zp_call *call)
-{
-    int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
-    for (int64_t i = 0; i < n; i++)
-        if (zp_emit_int(call, i) != 0)
-            return -1;
-    return 0;
-}
-
 /* The input plus every element of an array bind value, or plus the "b" and
  * "c" values of a map bind value. */
 static int add_bound(zp_call *call)

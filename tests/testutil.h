@@ -32,6 +32,16 @@ static inline void nap_us(long us)
         ;
 }
 
+/* The first task: emits 0 .. n-1 for the run argument [n]. */
+static inline int numbers(zp_call *call)
+{
+    int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
+    for (int64_t i = 0; i < n; i++)
+        if (zp_emit_int(call, i) != 0)
+            return -1;
+    return 0;
+}
+
 /* x -> x * x */
 static inline int square(zp_call *call)
 {

@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of JSON to msgpack (core/value.c): every JSON type packed and
- * read back with msgpack_unpack, run arguments wrapped into an array, the
- * line and column of invalid JSON, and objects built in a zone that outlive
- * the buffer they were packed into.
+ * Unit tests of JSON to msgpack and back (core/value.c): every JSON type
+ * packed and read back with msgpack_unpack, integers up to 2^64-1 exactly,
+ * the $bin and $ext conventions, run arguments wrapped into an array, the
+ * line and column of invalid JSON, objects built in a zone that outlive the
+ * buffer they were packed into, every msgpack type written as JSON, and
+ * values that go round both ways unchanged.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "core/error.h"
 #include "core/value.h"
 #include "zpipe.h"
 
@@ -465,6 +469,400 @@ static void test_pack_object_copies_a_value(void **state)
     packed_fini(&p);
 }
 
+/* ---- Integers beyond int64, binary and ext ------------------------------ */
+
+/* Reads `json` into *o in `zone`; fails the test on any error. */
+static void read_ok(const char *json, msgpack_zone *zone, msgpack_object *o)
+{
+    zp__json_error e = {0};
+    int rc = zp__json_read(json, strlen(json), zone, o, &e);
+    if (rc != 0)
+        fail_msg("reading '%s' failed with %d at %d:%d: %s", json, rc, e.line,
+                 e.column, e.reason ? e.reason : "?");
+}
+
+/* Expects zp__json_read to refuse `json` with a reason containing `why`,
+ * at column `col` of line 1. */
+static void read_refused_n(const char *json, size_t len, const char *why,
+                           int col)
+{
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    msgpack_object o;
+    zp__json_error e = {0};
+    assert_non_null(zone);
+    assert_int_equal(zp__json_read(json, len, zone, &o, &e), ZP_EINVAL);
+    assert_non_null(e.reason);
+    if (strstr(e.reason, why) == NULL)
+        fail_msg("'%s': reason '%s' does not mention '%s'", json, e.reason,
+                 why);
+    assert_int_equal(e.line, 1);
+    assert_int_equal(e.column, col);
+    msgpack_zone_free(zone);
+}
+
+static void read_refused(const char *json, const char *why, int col)
+{
+    read_refused_n(json, strlen(json), why, col);
+}
+
+static void test_integers_up_to_2_64_minus_1_stay_exact(void **state)
+{
+    (void)state;
+    packed p;
+    pack(&p, "18446744073709551615");
+    assert_uint(&p.obj, UINT64_MAX);
+    packed_fini(&p);
+    pack(&p, "9223372036854775808");
+    assert_uint(&p.obj, (uint64_t)INT64_MAX + 1);
+    packed_fini(&p);
+    /* Beyond msgpack's integers, a number is a double, as in JavaScript. */
+    pack(&p, "18446744073709551616");
+    assert_int_equal(p.obj.type, MSGPACK_OBJECT_FLOAT64);
+    assert_true(p.obj.via.f64 == 18446744073709551616.0);
+    packed_fini(&p);
+    pack(&p, "-9223372036854775809");
+    assert_int_equal(p.obj.type, MSGPACK_OBJECT_FLOAT64);
+    packed_fini(&p);
+    pack(&p, "-0");
+    assert_uint(&p.obj, 0);
+    packed_fini(&p);
+}
+
+static void test_a_bin_object_becomes_binary(void **state)
+{
+    (void)state;
+    packed p;
+    pack(&p, "{\"$bin\": \"aGVsbG8=\"}");
+    assert_int_equal(p.obj.type, MSGPACK_OBJECT_BIN);
+    assert_int_equal(p.obj.via.bin.size, 5);
+    assert_memory_equal(p.obj.via.bin.ptr, "hello", 5);
+    packed_fini(&p);
+    pack(&p, "[{\"$bin\": \"\"}, {\"$bin\": \"AP8=\"}, {\"$bin\": \"AAEC\"}]");
+    assert_int_equal(p.obj.via.array.ptr[0].type, MSGPACK_OBJECT_BIN);
+    assert_int_equal(p.obj.via.array.ptr[0].via.bin.size, 0);
+    assert_int_equal(p.obj.via.array.ptr[1].via.bin.size, 2);
+    assert_memory_equal(p.obj.via.array.ptr[1].via.bin.ptr, "\x00\xff", 2);
+    assert_int_equal(p.obj.via.array.ptr[2].via.bin.size, 3);
+    assert_memory_equal(p.obj.via.array.ptr[2].via.bin.ptr, "\x00\x01\x02", 3);
+    packed_fini(&p);
+    /* With another key, "$bin" is an ordinary key. */
+    pack(&p, "{\"$bin\": \"aGVsbG8=\", \"x\": 1}");
+    assert_int_equal(p.obj.type, MSGPACK_OBJECT_MAP);
+    packed_fini(&p);
+}
+
+static void test_an_ext_object_becomes_ext(void **state)
+{
+    (void)state;
+    packed p;
+    pack(&p, "{\"$ext\": [-1, \"AQID\"]}");
+    assert_int_equal(p.obj.type, MSGPACK_OBJECT_EXT);
+    assert_int_equal(p.obj.via.ext.type, -1);
+    assert_int_equal(p.obj.via.ext.size, 3);
+    assert_memory_equal(p.obj.via.ext.ptr, "\x01\x02\x03", 3);
+    packed_fini(&p);
+    pack(&p, "{\"$ext\": [127, \"\"]}");
+    assert_int_equal(p.obj.via.ext.type, 127);
+    assert_int_equal(p.obj.via.ext.size, 0);
+    packed_fini(&p);
+}
+
+static void test_malformed_bin_and_ext_objects_are_errors(void **state)
+{
+    (void)state;
+    read_refused("{\"$bin\": \"abc\"}", "base64", 1);
+    read_refused("{\"$bin\": \"ab!=\"}", "base64", 1);
+    read_refused("{\"$bin\": \"a===\"}", "base64", 1);
+    read_refused("{\"$bin\": \"ab=c\"}", "base64", 1);
+    read_refused("[{\"$bin\": 12}]", "base64", 2);
+    read_refused("{\"$ext\": [128, \"\"]}", "-128 to 127", 1);
+    read_refused("{\"$ext\": [-129, \"\"]}", "-128 to 127", 1);
+    read_refused("{\"$ext\": [1]}", "[TYPE, BASE64]", 1);
+    read_refused("{\"$ext\": [1, \"%%%%\"]}", "[TYPE, BASE64]", 1);
+}
+
+/* ---- Strict JSON --------------------------------------------------------- */
+
+static void test_surrogate_pairs_become_one_character(void **state)
+{
+    (void)state;
+    packed p;
+    pack(&p, "\"\\ud83d\\ude00 \\u20AC\"");
+    assert_str(&p.obj, "\xf0\x9f\x98\x80 \xe2\x82\xac", 8);
+    packed_fini(&p);
+    read_refused("\"\\ud83d\"", "surrogate", 2);
+    read_refused("\"\\ude00\"", "surrogate", 2);
+    read_refused("\"\\ud83d\\u0041\"", "surrogate", 2);
+    read_refused("\"\\u12G4\"", "hex digits", 2);
+}
+
+static void test_text_that_is_not_strict_json_is_refused(void **state)
+{
+    (void)state;
+    read_refused("\"a\x01\"", "control character", 3);
+    read_refused("\"\xc3\x28\"", "UTF-8", 2);
+    read_refused("\"\xed\xa0\x80\"", "UTF-8", 2); /* an encoded surrogate */
+    read_refused("\"\xc0\xaf\"", "UTF-8", 2);     /* overlong '/' */
+    read_refused("\"\\x\"", "escape", 2);
+    read_refused("01", "after the value", 2);
+    read_refused("1.", "after '.'", 3);
+    read_refused("1e+", "exponent", 4);
+    read_refused("-", "invalid number", 1);
+    read_refused("+1", "expected a value", 1);
+    read_refused("1e999", "out of range", 1);
+    read_refused("[1,]", "expected a value", 4);
+    read_refused("{\"a\" 1}", "':'", 6);
+    read_refused("{1: 2}", "key", 2);
+    read_refused("nul", "expected a value", 1);
+    read_refused("[1 2]", "',' or ']'", 4);
+    read_refused_n("1\0", 2, "after the value", 2);
+    read_refused("\"\xc3\xa9\" x", "after the value", 5);
+}
+
+/* `levels` arrays around `inner` (malloc'ed). */
+static char *nested(int levels, const char *inner)
+{
+    size_t n = strlen(inner), l = (size_t)levels;
+    char *s = malloc(2 * l + n + 1);
+    assert_non_null(s);
+    memset(s, '[', l);
+    memcpy(s + l, inner, n);
+    memset(s + l + n, ']', l);
+    s[2 * l + n] = '\0';
+    return s;
+}
+
+/* zp__json_pack_args of {"a": `levels` arrays around 1}. */
+static int pack_args_in_object(int levels, char **err)
+{
+    char *inner = nested(levels, "1");
+    char *text = zp__strdupf("{\"a\": %s}", inner);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    int rc = zp__json_pack_args(text, &pk, err);
+    msgpack_sbuffer_destroy(&sb);
+    free(text);
+    free(inner);
+    return rc;
+}
+
+static void test_nesting_stops_at_32_levels(void **state)
+{
+    (void)state;
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    msgpack_object o;
+    assert_non_null(zone);
+    char *ok = nested(32, ""), *deep = nested(33, "");
+    read_ok(ok, zone, &o);
+    read_refused(deep, "deeper than 32", 33);
+    free(ok);
+    free(deep);
+    msgpack_zone_free(zone);
+    /* A single argument 32 levels deep cannot be wrapped in the argument
+     * array; 31 levels can. */
+    char *err = NULL;
+    assert_int_equal(pack_args_in_object(31, &err), ZP_EINVAL);
+    assert_non_null(strstr(err, "deeper than 32"));
+    free(err);
+    assert_int_equal(pack_args_in_object(30, NULL), 0);
+}
+
+static void test_reading_stops_at_the_given_length(void **state)
+{
+    (void)state;
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    msgpack_object o;
+    zp__json_error e;
+    assert_non_null(zone);
+    assert_int_equal(zp__json_read("12345", 3, zone, &o, &e), 0);
+    assert_uint(&o, 123);
+    assert_int_equal(zp__json_read("\"abc\"", 4, zone, &o, &e), ZP_EINVAL);
+    assert_non_null(strstr(e.reason, "unterminated"));
+    assert_int_equal(zp__json_read("[1, 2]", 5, zone, &o, &e), ZP_EINVAL);
+    assert_int_equal(zp__json_read("", 0, zone, &o, &e), ZP_EINVAL);
+    assert_int_equal(e.column, 1);
+    msgpack_zone_free(zone);
+}
+
+/* ---- Writing JSON -------------------------------------------------------- */
+
+/* The JSON text of the single value packed in sb. */
+static char *write_packed(const msgpack_sbuffer *sb)
+{
+    msgpack_zone zone;
+    msgpack_object o;
+    msgpack_sbuffer out;
+    size_t off = 0;
+    assert_true(msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE));
+    assert_int_equal(msgpack_unpack(sb->data, sb->size, &off, &zone, &o),
+                     MSGPACK_UNPACK_SUCCESS);
+    msgpack_sbuffer_init(&out);
+    assert_int_equal(zp__json_write(&o, &out), 0);
+    char *text = strndup(out.data ? out.data : "", out.size);
+    msgpack_sbuffer_destroy(&out);
+    msgpack_zone_destroy(&zone);
+    return text;
+}
+
+typedef void (*packing)(msgpack_packer *pk);
+
+/* Packs with fn, writes it as JSON, and compares with `want`. */
+static void assert_written(packing fn, const char *want)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    fn(&pk);
+    char *text = write_packed(&sb);
+    assert_string_equal(text, want);
+    free(text);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void pack_scalars(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 8);
+    msgpack_pack_nil(pk);
+    msgpack_pack_true(pk);
+    msgpack_pack_false(pk);
+    msgpack_pack_uint64(pk, UINT64_MAX);
+    msgpack_pack_int64(pk, INT64_MIN);
+    msgpack_pack_int8(pk, -1);
+    msgpack_pack_uint8(pk, 0);
+    msgpack_pack_int32(pk, 7);
+}
+
+static void pack_reals(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 9);
+    msgpack_pack_double(pk, 0.1);
+    msgpack_pack_double(pk, 1.0);
+    msgpack_pack_double(pk, -2.5e-300);
+    msgpack_pack_double(pk, 1e21);
+    msgpack_pack_float(pk, 0.1f);
+    msgpack_pack_float(pk, 3.0f);
+    msgpack_pack_double(pk, NAN);
+    msgpack_pack_double(pk, -INFINITY);
+    msgpack_pack_double(pk, 0.30000000000000004);
+}
+
+static void pack_strings(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_str_with_body(pk, "q\"b\\n\n\t\x01\x7f/", 10);
+    msgpack_pack_str_with_body(pk, "\xc3\xa9\xf0\x9f\x98\x80", 6);
+    msgpack_pack_str_with_body(pk,
+                               "a\xff"
+                               "b\xc3",
+                               4); /* invalid UTF-8 */
+    msgpack_pack_str_with_body(pk, "nul\0", 4);
+}
+
+static void pack_containers(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 4);
+    msgpack_pack_str_with_body(pk, "a", 1);
+    msgpack_pack_array(pk, 0);
+    msgpack_pack_int(pk, 1); /* keys that are not strings */
+    msgpack_pack_map(pk, 0);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_true(pk);
+    msgpack_pack_str_with_body(pk, "k", 1);
+    msgpack_pack_nil(pk);
+    msgpack_pack_nil(pk);
+    msgpack_pack_nil(pk);
+}
+
+static void pack_bin_and_ext(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_bin_with_body(pk, "hello", 5);
+    msgpack_pack_bin_with_body(pk, "", 0);
+    msgpack_pack_ext_with_body(pk, "\x01\x02\x03\x04", 4, -128);
+    msgpack_pack_ext_with_body(pk, "\xff", 1, 5);
+}
+
+static void test_every_msgpack_type_is_written_as_json(void **state)
+{
+    (void)state;
+    assert_written(pack_scalars, "[null,true,false,18446744073709551615,"
+                                 "-9223372036854775808,-1,0,7]");
+    assert_written(pack_reals, "[0.1,1.0,-2.5e-300,1e+21,0.1,3.0,null,null,"
+                               "0.30000000000000004]");
+    assert_written(pack_strings,
+                   "[\"q\\\"b\\\\n\\n\\t\\u0001\x7f/\",\"\xc3\xa9\xf0\x9f\x98"
+                   "\x80\",\"a\xef\xbf\xbd"
+                   "b\xef\xbf\xbd\",\"nul\\u0000\"]");
+    assert_written(
+        pack_containers,
+        "{\"a\":[],\"1\":{},\"[true,\\\"k\\\"]\":null,\"null\":null}");
+    assert_written(pack_bin_and_ext,
+                   "[{\"$bin\":\"aGVsbG8=\"},{\"$bin\":\"\"},"
+                   "{\"$ext\":[-128,\"AQIDBA==\"]},{\"$ext\":[5,\"/w==\"]}]");
+}
+
+/* ---- Round trips --------------------------------------------------------- */
+
+static void test_json_goes_to_msgpack_and_back_unchanged(void **state)
+{
+    (void)state;
+    const char *texts[] = {
+        "null",
+        "[true,false,0,-1,18446744073709551615,-9223372036854775808]",
+        "[0.5,-1e-05,1.7976931348623157e+308,5e-324,123456789.125]",
+        "{\"a\":{\"b\":[1,{\"c\":\"\\u0000\\\"\\\\\"}]},\"\":[]}",
+        "\"\xe2\x82\xac \xf0\x9f\x98\x80\"",
+        "[{\"$bin\":\"AAECAwQF\"},{\"$ext\":[-7,\"AA==\"]}]",
+    };
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    assert_non_null(zone);
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        msgpack_object o;
+        msgpack_sbuffer sb;
+        read_ok(texts[i], zone, &o);
+        msgpack_sbuffer_init(&sb);
+        assert_int_equal(zp__json_write(&o, &sb), 0);
+        char *back = strndup(sb.data, sb.size);
+        assert_string_equal(back, texts[i]);
+        free(back);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    msgpack_zone_free(zone);
+}
+
+static void test_msgpack_goes_to_json_and_back_unchanged(void **state)
+{
+    (void)state;
+    packing all[] = {pack_scalars, pack_containers, pack_bin_and_ext};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_zone zone;
+        msgpack_object want, got;
+        size_t off = 0;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        all[i](&pk);
+        assert_true(msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE));
+        assert_int_equal(msgpack_unpack(sb.data, sb.size, &off, &zone, &want),
+                         MSGPACK_UNPACK_SUCCESS);
+        char *text = write_packed(&sb);
+        if (all[i] == pack_containers) /* its keys become strings */
+            assert_int_equal(want.via.map.ptr[1].key.type,
+                             MSGPACK_OBJECT_POSITIVE_INTEGER);
+        else {
+            read_ok(text, &zone, &got);
+            assert_true(msgpack_object_equal(want, got));
+        }
+        free(text);
+        msgpack_zone_destroy(&zone);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -489,6 +887,17 @@ int main(void)
         cmocka_unit_test(test_many_objects_share_one_zone),
         cmocka_unit_test(test_invalid_json_to_object_gives_einval),
         cmocka_unit_test(test_pack_object_copies_a_value),
+        cmocka_unit_test(test_integers_up_to_2_64_minus_1_stay_exact),
+        cmocka_unit_test(test_a_bin_object_becomes_binary),
+        cmocka_unit_test(test_an_ext_object_becomes_ext),
+        cmocka_unit_test(test_malformed_bin_and_ext_objects_are_errors),
+        cmocka_unit_test(test_surrogate_pairs_become_one_character),
+        cmocka_unit_test(test_text_that_is_not_strict_json_is_refused),
+        cmocka_unit_test(test_nesting_stops_at_32_levels),
+        cmocka_unit_test(test_reading_stops_at_the_given_length),
+        cmocka_unit_test(test_every_msgpack_type_is_written_as_json),
+        cmocka_unit_test(test_json_goes_to_msgpack_and_back_unchanged),
+        cmocka_unit_test(test_msgpack_goes_to_json_and_back_unchanged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,15 +11,7 @@
 #include <stdlib.h>
 
 #include "transport/batch.h"
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
+#include "tests/fuzz/check.h"
 
 static void read_batch(zp__batch_reader *r, const uint8_t *data, size_t size)
 {

@@ -13,15 +13,7 @@
 #include <string.h>
 
 #include "transport/proto.h"
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
+#include "tests/fuzz/check.h"
 
 /* A NUL-terminated copy of p[0..n), or NULL when it holds a NUL. */
 static char *c_string(const char *p, size_t n)

@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Progress and statistics reports, see progress.h. The progress thread
+ * wakes a few times a second, reads every stage's counters (atomics, so
+ * reading them costs the run nothing) and prints them; it owns nothing of
+ * the run. On a terminal it redraws one table in place with ANSI cursor
+ * movements; elsewhere (a file, a pipe, a CI log) it appends plain lines,
+ * one per stage each second, which grep and humans read alike. The
+ * statistics file is written with jansson once the run is over.
+ */
+#include "coordinator/progress.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "worker/call.h"
+
+#define TTY_PERIOD_MS 250
+#define PLAIN_PERIOD_MS 1000
+
+struct zp__progress {
+    zp_run *run; /* borrowed */
+    pthread_t thread;
+    pthread_mutex_t lock; /* guards stop */
+    pthread_cond_t cond;  /* on CLOCK_MONOTONIC; signalled by stop */
+    bool stop;
+    bool tty;           /* stderr is a terminal: redraw a table */
+    size_t n;           /* stages */
+    uint64_t start;     /* ns, when the thread started */
+    uint64_t last;      /* ns, the last report */
+    uint64_t *prev_out; /* owned, n; items_out at the last report */
+    double *rate;       /* owned, n; items out per second since then */
+    zp_stage_stats *st; /* owned, n; the figures being printed */
+    size_t drawn;       /* tty: lines of the table on the screen */
+};
+
+static double seconds(uint64_t ns)
+{
+    return (double)ns / 1e9;
+}
+
+static unsigned long long ull(uint64_t v)
+{
+    return (unsigned long long)v;
+}
+
+/* ---- Printing ------------------------------------------------------------ */
+
+static void draw_table(zp__progress *p, const char *footer)
+{
+    char workers[32];
+    flockfile(stderr);
+    if (p->drawn > 0) /* back to the table's first line */
+        fprintf(stderr, "\r\x1b[%zuA", p->drawn);
+    fprintf(stderr, "%3s %-16s %10s %10s %7s %7s %9s %9s %10s\x1b[K\n", "#",
+            "task", "in", "out", "failed", "retried", "in flight", "workers",
+            "items/s");
+    for (size_t i = 0; i < p->n; i++) {
+        const zp_stage_stats *s = &p->st[i];
+        snprintf(workers, sizeof workers, "%d/%d", s->workers_alive,
+                 s->workers);
+        fprintf(stderr,
+                "%3zu %-16.16s %10llu %10llu %7llu %7llu %9llu %9s %10.1f"
+                "\x1b[K\n",
+                i + 1, s->task, ull(s->items_in), ull(s->items_out),
+                ull(s->failed), ull(s->retried), ull(s->in_flight), workers,
+                p->rate[i]);
+    }
+    fprintf(stderr, "%s\x1b[K\n", footer);
+    p->drawn = p->n + 2;
+    funlockfile(stderr);
+    fflush(stderr);
+}
+
+static void print_lines(zp__progress *p, uint64_t now)
+{
+    flockfile(stderr);
+    for (size_t i = 0; i < p->n; i++) {
+        const zp_stage_stats *s = &p->st[i];
+        fprintf(stderr,
+                "zpipe: %.1fs: stage %zu %s: in %llu, out %llu, failed %llu, "
+                "retried %llu, in flight %llu, workers %d/%d, %.1f items/s\n",
+                seconds(now - p->start), i + 1, s->task, ull(s->items_in),
+                ull(s->items_out), ull(s->failed), ull(s->retried),
+                ull(s->in_flight), s->workers_alive, s->workers, p->rate[i]);
+    }
+    funlockfile(stderr);
+    fflush(stderr);
+}
+
+static void print_summary_lines(zp__progress *p, const char *outcome)
+{
+    flockfile(stderr);
+    fprintf(stderr, "zpipe: %s\n", outcome);
+    for (size_t i = 0; i < p->n; i++) {
+        const zp_stage_stats *s = &p->st[i];
+        fprintf(stderr,
+                "zpipe: stage %zu %s: in %llu, out %llu, failed %llu, retried "
+                "%llu, skipped %llu, restarts %llu, busy %.3fs, queue "
+                "high-water %llu, %.1f items/s\n",
+                i + 1, s->task, ull(s->items_in), ull(s->items_out),
+                ull(s->failed), ull(s->retried), ull(s->skipped),
+                ull(s->restarts), seconds(s->busy_ns), ull(s->queue_hwm),
+                p->rate[i]);
+    }
+    funlockfile(stderr);
+    fflush(stderr);
+}
+
+/* ---- The thread ---------------------------------------------------------- */
+
+static void report(zp__progress *p)
+{
+    uint64_t now = zp__now_ns();
+    double dt = seconds(now - p->last);
+    for (size_t i = 0; i < p->n; i++) {
+        if (zp_run_stats(p->run, i, &p->st[i]) != 0)
+            return;
+        p->rate[i] =
+            dt > 0 ? (double)(p->st[i].items_out - p->prev_out[i]) / dt : 0;
+        p->prev_out[i] = p->st[i].items_out;
+    }
+    p->last = now;
+    if (p->tty) {
+        char footer[64];
+        snprintf(footer, sizeof footer, "running for %.1fs",
+                 seconds(now - p->start));
+        draw_table(p, footer);
+    } else {
+        print_lines(p, now);
+    }
+}
+
+static void deadline_after(struct timespec *t, uint64_t ns)
+{
+    clock_gettime(CLOCK_MONOTONIC, t);
+    ns += (uint64_t)t->tv_nsec;
+    t->tv_sec += (time_t)(ns / 1000000000u);
+    t->tv_nsec = (long)(ns % 1000000000u);
+}
+
+static void *progress_main(void *arg)
+{
+    zp__progress *p = arg;
+    uint64_t period = (p->tty ? TTY_PERIOD_MS : PLAIN_PERIOD_MS) * 1000000ull;
+    struct timespec next;
+    deadline_after(&next, period);
+    pthread_mutex_lock(&p->lock);
+    while (!p->stop) {
+        if (pthread_cond_timedwait(&p->cond, &p->lock, &next) != ETIMEDOUT)
+            continue; /* stopped, or woken for nothing */
+        pthread_mutex_unlock(&p->lock);
+        report(p);
+        deadline_after(&next, period);
+        pthread_mutex_lock(&p->lock);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static void progress_free(zp__progress *p)
+{
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    free(p->prev_out);
+    free(p->rate);
+    free(p->st);
+    free(p);
+}
+
+static bool init_sync(zp__progress *p)
+{
+    pthread_condattr_t a;
+    bool ok = pthread_condattr_init(&a) == 0;
+    ok = ok && pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0 &&
+         pthread_cond_init(&p->cond, &a) == 0;
+    pthread_condattr_destroy(&a);
+    if (ok && pthread_mutex_init(&p->lock, NULL) != 0) {
+        pthread_cond_destroy(&p->cond);
+        ok = false;
+    }
+    return ok;
+}
+
+zp__progress *zp__progress_start(zp_run *r)
+{
+    size_t n = zp_run_stages(r);
+    zp__progress *p = calloc(1, sizeof *p);
+    if (p == NULL || n == 0 || !init_sync(p)) {
+        free(p);
+        return NULL;
+    }
+    p->run = r;
+    p->n = n;
+    p->prev_out = calloc(n, sizeof *p->prev_out);
+    p->rate = calloc(n, sizeof *p->rate);
+    p->st = calloc(n, sizeof *p->st);
+    const char *term = getenv("TERM");
+    p->tty = isatty(STDERR_FILENO) && !(term && strcmp(term, "dumb") == 0);
+    p->start = p->last = zp__now_ns();
+    if (p->prev_out == NULL || p->rate == NULL || p->st == NULL ||
+        pthread_create(&p->thread, NULL, progress_main, p) != 0) {
+        progress_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static const char *outcome_word(int code)
+{
+    return code == 0              ? "finished"
+           : code == ZP_ECANCELED ? "cancelled"
+                                  : "failed";
+}
+
+void zp__progress_stop(zp__progress **pp, const zp_stage_stats *final, size_t n,
+                       int code, uint64_t ns)
+{
+    zp__progress *p = pp ? *pp : NULL;
+    if (p == NULL)
+        return;
+    *pp = NULL;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    pthread_join(p->thread, NULL);
+    char outcome[64];
+    snprintf(outcome, sizeof outcome, "%s in %.2fs", outcome_word(code),
+             seconds(ns));
+    p->n = n < p->n ? n : p->n;
+    for (size_t i = 0; i < p->n; i++) { /* the summary gives averages */
+        p->st[i] = final[i];
+        p->rate[i] = ns > 0 ? (double) final[i].items_out / seconds(ns) : 0;
+    }
+    if (p->tty)
+        draw_table(p, outcome);
+    else
+        print_summary_lines(p, outcome);
+    progress_free(p);
+}
+
+/* ---- The statistics file ------------------------------------------------- */
+
+static json_t *stage_json(size_t i, const zp_stage_stats *s, uint64_t ns)
+{
+    return json_pack(
+        "{s:I, s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, "
+        "s:f}",
+        "stage", (json_int_t)i + 1, "task", s->task, "workers", s->workers,
+        "throttle", s->throttle, "items_in", (json_int_t)s->items_in,
+        "items_out", (json_int_t)s->items_out, "failed", (json_int_t)s->failed,
+        "retried", (json_int_t)s->retried, "skipped", (json_int_t)s->skipped,
+        "queue_hwm", (json_int_t)s->queue_hwm, "busy_seconds",
+        seconds(s->busy_ns), "restarts", (json_int_t)s->restarts,
+        "peak_in_flight", (json_int_t)s->peak_in_flight, "items_per_second",
+        ns > 0 ? (double)s->items_out / seconds(ns) : 0.0);
+}
+
+static json_t *stats_json(const zp_stage_stats *st, size_t n, int code,
+                          const char *error, uint64_t ns)
+{
+    json_t *stages = json_array();
+    for (size_t i = 0; stages != NULL && i < n; i++)
+        if (json_array_append_new(stages, stage_json(i, &st[i], ns)) != 0) {
+            json_decref(stages);
+            stages = NULL;
+        }
+    if (stages == NULL)
+        return NULL;
+    static const char *const words[] = {"ok", "cancelled", "failed"};
+    const char *status = words[code == 0 ? 0 : code == ZP_ECANCELED ? 1 : 2];
+    return json_pack("{s:s, s:s?, s:f, s:o}", "status", status, "error",
+                     code != 0 ? error : NULL, "seconds", seconds(ns), "stages",
+                     stages);
+}
+
+int zp__stats_write(const char *path, const zp_stage_stats *st, size_t n,
+                    int code, const char *error, uint64_t ns, char **why)
+{
+    json_t *j = stats_json(st, n, code, error, ns);
+    int fd =
+        j ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666) : -1;
+    int rc = 0;
+    if (j == NULL)
+        errno = ENOMEM;
+    if (fd < 0 ||
+        json_dumpfd(j, fd, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) != 0 ||
+        write(fd, "\n", 1) != 1)
+        rc = ZP_EIO;
+    if (fd >= 0 && close(fd) != 0)
+        rc = ZP_EIO;
+    if (rc != 0)
+        *why = zp__strdupf("cannot write the statistics to '%s': %s", path,
+                           strerror(errno));
+    json_decref(j);
+    return rc;
+}

@@ -1,0 +1,1074 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests of the zpipe CLI (coordinator/cli.c and the modules under it),
+ * run as users run it: the real executable, spawned with its stdin,
+ * stdout and stderr on pipes, with plugins built by the test suite
+ * (tests/plugins/). Every command, every error exit status, JSON lines in
+ * and out, the built-in tasks, process stages and remote stages served by
+ * `zpipe worker` processes over tcp on 127.0.0.1, the statistics file
+ * (read back with jansson), progress lines off a terminal, and signals.
+ *
+ * This process is a child subreaper: whatever zpipe leaves running when
+ * it exits (a worker, a command of exec) becomes our child, so "nothing is
+ * left behind" is checked by finding no child at all. Waiting is for
+ * events with a deadline: output on a pipe, a process's exit.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "tests/testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* How long any zpipe command may take before the test calls it stuck. */
+#define DEADLINE_MS 60000
+
+static char dir[64]; /* a private temporary directory for every test */
+
+/* ---- Running zpipe ------------------------------------------------------- */
+
+/* A zpipe process with pipes to its standard streams. */
+typedef struct proc {
+    pid_t pid;
+    int in, out, err;                /* our ends; -1 once closed */
+    char *stdout_text, *stderr_text; /* what it wrote so far */
+    size_t out_len, err_len;
+    int status; /* once reaped */
+} proc;
+
+/* Starts zpipe with the NULL-terminated arguments `args`. */
+static void start(proc *p, const char *const *args)
+{
+    int in[2], out[2], err[2];
+    const char *argv[64] = {ZPIPE_BIN};
+    size_t n = 1;
+    for (; args[n - 1] != NULL && n < 63; n++)
+        argv[n] = args[n - 1];
+    argv[n] = NULL;
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    assert_int_equal(posix_spawn(&p->pid, ZPIPE_BIN, &fa, NULL,
+                                 (char *const *)argv, environ),
+                     0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    *p = (proc){.pid = p->pid, .in = in[1], .out = out[0], .err = err[0]};
+}
+
+static void append(int *fd, char **text, size_t *len)
+{
+    char buf[65536];
+    ssize_t n = read(*fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+        return;
+    if (n <= 0) {
+        close(*fd);
+        *fd = -1;
+        return;
+    }
+    *text = realloc(*text, *len + (size_t)n + 1);
+    assert_non_null(*text);
+    memcpy(*text + *len, buf, (size_t)n);
+    *len += (size_t)n;
+    (*text)[*len] = '\0';
+}
+
+/* Reads what the process writes for up to `ms`, or until `until` shows up
+ * on its stdout (its stderr when `err`), or until it closes both. */
+static bool pump(proc *p, int ms, const char *until, bool err)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        const char *text = err ? p->stderr_text : p->stdout_text;
+        if (until != NULL && text != NULL && strstr(text, until))
+            return true;
+        if (p->out < 0 && p->err < 0)
+            return until == NULL;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long left = ms - ((t.tv_sec - t0.tv_sec) * 1000 +
+                          (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0)
+            return false;
+        struct pollfd fds[2] = {{.fd = p->out, .events = POLLIN},
+                                {.fd = p->err, .events = POLLIN}};
+        if (poll(fds, 2, (int)left) <= 0)
+            continue;
+        if (fds[0].revents)
+            append(&p->out, &p->stdout_text, &p->out_len);
+        if (fds[1].revents)
+            append(&p->err, &p->stderr_text, &p->err_len);
+    }
+}
+
+/* Reads until the process closes its outputs, then reaps it. */
+static int finish(proc *p)
+{
+    if (p->in >= 0)
+        close(p->in);
+    p->in = -1;
+    if (!pump(p, DEADLINE_MS, NULL, false)) {
+        kill(p->pid, SIGKILL);
+        fail_msg("zpipe is stuck; it wrote: %s / %s", p->stdout_text,
+                 p->stderr_text);
+    }
+    while (waitpid(p->pid, &p->status, 0) < 0)
+        assert_int_equal(errno, EINTR);
+    if (!p->stdout_text)
+        p->stdout_text = calloc(1, 1);
+    if (!p->stderr_text)
+        p->stderr_text = calloc(1, 1);
+    return WIFEXITED(p->status) ? WEXITSTATUS(p->status) : -1;
+}
+
+static void proc_free(proc *p)
+{
+    if (p->in >= 0)
+        close(p->in);
+    if (p->out >= 0)
+        close(p->out);
+    if (p->err >= 0)
+        close(p->err);
+    free(p->stdout_text);
+    free(p->stderr_text);
+}
+
+/* Runs zpipe to its end with `input` on its stdin (may be NULL); the
+ * arguments follow, NULL-terminated. Returns the exit status. */
+static int zpipe(proc *p, const char *input, ...)
+{
+    const char *args[64];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, input);
+    while ((args[n] = va_arg(ap, const char *)) != NULL && n < 63)
+        n++;
+    va_end(ap);
+    args[n] = NULL;
+    start(p, args);
+    if (input != NULL)
+        assert_int_equal(write(p->in, input, strlen(input)),
+                         (ssize_t)strlen(input));
+    return finish(p);
+}
+
+static void assert_contains(const char *text, const char *part)
+{
+    if (text == NULL || strstr(text, part) == NULL)
+        fail_msg("'%s' does not contain '%s'", text ? text : "(null)", part);
+}
+
+/* Runs zpipe, expecting `status` and `part` in its stderr. */
+#define ASSERT_FAILS(status, part, ...)                                  \
+    do {                                                                 \
+        proc p_;                                                         \
+        assert_int_equal(zpipe(&p_, NULL, __VA_ARGS__, NULL), (status)); \
+        assert_contains(p_.stderr_text, (part));                         \
+        proc_free(&p_);                                                  \
+    } while (0)
+
+/* Runs zpipe, expecting success and exactly `want` on stdout. */
+#define ASSERT_OUTPUT(want, ...)                          \
+    do {                                                  \
+        proc p_;                                          \
+        int rc_ = zpipe(&p_, NULL, __VA_ARGS__, NULL);    \
+        if (rc_ != 0)                                     \
+            fail_msg("exit %d: %s", rc_, p_.stderr_text); \
+        assert_string_equal(p_.stdout_text, (want));      \
+        proc_free(&p_);                                   \
+    } while (0)
+
+/* A path in the test directory (static buffer, one of eight). */
+static const char *path(const char *name)
+{
+    static char bufs[8][160];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", dir, name);
+    return b;
+}
+
+static const char *write_file(const char *name, const char *text)
+{
+    const char *p = path(name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+#define PLUGIN(name) PLUGIN_DIR "/" name ".so"
+#define TASKS PLUGIN("cli_tasks")
+
+static int by_text(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The lines of `text` sorted, for outputs of unordered stages. */
+static char *sorted_lines(const char *text)
+{
+    char *copy = strdup(text), *save = NULL, *lines[4096];
+    size_t n = 0, len = 0;
+    for (char *l = strtok_r(copy, "\n", &save); l && n < 4096;
+         l = strtok_r(NULL, "\n", &save))
+        lines[n++] = l;
+    qsort(lines, n, sizeof *lines, by_text);
+    char *out = calloc(1, strlen(text) + 2);
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)sprintf(out + len, "%s\n", lines[i]);
+    free(copy);
+    return out;
+}
+
+/* Whether any process is still our child, once the ended ones are reaped
+ * (call it when none of the test's own processes is running). */
+static bool children_left(void)
+{
+    siginfo_t si;
+    int status;
+    while (waitpid(-1, &status, WNOHANG) > 0)
+        ;
+    return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0;
+}
+
+/* Waits up to `ms` for every child to be gone. */
+static bool no_child_within(int ms)
+{
+    for (int i = 0; i < ms / 10 && children_left(); i++)
+        nap_us(10000);
+    return !children_left();
+}
+
+/* ---- The commands and their errors --------------------------------------- */
+
+static void test_version_names_the_release(void **state)
+{
+    (void)state;
+    ASSERT_OUTPUT("zpipe " ZP_VERSION_STRING "\n", "--version");
+}
+
+static void test_help_of_every_command_is_its_usage(void **state)
+{
+    (void)state;
+    const char *cmds[][3] = {
+        {"--help", NULL, "usage: zpipe COMMAND"},
+        {"help", "run", "usage: zpipe run"},
+        {"run", "--help", "usage: zpipe run [OPTION]... SPEC [ARGS_JSON]"},
+        {"worker", "-h", "usage: zpipe worker --connect ENDPOINT"},
+        {"tasks", "--help", "usage: zpipe tasks"},
+        {"keygen", "--help", "usage: zpipe keygen NAME"},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        proc p;
+        assert_int_equal(zpipe(&p, NULL, cmds[i][0], cmds[i][1], NULL), 0);
+        assert_contains(p.stdout_text, cmds[i][2]);
+        proc_free(&p);
+    }
+}
+
+static void test_usage_errors_exit_2_naming_the_offending_word(void **state)
+{
+    (void)state;
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, NULL), 2);
+    assert_contains(p.stderr_text, "usage: zpipe COMMAND");
+    proc_free(&p);
+    ASSERT_FAILS(2, "unknown command 'rnu'", "rnu");
+    ASSERT_FAILS(2, "unknown option '--bogus'", "run", "--bogus", "identity");
+    ASSERT_FAILS(2, "unknown option '-x'", "tasks", "-x");
+    ASSERT_FAILS(2, "option '--input' needs a value", "run", "identity",
+                 "--input");
+    ASSERT_FAILS(2, "missing the SPEC", "run");
+    ASSERT_FAILS(2, "unexpected argument 'three'", "run", "identity", "1",
+                 "three");
+    ASSERT_FAILS(2, "bad value 'xml' for --format", "run", "--format", "xml",
+                 "identity");
+    ASSERT_FAILS(2, "bad value 'csv' for --input-format", "run",
+                 "--input-format", "csv", "identity");
+    ASSERT_FAILS(2, "bad value 'soon' for --wait-workers", "run",
+                 "--wait-workers", "soon", "identity");
+    ASSERT_FAILS(2, "--curve-secret needs --curve-allow", "run",
+                 "--curve-secret", "k", "identity");
+    ASSERT_FAILS(2, "and --input exclude each other", "run", "--input", "-",
+                 "identity", "[1]");
+    ASSERT_FAILS(2, "unexpected argument 'x'", "tasks", "x");
+    ASSERT_FAILS(2, "missing the NAME", "keygen");
+    ASSERT_FAILS(2, "--connect ENDPOINT is needed", "worker");
+    ASSERT_FAILS(2, "bad value '0' for --threads", "worker", "--connect",
+                 "tcp://127.0.0.1:1", "--threads", "0");
+    ASSERT_FAILS(2, "--curve-server needs --curve-secret", "worker",
+                 "--connect", "tcp://127.0.0.1:1", "--curve-server", "k");
+}
+
+static void test_configuration_errors_exit_2(void **state)
+{
+    (void)state;
+    /* The spec's errors point at the word. */
+    ASSERT_FAILS(2,
+                 "unknown task 'nosuch' in stage 2 (column 16)\n"
+                 "  range branch | nosuch\n"
+                 "                 ^~~~~~",
+                 "run", "range branch | nosuch");
+    ASSERT_FAILS(2, "bad value 'many' for workers", "run",
+                 "range branch | identity workers=many");
+    ASSERT_FAILS(2, "the first task cannot have workers > 1", "run",
+                 "identity workers=2");
+    ASSERT_FAILS(2, "invalid run arguments: invalid JSON at line 1, column 2",
+                 "run", "identity", "[x]");
+    ASSERT_FAILS(2, "task 'identity' has mode=remote: give --listen", "run",
+                 "range branch | identity mode=remote", "[1]");
+    ASSERT_FAILS(2, "bad value 'localhost:5555' for --listen", "run",
+                 "--listen", "localhost:5555",
+                 "range branch | identity mode=remote", "[1]");
+    ASSERT_FAILS(2, "cannot write --stats", "run", "--stats",
+                 "/nonexistent/dir/stats.json", "identity");
+    ASSERT_FAILS(2, "cannot write --output", "run", "--output",
+                 "/nonexistent/dir/out.jsonl", "identity");
+    ASSERT_FAILS(2, "cannot read --curve-allow", "run", "--curve-secret",
+                 "x.key", "--curve-allow", "/nonexistent/allow", "identity");
+}
+
+/* ---- Plugins ------------------------------------------------------------- */
+
+static void test_tasks_lists_built_in_and_plugin_tasks(void **state)
+{
+    (void)state;
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "tasks", "--plugin", TASKS, NULL), 0);
+    assert_contains(p.stdout_text, "exec       sync   built-in\n");
+    assert_contains(p.stdout_text, "sleep      async  built-in\n");
+    assert_contains(p.stdout_text, "double_it  sync   /");
+    assert_contains(p.stdout_text, "/cli_tasks.so\n");
+    assert_contains(p.stdout_text, "whoami     sync   /");
+    proc_free(&p);
+}
+
+static void test_plugin_errors_exit_2_and_say_what_is_wrong(void **state)
+{
+    (void)state;
+    ASSERT_FAILS(2, "plugin '/nonexistent/x.so': No such file or directory",
+                 "tasks", "--plugin", "/nonexistent/x.so");
+    ASSERT_FAILS(2, "registers no task", "tasks", "--plugin",
+                 PLUGIN("cli_empty"));
+    ASSERT_FAILS(2, "cannot load it", "tasks", "--plugin",
+                 write_file("junk.so", "not a library\n"));
+    ASSERT_FAILS(2, "both have a task named 'double_it'", "tasks", "--plugin",
+                 TASKS, "--plugin", PLUGIN("cli_clash"));
+    ASSERT_FAILS(2, "both have a task named 'double_it'", "run", "--plugin",
+                 PLUGIN("cli_clash"), "--plugin", TASKS, "identity");
+    ASSERT_FAILS(2, "a task named 'identity', which is a built-in task",
+                 "tasks", "--plugin", PLUGIN("cli_builtin_clash"));
+    ASSERT_FAILS(2, "plugin 'cli_tasks' is neither in $ZPIPE_PLUGIN_PATH",
+                 "tasks", "--plugin", "cli_tasks");
+}
+
+static void test_the_same_plugin_twice_is_harmless(void **state)
+{
+    (void)state;
+    ASSERT_OUTPUT("2\n", "run", "--plugin", TASKS, "--plugin", TASKS,
+                  "range branch | double_it", "[1, 2]");
+}
+
+static void test_plugins_are_found_by_name_in_zpipe_plugin_path(void **state)
+{
+    (void)state;
+    setenv("ZPIPE_PLUGIN_PATH", "/nonexistent:" PLUGIN_DIR, 1);
+    ASSERT_OUTPUT("4\n", "run", "--plugin", "cli_tasks",
+                  "range branch | double_it", "[2, 3]");
+    ASSERT_OUTPUT("6\n", "run", "--plugin", "cli_tasks.so",
+                  "range branch | double_it", "[3, 4]");
+    unsetenv("ZPIPE_PLUGIN_PATH");
+}
+
+static void test_a_plugin_linked_with_libzpipe_works_too(void **state)
+{
+    (void)state;
+    ASSERT_OUTPUT("0\n1\n4\n", "run", "--plugin", PLUGIN("cli_linked"),
+                  "range branch | linked_square ordered", "3");
+}
+
+static void test_the_example_plugin_has_the_tasks_its_users_name(void **state)
+{
+    (void)state;
+#ifdef EXAMPLES_PLUGIN
+    char host[256], want[300];
+    proc p;
+    assert_int_equal(gethostname(host, sizeof host), 0);
+    snprintf(want, sizeof want, "[3,\"%s\"]\n", host);
+    ASSERT_OUTPUT(want, "run", "--plugin", EXAMPLES_PLUGIN,
+                  "range branch | host_tag", "[3, 4]");
+    ASSERT_OUTPUT("0\n9\n", "run", "--plugin", EXAMPLES_PLUGIN,
+                  "range branch | slow_square mode=process workers=2 ordered",
+                  "[0, 5, 3]");
+    assert_int_equal(zpipe(&p, "\"localhost\"\n", "run", "--plugin",
+                           EXAMPLES_PLUGIN, "--input", "-", "resolve", NULL),
+                     0);
+    assert_true(strcmp(p.stdout_text, "\"127.0.0.1\"\n") == 0 ||
+                strcmp(p.stdout_text, "\"::1\"\n") == 0);
+    proc_free(&p);
+#else
+    skip();
+#endif
+}
+
+/* ---- Items: JSON lines in and out ---------------------------------------- */
+
+static void test_arguments_are_json_and_outputs_json_lines(void **state)
+{
+    (void)state;
+    ASSERT_OUTPUT("0\n1\n2\n", "run", "range branch | identity ordered", "3");
+    ASSERT_OUTPUT("5\n7\n", "run", "range branch", "[5, 9, 2]");
+    ASSERT_OUTPUT("[\"a\",{\"b\":null}]\n", "run", "identity",
+                  "[\"a\", {\"b\": null}]");
+}
+
+static void test_every_kind_of_value_goes_through_unchanged(void **state)
+{
+    (void)state;
+    const char *text = "18446744073709551615\n"
+                       "-9223372036854775808\n"
+                       "0.1\n"
+                       "\"caf\xc3\xa9 \\\"\\u0001\\n\"\n"
+                       "{\"a\":[true,false,null,{}],\"\":[]}\n"
+                       "{\"$bin\":\"AAECAw==\"}\n"
+                       "{\"$ext\":[-5,\"/w==\"]}\n";
+    const char *in = write_file("values.jsonl", text);
+    ASSERT_OUTPUT(text, "run", "--input", in, "identity ordered");
+}
+
+static void test_input_streams_into_a_first_stage_with_workers(void **state)
+{
+    (void)state;
+    char text[8192] = "", want[8192] = "";
+    for (int i = 1; i <= 300; i++) {
+        sprintf(text + strlen(text), "%d\n%s", i, i % 7 ? "" : "\n");
+        sprintf(want + strlen(want), "%d\n", 2 * i);
+    }
+    const char *in = write_file("numbers.jsonl", text);
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run", "--plugin", TASKS, "--input", in,
+                           "double_it workers=4", NULL),
+                     0);
+    char *got = sorted_lines(p.stdout_text), *expected = sorted_lines(want);
+    assert_string_equal(got, expected);
+    free(got);
+    free(expected);
+    proc_free(&p);
+}
+
+static void test_input_comes_from_stdin_as_json_or_raw_lines(void **state)
+{
+    (void)state;
+    proc p;
+    assert_int_equal(zpipe(&p, "{\"k\": 1}\n  \n[2]", "run", "--input", "-",
+                           "identity", NULL),
+                     0);
+    assert_string_equal(p.stdout_text, "{\"k\":1}\n[2]\n");
+    proc_free(&p);
+    assert_int_equal(zpipe(&p, "a b\r\n\n{not json}\n", "run", "--input", "-",
+                           "--input-format", "lines", "identity", NULL),
+                     0);
+    assert_string_equal(p.stdout_text, "\"a b\"\n\"\"\n\"{not json}\"\n");
+    proc_free(&p);
+}
+
+static void test_a_malformed_input_line_fails_naming_its_line(void **state)
+{
+    (void)state;
+    const char *in = write_file("bad.jsonl", "1\n2\n[3,\n4\n");
+    proc p;
+    assert_int_equal(
+        zpipe(&p, NULL, "run", "--input", in, "identity ordered", NULL), 1);
+    assert_contains(p.stderr_text, "bad.jsonl:3:4: invalid JSON: expected a "
+                                   "value, found the end of the text");
+    /* The failure stops the run at once: outputs not yet written are lost,
+     * those written are whole. */
+    assert_true(strncmp(p.stdout_text, "1\n2\n", p.out_len) == 0);
+    assert_true(p.out_len % 2 == 0);
+    proc_free(&p);
+    ASSERT_FAILS(1, "cannot open '/nonexistent/in.jsonl'", "run", "--input",
+                 "/nonexistent/in.jsonl", "identity");
+}
+
+static void test_outputs_go_to_a_file_as_json_lines_or_msgpack(void **state)
+{
+    (void)state;
+    const char *out = path("out.txt");
+    ASSERT_OUTPUT("", "run", "--output", out, "--format", "lines",
+                  "range branch | exec ordered bind=[\"echo\",\"n={}\"]", "2");
+    FILE *f = fopen(out, "r");
+    char buf[64] = "";
+    assert_non_null(f);
+    assert_int_equal(fread(buf, 1, sizeof buf - 1, f), 8);
+    fclose(f);
+    assert_string_equal(buf, "n=0\nn=1\n");
+    /* msgpack: values back to back, read back here with msgpack-c. */
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run", "--format", "msgpack",
+                           "range branch | identity ordered", "[254, 257]",
+                           NULL),
+                     0);
+    size_t off = 0;
+    for (uint64_t want = 254; want < 257; want++) {
+        msgpack_zone zone;
+        msgpack_object o;
+        assert_true(msgpack_zone_init(&zone, 1024));
+        assert_true(msgpack_unpack(p.stdout_text, p.out_len, &off, &zone, &o) >=
+                    0);
+        assert_int_equal(o.via.u64, want);
+        msgpack_zone_destroy(&zone);
+    }
+    assert_int_equal(off, p.out_len);
+    proc_free(&p);
+}
+
+/* ---- Built-in tasks ------------------------------------------------------ */
+
+static void test_range_counts_as_python_does(void **state)
+{
+    (void)state;
+    ASSERT_OUTPUT("3\n2\n1\n", "run", "range branch", "[3, 0, -1]");
+    ASSERT_OUTPUT("", "run", "range branch", "[0]");
+    ASSERT_OUTPUT("9223372036854775806\n", "run", "range branch",
+                  "[9223372036854775806, 9223372036854775807]");
+    ASSERT_FAILS(1, "the step must not be zero", "run", "range branch",
+                 "[1, 5, 0]");
+    ASSERT_FAILS(1, "range takes [STOP], [START, STOP]", "run", "range branch",
+                 "[\"x\"]");
+    ASSERT_FAILS(1, "give it the branch flag ('range branch')", "run", "range",
+                 "2");
+}
+
+static void
+test_lines_reads_a_file_and_sleep_waits_without_threads(void **state)
+{
+    (void)state;
+    const char *text = write_file("words.txt", "one\ntwo\n\nthree");
+    char args[256];
+    snprintf(args, sizeof args, "\"%s\"", text);
+    ASSERT_OUTPUT("\"one\"\n\"two\"\n\"\"\n\"three\"\n", "run",
+                  "lines branch | identity ordered", args);
+    /* 1000 items of 300 ms each on one async stage: well under a second. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run",
+                           "range branch | sleep workers=1000 bind=300", "1000",
+                           NULL),
+                     0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(strlen(p.stdout_text), 3890); /* 0 to 999, a line each */
+    assert_true(t1.tv_sec - t0.tv_sec < 3);
+    proc_free(&p);
+    ASSERT_FAILS(1, "sleep needs bind=MILLISECONDS", "run",
+                 "range branch | sleep", "1");
+}
+
+/* ---- exec ---------------------------------------------------------------- */
+
+static void test_exec_emits_the_output_of_a_command_per_item(void **state)
+{
+    (void)state;
+    ASSERT_OUTPUT("\"<0>\"\n\"<1>\"\n", "run",
+                  "range branch | exec ordered workers=2 "
+                  "bind=\"printf '<%s>\\\\n\\\\n' {}\"",
+                  "2");
+    /* Without {} the item comes last, as with xargs. */
+    ASSERT_OUTPUT("\"x 7\"\n", "run", "range branch | exec bind=\"echo x\"",
+                  "[7, 8]");
+    ASSERT_OUTPUT("\"y 7\"\n", "run",
+                  "range branch | exec bind=[\"echo\",\"y\"]", "[7, 8]");
+    /* A value that is not a string is passed as its JSON. */
+    proc p;
+    assert_int_equal(zpipe(&p, "[1, \"a b\"]\n", "run", "--input", "-",
+                           "exec bind=[\"printf\",\"%s\",\"{}\"]", NULL),
+                     0);
+    assert_string_equal(p.stdout_text, "\"[1,\\\"a b\\\"]\"\n");
+    proc_free(&p);
+}
+
+static void test_exec_never_lets_an_item_become_shell_syntax(void **state)
+{
+    (void)state;
+    char canary[200], text[1024];
+    snprintf(canary, sizeof canary, "%s/pwned", dir);
+    snprintf(text, sizeof text,
+             "$(touch %s)\n`touch %s`\n'; touch %s; '\n\"; touch %s; \"\n",
+             canary, canary, canary, canary);
+    const char *in = write_file("evil.txt", text);
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run", "--input", in, "--input-format",
+                           "lines", "--format", "lines",
+                           "exec ordered bind=\"echo {}\"", NULL),
+                     0);
+    assert_string_equal(p.stdout_text, text);
+    assert_int_equal(access(canary, F_OK), -1);
+    proc_free(&p);
+}
+
+static void test_exec_failures_name_the_command_status_and_stderr(void **state)
+{
+    (void)state;
+    ASSERT_FAILS(1,
+                 "task 'exec' failed on item 0: `echo oops >&2; exit 3 '5'` "
+                 "exited with status 3: oops",
+                 "run", "range branch | exec bind=\"echo oops >&2; exit 3\"",
+                 "[5, 6]");
+    ASSERT_FAILS(1, "was killed by signal 9 (SIGKILL)", "run",
+                 "exec bind=\"kill -9 $$ #\"", "1");
+    ASSERT_FAILS(1, "cannot run `/nonexistent/tool 1`: No such file", "run",
+                 "range branch | exec bind=[\"/nonexistent/tool\"]", "[1, 2]");
+    ASSERT_FAILS(1, "exec needs its command in bind", "run", "exec", "1");
+    proc p;
+    assert_int_equal(zpipe(&p, "\"a\\u0000b\"\n", "run", "--input", "-",
+                           "exec bind=\"echo\"", NULL),
+                     1);
+    assert_contains(p.stderr_text, "the item holds a NUL byte");
+    proc_free(&p);
+    /* stderr is passed through; with on_error=skip, failures are counted. */
+    const char *stats = path("skip.json");
+    assert_int_equal(
+        zpipe(&p, NULL, "run", "--stats", stats,
+              "range branch | exec on_error=skip bind=\"echo e{} >&2; "
+              "test {} -ne 2\" | identity",
+              "4", NULL),
+        0);
+    assert_string_equal(p.stdout_text, "\"\"\n\"\"\n\"\"\n");
+    assert_contains(p.stderr_text, "e2\n");
+    assert_contains(p.stderr_text, "e3\n");
+    proc_free(&p);
+    json_t *j = json_load_file(stats, 0, NULL);
+    assert_non_null(j);
+    json_t *exec = json_array_get(json_object_get(j, "stages"), 1);
+    assert_int_equal(json_integer_value(json_object_get(exec, "skipped")), 1);
+    assert_int_equal(json_integer_value(json_object_get(exec, "items_out")), 3);
+    json_decref(j);
+}
+
+/* ---- Task failures ------------------------------------------------------- */
+
+static void test_a_task_failure_exits_1_naming_the_task_and_item(void **state)
+{
+    (void)state;
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run", "--plugin", TASKS,
+                           "range branch | fail_on bind=3", "10", NULL),
+                     1);
+    assert_contains(p.stderr_text,
+                    "zpipe run: task 'fail_on' failed on item 3: 3 is the "
+                    "bad one\n");
+    proc_free(&p);
+}
+
+/* ---- Process and remote stages ------------------------------------------- */
+
+/* The pids in outputs [item, pid], each counted once, into pids[]. */
+static size_t pids_of(const char *text, long *pids, size_t max, size_t *lines)
+{
+    size_t n = 0;
+    *lines = 0;
+    for (const char *l = text; l && *l;
+         l = strchr(l, '\n'), l = l ? l + 1 : l) {
+        long item, pid;
+        assert_int_equal(sscanf(l, "[%ld,%ld]", &item, &pid), 2);
+        (*lines)++;
+        size_t i = 0;
+        while (i < n && pids[i] != pid)
+            i++;
+        if (i == n && n < max)
+            pids[n++] = pid;
+    }
+    return n;
+}
+
+static void
+test_a_process_stage_runs_plugin_tasks_in_zpipe_workers(void **state)
+{
+    (void)state;
+    proc p;
+    long pids[8];
+    size_t lines;
+    assert_int_equal(zpipe(&p, NULL, "run", "--plugin", TASKS,
+                           "range branch | whoami mode=process workers=2 | "
+                           "exec mode=process bind=[\"echo\"]",
+                           "200", NULL),
+                     0);
+    /* exec in a worker process: [i, pid] comes back as the text "[i,pid]" */
+    char *text = strdup(p.stdout_text), *w = text;
+    for (char *r = text; *r; r++)
+        if (*r != '"')
+            *w++ = *r;
+    *w = '\0';
+    size_t n = pids_of(text, pids, 8, &lines);
+    assert_int_equal(lines, 200);
+    assert_true(n >= 1 && n <= 2);
+    for (size_t i = 0; i < n; i++)
+        assert_true(pids[i] != p.pid && pids[i] > 0);
+    free(text);
+    proc_free(&p);
+    assert_true(no_child_within(1000));
+}
+
+/* A tcp endpoint on 127.0.0.1 with a port that was just free. */
+static void free_endpoint(char *out, size_t len)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t alen = sizeof a;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &alen), 0);
+    close(s);
+    snprintf(out, len, "tcp://127.0.0.1:%d", (int)ntohs(a.sin_port));
+}
+
+/* Two `zpipe worker`s of the test plugin at `ep`, with more arguments. */
+static void start_workers(proc *w, const char *ep, const char *const *more)
+{
+    for (int i = 0; i < 2; i++) {
+        const char *args[16] = {"worker", "--connect", ep, "--plugin",
+                                TASKS,    "--threads", "2"};
+        for (size_t k = 0; more && more[k]; k++)
+            args[7 + k] = more[k];
+        start(&w[i], args);
+    }
+}
+
+/* Stops the workers with SIGTERM: they leave cleanly, with status 0. */
+static void stop_workers(proc *w)
+{
+    for (int i = 0; i < 2; i++) {
+        kill(w[i].pid, SIGTERM);
+        assert_int_equal(finish(&w[i]), 0);
+        proc_free(&w[i]);
+    }
+}
+
+/* Runs `range branch | whoami mode=remote` over [n] with the workers. */
+static void run_remote(const proc *w, const char *ep, int n,
+                       const char *const *more)
+{
+    proc p;
+    char args[16];
+    long pids[8];
+    size_t lines;
+    const char *argv[24] = {"run", "--listen",       ep,   "--plugin",
+                            TASKS, "--wait-workers", "20s"};
+    size_t k = 7;
+    for (; more && more[k - 7]; k++)
+        argv[k] = more[k - 7];
+    snprintf(args, sizeof args, "%d", n);
+    argv[k++] = "range branch | whoami mode=remote";
+    argv[k++] = args;
+    argv[k] = NULL;
+    start(&p, argv);
+    if (finish(&p) != 0)
+        fail_msg("zpipe run: %s", p.stderr_text);
+    size_t got = pids_of(p.stdout_text, pids, 8, &lines);
+    assert_int_equal(lines, (size_t)n);
+    for (size_t i = 0; i < got; i++)
+        assert_true(pids[i] == w[0].pid || pids[i] == w[1].pid);
+    proc_free(&p);
+}
+
+static void
+test_a_remote_stage_is_served_by_zpipe_workers_over_tcp(void **state)
+{
+    (void)state;
+    char ep[64];
+    proc w[2];
+    free_endpoint(ep, sizeof ep);
+    start_workers(w, ep, NULL);
+    run_remote(w, ep, 500, NULL);
+    run_remote(w, ep, 50, NULL); /* the workers stay for the next run */
+    stop_workers(w);
+    assert_true(no_child_within(1000));
+}
+
+static void test_curve_keys_from_keygen_secure_a_remote_stage(void **state)
+{
+    (void)state;
+    char ep[64];
+    proc w[2], p;
+    assert_int_equal(chdir(dir), 0);
+    assert_int_equal(zpipe(&p, NULL, "keygen", "server", NULL), 0);
+    assert_contains(p.stdout_text, "wrote server.key");
+    proc_free(&p);
+    ASSERT_FAILS(2, "server.key exists", "keygen", "server");
+    ASSERT_FAILS(1, "cannot create /nonexistent/dir/k.key", "keygen",
+                 "/nonexistent/dir/k");
+    assert_int_equal(zpipe(&p, NULL, "keygen", "worker", NULL), 0);
+    proc_free(&p);
+    struct stat st;
+    assert_int_equal(stat("server.key", &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    free_endpoint(ep, sizeof ep);
+    const char *worker_keys[] = {"--curve-server", "server.pub",
+                                 "--curve-secret", "worker.key", NULL};
+    const char *server_keys[] = {"--curve-secret", "server.key",
+                                 "--curve-allow", "worker.pub", NULL};
+    start_workers(w, ep, worker_keys);
+    run_remote(w, ep, 100, server_keys);
+    stop_workers(w);
+    ASSERT_FAILS(2, "worker.pub", "worker", "--connect", ep, "--curve-server",
+                 "server.pub", "--curve-secret", "worker.pub");
+    assert_int_equal(chdir("/"), 0);
+}
+
+/* ---- Statistics and progress --------------------------------------------- */
+
+static void test_stats_file_holds_the_final_statistics(void **state)
+{
+    (void)state;
+    const char *stats = path("stats.json");
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run", "--plugin", TASKS, "--stats", stats,
+                           "range branch | double_it workers=3", "50", NULL),
+                     0);
+    proc_free(&p);
+    json_error_t e;
+    json_t *j = json_load_file(stats, 0, &e);
+    if (j == NULL)
+        fail_msg("%s: %s", stats, e.text);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "ok");
+    json_t *stages = json_object_get(j, "stages");
+    assert_int_equal(json_array_size(stages), 2);
+    json_t *d = json_array_get(stages, 1);
+    assert_string_equal(json_string_value(json_object_get(d, "task")),
+                        "double_it");
+    assert_int_equal(json_integer_value(json_object_get(d, "workers")), 3);
+    assert_int_equal(json_integer_value(json_object_get(d, "items_in")), 50);
+    assert_int_equal(json_integer_value(json_object_get(d, "items_out")), 50);
+    assert_int_equal(json_integer_value(json_object_get(d, "failed")), 0);
+    assert_true(json_is_integer(json_object_get(d, "queue_hwm")));
+    assert_true(json_is_real(json_object_get(d, "busy_seconds")));
+    assert_true(json_is_integer(json_object_get(d, "restarts")));
+    json_decref(j);
+    /* A failed run says so. */
+    assert_int_equal(zpipe(&p, NULL, "run", "--plugin", TASKS, "--stats", stats,
+                           "range branch | fail_on bind=1", "5", NULL),
+                     1);
+    proc_free(&p);
+    j = json_load_file(stats, 0, &e);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "status")),
+                        "failed");
+    assert_contains(json_string_value(json_object_get(j, "error")),
+                    "1 is the bad one");
+    json_decref(j);
+}
+
+static void test_progress_off_a_terminal_prints_plain_lines(void **state)
+{
+    (void)state;
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run", "--progress",
+                           "range branch | sleep bind=400", "3", NULL),
+                     0);
+    assert_string_equal(p.stdout_text, "0\n1\n2\n");
+    assert_contains(p.stderr_text, "zpipe: 1.0s: stage 1 range: in 1, out 3");
+    assert_contains(p.stderr_text, "zpipe: 1.0s: stage 2 sleep: in ");
+    assert_contains(p.stderr_text, "zpipe: finished in 1.");
+    assert_contains(p.stderr_text, "zpipe: stage 2 sleep: in 3, out 3, failed "
+                                   "0, retried 0, skipped 0, restarts 0");
+    assert_null(strchr(p.stderr_text, '\x1b'));
+    proc_free(&p);
+}
+
+/* ---- Signals ------------------------------------------------------------- */
+
+/* Starts zpipe and waits for `first` on its stdout (stderr when `err`). */
+static void start_until(proc *p, const char *first, bool err,
+                        const char *const *args)
+{
+    start(p, args);
+    if (!pump(p, DEADLINE_MS, first, err)) {
+        kill(p->pid, SIGKILL);
+        fail_msg("no '%s' from zpipe: %s", first, p->stderr_text);
+    }
+}
+
+/* Milliseconds since t0. */
+static long since_ms(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Every line of `text` is a whole JSON integer. */
+static void assert_whole_lines(const char *text)
+{
+    assert_true(text[0] != '\0' && text[strlen(text) - 1] == '\n');
+    for (const char *l = text; *l; l = strchr(l, '\n') + 1) {
+        char *end;
+        strtol(l, &end, 10);
+        assert_true(*end == '\n');
+    }
+}
+
+static void test_sigint_stops_the_run_keeping_whole_outputs(void **state)
+{
+    (void)state;
+    proc p;
+    struct timespec t0;
+    const char *args[] = {"run", "range branch | sleep workers=4 bind=20",
+                          "1000000", NULL};
+    start_until(&p, "\n", false, args);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kill(p.pid, SIGINT);
+    assert_int_equal(finish(&p), 130);
+    assert_true(since_ms(&t0) < 5000);
+    assert_whole_lines(p.stdout_text);
+    assert_contains(p.stderr_text, "SIGINT: stopping the run");
+    proc_free(&p);
+    assert_true(no_child_within(1000));
+}
+
+static void test_sigterm_leaves_no_worker_process_behind(void **state)
+{
+    (void)state;
+    proc p;
+    const char *args[] = {"run",
+                          "--plugin",
+                          TASKS,
+                          "--progress",
+                          "range branch | nap mode=process workers=3 "
+                          "bind=50 | exec workers=3 bind=\"sleep 30; echo\"",
+                          "1000",
+                          NULL};
+    /* Once the progress says so, workers are up and commands running. */
+    start_until(&p,
+                "stage 3 exec: in 3, out 0, failed 0, retried 0, in flight 3",
+                true, args);
+    kill(p.pid, SIGTERM);
+    assert_int_equal(finish(&p), 143);
+    assert_contains(p.stderr_text, "zpipe: cancelled in ");
+    /* The workers were reaped by zpipe, exec's commands killed and reaped. */
+    assert_true(no_child_within(100));
+    proc_free(&p);
+}
+
+static void test_a_second_sigint_stops_at_once(void **state)
+{
+    (void)state;
+    proc p;
+    struct timespec t0;
+    const char *args[] = {
+        "run", "--plugin", TASKS, "range branch | nap bind=20000", "2", NULL};
+    start(&p, args);
+    assert_false(pump(&p, 300, "never", false));
+    kill(p.pid, SIGINT); /* the run waits for nap, which takes 20 s */
+    assert_false(pump(&p, 300, "never", false));
+    assert_true(p.out >= 0); /* still running */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kill(p.pid, SIGINT);
+    assert_int_equal(finish(&p), 130);
+    assert_true(since_ms(&t0) < 2000);
+    proc_free(&p);
+}
+
+static void test_a_reader_that_goes_away_stops_the_run(void **state)
+{
+    (void)state;
+    proc p;
+    const char *args[] = {"run", "range branch | identity", "1000000000000",
+                          NULL};
+    start_until(&p, "\n", false, args);
+    close(p.out); /* like `| head -1` */
+    p.out = -1;
+    assert_int_equal(finish(&p), 128 + SIGPIPE);
+    proc_free(&p);
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+static int setup(void **state)
+{
+    (void)state;
+    strcpy(dir, "/tmp/zp-cli-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+#define TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    /* zpipe's leftovers, if any, become our children. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        TEST(test_version_names_the_release),
+        TEST(test_help_of_every_command_is_its_usage),
+        TEST(test_usage_errors_exit_2_naming_the_offending_word),
+        TEST(test_configuration_errors_exit_2),
+        TEST(test_tasks_lists_built_in_and_plugin_tasks),
+        TEST(test_plugin_errors_exit_2_and_say_what_is_wrong),
+        TEST(test_the_same_plugin_twice_is_harmless),
+        TEST(test_plugins_are_found_by_name_in_zpipe_plugin_path),
+        TEST(test_a_plugin_linked_with_libzpipe_works_too),
+        TEST(test_the_example_plugin_has_the_tasks_its_users_name),
+        TEST(test_arguments_are_json_and_outputs_json_lines),
+        TEST(test_every_kind_of_value_goes_through_unchanged),
+        TEST(test_input_streams_into_a_first_stage_with_workers),
+        TEST(test_input_comes_from_stdin_as_json_or_raw_lines),
+        TEST(test_a_malformed_input_line_fails_naming_its_line),
+        TEST(test_outputs_go_to_a_file_as_json_lines_or_msgpack),
+        TEST(test_range_counts_as_python_does),
+        TEST(test_lines_reads_a_file_and_sleep_waits_without_threads),
+        TEST(test_exec_emits_the_output_of_a_command_per_item),
+        TEST(test_exec_never_lets_an_item_become_shell_syntax),
+        TEST(test_exec_failures_name_the_command_status_and_stderr),
+        TEST(test_a_task_failure_exits_1_naming_the_task_and_item),
+        TEST(test_a_process_stage_runs_plugin_tasks_in_zpipe_workers),
+        TEST(test_a_remote_stage_is_served_by_zpipe_workers_over_tcp),
+        TEST(test_curve_keys_from_keygen_secure_a_remote_stage),
+        TEST(test_stats_file_holds_the_final_statistics),
+        TEST(test_progress_off_a_terminal_prints_plain_lines),
+        TEST(test_sigint_stops_the_run_keeping_whole_outputs),
+        TEST(test_sigterm_leaves_no_worker_process_behind),
+        TEST(test_a_second_sigint_stops_at_once),
+        TEST(test_a_reader_that_goes_away_stops_the_run),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A plugin the CLI tests load (tests/cli_test.c), built like any plugin:
+ * it includes <zpipe.h> and links nothing of zpipe.
+ *   double_it  n -> 2n
+ *   fail_on    fails on the item equal to bind, passes the others on
+ *   nap        waits bind milliseconds, whatever happens, then passes its
+ *              item on: a task that cannot be interrupted
+ *   whoami     item -> [item, the pid of the process that ran it]
+ */
+#include <time.h>
+#include <unistd.h>
+
+#include <zpipe.h>
+
+ZP_TASK(double_it)
+{
+    return zp_emit_int(call, zp_input(call)->via.i64 * 2);
+}
+
+ZP_TASK(fail_on)
+{
+    const msgpack_object *in = zp_input(call);
+    const msgpack_object *bad = zp_bound(call);
+    if (bad != NULL && in->via.i64 == bad->via.i64)
+        return zp_fail(call, "%lld is the bad one", (long long)in->via.i64);
+    return zp_emit_obj(call, in);
+}
+
+ZP_TASK(nap)
+{
+    const msgpack_object *ms = zp_bound(call);
+    long n = ms != NULL ? (long)ms->via.i64 : 0;
+    struct timespec t = {n / 1000, (n % 1000) * 1000000L};
+    while (nanosleep(&t, &t) != 0)
+        ;
+    return zp_emit_obj(call, zp_input(call));
+}
+
+ZP_TASK(whoami)
+{
+    msgpack_packer *pk = zp_out(call);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_object(pk, *zp_input(call));
+    msgpack_pack_int64(pk, (int64_t)getpid());
+    return zp_emit(call);
+}
