@@ -12,6 +12,7 @@
 #include "coordinator/run.h"
 
 #include <dirent.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <errno.h>
@@ -60,7 +61,19 @@ struct zp_run {
     uint64_t took;          /* ns, from start to the end of teardown   */
 };
 
+/* Run ids start at a random point in every process: a remote worker that
+ * outlives its coordinator must never mistake a new coordinator's run for
+ * the one it served (it keys stage settings by run id). */
 static _Atomic unsigned long next_run_id;
+static pthread_once_t run_id_once = PTHREAD_ONCE_INIT;
+
+static void seed_run_ids(void)
+{
+    unsigned long seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed)
+        seed = (unsigned long)zp__now_ns() ^ ((unsigned long)getpid() << 32);
+    atomic_store(&next_run_id, seed >> 1);
+}
 
 static void run_fail(zp__runctl *ctl, int code, char *msg)
 {
@@ -273,6 +286,7 @@ static bool any_elsewhere(const zp_pipeline *p)
 
 static int build(zp_run *r)
 {
+    pthread_once(&run_id_once, seed_run_ids);
     unsigned long id = atomic_fetch_add(&next_run_id, 1);
     size_t n = r->p->n;
     r->zctx = zp__zctx_new(socket_count(r->p), any_elsewhere(r->p));

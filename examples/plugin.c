@@ -9,7 +9,8 @@
  *   cc -shared -fPIC -fvisibility=hidden plugin.c \
  *      $(pkg-config --cflags zpipe) -o my-tasks.so
  *
- *   host_tag     item -> [item, "the host name of the worker that ran it"]
+ *   host_tag     item -> [item, "the host name of the worker that ran it"],
+ *                after 2 ms (work slow enough to be spread over workers)
  *   slow_square  n -> n * n, after 10 ms of "work" (for scaling out)
  *   resolve      "host name" -> its first address, looked up without
  *                holding a thread (an async task on libuv's getaddrinfo)
@@ -25,9 +26,13 @@
 #include <zpipe.h>
 
 /* Tags the item with this worker's host name (its container's, under
- * docker compose), to show which worker served which item. */
+ * docker compose), to show which worker served which item. It takes 2 ms:
+ * instant items would travel in big batches to the first worker idle. */
 ZP_TASK(host_tag)
 {
+    struct timespec t = {0, 2 * 1000 * 1000};
+    while (nanosleep(&t, &t) != 0)
+        ;
     char host[256];
     if (gethostname(host, sizeof host) != 0)
         return zp_fail(call, "gethostname failed");

@@ -85,17 +85,11 @@ void zp__stage_stats(zp__stage_rt *st, zp_stage_stats *out)
     }
     out->in_flight += in_flight;
     out->workers_alive += atomic_load(&st->alive);
-    if (st->def->afn != NULL) { /* the loop counts its calls exactly */
-        out->peak_in_flight += peak;
-        return;
-    }
-    /* Thread workers only say whether they are in a call: the peak is the
-     * most seen by readers of the statistics. */
-    uint64_t seen = atomic_load(&st->peak);
-    while (in_flight > seen &&
-           !atomic_compare_exchange_weak(&st->peak, &seen, in_flight))
-        ;
-    out->peak_in_flight += in_flight > seen ? in_flight : seen;
+    /* An async stage's loop counts its calls itself; one thread worker
+     * has had at most its one call; several share the stage's count. */
+    out->peak_in_flight += st->nworkers > 1 && st->def->afn == NULL
+                               ? atomic_load(&st->peak)
+                               : peak;
 }
 
 static void bump(_Atomic uint64_t *counter)
@@ -176,14 +170,37 @@ static int fail_run(zp__worker *w)
     return ZP_ETASK;
 }
 
+/* Counts calls in progress: a flag per worker, and for a stage of several
+ * workers a shared count whose peak the statistics report. */
+static void call_begins(zp__worker *w)
+{
+    zp__stage_rt *st = w->stage;
+    atomic_store_explicit(&w->stats.in_flight, 1, memory_order_relaxed);
+    atomic_store_explicit(&w->stats.peak, 1, memory_order_relaxed);
+    if (st->nworkers < 2)
+        return;
+    uint64_t now =
+        atomic_fetch_add_explicit(&st->busy, 1, memory_order_relaxed) + 1;
+    uint64_t peak = atomic_load_explicit(&st->peak, memory_order_relaxed);
+    while (now > peak && !atomic_compare_exchange_weak(&st->peak, &peak, now))
+        ;
+}
+
+static void call_ends(zp__worker *w)
+{
+    atomic_store_explicit(&w->stats.in_flight, 0, memory_order_relaxed);
+    if (w->stage->nworkers > 1)
+        atomic_fetch_sub_explicit(&w->stage->busy, 1, memory_order_relaxed);
+}
+
 /* One item, with its retries. */
 static int run_item(zp__worker *w, const msgpack_object *item, uint64_t index)
 {
     uint32_t retried = 0;
     bump(&w->stats.in);
-    atomic_store_explicit(&w->stats.in_flight, 1, memory_order_relaxed);
+    call_begins(w);
     int rc = zp__call_item(&w->call, item, index, &retried);
-    atomic_store_explicit(&w->stats.in_flight, 0, memory_order_relaxed);
+    call_ends(w);
     if (retried > 0)
         atomic_store_explicit(&w->stats.retried, w->stats.retried + retried,
                               memory_order_relaxed);

@@ -47,7 +47,8 @@ struct zp__stage_rt {
     pthread_mutex_t order_lock;
     zp__tx *shared_tx;     /* borrowed from `out`; the only producer */
     zp__order order;       /* guarded by order_lock                  */
-    _Atomic uint64_t peak; /* thread stages: most calls seen at once */
+    _Atomic uint64_t busy; /* calls in progress (several workers)    */
+    _Atomic uint64_t peak; /* most calls in progress at once         */
 };
 
 /*
