@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The demo pipeline: Pyper's README example in C, with the worker kinds
- * this version has. A generator branches out 20 items; a stage of 20
- * thread workers waits 200 ms per item (I/O-like work, all 20 at once); a
- * stage of 2 workers counts primes (CPU-bound); the outputs stream back
- * to main() as they are ready, unordered. Sequentially this takes over
- * 4 s; here, a few tenths of a second.
+ * The demo pipeline: Pyper's README example in C, every worker kind in
+ * one pipeline. A generator branches out 20 items; an async stage waits
+ * 200 ms per item on a libuv timer (20 calls in flight on one thread); a
+ * stage of 20 thread workers waits 200 ms per item with a blocking call;
+ * a stage of 20 worker processes counts primes (CPU-bound, crash-isolated,
+ * this very program re-executed by zp_init); the outputs stream back to
+ * main() as they are ready, unordered. Sequentially this takes over 8 s;
+ * here, about half a second.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
+#include <uv.h>
 
 #include <zpipe.h>
 
@@ -21,6 +25,33 @@ ZP_TASK(get_data)
     return 0;
 }
 
+static void free_timer(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void waited(uv_timer_t *t)
+{
+    zp_call *call = t->data;
+    zp_emit_obj(call, zp_input(call));
+    zp_done(call);
+    uv_close((uv_handle_t *)t, free_timer);
+}
+
+/* Waits 200 ms without holding a thread. */
+ZP_ASYNC_TASK(async_wait)
+{
+    uv_timer_t *t = malloc(sizeof *t);
+    if (t == NULL) {
+        zp_fail(call, "out of memory");
+        return;
+    }
+    t->data = call;
+    uv_timer_init(loop, t);
+    uv_timer_start(t, waited, 200, 0);
+}
+
+/* Waits 200 ms in a blocking call: a thread each. */
 ZP_TASK(io_wait)
 {
     struct timespec t = {0, 200 * 1000 * 1000};
@@ -52,9 +83,10 @@ ZP_TASK(heavy)
 int main(int argc, char **argv)
 {
     zp_init(&argc, &argv);
-    zp_pipeline *p =
-        zp_pipe(zp_task(get_data, .branch = true),
-                zp_task(io_wait, .workers = 20), zp_task(heavy, .workers = 2));
+    zp_pipeline *p = zp_pipe(zp_task(get_data, .branch = true),
+                             zp_async_task(async_wait, .workers = 20),
+                             zp_task(io_wait, .workers = 20),
+                             zp_task(heavy, .workers = 20, .mode = ZP_PROCESS));
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     zp_run *run = zp_start(p, "[20]");
