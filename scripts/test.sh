@@ -4,7 +4,8 @@
 # normal build with -Werror, an address+undefined sanitizer build and a
 # thread sanitizer build, then runs each libFuzzer target (tests/fuzz: the
 # wire protocol, batch framing, the spec parser, the JSON reader) for 20
-# seconds. Also checks the formatting against .clang-format.
+# seconds, then the docker-compose cycle of docker/test.sh with a real
+# Docker engine. Also checks the formatting against .clang-format.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,3 +55,6 @@ fuzz proto_fuzz -dict=tests/fuzz/proto.dict
 fuzz batch_fuzz
 fuzz spec_fuzz -dict=tests/fuzz/spec.dict
 fuzz json_fuzz -dict=tests/fuzz/json.dict
+
+echo "== docker-compose, end to end (docker/test.sh)"
+docker/test.sh
