@@ -101,6 +101,9 @@ struct zp__dispatch {
     uint64_t sends;           /* batches sent so far */
     zp__wstats stats;
     _Atomic uint64_t restarts;
+    _Atomic uint64_t items_out;  /* items in batches sent, not yet done  */
+    _Atomic uint64_t items_peak; /* most ever                            */
+    _Atomic int alive;           /* workers connected that run the task  */
 };
 
 static bool stopping(const zp__dispatch *d)
@@ -192,10 +195,22 @@ static dbatch *dequeue(zp__dispatch *d)
     return b;
 }
 
+/* Counts the workers that can take items, for the statistics. */
+static void note_workers(zp__dispatch *d)
+{
+    int alive = 0;
+    for (size_t i = 0; i < d->nworkers; i++)
+        alive += !d->workers[i]->gone && d->workers[i]->has_task;
+    atomic_store(&d->alive, alive);
+}
+
 /* Appends a batch to the in-flight list, which is oldest first: DONEs
  * mostly come in the order batches were sent, so a search is short. */
 static void add_inflight(zp__dispatch *d, dbatch *b)
 {
+    uint64_t n = atomic_fetch_add(&d->items_out, b->n) + b->n;
+    if (n > atomic_load(&d->items_peak))
+        atomic_store(&d->items_peak, n); /* written by this thread alone */
     b->next = NULL;
     if (d->inflight_tail != NULL)
         d->inflight_tail->next = b;
@@ -208,6 +223,7 @@ static void add_inflight(zp__dispatch *d, dbatch *b)
 static dbatch *unlink_inflight(zp__dispatch *d, dbatch **p, dbatch *prev)
 {
     dbatch *b = *p;
+    atomic_fetch_sub(&d->items_out, b->n);
     *p = b->next;
     if (d->inflight_tail == b)
         d->inflight_tail = prev;
@@ -465,6 +481,7 @@ static void lose_worker(zp__dispatch *d, dworker *w, char *why)
         tail = &b->next;
     }
     w->gone = true;
+    note_workers(d);
     for (dbatch *b = mine, *next; b != NULL; b = next) {
         next = b->next;
         if (b->blamed)
@@ -507,6 +524,7 @@ static void on_hello(zp__dispatch *d, const zp__hub_msg *hm, const zp__msg *m)
         if (d->children[i] == (pid_t)m->pid)
             d->greeted[i] = true;
     w->heard = w->beat = zp__now_ns();
+    note_workers(d);
 }
 
 static dworker *worker_of_pid(zp__dispatch *d, pid_t pid)
@@ -1180,4 +1198,7 @@ void zp__dispatch_stats(const zp__dispatch *d, zp_stage_stats *st)
     st->retried += atomic_load_explicit(&s->retried, memory_order_relaxed);
     st->skipped += atomic_load_explicit(&s->skipped, memory_order_relaxed);
     st->restarts += atomic_load(&d->restarts);
+    st->in_flight += atomic_load(&d->items_out);
+    st->peak_in_flight += atomic_load(&d->items_peak);
+    st->workers_alive += atomic_load(&d->alive);
 }

@@ -533,6 +533,12 @@ static void test_async_tasks_run_in_process_workers(void **state)
     if (rc != 0)
         fail_msg("%s", zp_error(r));
     assert_each_once(&out, 2000);
+    /* Two processes, yet many items at once: each worker's loop overlaps
+     * the batches it is sent. */
+    zp_stage_stats st;
+    stats_of(r, 1, &st);
+    assert_true(st.peak_in_flight > 2);
+    assert_int_equal(st.in_flight, 0);
     free(out.v);
     zp_run_free(r);
     zp_pipeline_free(p);
