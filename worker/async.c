@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "core/error.h"
@@ -92,6 +93,7 @@ struct engine {
     acall *retry_head, *retry_tail;
     int live;        /* calls started and not ended */
     bool input_over; /* no more items will come */
+    bool starved;    /* the last look at the input found nothing */
     bool over;       /* the loop is ending */
     bool loop_ready; /* uv_loop_init succeeded */
     int rc;          /* the engine's own first error */
@@ -130,11 +132,21 @@ static void engine_fail(engine *e, int rc, char *msg)
 
 /* ---- Calls --------------------------------------------------------------- */
 
+/* The time for busy_ns: the coarse clock (a few ms of resolution, as the
+ * loop's own) costs a memory read, where a precise one would cost as much
+ * as a trivial call. Summed over many calls, its errors cancel out. */
+static uint64_t coarse_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 static void attempt(acall *a)
 {
     uv_loop_t *loop = &a->eng->loop;
     zp__call_begin(&a->call, a->item, a->call.index);
-    a->started = zp__now_ns();
+    a->started = coarse_ns();
     /* Calls start in bursts: without this, a timer started late in a
      * burst would count from the time the burst began, and the loop's
      * next wait would end late by the length of the burst. */
@@ -271,7 +283,7 @@ void zp__async_end(zp_call *c)
         return;
     }
     zp__wstats *s = &e->w->stats;
-    add(&s->busy_ns, zp__now_ns() - a->started);
+    add(&s->busy_ns, coarse_ns() - a->started);
     if (stopping(e)) {
         release(e, a);
         return;
@@ -351,6 +363,7 @@ static bool start_more(engine *e)
             return false;
         source src = {.w = e->w};
         int rc = e->drv->next(e, &src);
+        e->starved = rc == ZP__AGAIN;
         if (rc == 1 && (rc = start(e, &src)) == 0)
             continue;
         if (rc == 0)
@@ -381,7 +394,7 @@ static void watch_input(engine *e)
         e->polling = want;
     }
     if (rx != NULL)
-        zp__rx_set_waiting(rx, want);
+        zp__rx_set_waiting(rx, want && e->starved); /* else batches grow */
 }
 
 static void end_loop(engine *e)
