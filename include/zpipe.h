@@ -341,7 +341,9 @@ typedef struct zp_stage_stats {
     uint64_t busy_ns;        /* time spent inside the task, all workers       */
     uint64_t restarts;       /* worker processes replaced after they died     */
     uint64_t in_flight;      /* items being worked on now                     */
-    uint64_t peak_in_flight; /* most items ever worked on at once         */
+    uint64_t peak_in_flight; /* most items ever worked on at once (thread
+                                stages of calls under ~20 us: the most
+                                seen by readers of these statistics)   */
     int workers_alive;       /* workers running now (threads, the async loop's
                                 calls capacity, or connected worker processes) */
 } zp_stage_stats;

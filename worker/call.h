@@ -41,6 +41,7 @@ struct zp__worker {
     zp_call call; /* the call in progress (one at a time)       */
     zp__wstats stats;
     bool slow;             /* calls are slow: send every output at once  */
+    bool counted;          /* the call in progress is in stage->busy     */
     uint64_t window_start; /* pacing: when the window began (ns)         */
     uint32_t window_items;
 };

@@ -171,13 +171,17 @@ static int fail_run(zp__worker *w)
 }
 
 /* Counts calls in progress: a flag per worker, and for a stage of several
- * workers a shared count whose peak the statistics report. */
+ * workers with slow calls a shared count whose peak the statistics report
+ * (the peak of a stage of fast calls is the most seen by readers). */
 static void call_begins(zp__worker *w)
 {
     zp__stage_rt *st = w->stage;
     atomic_store_explicit(&w->stats.in_flight, 1, memory_order_relaxed);
     atomic_store_explicit(&w->stats.peak, 1, memory_order_relaxed);
-    if (st->nworkers < 2)
+    /* Fast calls (the worker's pacing says so) skip the shared count:
+     * with dozens of workers it would cost more than the calls. */
+    w->counted = st->nworkers > 1 && w->slow;
+    if (!w->counted)
         return;
     uint64_t now =
         atomic_fetch_add_explicit(&st->busy, 1, memory_order_relaxed) + 1;
@@ -189,7 +193,7 @@ static void call_begins(zp__worker *w)
 static void call_ends(zp__worker *w)
 {
     atomic_store_explicit(&w->stats.in_flight, 0, memory_order_relaxed);
-    if (w->stage->nworkers > 1)
+    if (w->counted)
         atomic_fetch_sub_explicit(&w->stage->busy, 1, memory_order_relaxed);
 }
 
