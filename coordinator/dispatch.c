@@ -265,6 +265,9 @@ static int split(zp__dispatch *d, dbatch *b)
         *tail = one;
         tail = &one->next;
     }
+    /* The scratch buffer is where the next message is encoded: an item
+     * left in it would go out in front of that message. */
+    msgpack_sbuffer_clear(&d->sb);
     zp__batch_reader_fini(&rd);
     for (dbatch *one = singles, *next; one != NULL; one = next) {
         next = one->next;
