@@ -65,18 +65,9 @@ static int64_t now_ms(void)
 }
 
 /* ---- Tasks --------------------------------------------------------------
- * Every task but `range` runs in worker processes, which find it by name.
+ * Every task but `numbers` (testutil.h) runs in worker processes, which find it
+ * by name.
  */
-
-/* Emits 0..n-1 for the run argument n (a thread stage in this process). */
-static int range(zp_call *call)
-{
-    int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
-    for (int64_t i = 0; i < n; i++)
-        if (zp_emit_int(call, i) != 0)
-            return -1;
-    return 0;
-}
 
 static int64_t item(zp_call *call)
 {
@@ -594,7 +585,7 @@ static void test_process_stage_delivers_every_item_exactly_once(void **state)
     fixture *f = *state;
     collected *c = &f->c;
     zp_pipeline *p = f->p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(twice, .workers = 2, .mode = ZP_PROCESS));
     collect(p, "[5000]", c);
     assert_run_ok(c);
@@ -613,7 +604,7 @@ static void test_ordered_process_stage_keeps_input_order(void **state)
     fixture *f = *state;
     collected *c = &f->c;
     zp_pipeline *p = f->p = zp_pipe(
-        zp_task(range, .branch = true),
+        zp_task(numbers, .branch = true),
         zp_task(twice, .workers = 2, .ordered = true, .mode = ZP_PROCESS));
     collect(p, "[5000]", c);
     assert_run_ok(c);
@@ -630,7 +621,7 @@ static void test_task_error_crosses_the_process_boundary(void **state)
     fixture *f = *state;
     collected *c = &f->c;
     zp_pipeline *p = f->p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(fail_on_7, .workers = 2, .mode = ZP_PROCESS));
     collect(p, "[100]", c);
     assert_int_equal(c->rc, ZP_ETASK);
@@ -720,7 +711,7 @@ test_killed_worker_processes_are_replaced_and_lose_no_item(void **state)
     killer *k = &the_killer;
     *k = (killer){.quiet_after = 4000, .max_kills = 4, .seed = 20240611};
     zp_pipeline *p = f->p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(slow_twice, .workers = 2, .mode = ZP_PROCESS));
     collect_with(p, "[5000]", NULL, c, start_killer, k);
     assert_true(k->started);
@@ -742,7 +733,7 @@ test_segfaulting_task_fails_the_run_naming_item_and_signal(void **state)
     fixture *f = *state;
     collected *c = &f->c;
     zp_pipeline *p = f->p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(segv_on_7, .workers = 2, .mode = ZP_PROCESS));
     collect(p, "[100]", c);
     assert_int_equal(c->rc, ZP_ETASK);
@@ -758,7 +749,7 @@ static void test_segfaulting_item_is_skipped_with_on_error_skip(void **state)
     fixture *f = *state;
     collected *c = &f->c;
     zp_pipeline *p = f->p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(segv_on_7, .workers = 2, .mode = ZP_PROCESS,
                         .on_error = ZP_SKIP));
     collect(p, "[100]", c);
@@ -775,7 +766,7 @@ static void test_retries_do_not_hide_an_item_that_always_crashes(void **state)
     fixture *f = *state;
     collected *c = &f->c;
     zp_pipeline *p = f->p = zp_pipe(
-        zp_task(range, .branch = true),
+        zp_task(numbers, .branch = true),
         zp_task(segv_on_7, .workers = 2, .mode = ZP_PROCESS, .retries = 1));
     collect(p, "[100]", c);
     assert_int_equal(c->rc, ZP_ETASK);
@@ -791,7 +782,7 @@ static void test_hung_item_fails_the_run_after_its_timeout(void **state)
     fixture *f = *state;
     collected *c = &f->c;
     zp_pipeline *p = f->p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(hang_on_3, .workers = 2, .mode = ZP_PROCESS,
                         .timeout_ms = 300));
     collect(p, "[20]", c);
@@ -809,7 +800,7 @@ static void test_hung_item_is_skipped_after_its_timeout(void **state)
     fixture *f = *state;
     collected *c = &f->c;
     zp_pipeline *p = f->p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(hang_on_3, .workers = 2, .mode = ZP_PROCESS,
                         .timeout_ms = 300, .on_error = ZP_SKIP));
     collect(p, "[20]", c);
@@ -848,7 +839,7 @@ test_remote_workers_join_late_share_the_load_and_leave_early(void **state)
     collected *c = &f->c;
     free_endpoint(ep, sizeof ep);
     zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
-    zp_pipeline *p = f->p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
                                     zp_task(whoami, .mode = ZP_REMOTE));
     leaver l = {0, 0, 0};
     zp_run *run = begin_run(c, p, "[600]", &ro);
@@ -890,7 +881,7 @@ test_run_without_remote_worker_fails_after_wait_workers_ms(void **state)
     collected *c = &f->c;
     free_endpoint(ep, sizeof ep);
     zp_run_opts ro = {.listen = ep, .wait_workers_ms = 300};
-    zp_pipeline *p = f->p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
                                     zp_task(whoami, .mode = ZP_REMOTE));
     collect_with(p, "[10]", &ro, c, NULL, NULL);
     assert_int_not_equal(c->rc, 0);
@@ -961,7 +952,7 @@ static void test_strangers_on_the_port_do_not_disturb_the_run(void **state)
     void *zctx;
     free_endpoint(ep, sizeof ep);
     zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
-    zp_pipeline *p = f->p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
                                     zp_task(whoami, .mode = ZP_REMOTE));
     zp_run *run = begin_run(c, p, "[300]", &ro);
     void *s = stranger_connects(ep, &zctx);
@@ -1012,7 +1003,7 @@ test_curve_admits_allowed_worker_and_refuses_unknown_key(void **state)
                       .wait_workers_ms = 15000,
                       .curve_secret = server_key,
                       .curve_allow = good_pub};
-    zp_pipeline *p = f->p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
                                     zp_task(whoami, .mode = ZP_REMOTE));
     pid_t bad = start_worker(ep, server_pub, bad_key);
     pid_t good = start_worker(ep, server_pub, good_key);

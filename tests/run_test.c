@@ -174,16 +174,6 @@ static int64_t doubled(size_t i)
 /* ---- Tasks ------------------------------------------------------------------
  */
 
-/* Emits 0..n-1 for the run argument n. */
-static int range(zp_call *call)
-{
-    int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
-    for (int64_t i = 0; i < n; i++)
-        if (zp_emit_int(call, i) != 0)
-            return -1;
-    return 0;
-}
-
 /* Emits 0, 1, 2... until the run stops. */
 static int endless(zp_call *call)
 {
@@ -204,7 +194,7 @@ static int counted(zp_call *call)
     return zp_emit_obj(call, zp_input(call));
 }
 
-/* Slower than `range`: about 1 µs per item. */
+/* Slower than `numbers`: about 1 µs per item. */
 static int slowish(zp_call *call)
 {
     spin_ns(1000);
@@ -415,7 +405,7 @@ static void test_endless_generator_runs_only_as_far_as_it_is_read(void **state)
     zp_pipeline_free(p);
 }
 
-/* Runs range(n) | slowish and returns stage 0's stats. */
+/* Runs numbers(n) | slowish and returns stage 0's stats. */
 static zp_stage_stats run_into_slow_stage(zp_pipeline *p, int n)
 {
     const msgpack_object *out;
@@ -438,7 +428,7 @@ static zp_stage_stats run_into_slow_stage(zp_pipeline *p, int n)
 static void test_throttle_bounds_the_queue_after_a_stage(void **state)
 {
     (void)state;
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true, .throttle = 8),
+    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true, .throttle = 8),
                              zp_task(slowish));
     zp_stage_stats st = run_into_slow_stage(p, 100000);
     assert_int_equal(st.throttle, 8);
@@ -452,7 +442,8 @@ static void test_throttle_bounds_the_queue_after_a_stage(void **state)
 static void test_default_throttle_bounds_the_queue(void **state)
 {
     (void)state;
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true), zp_task(slowish));
+    zp_pipeline *p =
+        zp_pipe(zp_task(numbers, .branch = true), zp_task(slowish));
     zp_stage_stats st = run_into_slow_stage(p, 100000);
     assert_int_equal(st.throttle, ZP_DEFAULT_THROTTLE);
     assert_true(st.queue_hwm > 0);
@@ -469,7 +460,7 @@ static void test_ordered_stage_keeps_input_order(void **state)
 {
     (void)state;
     outputs o;
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
                              zp_task(jittery, .workers = 4, .ordered = true));
     run_collect(p, "[10000]", &o);
     assert_run_ok(&o);
@@ -487,7 +478,7 @@ test_ordered_branch_stage_keeps_each_items_outputs_together(void **state)
     (void)state;
     outputs o;
     zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(triple, .workers = 4, .ordered = true, .branch = true));
     run_collect(p, "[3000]", &o);
     assert_run_ok(&o);
@@ -503,8 +494,8 @@ static void test_unordered_stage_delivers_every_item_exactly_once(void **state)
 {
     (void)state;
     outputs o;
-    zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true), zp_task(jittery, .workers = 4));
+    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
+                             zp_task(jittery, .workers = 4));
     run_collect(p, "[10000]", &o);
     assert_run_ok(&o);
     assert_each_once(&o, 10000, same);
@@ -517,7 +508,7 @@ static void test_task_emitting_nothing_filters_the_item_out(void **state)
     (void)state;
     outputs o;
     zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true), zp_task(evens, .workers = 2));
+        zp_pipe(zp_task(numbers, .branch = true), zp_task(evens, .workers = 2));
     run_collect(p, "[1000]", &o);
     assert_run_ok(&o);
     assert_each_once(&o, 500, doubled);
@@ -537,7 +528,7 @@ static void test_retries_rerun_failed_items_and_keep_one_output(void **state)
     unsigned char seen[1000] = {0};
     size_t n = 0;
     zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(flaky, .workers = 2, .retries = 2, .user = s));
     zp_run *run = zp_start(p, "[1000]");
     while (zp_run_next(run, &out)) {
@@ -569,7 +560,7 @@ static void test_too_few_retries_fail_the_run(void **state)
     flaky_state *s = calloc(1, sizeof *s);
     assert_non_null(s);
     zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(flaky, .workers = 2, .retries = 1, .user = s));
     run_collect(p, "[1000]", &o);
     assert_int_equal(o.rc, ZP_ETASK);
@@ -597,7 +588,7 @@ static void test_skip_drops_failed_items_and_counts_them(void **state)
     o.v = calloc(o.cap, sizeof *o.v);
     assert_non_null(o.v);
     zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(fives_fail, .workers = 2, .on_error = ZP_SKIP));
     zp_run *run = zp_start(p, "[100]");
     while (zp_run_next(run, &out)) {
@@ -628,7 +619,7 @@ test_nested_pipeline_collects_inner_outputs_into_an_array(void **state)
     int n = 0;
     zp_pipeline *inner =
         zp_pipe(zp_task(explode, .branch = true), zp_task(plus_one));
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
                              zp_task_pipeline(inner, .workers = 2));
     assert_null(zp_pipeline_error(p));
     zp_run *run = zp_start(p, "[5]");
@@ -668,7 +659,7 @@ static void test_nested_branch_pipeline_flattens_inner_outputs(void **state)
     zp_pipeline *inner =
         zp_pipe(zp_task(explode, .branch = true), zp_task(plus_one));
     zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true),
+        zp_pipe(zp_task(numbers, .branch = true),
                 zp_task_pipeline(inner, .workers = 2, .branch = true));
     run_collect(p, "[5]", &o);
     assert_run_ok(&o);
@@ -683,7 +674,7 @@ static void test_inner_failure_names_the_outer_and_inner_tasks(void **state)
     outputs o;
     zp_pipeline *inner =
         zp_pipe(zp_task(explode, .branch = true), zp_task(inner_fail));
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
                              zp_task_pipeline(inner, .workers = 2));
     run_collect(p, "[5]", &o);
     assert_int_equal(o.rc, ZP_ETASK);
@@ -708,7 +699,7 @@ static int64_t sum_of_squares(int64_t n)
 
 static zp_pipeline *squares_pipeline(void)
 {
-    return zp_pipe(zp_task(range, .branch = true),
+    return zp_pipe(zp_task(numbers, .branch = true),
                    zp_task(square, .workers = 2), zp_task(total, .join = true));
 }
 
@@ -793,7 +784,7 @@ static void test_cancel_from_another_thread_ends_a_blocked_reader(void **state)
     latch_init(&s.released);
     atomic_store(&s.emit_rc, 0);
     zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true), zp_task(stuck, .user = &s));
+        zp_pipe(zp_task(numbers, .branch = true), zp_task(stuck, .user = &s));
     zp_run *run = zp_start(p, "[100]");
     canceller c = {run, &s, false};
     pthread_t t;
@@ -821,7 +812,7 @@ static void test_eight_workers_run_eight_calls_at_once(void **state)
     pthread_mutex_init(&g.lock, NULL);
     pthread_cond_init(&g.cond, NULL);
     g.want = 8;
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
                              zp_task(gate, .workers = 8, .user = &g));
     run_collect(p, "[8]", &o);
     assert_run_ok(&o);
@@ -840,7 +831,8 @@ static void test_run_next_after_the_end_keeps_returning_false(void **state)
 {
     (void)state;
     const msgpack_object *out;
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true), zp_task(identity));
+    zp_pipeline *p =
+        zp_pipe(zp_task(numbers, .branch = true), zp_task(identity));
     zp_run *run = zp_start(p, "[3]");
     for (int i = 0; i < 3; i++)
         assert_true(zp_run_next(run, &out));
@@ -858,7 +850,7 @@ static void test_finish_without_reading_runs_to_the_end(void **state)
 {
     (void)state;
     _Atomic uint64_t calls = 0;
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
                              zp_task(counted, .workers = 2, .user = &calls),
                              zp_task(identity, .throttle = 4));
     zp_run *run = zp_start(p, "[10000]");
@@ -991,8 +983,8 @@ static void test_index_is_the_items_place_in_the_stream(void **state)
     const msgpack_object *out;
     unsigned char seen[1000] = {0};
     int n = 0;
-    zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true), zp_task(indexer, .workers = 3));
+    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
+                             zp_task(indexer, .workers = 3));
     zp_run *run = zp_start(p, "[1000]");
     while (zp_run_next(run, &out)) {
         assert_int_equal(out->type, MSGPACK_OBJECT_ARRAY);
@@ -1018,7 +1010,7 @@ static void test_index_is_the_items_place_in_the_stream(void **state)
 static void test_stats_stay_readable_after_finish(void **state)
 {
     (void)state;
-    zp_pipeline *p = zp_pipe(zp_task(range, .branch = true),
+    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
                              zp_task(identity, .workers = 2));
     zp_run *run = zp_start(p, "[100]");
     assert_int_equal(zp_finish(run), 0);
