@@ -274,7 +274,15 @@ static void test_fast_workers_say_their_input_is_fast(void **state)
     assert_int_equal(drain(&g, out, 20000), 20000);
     bool slow = atomic_load(&g.in.slow);
     assert_null(rig_stop(&g));
+#ifdef __SANITIZE_THREAD__
+    (void)slow;
+#else
+    /* "Fast" means under 20 us per call, timed by the worker: the thread
+     * sanitizer makes every atomic access slow enough that a preempted
+     * window of plus_one calls measures slow now and then. The other
+     * builds check it. */
     assert_false(slow);
+#endif
 }
 
 int main(void)
