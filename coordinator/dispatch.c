@@ -151,6 +151,8 @@ static dbatch *batch_new(zp__dispatch *d, uint64_t seq, uint32_t n,
 
 static void batch_free(dbatch *b)
 {
+    if (b == NULL)
+        return;
     msgpack_sbuffer_destroy(&b->out);
     free(b->bytes);
     free(b);
@@ -241,46 +243,34 @@ static dbatch *take_inflight(zp__dispatch *d, uint64_t id, const dworker *w)
     return NULL;
 }
 
-/* Splits a batch into one batch per item, queued at the front. */
+/*
+ * Splits a suspect batch of several items in two halves, both suspects,
+ * queued at the front: the item at fault is found in a crash per halving,
+ * and an item is blamed only for a crash while it runs alone.
+ */
 static int split(zp__dispatch *d, dbatch *b)
 {
-    zp__batch_reader rd;
-    const msgpack_object *item;
-    uint64_t seq;
-    dbatch *singles = NULL, **tail = &singles;
-    int rc = zp__batch_reader_init(&rd);
-    if (rc == 0)
-        rc = zp__batch_open(&rd, b->bytes, b->len);
-    while (rc == 0 && zp__batch_next(&rd, &item, &seq) == 1) {
-        msgpack_sbuffer_clear(&d->sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
-        msgpack_pack_object(&pk, *item);
-        dbatch *one = batch_new(d, seq, 1, d->sb.data, d->sb.size);
-        if (one == NULL) {
-            rc = ZP_ENOMEM;
-            break;
+    zp__batch_reader rd = {.data = NULL};
+    const char *items[2];
+    size_t len[2];
+    int n[2] = {0, 0};
+    dbatch *half[2] = {NULL, NULL};
+    if (zp__batch_open(&rd, b->bytes, b->len) == 0) {
+        uint64_t seq = rd.seq;
+        n[0] = zp__batch_skip(&rd, b->n / 2, &items[0], &len[0]);
+        n[1] = zp__batch_skip(&rd, b->n, &items[1], &len[1]);
+        for (int i = 0; i < 2 && n[0] > 0 && n[1] > 0; i++)
+            half[i] = batch_new(d, i ? seq + (uint64_t)n[0] : seq,
+                                (uint32_t)n[i], items[i], len[i]);
+    }
+    int rc = half[0] != NULL && half[1] != NULL ? 0 : ZP_ENOMEM;
+    for (int i = 1; i >= 0; i--) {
+        if (rc != 0) {
+            batch_free(half[i]);
+            continue;
         }
-        one->kills = 1; /* a suspect: it runs alone */
-        *tail = one;
-        tail = &one->next;
-    }
-    /* The scratch buffer is where the next message is encoded: an item
-     * left in it would go out in front of that message. */
-    msgpack_sbuffer_clear(&d->sb);
-    zp__batch_reader_fini(&rd);
-    for (dbatch *one = singles, *next; one != NULL; one = next) {
-        next = one->next;
-        if (rc == 0)
-            d->nwaiting += one->n;
-        else
-            batch_free(one);
-    }
-    if (rc == 0 && singles != NULL) {
-        *tail = d->waiting;
-        if (d->waiting == NULL)
-            d->waiting_tail = (dbatch *)((char *)tail - offsetof(dbatch, next));
-        d->waiting = singles;
+        half[i]->kills = 1; /* a suspect: it runs alone */
+        enqueue(d, half[i], true);
     }
     batch_free(b);
     return rc;
@@ -288,42 +278,27 @@ static int split(zp__dispatch *d, dbatch *b)
 
 /* ---- Outputs ----------------------------------------------------------- */
 
-/* Calls fn(arg, bytes, len) for each item of a framed batch, checking
- * each on the way (a worker's bytes are not trusted). Returns 0,
- * ZP_EPROTO, or the first error of fn. */
-static int each_item(const char *framed, size_t len,
-                     int (*fn)(void *arg, const char *item, size_t len),
-                     void *arg)
-{
-    zp__batch_reader rd;
-    const msgpack_object *o;
-    uint64_t seq;
-    int rc = zp__batch_reader_init(&rd);
-    if (rc == 0 && len > 0)
-        rc = zp__batch_open(&rd, framed, len);
-    while (rc == 0 && (rc = zp__batch_next(&rd, &o, &seq)) == 1) {
-        const char *raw;
-        size_t n;
-        zp__batch_raw(&rd, &raw, &n);
-        rc = fn(arg, raw, n);
-    }
-    zp__batch_reader_fini(&rd);
-    return rc;
-}
-
-static int send_one(void *arg, const char *item, size_t len)
-{
-    zp__dispatch *d = arg;
-    count(&d->stats.out, 1);
-    return zp__tx_append(d->cfg.out->tx[0], item, len);
-}
-
-/* Sends on the outputs in `framed` (a batch of outputs). */
+/*
+ * Sends on a batch of outputs from a worker (framed; empty when there are
+ * none), each item checked on the way since a worker's bytes are not
+ * trusted, in as few messages as the output link takes. Returns 0,
+ * ZP_EPROTO, or an error of the link.
+ */
 static int send_outputs(zp__dispatch *d, const char *framed, size_t len)
 {
-    int rc = each_item(framed, len, send_one, d);
-    /* A batch of outputs leaves whole: nothing waits for the next one. */
-    return rc == 0 ? zp__tx_flush(d->cfg.out->tx[0]) : rc;
+    zp__batch_reader rd = {.data = NULL};
+    zp__tx *tx = d->cfg.out->tx[0];
+    const char *items;
+    size_t size;
+    int n, rc = len > 0 ? zp__batch_open(&rd, framed, len) : 0;
+    while (rc == 0 && len > 0 &&
+           (n = zp__batch_skip(&rd, zp__tx_max(tx), &items, &size)) != 0) {
+        if (n < 0)
+            return n;
+        count(&d->stats.out, (uint64_t)n);
+        rc = zp__tx_send_items(tx, items, size, (uint32_t)n);
+    }
+    return rc;
 }
 
 /* Delivers a done batch: at once, or in input order for ordered stages. */
@@ -350,34 +325,39 @@ static int deliver(zp__dispatch *d, dbatch *b)
     return rc;
 }
 
-typedef struct gathered {
-    msgpack_sbuffer items; /* outputs back to back */
-    uint32_t n;
-} gathered;
-
-static int gather_one(void *arg, const char *item, size_t len)
+/* Appends the items of a framed batch (checked) to `items`; counts them. */
+static int gather_items(msgpack_sbuffer *items, uint32_t *n, const char *framed,
+                        size_t len)
 {
-    gathered *g = arg;
-    g->n++;
-    return msgpack_sbuffer_write(&g->items, item, len) == 0 ? 0 : ZP_ENOMEM;
+    zp__batch_reader rd = {.data = NULL};
+    const char *p;
+    size_t size;
+    int rc = len > 0 ? zp__batch_open(&rd, framed, len) : 0;
+    if (rc == 0 && len > 0 &&
+        (rc = zp__batch_skip(&rd, UINT32_MAX, &p, &size)) >= 0) {
+        *n += (uint32_t)rc;
+        rc = msgpack_sbuffer_write(items, p, size) == 0 ? 0 : ZP_ENOMEM;
+    }
+    return rc;
 }
 
 /* Gathers the outputs of an OUT or DONE into the batch (framed anew). */
 static int gather(dbatch *b, const zp__msg *m)
 {
-    gathered g = {.n = 0};
-    msgpack_sbuffer_init(&g.items);
-    int rc = each_item(b->out.data, b->out.size, gather_one, &g);
+    msgpack_sbuffer items;
+    uint32_t n = 0;
+    msgpack_sbuffer_init(&items);
+    int rc = gather_items(&items, &n, b->out.data, b->out.size);
     if (rc == 0)
-        rc = each_item(m->data, m->data_len, gather_one, &g);
+        rc = gather_items(&items, &n, m->data, m->data_len);
     if (rc == 0) {
         char hdr[ZP__BATCH_HEADER_MAX];
-        size_t h = zp__batch_header(hdr, 0, g.n);
+        size_t h = zp__batch_header(hdr, 0, n);
         msgpack_sbuffer_clear(&b->out);
         msgpack_sbuffer_write(&b->out, hdr, h);
-        msgpack_sbuffer_write(&b->out, g.items.data, g.items.size);
+        msgpack_sbuffer_write(&b->out, items.data, items.size);
     }
-    msgpack_sbuffer_destroy(&g.items);
+    msgpack_sbuffer_destroy(&items);
     return rc;
 }
 
@@ -767,16 +747,26 @@ static void close_fill(zp__dispatch *d)
     d->fill_n = 0;
 }
 
-static void add_item(zp__dispatch *d, const char *raw, size_t len, uint64_t seq)
+/* Whether items go out in batches: fast ones with no timeout to watch. */
+static bool batched(const zp__dispatch *d)
 {
-    uint32_t max = fast(d) && d->cfg.def->opts.timeout_ms == 0 ? BATCH_MAX : 1;
-    if (d->fill_n > 0 && seq != d->fill_seq + d->fill_n)
+    return fast(d) && d->cfg.def->opts.timeout_ms == 0;
+}
+
+/* Adds n items, from index seq, to the batch being gathered. */
+static void add_items(zp__dispatch *d, const char *raw, size_t len, uint32_t n,
+                      uint64_t seq)
+{
+    uint32_t max = batched(d) ? BATCH_MAX : 1;
+    if (d->fill_n > 0 &&
+        (seq != d->fill_seq + d->fill_n || d->fill_n + n > max))
         close_fill(d);
     if (d->fill_n == 0)
         d->fill_seq = seq;
     msgpack_sbuffer_write(&d->fill, raw, len);
-    count(&d->stats.in, 1);
-    if (++d->fill_n >= max)
+    count(&d->stats.in, n);
+    d->fill_n += n;
+    if (d->fill_n >= max)
         close_fill(d);
 }
 
@@ -790,28 +780,42 @@ static bool idle_worker(const zp__dispatch *d)
     return false;
 }
 
-/* Room for more input: twice what the workers can take now. */
+/*
+ * Room for more input: twice what the workers can take now. While items
+ * are slow, or not measured yet, each travels alone and a worker runs its
+ * threads' worth and one more: no more than that waits.
+ */
 static bool want_input(const zp__dispatch *d)
 {
-    int64_t room = BATCH_MAX;
-    for (size_t i = 0; i < d->nworkers; i++)
-        if (!d->workers[i]->gone && d->workers[i]->has_task)
-            room += d->workers[i]->credit;
-    return !d->ended && (int64_t)d->nwaiting < 2 * room;
+    bool alone = !fast(d) && d->cfg.def->afn == NULL;
+    int64_t room = alone ? 1 : BATCH_MAX;
+    for (size_t i = 0; i < d->nworkers; i++) {
+        const dworker *w = d->workers[i];
+        if (!w->gone && w->has_task)
+            room += alone ? (int64_t)w->threads + 1 : w->credit;
+    }
+    return !d->ended && (int64_t)d->nwaiting < (alone ? room : 2 * room);
 }
 
 static void read_input(zp__dispatch *d)
 {
+    zp__rx *rx = d->cfg.in->rx[0];
     const msgpack_object *o;
+    const char *raw;
+    size_t len;
+    uint32_t n = 1;
     uint64_t seq;
     int rc = 1;
-    while (rc == 1 && want_input(d))
-        if ((rc = zp__rx_next(d->cfg.in->rx[0], false, &o, &seq)) == 1) {
-            const char *raw;
-            size_t len;
-            zp__rx_raw(d->cfg.in->rx[0], &raw, &len);
-            add_item(d, raw, len, seq);
-        }
+    /* Batched items are taken as they came, a batch at a time; others
+     * one by one, each to be sent alone. */
+    while (rc == 1 && want_input(d)) {
+        if (batched(d))
+            rc = zp__rx_take(rx, false, &raw, &len, &n, &seq);
+        else if ((rc = zp__rx_next(rx, false, &o, &seq)) == 1)
+            zp__rx_raw(rx, &raw, &len);
+        if (rc == 1)
+            add_items(d, raw, len, n, seq);
+    }
     /* A partial batch waits for more only while every worker is busy:
      * then waiting costs nothing, and the batch grows. */
     if (d->ended || !fast(d) || idle_worker(d))
@@ -1073,7 +1077,7 @@ static void *dispatch_main(void *arg)
         msgpack_packer pk;
         msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
         msgpack_pack_object(&pk, *d->cfg.args);
-        add_item(d, d->sb.data, d->sb.size, 0);
+        add_items(d, d->sb.data, d->sb.size, 1, 0);
         msgpack_sbuffer_clear(&d->sb);
         close_fill(d);
         d->ended = true;

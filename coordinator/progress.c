@@ -139,27 +139,19 @@ static void report(zp__progress *p)
     }
 }
 
-static void deadline_after(struct timespec *t, uint64_t ns)
-{
-    clock_gettime(CLOCK_MONOTONIC, t);
-    ns += (uint64_t)t->tv_nsec;
-    t->tv_sec += (time_t)(ns / 1000000000u);
-    t->tv_nsec = (long)(ns % 1000000000u);
-}
-
 static void *progress_main(void *arg)
 {
     zp__progress *p = arg;
     uint64_t period = (p->tty ? TTY_PERIOD_MS : PLAIN_PERIOD_MS) * 1000000ull;
     struct timespec next;
-    deadline_after(&next, period);
+    zp__deadline_after(&next, period);
     pthread_mutex_lock(&p->lock);
     while (!p->stop) {
         if (pthread_cond_timedwait(&p->cond, &p->lock, &next) != ETIMEDOUT)
             continue; /* stopped, or woken for nothing */
         pthread_mutex_unlock(&p->lock);
         report(p);
-        deadline_after(&next, period);
+        zp__deadline_after(&next, period);
         pthread_mutex_lock(&p->lock);
     }
     pthread_mutex_unlock(&p->lock);
@@ -178,11 +170,7 @@ static void progress_free(zp__progress *p)
 
 static bool init_sync(zp__progress *p)
 {
-    pthread_condattr_t a;
-    bool ok = pthread_condattr_init(&a) == 0;
-    ok = ok && pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0 &&
-         pthread_cond_init(&p->cond, &a) == 0;
-    pthread_condattr_destroy(&a);
+    bool ok = zp__cond_init_monotonic(&p->cond) == 0;
     if (ok && pthread_mutex_init(&p->lock, NULL) != 0) {
         pthread_cond_destroy(&p->cond);
         ok = false;

@@ -151,7 +151,7 @@ static size_t head(const unsigned char *p, size_t avail, uint64_t *body,
     return 1 + n;
 }
 
-bool zp__msgpack_check(const void *data, size_t avail)
+size_t zp__msgpack_size(const void *data, size_t avail)
 {
     const unsigned char *p = data;
     uint64_t pending[MAX_DEPTH + 1]; /* elements still owed per level */
@@ -169,15 +169,20 @@ bool zp__msgpack_check(const void *data, size_t avail)
             off < avail ? head(p + off, avail - off, &body, &children) : 0;
         if (h == 0 || body > avail - off - h ||
             children > avail - off - h - body)
-            return false;
+            return 0;
         off += h + body;
         if (children > 0) {
             if (depth == MAX_DEPTH)
-                return false;
+                return 0;
             pending[++depth] = children;
         }
     }
-    return true;
+    return off;
+}
+
+bool zp__msgpack_check(const void *data, size_t avail)
+{
+    return zp__msgpack_size(data, avail) > 0;
 }
 
 static msgpack_unpack_return unpack(zp__batch_reader *r)
@@ -213,6 +218,27 @@ int zp__batch_next(zp__batch_reader *r, const msgpack_object **item,
     return 1;
 }
 
+int zp__batch_skip(zp__batch_reader *r, uint32_t max, const char **items,
+                   size_t *len)
+{
+    uint32_t n = 0;
+    size_t start = r->off;
+    for (; n < max && r->left > 0; n++, r->left--) {
+        size_t size = zp__msgpack_size(r->data + r->off, r->len - r->off);
+        if (size == 0) {
+            r->left = 0;
+            return ZP_EPROTO;
+        }
+        r->off += size;
+        r->seq++;
+    }
+    if (r->left == 0 && r->off != r->len)
+        return ZP_EPROTO;
+    *items = r->data + start;
+    *len = r->off - start;
+    return (int)n;
+}
+
 int zp__batch_open(zp__batch_reader *r, const void *data, size_t len)
 {
     uint64_t count = 0;
@@ -220,7 +246,6 @@ int zp__batch_open(zp__batch_reader *r, const void *data, size_t len)
     r->len = len;
     r->off = 0;
     r->left = 0;
-    msgpack_zone_clear(r->zone);
     if (get_uint(r, &r->seq) != 0 || get_uint(r, &count) != 0 ||
         count > UINT32_MAX || count > len - r->off)
         return ZP_EPROTO;

@@ -37,7 +37,12 @@ bool zp__batch_is_eos(const void *data, size_t len);
  */
 bool zp__msgpack_check(const void *data, size_t len);
 
-/* Reads the items of one data message. Borrows the bytes. */
+/* The length of the value zp__msgpack_check() accepts, or 0. */
+size_t zp__msgpack_size(const void *data, size_t len);
+
+/* Reads the items of one data message. Borrows the bytes. A reader used
+ * with zp__batch_skip() alone needs no zone: zeroed, it needs no
+ * zp__batch_reader_init() either. */
 typedef struct zp__batch_reader {
     const char *data; /* borrowed */
     size_t len;
@@ -65,6 +70,15 @@ int zp__batch_open(zp__batch_reader *r, const void *data, size_t len);
  */
 int zp__batch_next(zp__batch_reader *r, const msgpack_object **item,
                    uint64_t *seq);
+
+/*
+ * Checks and passes over up to `max` items without decoding them; their
+ * bytes, back to back, are (*items, *len). Returns how many (0 when the
+ * message is exhausted), or ZP_EPROTO as zp__batch_next() would. For
+ * forwarding items from a peer that is not trusted.
+ */
+int zp__batch_skip(zp__batch_reader *r, uint32_t max, const char **items,
+                   size_t *len);
 
 /* The bytes of the item zp__batch_next() returned last. */
 static inline void zp__batch_raw(const zp__batch_reader *r, const char **p,

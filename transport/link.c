@@ -148,7 +148,8 @@ static zp__tx *tx_new(zp__edge *e, void *zctx, const char *name)
     tx->e = e;
     msgpack_sbuffer_init(&tx->buf);
     msgpack_packer_init(&tx->pk, &tx->buf, msgpack_sbuffer_write);
-    tx->max = e->limit < ZP__BATCH_MAX ? (uint32_t)e->limit : ZP__BATCH_MAX;
+    int64_t max = e->consumers > 1 ? ZP__BATCH_MAX_SHARED : ZP__BATCH_MAX_ALONE;
+    tx->max = (uint32_t)(e->limit < max ? e->limit : max);
     tx->sock = make_socket(zctx, ZMQ_ROUTER);
     if (tx->sock == NULL || tx_connect(tx, name) != 0) {
         tx_destroy(tx);
@@ -339,31 +340,52 @@ out_err:
     return zmq_errno() == ETERM ? ZP_ECANCELED : ZP_EIO;
 }
 
-int zp__tx_flush(zp__tx *tx)
+/* Sends n items, `len` bytes of them back to back, as one batch. */
+static int send_batch(zp__tx *tx, const char *items, size_t len, uint32_t n)
 {
     zmq_msg_t m;
     char hdr[ZP__BATCH_HEADER_MAX];
-    uint32_t n = tx->count;
-    if (n == 0)
-        return 0;
     int rc = take_credits(tx->e, n);
     if (rc != 0)
         return rc;
     uint64_t seq = atomic_fetch_add(&tx->e->next_seq, n);
     size_t h = zp__batch_header(hdr, seq, n);
-    if (zmq_msg_init_size(&m, h + tx->committed) != 0) {
+    if (zmq_msg_init_size(&m, h + len) != 0) {
         zp__edge_release(tx->e, n);
         return ZP_ENOMEM;
     }
     memcpy(zmq_msg_data(&m), hdr, h);
-    memcpy((char *)zmq_msg_data(&m) + h, tx->buf.data, tx->committed);
+    memcpy((char *)zmq_msg_data(&m) + h, items, len);
     int j = pick(tx);
     atomic_fetch_add_explicit(&tx->e->pending[j], n, memory_order_relaxed);
-    rc = send_to(tx, j, &m);
-    tx->buf.size = 0;
-    tx->committed = 0;
-    tx->count = 0;
+    return send_to(tx, j, &m);
+}
+
+int zp__tx_flush(zp__tx *tx)
+{
+    uint32_t n = tx->count;
+    if (n == 0)
+        return 0;
+    int rc = send_batch(tx, tx->buf.data, tx->committed, n);
+    if (rc == 0) {
+        tx->buf.size = 0;
+        tx->committed = 0;
+        tx->count = 0;
+    }
     return rc;
+}
+
+uint32_t zp__tx_max(const zp__tx *tx)
+{
+    return tx->max;
+}
+
+int zp__tx_send_items(zp__tx *tx, const char *items, size_t len, uint32_t n)
+{
+    if (n == 0 || n > tx->max)
+        return n == 0 ? 0 : ZP_EINVAL;
+    int rc = zp__tx_flush(tx);
+    return rc == 0 ? send_batch(tx, items, len, n) : rc;
 }
 
 int zp__tx_close(zp__tx *tx)
@@ -435,6 +457,27 @@ int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
         if ((rc = receive(rx, wait)) != 0 || (rc = open_message(rx)) != 0)
             return rc;
     }
+}
+
+int zp__rx_take(zp__rx *rx, bool wait, const char **items, size_t *len,
+                uint32_t *n, uint64_t *seq)
+{
+    while (rx->rd.left == 0) {
+        int rc = rx->rd.off == rx->rd.len ? 0 : ZP_EPROTO;
+        if (rc == 0 && rx->closed == rx->e->producers)
+            return 0;
+        if (rc != 0 || (rc = receive(rx, wait)) != 0 ||
+            (rc = open_message(rx)) != 0)
+            return rc;
+    }
+    *items = rx->rd.data + rx->rd.off;
+    *len = rx->rd.len - rx->rd.off;
+    *n = rx->rd.left;
+    *seq = rx->rd.seq;
+    rx->rd.seq += rx->rd.left;
+    rx->rd.left = 0;
+    rx->rd.off = rx->rd.len;
+    return 1;
 }
 
 void *zp__rx_socket(zp__rx *rx)

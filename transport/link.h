@@ -32,8 +32,10 @@
 
 #include "zpipe.h"
 
-/* Items per batch, at most. */
-#define ZP__BATCH_MAX 64
+/* Items per batch, at most: small where consumers share the work, so that
+ * it spreads; large where one consumer takes it all. */
+#define ZP__BATCH_MAX_SHARED 64
+#define ZP__BATCH_MAX_ALONE 1024
 
 /* Returned by zp__rx_next when nothing is ready and it may not wait. */
 #define ZP__AGAIN 2
@@ -144,6 +146,16 @@ void zp__tx_discard(zp__tx *tx);
  */
 int zp__tx_flush(zp__tx *tx);
 
+/* Items per batch of this sender, at most. */
+uint32_t zp__tx_max(const zp__tx *tx);
+
+/*
+ * Sends n items already packed back to back in items[0..len) as one batch,
+ * after what was committed before; n is at most zp__tx_max(). Returns as
+ * zp__tx_flush(), or ZP_EINVAL when n is too large.
+ */
+int zp__tx_send_items(zp__tx *tx, const char *items, size_t len, uint32_t n);
+
 /* Flushes, then tells every consumer this producer is done. */
 int zp__tx_close(zp__tx *tx);
 
@@ -168,6 +180,16 @@ int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
 /* The bytes of the item zp__rx_next() returned last (valid as long as the
  * item). */
 void zp__rx_raw(const zp__rx *rx, const char **p, size_t *len);
+
+/*
+ * The items of the current batch not taken yet, as raw bytes back to back:
+ * n items from index *seq, valid until the next call. Returns as
+ * zp__rx_next(). The bytes are not checked item by item: for edges whose
+ * producers are stages of this process, which pack their items with
+ * msgpack-c.
+ */
+int zp__rx_take(zp__rx *rx, bool wait, const char **items, size_t *len,
+                uint32_t *n, uint64_t *seq);
 
 /* The receiver's socket, for zmq_poll (transport only). */
 void *zp__rx_socket(zp__rx *rx);

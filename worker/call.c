@@ -26,6 +26,27 @@ uint64_t zp__now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+void zp__deadline_after(struct timespec *t, uint64_t ns)
+{
+    clock_gettime(CLOCK_MONOTONIC, t);
+    ns += (uint64_t)t->tv_nsec;
+    t->tv_sec += (time_t)(ns / 1000000000u);
+    t->tv_nsec = (long)(ns % 1000000000u);
+}
+
+int zp__cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    if (pthread_condattr_init(&a) != 0)
+        return ZP_ENOMEM;
+    int rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0 &&
+                     pthread_cond_init(c, &a) == 0
+                 ? 0
+                 : ZP_ENOMEM;
+    pthread_condattr_destroy(&a);
+    return rc;
+}
+
 void zp__call_init(zp_call *c, zp__worker *w)
 {
     memset(c, 0, sizeof *c);

@@ -13,6 +13,8 @@
 #ifndef ZP_WORKER_CALL_H
 #define ZP_WORKER_CALL_H
 
+#include <time.h>
+
 #include "worker/thread.h"
 
 struct zp_call {
@@ -87,6 +89,14 @@ int zp__worker_pace(zp__worker *w);
 
 /* Monotonic time in nanoseconds. */
 uint64_t zp__now_ns(void);
+
+/* Sets *t to `ns` from now on the monotonic clock, for timed waits on a
+ * condition variable made by zp__cond_init_monotonic(). */
+void zp__deadline_after(struct timespec *t, uint64_t ns);
+
+/* Initialises a condition variable whose timed waits use the monotonic
+ * clock. Returns 0 or ZP_ENOMEM. */
+int zp__cond_init_monotonic(pthread_cond_t *c);
 
 /* The stage definition of the call's task (nested pipelines use it). */
 const zp__stage_def *zp__call_stage(zp_call *c);

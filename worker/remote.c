@@ -2,11 +2,14 @@
 /*
  * Worker mode, see remote.h. The main thread owns the link to the
  * coordinator: it announces the tasks (HELLO), keeps stage settings
- * (STAGE), queues batches (ITEM) for `threads` executor threads, and sends
- * heartbeats. Executors run a whole batch, then post its outputs (DONE, or
- * FAIL) and new credit (READY) through their outbox. A batch's outputs
- * leave only when it is done, so a batch cut short by a crash leaves
- * nothing behind and the coordinator can run it again elsewhere.
+ * (STAGE), takes batches (ITEM) and sends heartbeats. With one thread it
+ * runs each batch itself, between two reads of the link, and hands the
+ * link to a watchdog thread meanwhile, which sends the heartbeats while
+ * a batch runs long. With more, it queues batches for `threads` executor
+ * threads, which run a whole batch and then post its outputs (DONE, or
+ * FAIL) through their outbox. A batch's outputs leave only when it is
+ * done, so a batch cut short by a crash leaves nothing behind and the
+ * coordinator can run it again elsewhere.
  */
 #include "worker/remote.h"
 
@@ -40,8 +43,9 @@ typedef struct job {
     struct job *next;
     uint64_t run, batch;
     uint32_t stage;
-    char *items; /* owned batch bytes */
+    const char *items; /* batch bytes: `owned`, or the message's */
     size_t len;
+    char *owned;
 } job;
 
 typedef struct server {
@@ -58,6 +62,13 @@ typedef struct server {
     bool greeted; /* a HELLO went out */
     pthread_t *threads;
     int nthreads;
+    pthread_mutex_t io;             /* the peer's sockets: held by the main
+                                       thread but while it runs a batch  */
+    _Atomic uint64_t running_since; /* the main thread runs a batch since */
+    uint64_t beat;                  /* the last HEARTBEAT; under io       */
+    pthread_cond_t tick;            /* the watchdog's wait                */
+    pthread_t watchdog;
+    bool watching;
     zp__async_server *async; /* owned; runs async tasks, made on demand */
     zp__outbox *async_ob;    /* owned; used by the async loop's thread  */
 } server;
@@ -109,15 +120,29 @@ typedef struct result {
     uint32_t retried, skipped;
 } result;
 
-static int post(zp__outbox *ob, msgpack_sbuffer *sb)
+/* Where a batch's messages go: the outbox of the thread that runs it, or
+ * the link itself when the main thread runs it. */
+typedef struct sink {
+    server *s;
+    zp__outbox *ob; /* borrowed, or NULL */
+} sink;
+
+static int post(const sink *to, msgpack_sbuffer *sb)
 {
-    int rc = zp__outbox_post(ob, sb->data, sb->size);
+    int rc;
+    if (to->ob != NULL) {
+        rc = zp__outbox_post(to->ob, sb->data, sb->size);
+    } else {
+        pthread_mutex_lock(&to->s->io);
+        rc = zp__peer_send(to->s->peer, sb->data, sb->size);
+        pthread_mutex_unlock(&to->s->io);
+    }
     msgpack_sbuffer_clear(sb);
     return rc;
 }
 
 /* Posts OUT (more to come) or DONE with the outputs gathered so far. */
-static int post_outputs(zp__outbox *ob, const job *j, result *res, int type)
+static int post_outputs(const sink *ob, const job *j, result *res, int type)
 {
     msgpack_sbuffer body, framed;
     char hdr[ZP__BATCH_HEADER_MAX];
@@ -139,7 +164,7 @@ static int post_outputs(zp__outbox *ob, const job *j, result *res, int type)
     return rc;
 }
 
-static int post_fail(zp__outbox *ob, const job *j, uint64_t seq,
+static int post_fail(const sink *ob, const job *j, uint64_t seq,
                      const char *why)
 {
     msgpack_sbuffer sb;
@@ -153,7 +178,7 @@ static int post_fail(zp__outbox *ob, const job *j, uint64_t seq,
 
 /* Runs the items of a batch; 0, or the index of the item that failed is
  * reported with FAIL and 1 is returned. */
-static int run_items(server *s, zp__outbox *ob, const job *j,
+static int run_items(server *s, const sink *ob, const job *j,
                      const zp__stage_def *def, result *res)
 {
     zp__stage_rt rt = {.def = def, .run = &s->ctl};
@@ -188,19 +213,23 @@ static int run_items(server *s, zp__outbox *ob, const job *j,
     return rc;
 }
 
-static void run_job(server *s, zp__outbox *ob, const job *j)
+static void run_job(server *s, const sink *ob, const job *j)
 {
+    /* The array of stages may grow meanwhile; what it points to stays. */
     pthread_mutex_lock(&s->lock);
     const stage *st = find_stage(s, j->run, j->stage);
+    const zp_pipeline *p = st != NULL ? st->p : NULL;
+    const char *missing = st != NULL ? st->missing : "(no STAGE was sent)";
     pthread_mutex_unlock(&s->lock);
     result res = {.n = 0};
     msgpack_sbuffer_init(&res.out);
-    if (st == NULL || st->p == NULL) {
-        char *why = zp__strdupf("this worker has no task '%s'",
-                                st ? st->missing : "(no STAGE was sent)");
+    if (p == NULL) {
+        char *why = zp__strdupf("this worker has no task '%s'", missing);
         post_fail(ob, j, 0, why ? why : "no such task");
         free(why);
-    } else if (run_items(s, ob, j, &st->p->stages[0], &res) == 0) {
+    } else if (p->stages[0].afn != NULL) {
+        post_fail(ob, j, 0, "cannot start the event loop of async tasks");
+    } else if (run_items(s, ob, j, &p->stages[0], &res) == 0) {
         post_outputs(ob, j, &res, ZP__DONE);
     }
     msgpack_sbuffer_destroy(&res.out);
@@ -209,17 +238,17 @@ static void run_job(server *s, zp__outbox *ob, const job *j)
 static void *executor(void *arg)
 {
     server *s = arg;
-    zp__outbox *ob = zp__outbox_new(s->peer);
+    sink to = {s, zp__outbox_new(s->peer)};
     /* DONE or FAIL gives the batch's credit back: no READY is needed. */
-    for (job *j; ob != NULL && (j = next_job(s)) != NULL;) {
-        run_job(s, ob, j);
+    for (job *j; to.ob != NULL && (j = next_job(s)) != NULL;) {
+        run_job(s, &to, j);
         pthread_mutex_lock(&s->lock);
         s->busy--;
         pthread_mutex_unlock(&s->lock);
-        free(j->items);
+        free(j->owned);
         free(j);
     }
-    zp__outbox_destroy(&ob);
+    zp__outbox_destroy(&to.ob);
     return NULL;
 }
 
@@ -331,15 +360,15 @@ static void async_done(void *arg, zp__async_job *aj)
     if (!aj->dropped && s->async_ob == NULL)
         s->async_ob = zp__outbox_new(s->peer);
     if (!aj->dropped && s->async_ob != NULL) {
+        sink to = {s, s->async_ob};
         result res = {.out = aj->out,
                       .n = aj->n,
                       .retried = aj->retried,
                       .skipped = aj->skipped};
         if (aj->failed)
-            post_fail(s->async_ob, j, aj->seq,
-                      aj->error ? aj->error : "out of memory");
+            post_fail(&to, j, aj->seq, aj->error ? aj->error : "out of memory");
         else
-            post_outputs(s->async_ob, j, &res, ZP__DONE);
+            post_outputs(&to, j, &res, ZP__DONE);
         aj->out = res.out;
     }
     msgpack_sbuffer_destroy(&aj->out);
@@ -348,21 +377,27 @@ static void async_done(void *arg, zp__async_job *aj)
     pthread_mutex_lock(&s->lock);
     s->busy--;
     pthread_mutex_unlock(&s->lock);
-    free(j->items);
+    free(j->owned);
     free(j);
 }
 
-/* Hands a batch of an async task to the async loop; false when it is not
- * one (or the loop cannot start: the executors then report it). */
-static bool submit_async(server *s, job *j)
+/* The task of an async stage, or NULL. */
+static const zp__stage_def *async_def(server *s, uint64_t run, uint32_t index)
 {
     pthread_mutex_lock(&s->lock);
-    const stage *st = find_stage(s, j->run, j->stage);
+    const stage *st = find_stage(s, run, index);
     const zp__stage_def *def =
-        st != NULL && st->p != NULL ? &st->p->stages[0] : NULL;
+        st != NULL && st->p != NULL && st->p->stages[0].afn != NULL
+            ? &st->p->stages[0]
+            : NULL;
     pthread_mutex_unlock(&s->lock);
-    if (def == NULL || def->afn == NULL)
-        return false;
+    return def;
+}
+
+/* Hands a batch of an async task to the async loop; false when the loop
+ * cannot start. */
+static bool submit_async(server *s, const zp__stage_def *def, job *j)
+{
     zp__async_job *aj = calloc(1, sizeof *aj);
     if (aj == NULL)
         return false;
@@ -375,7 +410,7 @@ static bool submit_async(server *s, job *j)
         return false;
     }
     *aj =
-        (zp__async_job){.def = def, .items = j->items, .len = j->len, .arg = j};
+        (zp__async_job){.def = def, .items = j->owned, .len = j->len, .arg = j};
     pthread_mutex_lock(&s->lock);
     s->busy++;
     pthread_mutex_unlock(&s->lock);
@@ -383,8 +418,26 @@ static bool submit_async(server *s, job *j)
     return true;
 }
 
+/* Runs a batch in the main thread, the link meanwhile left to the
+ * watchdog. */
+static void run_here(server *s, const job *j)
+{
+    sink to = {s, NULL};
+    atomic_store(&s->running_since, zp__now_ns());
+    pthread_mutex_unlock(&s->io);
+    run_job(s, &to, j);
+    pthread_mutex_lock(&s->io);
+    atomic_store(&s->running_since, 0);
+}
+
 static void on_item(server *s, const zp__msg *m)
 {
+    job here = {NULL, m->run, m->batch, m->stage, m->data, m->data_len, NULL};
+    const zp__stage_def *def = async_def(s, m->run, m->stage);
+    if (def == NULL && s->nthreads == 0) {
+        run_here(s, &here);
+        return;
+    }
     job *j = calloc(1, sizeof *j);
     char *items = malloc(m->data_len);
     if (j == NULL || items == NULL) {
@@ -393,9 +446,16 @@ static void on_item(server *s, const zp__msg *m)
         return; /* the coordinator re-sends it when this worker dies */
     }
     memcpy(items, m->data, m->data_len);
-    *j = (job){NULL, m->run, m->batch, m->stage, items, m->data_len};
-    if (submit_async(s, j))
+    *j = here;
+    j->items = j->owned = items;
+    if (def != NULL && submit_async(s, def, j))
         return;
+    if (s->nthreads == 0) { /* run_job() reports the loop that failed */
+        run_here(s, j);
+        free(j->owned);
+        free(j);
+        return;
+    }
     pthread_mutex_lock(&s->lock);
     if (s->tail != NULL)
         s->tail->next = j;
@@ -444,27 +504,34 @@ static bool orphaned(const server *s)
     return s->parent > 0 && getppid() != s->parent;
 }
 
+static void beat_if_due(server *s, uint64_t now)
+{
+    if (now - s->beat >= HEARTBEAT_MS * 1000000ull) {
+        send_simple(s, ZP__HEARTBEAT, NULL);
+        s->beat = now;
+    }
+}
+
+/* The main thread; it holds `io` but while it runs a batch. */
 static void serve(server *s)
 {
-    uint64_t heard = zp__now_ns(), beat = heard;
+    uint64_t heard = zp__now_ns();
+    s->beat = heard;
     while (!signalled && !orphaned(s)) {
         const void *body;
         size_t len;
         int rc = zp__peer_recv(s->peer, HEARTBEAT_MS, &body, &len);
-        uint64_t now = zp__now_ns();
         if (rc == 1) {
-            heard = now;
+            heard = zp__now_ns();
             if (!on_message(s, body, len))
                 break;
         } else if (rc < 0 && rc != ZP__AGAIN) {
             break;
         }
+        uint64_t now = zp__now_ns();
         if (!s->greeted)
             s->greeted = send_hello(s) == 0;
-        if (now - beat >= HEARTBEAT_MS * 1000000ull) {
-            send_simple(s, ZP__HEARTBEAT, NULL);
-            beat = now;
-        }
+        beat_if_due(s, now);
         if (now - heard >= SILENCE_MS * 1000000ull && idle(s)) {
             send_hello(s); /* the coordinator may have restarted */
             heard = now;
@@ -472,14 +539,44 @@ static void serve(server *s)
     }
 }
 
-static void stop_executors(server *s)
+/*
+ * While the main thread runs a batch, sends the heartbeats it cannot, and
+ * on a signal or the death of the coordinator stops the batch (at its
+ * next output) so that the main thread can leave.
+ */
+static void *watchdog(void *arg)
+{
+    server *s = arg;
+    struct timespec t;
+    pthread_mutex_lock(&s->lock);
+    while (!atomic_load(&s->ctl.stop)) {
+        zp__deadline_after(&t, HEARTBEAT_MS * 1000000ull / 4);
+        pthread_cond_timedwait(&s->tick, &s->lock, &t);
+        if (atomic_load(&s->running_since) == 0)
+            continue;
+        if (signalled || orphaned(s)) {
+            atomic_store(&s->ctl.stop, true);
+        } else if (pthread_mutex_trylock(&s->io) == 0) {
+            if (atomic_load(&s->running_since) != 0)
+                beat_if_due(s, zp__now_ns());
+            pthread_mutex_unlock(&s->io);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+static void stop_threads(server *s)
 {
     pthread_mutex_lock(&s->lock);
     atomic_store(&s->ctl.stop, true);
     pthread_cond_broadcast(&s->cond);
+    pthread_cond_signal(&s->tick);
     pthread_mutex_unlock(&s->lock);
     for (int i = 0; i < s->nthreads; i++)
         pthread_join(s->threads[i], NULL);
+    if (s->watching)
+        pthread_join(s->watchdog, NULL);
     zp__async_server_destroy(&s->async);
     zp__outbox_destroy(&s->async_ob);
 }
@@ -488,7 +585,7 @@ static void server_fini(server *s)
 {
     for (job *j = s->head, *next; j != NULL; j = next) {
         next = j->next;
-        free(j->items);
+        free(j->owned);
         free(j);
     }
     for (size_t i = 0; i < s->nstages; i++) {
@@ -499,6 +596,9 @@ static void server_fini(server *s)
     free(s->threads);
     zp__peer_destroy(&s->peer);
     pthread_cond_destroy(&s->cond);
+    pthread_cond_destroy(&s->tick);
+    pthread_mutex_unlock(&s->io);
+    pthread_mutex_destroy(&s->io);
     pthread_mutex_destroy(&s->lock);
 }
 
@@ -511,14 +611,22 @@ static void catch_signals(void)
     sigaction(SIGINT, &sa, NULL);
 }
 
+/* Executors for more than one thread; for one, the main thread runs the
+ * batches and a watchdog stands by. */
 static int start(server *s)
 {
-    s->threads = calloc((size_t)s->o->threads, sizeof *s->threads);
+    int n = s->o->threads > 1 ? s->o->threads : 0;
+    s->threads = calloc((size_t)n + 1, sizeof *s->threads);
     if (s->threads == NULL)
         return ZP_ENOMEM;
-    for (; s->nthreads < s->o->threads; s->nthreads++)
+    for (; s->nthreads < n; s->nthreads++)
         if (pthread_create(&s->threads[s->nthreads], NULL, executor, s) != 0)
             return ZP_EIO;
+    if (n == 0) {
+        if (pthread_create(&s->watchdog, NULL, watchdog, s) != 0)
+            return ZP_EIO;
+        s->watching = true;
+    }
     /* The link may not be up yet: serve() says HELLO again until it goes. */
     s->greeted = send_hello(s) == 0;
     return 0;
@@ -533,7 +641,13 @@ int zp__worker_serve(const zp__serve_opts *o)
         const char *parent = getenv("ZPIPE_WORKER_PARENT");
         s.parent = parent ? (pid_t)atoi(parent) : 0;
     }
+    if (zp__cond_init_monotonic(&s.tick) != 0) {
+        fprintf(stderr, "zpipe worker: out of memory\n");
+        return 2;
+    }
     pthread_mutex_init(&s.lock, NULL);
+    pthread_mutex_init(&s.io, NULL);
+    pthread_mutex_lock(&s.io);
     pthread_cond_init(&s.cond, NULL);
     catch_signals();
     s.peer = zp__peer_new(o->endpoint, o->server_key, o->secret_key, &why);
@@ -543,7 +657,7 @@ int zp__worker_serve(const zp__serve_opts *o)
     else
         fprintf(stderr, "zpipe worker: cannot serve %s: %s\n", o->endpoint,
                 why ? why : zp_strerror(rc));
-    stop_executors(&s);
+    stop_threads(&s);
     if (s.peer != NULL)
         send_simple(&s, ZP__BYE, signalled ? "signal" : "leaving");
     server_fini(&s);
