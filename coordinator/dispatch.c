@@ -31,8 +31,9 @@
 #define MS 1000000ull
 #define HEARTBEAT_NS (1000 * MS)
 #define DEAD_NS (3000 * MS)
-#define BATCH_MAX 1024               /* items per ITEM message, at most */
-#define FAST_ITEM_NS (200 * 1000ull) /* faster items travel in batches */
+#define BATCH_MAX 1024                /* items per ITEM message, at most */
+#define BATCH_BYTES ((size_t)1 << 20) /* and bytes, but for a single item */
+#define FAST_ITEM_NS (200 * 1000ull)  /* faster items travel in batches */
 #define POLL_MS 100
 #define CHECK_NS (5 * MS)  /* supervision runs this often, at most */
 #define MOURN_NS (50 * MS) /* a dead worker's last words arrive within */
@@ -257,8 +258,8 @@ static int split(zp__dispatch *d, dbatch *b)
     dbatch *half[2] = {NULL, NULL};
     if (zp__batch_open(&rd, b->bytes, b->len) == 0) {
         uint64_t seq = rd.seq;
-        n[0] = zp__batch_skip(&rd, b->n / 2, &items[0], &len[0]);
-        n[1] = zp__batch_skip(&rd, b->n, &items[1], &len[1]);
+        n[0] = zp__batch_skip(&rd, b->n / 2, SIZE_MAX, &items[0], &len[0]);
+        n[1] = zp__batch_skip(&rd, b->n, SIZE_MAX, &items[1], &len[1]);
         for (int i = 0; i < 2 && n[0] > 0 && n[1] > 0; i++)
             half[i] = batch_new(d, i ? seq + (uint64_t)n[0] : seq,
                                 (uint32_t)n[i], items[i], len[i]);
@@ -292,7 +293,8 @@ static int send_outputs(zp__dispatch *d, const char *framed, size_t len)
     size_t size;
     int n, rc = len > 0 ? zp__batch_open(&rd, framed, len) : 0;
     while (rc == 0 && len > 0 &&
-           (n = zp__batch_skip(&rd, zp__tx_max(tx), &items, &size)) != 0) {
+           (n = zp__batch_skip(&rd, zp__tx_max(tx), SIZE_MAX, &items, &size)) !=
+               0) {
         if (n < 0)
             return n;
         count(&d->stats.out, (uint64_t)n);
@@ -334,7 +336,7 @@ static int gather_items(msgpack_sbuffer *items, uint32_t *n, const char *framed,
     size_t size;
     int rc = len > 0 ? zp__batch_open(&rd, framed, len) : 0;
     if (rc == 0 && len > 0 &&
-        (rc = zp__batch_skip(&rd, UINT32_MAX, &p, &size)) >= 0) {
+        (rc = zp__batch_skip(&rd, UINT32_MAX, SIZE_MAX, &p, &size)) >= 0) {
         *n += (uint32_t)rc;
         rc = msgpack_sbuffer_write(items, p, size) == 0 ? 0 : ZP_ENOMEM;
     }
@@ -758,15 +760,23 @@ static void add_items(zp__dispatch *d, const char *raw, size_t len, uint32_t n,
                       uint64_t seq)
 {
     uint32_t max = batched(d) ? BATCH_MAX : 1;
+    if (len > ZP__PROTO_MAX_BATCH - ZP__BATCH_HEADER_MAX) {
+        fail_run(d, zp__strdupf("task '%s': item %llu takes %zu bytes, more "
+                                "than a message to a worker holds (%zu)",
+                                task(d), (unsigned long long)seq, len,
+                                ZP__PROTO_MAX_BATCH - ZP__BATCH_HEADER_MAX));
+        return;
+    }
     if (d->fill_n > 0 &&
-        (seq != d->fill_seq + d->fill_n || d->fill_n + n > max))
+        (seq != d->fill_seq + d->fill_n || d->fill_n + n > max ||
+         d->fill.size + len > BATCH_BYTES))
         close_fill(d);
     if (d->fill_n == 0)
         d->fill_seq = seq;
     msgpack_sbuffer_write(&d->fill, raw, len);
     count(&d->stats.in, n);
     d->fill_n += n;
-    if (d->fill_n >= max)
+    if (d->fill_n >= max || d->fill.size >= BATCH_BYTES)
         close_fill(d);
 }
 
@@ -810,7 +820,7 @@ static void read_input(zp__dispatch *d)
      * one by one, each to be sent alone. */
     while (rc == 1 && want_input(d)) {
         if (batched(d))
-            rc = zp__rx_take(rx, false, &raw, &len, &n, &seq);
+            rc = zp__rx_take(rx, false, BATCH_BYTES, &raw, &len, &n, &seq);
         else if ((rc = zp__rx_next(rx, false, &o, &seq)) == 1)
             zp__rx_raw(rx, &raw, &len);
         if (rc == 1)

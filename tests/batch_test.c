@@ -392,6 +392,113 @@ static void test_trailing_bytes_after_the_last_item_are_eproto(void **state)
     zp__batch_reader_fini(&r);
 }
 
+/* A batch of five items of several kinds; *starts gets where each begins
+ * (and, last, where the message ends). */
+static void mixed_batch(msg *m, size_t starts[6])
+{
+    msg_init(m, 10, 5);
+    starts[0] = m->sb.size;
+    msgpack_pack_int(&m->pk, 1);
+    starts[1] = m->sb.size;
+    msgpack_pack_str_with_body(&m->pk, "a string", 8);
+    starts[2] = m->sb.size;
+    msgpack_pack_array(&m->pk, 2);
+    msgpack_pack_uint64(&m->pk, UINT64_MAX);
+    msgpack_pack_double(&m->pk, 2.0);
+    starts[3] = m->sb.size;
+    msgpack_pack_nil(&m->pk);
+    starts[4] = m->sb.size;
+    msgpack_pack_map(&m->pk, 1);
+    msgpack_pack_str_with_body(&m->pk, "k", 1);
+    msgpack_pack_true(&m->pk);
+    starts[5] = m->sb.size;
+}
+
+static void test_skipping_passes_over_items_by_count(void **state)
+{
+    (void)state;
+    msg m;
+    size_t at[6];
+    const char *items;
+    size_t len;
+    zp__batch_reader r = {.data = NULL}; /* skipping needs no zone */
+    mixed_batch(&m, at);
+    assert_int_equal(zp__batch_open(&r, m.sb.data, m.sb.size), 0);
+    assert_int_equal(zp__batch_skip(&r, 2, SIZE_MAX, &items, &len), 2);
+    assert_ptr_equal(items, m.sb.data + at[0]);
+    assert_int_equal(len, at[2] - at[0]);
+    assert_int_equal(r.seq, 12);
+    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), 3);
+    assert_ptr_equal(items, m.sb.data + at[2]);
+    assert_int_equal(len, at[5] - at[2]);
+    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), 0);
+    msgpack_sbuffer_destroy(&m.sb);
+}
+
+static void test_skipping_stops_at_a_byte_limit_after_one_item(void **state)
+{
+    (void)state;
+    msg m;
+    size_t at[6];
+    const char *items;
+    size_t len;
+    zp__batch_reader r = {.data = NULL};
+    mixed_batch(&m, at);
+    assert_int_equal(zp__batch_open(&r, m.sb.data, m.sb.size), 0);
+    /* 0 bytes: still the first item, alone */
+    assert_int_equal(zp__batch_skip(&r, 10, 0, &items, &len), 1);
+    assert_int_equal(len, at[1] - at[0]);
+    /* exactly two items' worth, then one byte short of three */
+    assert_int_equal(zp__batch_skip(&r, 10, at[3] - at[1], &items, &len), 2);
+    assert_int_equal(zp__batch_skip(&r, 10, at[5] - at[3] - 1, &items, &len),
+                     1);
+    assert_ptr_equal(items, m.sb.data + at[3]);
+    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), 1);
+    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), 0);
+    msgpack_sbuffer_destroy(&m.sb);
+}
+
+static void test_skipping_refuses_what_reading_refuses(void **state)
+{
+    (void)state;
+    msg m;
+    size_t at[6];
+    const char *items;
+    size_t len;
+    zp__batch_reader r = {.data = NULL};
+    mixed_batch(&m, at);
+    /* every cut of the message, in an exact-size copy */
+    for (size_t n = at[0]; n < at[5]; n++) {
+        char *data = exact(&m, n);
+        if (zp__batch_open(&r, data, n) == 0) /* else too short a count */
+            assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len),
+                             ZP_EPROTO);
+        assert_int_equal(r.left, 0);
+        free(data);
+    }
+    /* a whole extra item after the last */
+    msg_raw(&m, "\x07", 1);
+    assert_int_equal(zp__batch_open(&r, m.sb.data, m.sb.size), 0);
+    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), ZP_EPROTO);
+    msgpack_sbuffer_destroy(&m.sb);
+}
+
+static void test_the_size_of_a_value_is_its_encoding(void **state)
+{
+    (void)state;
+    msg m;
+    size_t at[6];
+    mixed_batch(&m, at);
+    for (int i = 0; i < 5; i++) {
+        const char *p = m.sb.data + at[i];
+        size_t whole = at[i + 1] - at[i];
+        assert_int_equal(zp__msgpack_size(p, m.sb.size - at[i]), whole);
+        assert_int_equal(zp__msgpack_size(p, whole - 1), 0);
+    }
+    assert_int_equal(zp__msgpack_size("\xc1", 1), 0);
+    msgpack_sbuffer_destroy(&m.sb);
+}
+
 static void test_truncated_items_are_eproto(void **state)
 {
     (void)state;
@@ -639,6 +746,10 @@ int main(void)
         cmocka_unit_test(test_a_count_beyond_uint32_is_eproto),
         cmocka_unit_test(test_trailing_bytes_after_the_last_item_are_eproto),
         cmocka_unit_test(test_truncated_items_are_eproto),
+        cmocka_unit_test(test_skipping_passes_over_items_by_count),
+        cmocka_unit_test(test_skipping_stops_at_a_byte_limit_after_one_item),
+        cmocka_unit_test(test_skipping_refuses_what_reading_refuses),
+        cmocka_unit_test(test_the_size_of_a_value_is_its_encoding),
         cmocka_unit_test(
             test_headers_that_are_not_unsigned_integers_are_eproto),
         cmocka_unit_test(test_nesting_deeper_than_the_parser_stack_is_eproto),

@@ -348,6 +348,116 @@ static void test_appended_and_discarded_items(void **state)
     fixture_fini(&f);
 }
 
+/* Packs `n` fixints 1..n back to back into sb. */
+static void pack_fixints(msgpack_sbuffer *sb, int n)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    for (int i = 1; i <= n; i++)
+        assert_int_equal(msgpack_pack_uint64(&pk, (uint64_t)i), 0);
+}
+
+static void test_packed_items_go_whole_after_committed_ones(void **state)
+{
+    (void)state;
+    fixture f;
+    uint64_t v = 0, seq = 0;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pack_fixints(&sb, 3);
+    fixture_init(&f, 1, 1, 16);
+    zp__tx *tx = f.e.tx[0];
+    assert_int_equal(send_uint(tx, 0), 0);
+    assert_int_equal(zp__tx_send_items(tx, sb.data, sb.size, 3), 0);
+    assert_int_equal(zp__tx_send_items(tx, sb.data, sb.size, 17), ZP_EINVAL);
+    assert_int_equal(zp__tx_close(tx), 0);
+    for (uint64_t i = 0; i < 4; i++) {
+        assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 1);
+        assert_int_equal(v, i);
+        assert_int_equal(seq, i);
+    }
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), 0);
+    msgpack_sbuffer_destroy(&sb);
+    fixture_fini(&f);
+}
+
+static void test_batches_are_larger_for_a_lone_consumer(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, 1, 1, 5000);
+    assert_int_equal(zp__tx_max(f.e.tx[0]), ZP__BATCH_MAX_ALONE);
+    fixture_fini(&f);
+    fixture_init(&f, 1, 1, 10);
+    assert_int_equal(zp__tx_max(f.e.tx[0]), 10);
+    fixture_fini(&f);
+    fixture_init(&f, 1, 2, 5000);
+    assert_int_equal(zp__tx_max(f.e.tx[0]), ZP__BATCH_MAX_SHARED);
+    fixture_fini(&f);
+}
+
+/* Takes the rest of the current batch whole; returns rx_take's result. */
+static int take_soon_raw(zp__rx *rx, size_t max_bytes, const char **items,
+                         size_t *len, uint32_t *n, uint64_t *seq)
+{
+    double deadline = now_s() + DEADLINE_S;
+    int rc;
+    while ((rc = zp__rx_take(rx, false, max_bytes, items, len, n, seq)) ==
+               ZP__AGAIN &&
+           now_s() < deadline)
+        sched_yield();
+    if (rc == ZP__AGAIN)
+        fail_msg("nothing came within %d s", DEADLINE_S);
+    return rc;
+}
+
+static void test_a_batch_is_taken_whole_or_cut_by_bytes(void **state)
+{
+    (void)state;
+    fixture f;
+    const char *items;
+    size_t len;
+    uint32_t n;
+    uint64_t seq, v;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pack_fixints(&sb, 5);
+    fixture_init(&f, 1, 1, 16);
+    zp__edge_set_slow(&f.e, false); /* batches of several items */
+    zp__tx *tx = f.e.tx[0];
+    for (uint64_t i = 1; i <= 5; i++)
+        assert_int_equal(send_uint(tx, i), 0);
+    assert_int_equal(zp__tx_flush(tx), 0);
+    for (uint64_t i = 1; i <= 5; i++)
+        assert_int_equal(send_uint(tx, i), 0);
+    assert_int_equal(zp__tx_close(tx), 0);
+    zp__rx *rx = f.e.rx[0];
+    /* The first batch: one item read, the rest taken whole. */
+    assert_int_equal(take_soon(rx, &v, &seq), 1);
+    assert_int_equal(v, 1);
+    assert_int_equal(take_soon_raw(rx, 100, &items, &len, &n, &seq), 1);
+    assert_int_equal(n, 4);
+    assert_int_equal(seq, 1);
+    assert_memory_equal(items, sb.data + 1, 4);
+    assert_int_equal(len, 4);
+    /* The second: cut at 2 bytes (items of one byte each), then at 0,
+     * which still takes one item. */
+    assert_int_equal(take_soon_raw(rx, 2, &items, &len, &n, &seq), 1);
+    assert_int_equal(n, 2);
+    assert_int_equal(seq, 5);
+    assert_memory_equal(items, sb.data, 2);
+    assert_int_equal(take_soon_raw(rx, 0, &items, &len, &n, &seq), 1);
+    assert_int_equal(n, 1);
+    assert_int_equal(seq, 7);
+    assert_int_equal(take_soon_raw(rx, 100, &items, &len, &n, &seq), 1);
+    assert_int_equal(n, 2);
+    assert_int_equal(seq, 8);
+    assert_memory_equal(items, sb.data + 3, 2);
+    assert_int_equal(take_soon_raw(rx, 100, &items, &len, &n, &seq), 0);
+    msgpack_sbuffer_destroy(&sb);
+    fixture_fini(&f);
+}
+
 /* ---- Credits ------------------------------------------------------------- */
 
 typedef struct lockstep {
@@ -791,6 +901,9 @@ int main(void)
         cmocka_unit_test(test_unbatched_items_reach_consumers_exactly_once),
         cmocka_unit_test(test_a_limit_of_one_still_delivers_everything),
         cmocka_unit_test(test_appended_and_discarded_items),
+        cmocka_unit_test(test_packed_items_go_whole_after_committed_ones),
+        cmocka_unit_test(test_batches_are_larger_for_a_lone_consumer),
+        cmocka_unit_test(test_a_batch_is_taken_whole_or_cut_by_bytes),
         cmocka_unit_test(test_a_slow_consumer_holds_the_queue_at_the_limit),
         cmocka_unit_test(test_credits_bound_batches_of_a_busy_consumer),
         cmocka_unit_test(test_deferred_credits_come_back_only_when_released),

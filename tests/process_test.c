@@ -121,6 +121,56 @@ ZP_TASK(hang_on_3)
 }
 
 /* Emits [the serving process, x], after 2 ms of work. */
+ZP_TASK(segv_on_4321)
+{
+    int64_t x = item(call);
+    if (x == 4321)
+        crash();
+    return zp_emit_int(call, x);
+}
+
+/* Item 0 takes longer than a worker may stay silent (3 s). */
+ZP_TASK(long_first)
+{
+    if (item(call) == 0)
+        nap_us(3500L * 1000);
+    return zp_emit_int(call, item(call));
+}
+
+/* A bin of `n` zero bytes. */
+static int emit_bin(zp_call *call, size_t n)
+{
+    char *b = calloc(1, n);
+    if (b == NULL)
+        return zp_fail(call, "out of memory");
+    msgpack_packer *pk = zp_out(call);
+    msgpack_pack_bin(pk, n);
+    msgpack_pack_bin_body(pk, b, n);
+    free(b);
+    return zp_emit(call);
+}
+
+/* [n, size]: n bins of `size` bytes. */
+ZP_TASK(bins)
+{
+    const msgpack_object *a = zp_input(call)->via.array.ptr;
+    for (uint64_t i = 0; i < a[0].via.u64; i++)
+        if (emit_bin(call, a[1].via.u64) != 0)
+            return -1;
+    return 0;
+}
+
+ZP_TASK(size_of)
+{
+    return zp_emit_int(call, (int64_t)zp_input(call)->via.bin.size);
+}
+
+/* x -> a bin larger than any message may be. */
+ZP_TASK(huge_output)
+{
+    return emit_bin(call, ZP__PROTO_MAX_MSG + 1000);
+}
+
 ZP_TASK(whoami)
 {
     int64_t x = item(call);
@@ -813,6 +863,78 @@ static void test_hung_item_is_skipped_after_its_timeout(void **state)
     collected_fini(c);
 }
 
+static void test_item_that_crashes_inside_a_large_batch_is_found(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(numbers, .branch = true),
+                zp_task(segv_on_4321, .workers = 2, .mode = ZP_PROCESS));
+    collect(p, "[10000]", c);
+    assert_int_equal(c->rc, ZP_ETASK);
+    assert_error_has(c, "task 'segv_on_4321' failed on item 4321:");
+    assert_error_has(c, "SIGSEGV");
+    collected_fini(c);
+    zp_pipeline_free(f->p);
+    p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                       zp_task(segv_on_4321, .workers = 2, .mode = ZP_PROCESS,
+                               .on_error = ZP_SKIP));
+    collect(p, "[10000]", c);
+    assert_run_ok(c);
+    assert_each_once(c, 10000, 1, 4321);
+    assert_int_equal(c->st.skipped, 1);
+    collected_fini(c);
+}
+
+static void
+test_item_running_longer_than_the_silence_limit_is_waited_for(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(numbers, .branch = true),
+                zp_task(long_first, .workers = 1, .mode = ZP_PROCESS));
+    collect(p, "[3]", c);
+    assert_run_ok(c);
+    assert_each_once(c, 3, 1, -1);
+    assert_int_equal(c->st.restarts, 0);
+    assert_true(c->ms >= 3500);
+    collected_fini(c);
+}
+
+static void test_items_larger_than_a_message_in_all_fail_the_run(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    /* 1000 items of 100 kB: batches are cut by bytes, not only counted */
+    zp_pipeline *p = f->p = zp_pipe(zp_task(bins, .branch = true),
+                                    zp_task(size_of, .mode = ZP_PROCESS));
+    collect(p, "[1000, 100000]", c);
+    assert_run_ok(c);
+    assert_int_equal(c->n, 1000);
+    for (size_t i = 0; i < c->n; i++)
+        assert_int_equal(c->v[i], 100000);
+    collected_fini(c);
+    /* one item larger than a message */
+    char args[64];
+    snprintf(args, sizeof args, "[1, %zu]", ZP__PROTO_MAX_MSG);
+    collect(p, args, c);
+    assert_int_equal(c->rc, ZP_ETASK);
+    assert_error_has(c, "task 'size_of': item 0 takes");
+    assert_error_has(c, "more than a message to a worker holds");
+    collected_fini(c);
+    /* outputs larger than a message */
+    zp_pipeline_free(f->p);
+    p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                       zp_task(huge_output, .mode = ZP_PROCESS));
+    collect(p, "[1]", c);
+    assert_int_equal(c->rc, ZP_ETASK);
+    assert_error_has(c, "task 'huge_output' failed on item 0: its outputs "
+                        "take");
+    assert_error_has(c, "more than a message to the coordinator holds");
+    collected_fini(c);
+}
+
 /* ---- Remote workers -------------------------------------------------------
  */
 
@@ -1070,6 +1192,9 @@ int main(int argc, char **argv)
         TEST(test_retries_do_not_hide_an_item_that_always_crashes),
         TEST(test_hung_item_fails_the_run_after_its_timeout),
         TEST(test_hung_item_is_skipped_after_its_timeout),
+        TEST(test_item_that_crashes_inside_a_large_batch_is_found),
+        TEST(test_item_running_longer_than_the_silence_limit_is_waited_for),
+        TEST(test_items_larger_than_a_message_in_all_fail_the_run),
         TEST(test_remote_workers_join_late_share_the_load_and_leave_early),
         TEST(test_run_without_remote_worker_fails_after_wait_workers_ms),
         TEST(test_strangers_on_the_port_do_not_disturb_the_run),

@@ -218,8 +218,8 @@ int zp__batch_next(zp__batch_reader *r, const msgpack_object **item,
     return 1;
 }
 
-int zp__batch_skip(zp__batch_reader *r, uint32_t max, const char **items,
-                   size_t *len)
+int zp__batch_skip(zp__batch_reader *r, uint32_t max, size_t max_bytes,
+                   const char **items, size_t *len)
 {
     uint32_t n = 0;
     size_t start = r->off;
@@ -229,6 +229,8 @@ int zp__batch_skip(zp__batch_reader *r, uint32_t max, const char **items,
             r->left = 0;
             return ZP_EPROTO;
         }
+        if (n > 0 && r->off - start + size > max_bytes)
+            break;
         r->off += size;
         r->seq++;
     }

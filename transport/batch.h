@@ -72,13 +72,14 @@ int zp__batch_next(zp__batch_reader *r, const msgpack_object **item,
                    uint64_t *seq);
 
 /*
- * Checks and passes over up to `max` items without decoding them; their
- * bytes, back to back, are (*items, *len). Returns how many (0 when the
- * message is exhausted), or ZP_EPROTO as zp__batch_next() would. For
- * forwarding items from a peer that is not trusted.
+ * Checks and passes over up to `max` items, and no more than `max_bytes`
+ * of them but for the first, without decoding them; their bytes, back to
+ * back, are (*items, *len). Returns how many (0 when the message is
+ * exhausted), or ZP_EPROTO as zp__batch_next() would. For forwarding items
+ * from a peer that is not trusted.
  */
-int zp__batch_skip(zp__batch_reader *r, uint32_t max, const char **items,
-                   size_t *len);
+int zp__batch_skip(zp__batch_reader *r, uint32_t max, size_t max_bytes,
+                   const char **items, size_t *len);
 
 /* The bytes of the item zp__batch_next() returned last. */
 static inline void zp__batch_raw(const zp__batch_reader *r, const char **p,

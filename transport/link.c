@@ -459,24 +459,30 @@ int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
     }
 }
 
-int zp__rx_take(zp__rx *rx, bool wait, const char **items, size_t *len,
-                uint32_t *n, uint64_t *seq)
+int zp__rx_take(zp__rx *rx, bool wait, size_t max_bytes, const char **items,
+                size_t *len, uint32_t *n, uint64_t *seq)
 {
-    while (rx->rd.left == 0) {
-        int rc = rx->rd.off == rx->rd.len ? 0 : ZP_EPROTO;
+    zp__batch_reader *rd = &rx->rd;
+    while (rd->left == 0) {
+        int rc = rd->off == rd->len ? 0 : ZP_EPROTO;
         if (rc == 0 && rx->closed == rx->e->producers)
             return 0;
         if (rc != 0 || (rc = receive(rx, wait)) != 0 ||
             (rc = open_message(rx)) != 0)
             return rc;
     }
-    *items = rx->rd.data + rx->rd.off;
-    *len = rx->rd.len - rx->rd.off;
-    *n = rx->rd.left;
-    *seq = rx->rd.seq;
-    rx->rd.seq += rx->rd.left;
-    rx->rd.left = 0;
-    rx->rd.off = rx->rd.len;
+    *seq = rd->seq;
+    if (rd->len - rd->off > max_bytes) { /* cut at an item boundary */
+        int k = zp__batch_skip(rd, UINT32_MAX, max_bytes, items, len);
+        *n = (uint32_t)k;
+        return k > 0 ? 1 : ZP_EPROTO;
+    }
+    *items = rd->data + rd->off;
+    *len = rd->len - rd->off;
+    *n = rd->left;
+    rd->seq += rd->left;
+    rd->left = 0;
+    rd->off = rd->len;
     return 1;
 }
 

@@ -182,14 +182,15 @@ int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
 void zp__rx_raw(const zp__rx *rx, const char **p, size_t *len);
 
 /*
- * The items of the current batch not taken yet, as raw bytes back to back:
- * n items from index *seq, valid until the next call. Returns as
- * zp__rx_next(). The bytes are not checked item by item: for edges whose
- * producers are stages of this process, which pack their items with
+ * The items of the current batch not taken yet, as raw bytes back to back,
+ * no more than `max_bytes` of them but for the first: n items from index
+ * *seq, valid until the next call. Returns as zp__rx_next(). Items are
+ * not checked one by one (but where the batch must be cut): for edges
+ * whose producers are stages of this process, which pack them with
  * msgpack-c.
  */
-int zp__rx_take(zp__rx *rx, bool wait, const char **items, size_t *len,
-                uint32_t *n, uint64_t *seq);
+int zp__rx_take(zp__rx *rx, bool wait, size_t max_bytes, const char **items,
+                size_t *len, uint32_t *n, uint64_t *seq);
 
 /* The receiver's socket, for zmq_poll (transport only). */
 void *zp__rx_socket(zp__rx *rx);

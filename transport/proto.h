@@ -21,6 +21,9 @@
 #define ZP__PROTO_VERSION 1
 /* Largest message either side accepts. */
 #define ZP__PROTO_MAX_MSG ((size_t)64 << 20)
+/* Largest batch of items (framed) an ITEM, OUT or DONE can carry: the
+ * message less room for its other fields. */
+#define ZP__PROTO_MAX_BATCH (ZP__PROTO_MAX_MSG - 64)
 /*
  * A worker offers this many items of credit per item it runs at once (its
  * threads): enough batches in flight to hide the round trip. A coordinator

@@ -176,6 +176,36 @@ static int post_fail(const sink *ob, const job *j, uint64_t seq,
     return rc;
 }
 
+/*
+ * Adds the outputs of item seq to the batch's, after sending those before
+ * as OUT when together they would pass OUT_CHUNK. Returns 0, or 1 when the
+ * outputs cannot travel and FAIL was posted, or ZP_EIO.
+ */
+static int keep_outputs(const sink *ob, const job *j, result *res,
+                        const zp_call *c, uint64_t seq)
+{
+    const size_t max = ZP__PROTO_MAX_BATCH - ZP__BATCH_HEADER_MAX;
+    const char *why = NULL;
+    char text[160];
+    if (c->buf.size > max) {
+        snprintf(text, sizeof text,
+                 "its outputs take %zu bytes, more than a message to the "
+                 "coordinator holds (%zu)",
+                 c->buf.size, max);
+        why = text;
+    } else if (res->out.size > 0 && res->out.size + c->buf.size > OUT_CHUNK &&
+               post_outputs(ob, j, res, ZP__OUT) != 0) {
+        return ZP_EIO;
+    } else if (msgpack_sbuffer_write(&res->out, c->buf.data, c->buf.size) !=
+               0) {
+        why = "out of memory";
+    }
+    if (why != NULL)
+        return post_fail(ob, j, seq, why) ? ZP_EIO : 1;
+    res->n += c->emitted;
+    return 0;
+}
+
 /* Runs the items of a batch; 0, or the index of the item that failed is
  * reported with FAIL and 1 is returned. */
 static int run_items(server *s, const sink *ob, const job *j,
@@ -193,18 +223,14 @@ static int run_items(server *s, const sink *ob, const job *j,
         rc = post_fail(ob, j, 0, "malformed batch of items") ? ZP_EIO : 1;
     while (rc == 0 && (rc = zp__batch_next(&rd, &item, &seq)) == 1) {
         rc = zp__call_item(&w.call, item, seq, &res->retried);
-        if (rc == ZP__CALL_SKIPPED)
-            res->skipped++;
         if (rc == ZP__CALL_OK) {
-            msgpack_sbuffer_write(&res->out, w.call.buf.data, w.call.buf.size);
-            res->n += w.call.emitted;
-            if (res->out.size > OUT_CHUNK)
-                post_outputs(ob, j, res, ZP__OUT);
-        }
-        if (rc == ZP_ETASK)
-            rc = post_fail(ob, j, seq, w.call.error) ? ZP_EIO : 1;
-        else if (rc == ZP__CALL_OK || rc == ZP__CALL_SKIPPED)
+            rc = keep_outputs(ob, j, res, &w.call, seq);
+        } else if (rc == ZP__CALL_SKIPPED) {
+            res->skipped++;
             rc = 0;
+        } else if (rc == ZP_ETASK) {
+            rc = post_fail(ob, j, seq, w.call.error) ? ZP_EIO : 1;
+        }
     }
     if (rc == ZP_EPROTO)
         rc = post_fail(ob, j, seq, "malformed item") ? ZP_EIO : 1;
