@@ -31,8 +31,9 @@
 #define MS 1000000ull
 #define HEARTBEAT_NS (1000 * MS)
 #define DEAD_NS (3000 * MS)
-#define BATCH_MAX 1024                /* items per ITEM message, at most */
+#define BATCH_MAX 4096                /* items per ITEM message, at most */
 #define BATCH_BYTES ((size_t)1 << 20) /* and bytes, but for a single item */
+#define BATCHES_PER_THREAD 4          /* fast batches in flight at a worker */
 #define FAST_ITEM_NS (200 * 1000ull)  /* faster items travel in batches */
 #define POLL_MS 100
 #define CHECK_NS (5 * MS)  /* supervision runs this often, at most */
@@ -83,7 +84,8 @@ struct zp__dispatch {
     size_t nworkers;
     dbatch *waiting, *waiting_tail, *inflight, *held; /* owned lists */
     dbatch *inflight_tail;
-    size_t nwaiting;
+    size_t nwaiting;      /* items in the waiting list */
+    size_t waiting_bytes; /* and their bytes           */
     uint64_t next_id;
     uint64_t next_seq;    /* ordered: the next item index to deliver */
     bool ended;           /* all input read */
@@ -171,6 +173,7 @@ static void enqueue(zp__dispatch *d, dbatch *b, bool front)
 {
     b->w = NULL;
     d->nwaiting += b->n;
+    d->waiting_bytes += b->len;
     if (front) {
         b->next = d->waiting;
         d->waiting = b;
@@ -195,6 +198,7 @@ static dbatch *dequeue(zp__dispatch *d)
     if (d->waiting == NULL)
         d->waiting_tail = NULL;
     d->nwaiting -= b->n;
+    d->waiting_bytes -= b->len;
     return b;
 }
 
@@ -668,9 +672,12 @@ static dworker *pick_worker(zp__dispatch *d, const dbatch *b)
         if (w->suspect || (b->kills > 0 && w->inflight > 0))
             continue;
         /* Slow items: no more at a worker than it runs at once, and one
-         * more on its way, so that it never waits for the next. An async
+         * more on its way, so that it never waits for the next; fast ones,
+         * a few batches per thread, which bounds their bytes. An async
          * task's worker runs as many at once as its credit allows. */
-        if (!fast(d) && w->inflight > w->threads && d->cfg.def->afn == NULL)
+        if (d->cfg.def->afn == NULL &&
+            w->inflight >=
+                (fast(d) ? BATCHES_PER_THREAD * w->threads : w->threads + 1))
             continue;
         if (best == NULL || w->inflight < best->inflight)
             best = w;
@@ -791,20 +798,25 @@ static bool idle_worker(const zp__dispatch *d)
 }
 
 /*
- * Room for more input: twice what the workers can take now. While items
- * are slow, or not measured yet, each travels alone and a worker runs its
- * threads' worth and one more: no more than that waits.
+ * Room for more input: twice what the workers can take now, and two full
+ * batches' bytes per worker. While items are slow, or not measured yet,
+ * each travels alone and a worker runs its threads' worth and one more:
+ * no more than that waits.
  */
 static bool want_input(const zp__dispatch *d)
 {
     bool alone = !fast(d) && d->cfg.def->afn == NULL;
     int64_t room = alone ? 1 : BATCH_MAX;
+    size_t bytes = 2 * BATCH_BYTES;
     for (size_t i = 0; i < d->nworkers; i++) {
         const dworker *w = d->workers[i];
-        if (!w->gone && w->has_task)
+        if (!w->gone && w->has_task) {
             room += alone ? (int64_t)w->threads + 1 : w->credit;
+            bytes += 2 * BATCH_BYTES;
+        }
     }
-    return !d->ended && (int64_t)d->nwaiting < (alone ? room : 2 * room);
+    return !d->ended && d->waiting_bytes < bytes &&
+           (int64_t)d->nwaiting < (alone ? room : 2 * room);
 }
 
 static void read_input(zp__dispatch *d)

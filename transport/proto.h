@@ -29,7 +29,7 @@
  * threads): enough batches in flight to hide the round trip. A coordinator
  * reads the worker's concurrency back as capacity / this.
  */
-#define ZP__PROTO_CREDIT_PER_THREAD 4096
+#define ZP__PROTO_CREDIT_PER_THREAD 16384
 
 /* Most task names a HELLO may announce. */
 #define ZP__PROTO_MAX_TASKS 4096
