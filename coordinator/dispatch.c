@@ -484,8 +484,14 @@ static void lose_worker(zp__dispatch *d, dworker *w, char *why)
 static void on_hello(zp__dispatch *d, const zp__hub_msg *hm, const zp__msg *m)
 {
     dworker *w = find_worker(d, hm->id, hm->id_len);
+    if (w != NULL && !w->gone && w->pid == m->pid) {
+        /* The same process again, answering a HELLO of ours sent before
+         * its first arrived: it lost nothing. */
+        w->heard = zp__now_ns();
+        return;
+    }
     if (w != NULL && !w->gone)
-        lose_worker(d, w, NULL); /* said HELLO again: it lost its state */
+        lose_worker(d, w, NULL); /* another process on that link */
     if (w == NULL) {
         dworker **v = realloc(d->workers, (d->nworkers + 1) * sizeof *v);
         w = v ? calloc(1, sizeof *w) : NULL;
@@ -637,6 +643,13 @@ static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
     if (w->gone)
         return; /* given up on: whatever it still sends is void */
     w->heard = zp__now_ns();
+    bool about_batch =
+        m.type == ZP__OUT || m.type == ZP__DONE || m.type == ZP__FAIL;
+    if (about_batch && (m.run != d->cfg.run_id || m.stage != d->cfg.stage)) {
+        drop(d, "a %s for run %llu stage %u, not this one",
+             zp__msg_type_name(m.type), (unsigned long long)m.run, m.stage);
+        return;
+    }
     if (m.type == ZP__READY)
         w->credit += m.credit;
     else if (m.type == ZP__OUT || m.type == ZP__DONE)

@@ -154,6 +154,13 @@ static size_t head(const unsigned char *p, size_t avail, uint64_t *body,
 size_t zp__msgpack_size(const void *data, size_t avail)
 {
     const unsigned char *p = data;
+    uint64_t body, children;
+    if (avail == 0)
+        return 0;
+    /* A scalar, the common item, needs no stack. */
+    size_t h = head(p, avail, &body, &children);
+    if (h > 0 && children == 0)
+        return body <= avail - h ? h + body : 0;
     uint64_t pending[MAX_DEPTH + 1]; /* elements still owed per level */
     int depth = 0;
     size_t off = 0;
@@ -164,9 +171,7 @@ size_t zp__msgpack_size(const void *data, size_t avail)
             continue;
         }
         pending[depth]--;
-        uint64_t body, children;
-        size_t h =
-            off < avail ? head(p + off, avail - off, &body, &children) : 0;
+        h = off < avail ? head(p + off, avail - off, &body, &children) : 0;
         if (h == 0 || body > avail - off - h ||
             children > avail - off - h - body)
             return 0;
