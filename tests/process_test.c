@@ -46,6 +46,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "transport/batch.h"
 #include "transport/curve.h"
 #include "transport/proto.h"
 #include "zpipe.h"
@@ -1095,6 +1096,101 @@ static void test_strangers_on_the_port_do_not_disturb_the_run(void **state)
     collected_fini(c);
 }
 
+/* Sends DONE for `m` (an ITEM) with outputs f(x) of its items x. */
+static void send_done(void *s, const zp__msg *m, uint64_t run, uint32_t stage,
+                      int64_t mul, int64_t add)
+{
+    zp__batch_reader rd;
+    const msgpack_object *x;
+    uint64_t seq;
+    msgpack_sbuffer out, body;
+    msgpack_packer pk;
+    char hdr[ZP__BATCH_HEADER_MAX];
+    uint32_t n = 0;
+    msgpack_sbuffer_init(&out);
+    msgpack_sbuffer_init(&body);
+    assert_int_equal(zp__batch_reader_init(&rd), 0);
+    assert_int_equal(zp__batch_open(&rd, m->data, m->data_len), 0);
+    size_t h = zp__batch_header(hdr, 0, rd.left);
+    msgpack_sbuffer_write(&out, hdr, h);
+    msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
+    for (; zp__batch_next(&rd, &x, &seq) == 1; n++)
+        msgpack_pack_int64(&pk, x->via.i64 * mul + add);
+    zp__batch_reader_fini(&rd);
+    assert_int_equal(zp__msg_out(&body, ZP__DONE, run, stage, m->batch,
+                                 out.data, out.size, 0, 0),
+                     0);
+    assert_int_equal(zmq_send(s, body.data, body.size, 0), (int)body.size);
+    msgpack_sbuffer_destroy(&out);
+    msgpack_sbuffer_destroy(&body);
+}
+
+/*
+ * A worker by hand: announces `twice`, then answers each batch first with
+ * DONEs naming another run and another stage, whose outputs are forged,
+ * then with the true DONE. Returns the items it served.
+ */
+static int64_t serve_with_forgeries(void *s, int64_t want)
+{
+    const char *tasks[] = {"twice"};
+    msgpack_sbuffer sb;
+    zmq_msg_t in;
+    int64_t served = 0, deadline = now_ms() + DEADLINE_MS;
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    assert_non_null(zone);
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(zp__msg_hello(&sb, "forger", 888888, 64, tasks, 1), 0);
+    assert_int_equal(zmq_send(s, sb.data, sb.size, 0), (int)sb.size);
+    zmq_msg_init(&in);
+    while (served < want && now_ms() < deadline) {
+        zmq_pollitem_t pi = {s, 0, ZMQ_POLLIN, 0};
+        zp__msg m;
+        const char *why;
+        if (zmq_poll(&pi, 1, 100) <= 0 || zmq_msg_recv(&in, s, 0) < 0)
+            continue;
+        msgpack_zone_clear(zone);
+        if (zp__msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), zone, &m,
+                           &why) != 0 ||
+            m.type != ZP__ITEM)
+            continue;
+        send_done(s, &m, m.run + 1, m.stage, 0, 1000001);
+        send_done(s, &m, m.run, m.stage + 1, 0, 1000003);
+        send_done(s, &m, m.run, m.stage, 2, 0);
+        served += (int64_t)(m.data_len > 0);
+    }
+    zmq_msg_close(&in);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_zone_free(zone);
+    return served;
+}
+
+static void test_outputs_naming_another_run_or_stage_are_dropped(void **state)
+{
+    fixture *f = *state;
+    char ep[64];
+    collected *c = &f->c;
+    int zero = 0;
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                                    zp_task(twice, .mode = ZP_REMOTE));
+    zp_run *run = begin_run(c, p, "[5]", &ro);
+    void *zctx = zmq_ctx_new();
+    void *s = zmq_socket(zctx, ZMQ_DEALER);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(s, ep), 0);
+    serve_with_forgeries(s, 5);
+    const msgpack_object *out;
+    while (zp_run_next(run, &out))
+        keep(c, out);
+    end_run(c);
+    zmq_close(s);
+    zmq_ctx_term(zctx);
+    assert_run_ok(c);
+    assert_each_once(c, 5, 2, -1); /* and nothing forged */
+    collected_fini(c);
+}
+
 static void keygen(const char *name, char *pub, char *secret, size_t len)
 {
     char path[96], *why = NULL;
@@ -1198,6 +1294,7 @@ int main(int argc, char **argv)
         TEST(test_remote_workers_join_late_share_the_load_and_leave_early),
         TEST(test_run_without_remote_worker_fails_after_wait_workers_ms),
         TEST(test_strangers_on_the_port_do_not_disturb_the_run),
+        TEST(test_outputs_naming_another_run_or_stage_are_dropped),
         TEST(test_curve_admits_allowed_worker_and_refuses_unknown_key),
         cmocka_unit_test(test_no_child_process_or_temp_dir_is_left_behind),
     };
