@@ -80,7 +80,7 @@ typedef struct zp_opts {
     bool branch;      /* the task may emit any number of outputs per input  */
     bool join;        /* called once, pulls the whole stream with zp_next   */
     bool ordered;     /* outputs leave in input order                       */
-    int throttle;     /* max items waiting at the output; 0 = default 1024  */
+    int throttle;     /* max items waiting at the output; 0 = default 4096  */
     int retries;      /* extra attempts of a failed item                    */
     int timeout_ms;   /* per item, process and remote modes only            */
     int on_error;     /* ZP_FAIL (stop the run) or ZP_SKIP (drop, count)    */
@@ -90,7 +90,7 @@ typedef struct zp_opts {
 } zp_opts;
 
 /* The default throttle, used when zp_opts.throttle is 0. */
-#define ZP_DEFAULT_THROTTLE 1024
+#define ZP_DEFAULT_THROTTLE 4096
 
 /* ---- Registration ------------------------------------------------------ */
 

@@ -157,7 +157,11 @@ size_t zp__msgpack_size(const void *data, size_t avail)
     uint64_t body, children;
     if (avail == 0)
         return 0;
-    /* A scalar, the common item, needs no stack. */
+    /* A scalar, the common item, needs no stack; a byte-long one, no more
+     * than a look. */
+    if (p[0] <= 0x7f || p[0] >= 0xe0 || p[0] == 0xc0 || p[0] == 0xc2 ||
+        p[0] == 0xc3)
+        return 1;
     size_t h = head(p, avail, &body, &children);
     if (h > 0 && children == 0)
         return body <= avail - h ? h + body : 0;

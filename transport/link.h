@@ -35,7 +35,7 @@
 /* Items per batch, at most: small where consumers share the work, so that
  * it spreads; large where one consumer takes it all. */
 #define ZP__BATCH_MAX_SHARED 64
-#define ZP__BATCH_MAX_ALONE 1024
+#define ZP__BATCH_MAX_ALONE 4096
 
 /* Returned by zp__rx_next when nothing is ready and it may not wait. */
 #define ZP__AGAIN 2
