@@ -547,14 +547,15 @@ static void block_stop_signals(sigset_t *set)
     pthread_sigmask(SIG_BLOCK, set, NULL);
 }
 
-static bool watcher_start(watcher *w, const sigset_t *set, zp_run *run)
+/* Opens the watcher's descriptors before any thread of the run exists
+ * (a descriptor number a run thread has just closed would otherwise come
+ * back here). */
+static bool watcher_open(watcher *w, const sigset_t *set)
 {
-    w->run = run;
     atomic_init(&w->signo, 0);
     w->sfd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
     w->efd = eventfd(0, EFD_CLOEXEC);
-    if (w->sfd >= 0 && w->efd >= 0 &&
-        pthread_create(&w->thread, NULL, watch, w) == 0)
+    if (w->sfd >= 0 && w->efd >= 0)
         return true;
     fprintf(stderr, "zpipe run: cannot watch for signals: %s\n",
             strerror(errno));
@@ -562,6 +563,18 @@ static bool watcher_start(watcher *w, const sigset_t *set, zp_run *run)
         close(w->sfd);
     if (w->efd >= 0)
         close(w->efd);
+    return false;
+}
+
+static bool watcher_start(watcher *w, zp_run *run)
+{
+    w->run = run;
+    if (pthread_create(&w->thread, NULL, watch, w) == 0)
+        return true;
+    fprintf(stderr, "zpipe run: cannot watch for signals: %s\n",
+            strerror(errno));
+    close(w->sfd);
+    close(w->efd);
     return false;
 }
 
@@ -634,8 +647,10 @@ static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd)
     zp__writer out;
     signal(SIGPIPE, SIG_IGN); /* a closed output is an EPIPE, handled */
     block_stop_signals(&set);
+    if (!watcher_open(&w, &set))
+        return EXIT_FAILED;
     zp_run *run = zp_start_with(p, c->args, &o);
-    if (run == NULL || !watcher_start(&w, &set, run)) {
+    if (!watcher_start(&w, run)) {
         zp_run_free(run);
         return EXIT_FAILED;
     }

@@ -580,6 +580,7 @@ static void *watchdog(void *arg)
         pthread_cond_timedwait(&s->tick, &s->lock, &t);
         if (atomic_load(&s->running_since) == 0)
             continue;
+        pthread_mutex_unlock(&s->lock); /* the batch may need it */
         if (signalled || orphaned(s)) {
             atomic_store(&s->ctl.stop, true);
         } else if (pthread_mutex_trylock(&s->io) == 0) {
@@ -587,6 +588,7 @@ static void *watchdog(void *arg)
                 beat_if_due(s, zp__now_ns());
             pthread_mutex_unlock(&s->io);
         }
+        pthread_mutex_lock(&s->lock);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
