@@ -66,7 +66,7 @@ zp__peer *zp__peer_new(const char *endpoint, const char *server_key,
     setint(p->dealer, ZMQ_SNDHWM, 0); /* credits bound the traffic */
     setint(p->dealer, ZMQ_SNDTIMEO, 1000);
     setint(p->dealer, ZMQ_RCVHWM, 0);
-    setint(p->dealer, ZMQ_RECONNECT_IVL_MAX, 1000);
+    setint(p->dealer, ZMQ_RECONNECT_IVL_MAX, 250); /* joins a new run soon */
     int64_t max = (int64_t)ZP__PROTO_MAX_MSG + 1024;
     zmq_setsockopt(p->dealer, ZMQ_MAXMSGSIZE, &max, sizeof max);
     setint(p->outbox, ZMQ_LINGER, 0);
