@@ -21,9 +21,10 @@
 #include <string.h>
 #include <time.h>
 #include <zmq.h>
+#include <zpipe.h>
 
-#define NSTAGES 3      /* producer, mapper, sink                            */
-#define QUEUE_CAP 1024 /* slots in each mutex queue                       */
+#define NSTAGES 3                     /* producer, mapper, sink */
+#define QUEUE_CAP ZP_DEFAULT_THROTTLE /* slots per mutex queue, as zpipe's */
 #define HWM_MSGS                                        \
     1000 /* ZeroMQ send and receive high-water mark, in \
             messages; an inproc pair queues up to both      */
