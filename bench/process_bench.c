@@ -9,12 +9,14 @@
  * stage. Not a test: nothing is asserted.
  * Usage: process_bench [ITEMS [ROUNDS]] (5,000,000 and 3 by default).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,14 +148,34 @@ static double raw_zmq(const char *ep, int64_t n)
     return got == n ? secs : -1;
 }
 
+/* A worker process of this program for `ep`, which dies with it (as
+ * process workers do), so that no worker of a benchmark cut short joins
+ * the next one. */
 static pid_t start_worker(const char *ep)
 {
     pid_t pid;
     char *argv[] = {"worker", "--zp-worker", (char *)ep, NULL};
-    extern char **environ;
-    return posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ) == 0
+    char parent[48];
+    snprintf(parent, sizeof parent, "ZPIPE_WORKER_PARENT=%d", (int)getpid());
+    char *envp[] = {parent, NULL};
+    return posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, envp) == 0
                ? pid
                : -1;
+}
+
+/* tcp://127.0.0.1:PORT with a port free right now. */
+static void free_endpoint(char *ep, size_t len)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &alen) != 0)
+        a.sin_port = htons(47311);
+    if (fd >= 0)
+        close(fd);
+    snprintf(ep, len, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
 }
 
 static double min_of(double best, double t)
@@ -168,8 +190,10 @@ static void throughput(int64_t n, int rounds)
     char dir[] = "/tmp/zpbench-XXXXXX", ipc[128], sock[160];
     if (mkdtemp(dir) == NULL)
         return;
-    zp_run_opts o = {.listen = "tcp://127.0.0.1:47311"};
-    pid_t w = start_worker("tcp://127.0.0.1:47311");
+    char tcp[64];
+    free_endpoint(tcp, sizeof tcp);
+    zp_run_opts o = {.listen = tcp};
+    pid_t w = start_worker(tcp);
     double best[4] = {-1, -1, -1, -1}, whole[2] = {-1, -1}, flowing;
     for (int r = 0; r < rounds; r++) {
         double t =
