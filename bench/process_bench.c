@@ -224,21 +224,53 @@ static void throughput(int64_t n, int rounds)
     rmdir(dir);
 }
 
-/* fib(30) over `items` items on 1..cores process workers, best of
- * `rounds` each. */
+typedef struct fibs {
+    int64_t n;
+    uint64_t sum;
+} fibs;
+
+static void *fib_thread(void *arg)
+{
+    fibs *f = arg;
+    for (int64_t i = 0; i < f->n; i++)
+        f->sum += fib(30);
+    return NULL;
+}
+
+/* The baseline: fib(30) x items split over k plain threads; seconds. */
+static double plain_threads(int64_t items, long k)
+{
+    pthread_t t[64];
+    fibs f[64];
+    double t0 = now();
+    for (long i = 0; i < k; i++) {
+        f[i] = (fibs){items / k + (i < items % k), 0};
+        pthread_create(&t[i], NULL, fib_thread, &f[i]);
+    }
+    for (long i = 0; i < k; i++)
+        pthread_join(t[i], NULL);
+    return now() - t0;
+}
+
+/* fib(30) over `items` items on 1..cores process workers, and in as many
+ * plain threads (what the machine allows), best of `rounds` each. */
 static void speedup(int64_t items, int rounds)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    double one = 0;
+    cores = cores > 64 ? 64 : cores;
+    double one = 0, one_plain = 0;
     for (long k = 1; k <= cores; k++) {
-        double t = -1;
-        for (int r = 0; r < rounds; r++)
+        double t = -1, plain = -1;
+        for (int r = 0; r < rounds; r++) {
             t = min_of(t, run(fib_of, "fib_of", ZP_PROCESS, (int)k, items, 30,
                               NULL, NULL));
+            plain = min_of(plain, plain_threads(items, k));
+        }
         one = k == 1 ? t : one;
+        one_plain = k == 1 ? plain : one_plain;
         printf("fib(30) x %lld, %ld process worker(s): %.3f s, speed-up "
-               "%.2fx\n",
-               (long long)items, k, t, one / t);
+               "%.2fx | %ld plain thread(s): %.3f s, speed-up %.2fx\n",
+               (long long)items, k, t, one / t, k, plain, one_plain / plain);
     }
 }
 
