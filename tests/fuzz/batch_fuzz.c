@@ -3,8 +3,11 @@
  * libFuzzer target of batch framing (transport/batch.c). Any input read as
  * a batch must give items with consecutive indexes from the header's, no
  * more than its count, then 0 or ZP_EPROTO, never a crash. One reader
- * serves every input, as one serves every message of an edge. And where
- * zp__msgpack_check() passes a value, msgpack-c must unpack it.
+ * serves every input, as one serves every message of an edge. Passing
+ * over the items (zp__batch_skip, in runs of sizes taken from the input)
+ * must take every item reading takes, in order, back to back. And where
+ * zp__msgpack_check() passes a value, msgpack-c must unpack it, to the
+ * length zp__msgpack_size() gives.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,12 +16,13 @@
 #include "transport/batch.h"
 #include "tests/fuzz/check.h"
 
-static void read_batch(zp__batch_reader *r, const uint8_t *data, size_t size)
+/* Reads the input as a batch; whether every item came out whole. */
+static bool read_batch(zp__batch_reader *r, const uint8_t *data, size_t size)
 {
     int rc = zp__batch_open(r, data, size);
     if (rc != 0) {
         CHECK(rc == ZP_EPROTO && r->left == 0);
-        return;
+        return false;
     }
     uint64_t first = r->seq, seq, n = 0;
     uint32_t count = r->left;
@@ -31,6 +35,31 @@ static void read_batch(zp__batch_reader *r, const uint8_t *data, size_t size)
     CHECK(rc == 0 || rc == ZP_EPROTO);
     CHECK(rc != 0 || n == count);
     CHECK(r->left == 0);
+    return rc == 0;
+}
+
+/* Passes over the items in runs; whether every item was passed over. */
+static bool skip_batch(const uint8_t *data, size_t size)
+{
+    zp__batch_reader r = {.data = NULL};
+    if (zp__batch_open(&r, data, size) != 0)
+        return false;
+    uint32_t count = r.left, max = 1 + (size > 0 ? data[size - 1] % 7 : 0);
+    size_t max_bytes = size > 1 ? data[size - 2] : SIZE_MAX, end = r.off;
+    uint64_t n = 0;
+    const char *items;
+    size_t len;
+    int k;
+    while ((k = zp__batch_skip(&r, max, max_bytes, &items, &len)) > 0) {
+        CHECK((uint32_t)k <= max && (k == 1 || len <= max_bytes));
+        CHECK(items == (const char *)data + end && len > 0);
+        end += len;
+        n += (uint64_t)k;
+        CHECK(n <= count);
+    }
+    CHECK(k == 0 || k == ZP_EPROTO);
+    CHECK(k != 0 || (n == count && end == size));
+    return k == 0;
 }
 
 /*
@@ -53,6 +82,8 @@ static void check_agrees_with_msgpack(const uint8_t *data, size_t size)
     CHECK(ret == MSGPACK_UNPACK_SUCCESS || ret == MSGPACK_UNPACK_EXTRA_BYTES ||
           (ret == MSGPACK_UNPACK_NOMEM_ERROR && size > 32));
     CHECK(off <= size && (ret != MSGPACK_UNPACK_SUCCESS || off == size));
+    CHECK(ret == MSGPACK_UNPACK_NOMEM_ERROR ||
+          zp__msgpack_size(data, size) == off);
     msgpack_zone_destroy(&zone);
 }
 
@@ -67,7 +98,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ready = true;
     }
     CHECK(zp__batch_is_eos(data, size) == (size == 1 && data[0] == 0xc0));
-    read_batch(&r, data, size);
+    bool read = read_batch(&r, data, size);
+    CHECK(skip_batch(data, size) || !read);
     check_agrees_with_msgpack(data, size);
     return 0;
 }
