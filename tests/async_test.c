@@ -151,6 +151,26 @@ ZP_ASYNC_TASK(emits_twice)
     zp_done(call);
 }
 
+/* Branch: 20 outputs of 4 MiB, more in all than a message holds. */
+ZP_ASYNC_TASK(twenty_big)
+{
+    static const char zeros[4 << 20];
+    (void)loop;
+    for (int i = 0; i < 20; i++) {
+        msgpack_packer *pk = zp_out(call);
+        msgpack_pack_bin(pk, sizeof zeros);
+        msgpack_pack_bin_body(pk, zeros, sizeof zeros);
+        if (zp_emit(call) != 0)
+            return;
+    }
+    zp_done(call);
+}
+
+ZP_TASK(size_of)
+{
+    return zp_emit_int(call, (int64_t)zp_input(call)->via.bin.size);
+}
+
 static atomic_int attempts[64];
 
 /* Fails the first attempt of every item, succeeds on the second. */
@@ -544,6 +564,27 @@ static void test_async_tasks_run_in_process_workers(void **state)
     zp_pipeline_free(p);
 }
 
+static void
+test_async_outputs_larger_than_a_message_arrive_in_parts(void **state)
+{
+    (void)state;
+    zp_pipeline *p =
+        zp_pipe(zp_task(numbers, .branch = true),
+                zp_async_task(twenty_big, .branch = true, .mode = ZP_PROCESS),
+                zp_task(size_of));
+    outputs out;
+    zp_run *r;
+    int rc = run_all(p, "[1]", &out, &r);
+    if (rc != 0)
+        fail_msg("%s", zp_error(r));
+    assert_int_equal(out.n, 20);
+    for (size_t i = 0; i < out.n; i++)
+        assert_int_equal(out.v[i], 4 << 20);
+    free(out.v);
+    zp_run_free(r);
+    zp_pipeline_free(p);
+}
+
 static void test_async_failure_crosses_the_process_boundary(void **state)
 {
     (void)state;
@@ -600,6 +641,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_spec_finds_async_tasks_by_name),
         cmocka_unit_test(test_async_tasks_run_in_process_workers),
         cmocka_unit_test(test_async_failure_crosses_the_process_boundary),
+        cmocka_unit_test(
+            test_async_outputs_larger_than_a_message_arrive_in_parts),
         cmocka_unit_test(test_registry_keeps_sync_and_async_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

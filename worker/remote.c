@@ -378,6 +378,50 @@ static void on_stage(server *s, const zp__msg *m)
     free(task);
 }
 
+/*
+ * Posts what an async batch made: its outputs as DONE, after OUT messages
+ * of up to OUT_CHUNK bytes when they take more; FAIL when one output alone
+ * cannot travel.
+ */
+static void post_async_outputs(const sink *to, const job *j, zp__async_job *aj)
+{
+    const size_t max = ZP__PROTO_MAX_BATCH - ZP__BATCH_HEADER_MAX;
+    result res = {.out = aj->out,
+                  .n = aj->n,
+                  .retried = aj->retried,
+                  .skipped = aj->skipped};
+    if (aj->out.size <= OUT_CHUNK) { /* the common case, as it is */
+        post_outputs(to, j, &res, ZP__DONE);
+        aj->out = res.out;
+        return;
+    }
+    res.n = 0;
+    msgpack_sbuffer_init(&res.out);
+    const char *p = aj->out.data;
+    for (size_t left = aj->out.size, size; left > 0; p += size, left -= size) {
+        size = zp__msgpack_size(p, left); /* packed here: whole */
+        if (size > max) {
+            zp__batch_reader rd = {.data = NULL};
+            uint64_t first =
+                zp__batch_open(&rd, j->items, j->len) == 0 ? rd.seq : 0;
+            char why[160];
+            snprintf(why, sizeof why,
+                     "an output of its batch takes %zu bytes, more than a "
+                     "message to the coordinator holds (%zu)",
+                     size, max);
+            post_fail(to, j, first, why);
+            msgpack_sbuffer_destroy(&res.out);
+            return;
+        }
+        if (res.out.size > 0 && res.out.size + size > OUT_CHUNK)
+            post_outputs(to, j, &res, ZP__OUT);
+        msgpack_sbuffer_write(&res.out, p, size);
+        res.n++;
+    }
+    post_outputs(to, j, &res, ZP__DONE);
+    msgpack_sbuffer_destroy(&res.out);
+}
+
 /* The async loop's thread: a batch of an async task is done. */
 static void async_done(void *arg, zp__async_job *aj)
 {
@@ -387,15 +431,10 @@ static void async_done(void *arg, zp__async_job *aj)
         s->async_ob = zp__outbox_new(s->peer);
     if (!aj->dropped && s->async_ob != NULL) {
         sink to = {s, s->async_ob};
-        result res = {.out = aj->out,
-                      .n = aj->n,
-                      .retried = aj->retried,
-                      .skipped = aj->skipped};
         if (aj->failed)
             post_fail(&to, j, aj->seq, aj->error ? aj->error : "out of memory");
         else
-            post_outputs(&to, j, &res, ZP__DONE);
-        aj->out = res.out;
+            post_async_outputs(&to, j, aj);
     }
     msgpack_sbuffer_destroy(&aj->out);
     free(aj->error);
