@@ -414,73 +414,78 @@ static void mixed_batch(msg *m, size_t starts[6])
     starts[5] = m->sb.size;
 }
 
+/* The mixed batch, opened for passing over its items (no zone needed). */
+typedef struct skipping {
+    msg m;
+    size_t at[6];
+    zp__batch_reader r;
+    const char *items;
+    size_t len;
+} skipping;
+
+static void skipping_open(skipping *k)
+{
+    memset(k, 0, sizeof *k);
+    mixed_batch(&k->m, k->at);
+    assert_int_equal(zp__batch_open(&k->r, k->m.sb.data, k->m.sb.size), 0);
+}
+
+static int pass_over(skipping *k, uint32_t max, size_t max_bytes)
+{
+    return zp__batch_skip(&k->r, max, max_bytes, &k->items, &k->len);
+}
+
 static void test_skipping_passes_over_items_by_count(void **state)
 {
     (void)state;
-    msg m;
-    size_t at[6];
-    const char *items;
-    size_t len;
-    zp__batch_reader r = {.data = NULL}; /* skipping needs no zone */
-    mixed_batch(&m, at);
-    assert_int_equal(zp__batch_open(&r, m.sb.data, m.sb.size), 0);
-    assert_int_equal(zp__batch_skip(&r, 2, SIZE_MAX, &items, &len), 2);
-    assert_ptr_equal(items, m.sb.data + at[0]);
-    assert_int_equal(len, at[2] - at[0]);
-    assert_int_equal(r.seq, 12);
-    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), 3);
-    assert_ptr_equal(items, m.sb.data + at[2]);
-    assert_int_equal(len, at[5] - at[2]);
-    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), 0);
-    msgpack_sbuffer_destroy(&m.sb);
+    skipping k;
+    skipping_open(&k);
+    assert_int_equal(pass_over(&k, 2, SIZE_MAX), 2);
+    assert_ptr_equal(k.items, k.m.sb.data + k.at[0]);
+    assert_int_equal(k.len, k.at[2] - k.at[0]);
+    assert_int_equal(k.r.seq, 12);
+    assert_int_equal(pass_over(&k, 10, SIZE_MAX), 3);
+    assert_ptr_equal(k.items, k.m.sb.data + k.at[2]);
+    assert_int_equal(k.len, k.at[5] - k.at[2]);
+    assert_int_equal(pass_over(&k, 10, SIZE_MAX), 0);
+    msgpack_sbuffer_destroy(&k.m.sb);
 }
 
 static void test_skipping_stops_at_a_byte_limit_after_one_item(void **state)
 {
     (void)state;
-    msg m;
-    size_t at[6];
-    const char *items;
-    size_t len;
-    zp__batch_reader r = {.data = NULL};
-    mixed_batch(&m, at);
-    assert_int_equal(zp__batch_open(&r, m.sb.data, m.sb.size), 0);
+    skipping k;
+    skipping_open(&k);
     /* 0 bytes: still the first item, alone */
-    assert_int_equal(zp__batch_skip(&r, 10, 0, &items, &len), 1);
-    assert_int_equal(len, at[1] - at[0]);
+    assert_int_equal(pass_over(&k, 10, 0), 1);
+    assert_int_equal(k.len, k.at[1] - k.at[0]);
     /* exactly two items' worth, then one byte short of three */
-    assert_int_equal(zp__batch_skip(&r, 10, at[3] - at[1], &items, &len), 2);
-    assert_int_equal(zp__batch_skip(&r, 10, at[5] - at[3] - 1, &items, &len),
-                     1);
-    assert_ptr_equal(items, m.sb.data + at[3]);
-    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), 1);
-    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), 0);
-    msgpack_sbuffer_destroy(&m.sb);
+    assert_int_equal(pass_over(&k, 10, k.at[3] - k.at[1]), 2);
+    assert_int_equal(pass_over(&k, 10, k.at[5] - k.at[3] - 1), 1);
+    assert_ptr_equal(k.items, k.m.sb.data + k.at[3]);
+    assert_int_equal(pass_over(&k, 10, SIZE_MAX), 1);
+    assert_int_equal(pass_over(&k, 10, SIZE_MAX), 0);
+    msgpack_sbuffer_destroy(&k.m.sb);
 }
 
 static void test_skipping_refuses_what_reading_refuses(void **state)
 {
     (void)state;
-    msg m;
-    size_t at[6];
-    const char *items;
-    size_t len;
-    zp__batch_reader r = {.data = NULL};
-    mixed_batch(&m, at);
+    skipping k;
+    skipping_open(&k);
     /* every cut of the message, in an exact-size copy */
-    for (size_t n = at[0]; n < at[5]; n++) {
-        char *data = exact(&m, n);
-        if (zp__batch_open(&r, data, n) == 0) /* else too short a count */
-            assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len),
-                             ZP_EPROTO);
-        assert_int_equal(r.left, 0);
+    for (size_t n = k.at[0]; n < k.at[5]; n++) {
+        char *data = exact(&k.m, n);
+        if (zp__batch_open(&k.r, data, n) == 0) /* else too short a count */
+            assert_int_equal(pass_over(&k, 10, SIZE_MAX), ZP_EPROTO);
+        assert_int_equal(k.r.left, 0);
         free(data);
     }
     /* a whole extra item after the last */
-    msg_raw(&m, "\x07", 1);
-    assert_int_equal(zp__batch_open(&r, m.sb.data, m.sb.size), 0);
-    assert_int_equal(zp__batch_skip(&r, 10, SIZE_MAX, &items, &len), ZP_EPROTO);
-    msgpack_sbuffer_destroy(&m.sb);
+    msg_raw(&k.m, "\x07", 1);
+    assert_int_equal(zp__batch_open(&k.r, k.m.sb.data, k.m.sb.size), 0);
+    assert_int_equal(pass_over(&k, 10, SIZE_MAX), ZP_EPROTO);
+    msgpack_sbuffer_destroy(&k.m.sb);
 }
 
 static void test_the_size_of_a_value_is_its_encoding(void **state)
