@@ -528,6 +528,7 @@ static void *watch(void *arg)
         int sig = (int)si.ssi_signo, first = 0;
         if (!atomic_compare_exchange_strong(&w->signo, &first, sig)) {
             zp__exec_kill_all(); /* process workers die with us */
+            zp__run_remove_tmpdir(w->run);
             _exit(128 + sig);
         }
         fprintf(stderr,

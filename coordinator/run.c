@@ -491,6 +491,12 @@ static void remove_tmpdir(const char *path)
     rmdir(path);
 }
 
+void zp__run_remove_tmpdir(const zp_run *r)
+{
+    if (r != NULL && r->tmpdir != NULL)
+        remove_tmpdir(r->tmpdir);
+}
+
 static void teardown(zp_run *r)
 {
     for (size_t i = 0; i < r->nthreads; i++)

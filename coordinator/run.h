@@ -28,4 +28,11 @@ int zp__run_poll(zp_run *r, const msgpack_object **out);
 /* Forgets a nested run started with a parent, before it is freed. */
 void zp__run_detach(zp_run *child, zp__runctl *parent);
 
+/*
+ * Removes the private directory of the run's process workers (their ipc
+ * endpoints), if it has one, for a process about to end at once without
+ * tearing the run down. Safe from any thread once zp_start() returned.
+ */
+void zp__run_remove_tmpdir(const zp_run *r);
+
 #endif

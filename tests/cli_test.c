@@ -23,6 +23,7 @@
 #include "tests/testutil.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -980,15 +981,63 @@ static void test_sigterm_leaves_no_worker_process_behind(void **state)
     proc_free(&p);
 }
 
+/* Whether process `pid` holds the socket of inode `inode`. */
+static bool holds_socket(pid_t pid, unsigned long inode)
+{
+    char path[64], link[64], want[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    snprintf(want, sizeof want, "socket:[%lu]", inode);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    bool yes = false;
+    while (d != NULL && !yes && (e = readdir(d)) != NULL) {
+        char fd[330];
+        snprintf(fd, sizeof fd, "%s/%s", path, e->d_name);
+        ssize_t n = readlink(fd, link, sizeof link - 1);
+        yes = n > 0 && (link[n] = '\0', strcmp(link, want) == 0);
+    }
+    if (d != NULL)
+        closedir(d);
+    return yes;
+}
+
+/* The private directory of zpipe `pid`'s process workers (where it
+ * listens for them), into out; false while there is none. */
+static bool workers_dir(pid_t pid, char *out, size_t len)
+{
+    FILE *f = fopen("/proc/net/unix", "r");
+    char line[512], name[300];
+    unsigned long inode;
+    bool found = false;
+    while (f != NULL && !found && fgets(line, sizeof line, f) != NULL) {
+        if (sscanf(line, "%*s %*s %*s %*s %*s %*s %lu %299s", &inode, name) !=
+                2 ||
+            strncmp(name, "/tmp/zpipe-", 11) != 0 || !holds_socket(pid, inode))
+            continue;
+        *strrchr(name, '/') = '\0';
+        snprintf(out, len, "%s", name);
+        found = true;
+    }
+    if (f != NULL)
+        fclose(f);
+    return found;
+}
+
 static void test_a_second_sigint_stops_at_once(void **state)
 {
     (void)state;
     proc p;
     struct timespec t0;
+    char workers[300] = "";
     const char *args[] = {
-        "run", "--plugin", TASKS, "range branch | nap bind=20000", "2", NULL};
+        "run", "--plugin",
+        TASKS, "range branch | identity mode=process | nap bind=20000",
+        "2",   NULL};
     start(&p, args);
-    assert_false(pump(&p, 300, "never", false));
+    for (int i = 0; i < 100 && !workers_dir(p.pid, workers, sizeof workers);
+         i++)
+        assert_false(pump(&p, 50, "never", false));
+    assert_true(workers[0] != '\0'); /* process workers started */
     kill(p.pid, SIGINT); /* the run waits for nap, which takes 20 s */
     assert_false(pump(&p, 300, "never", false));
     assert_true(p.out >= 0); /* still running */
@@ -996,6 +1045,8 @@ static void test_a_second_sigint_stops_at_once(void **state)
     kill(p.pid, SIGINT);
     assert_int_equal(finish(&p), 130);
     assert_true(since_ms(&t0) < 2000);
+    if (access(workers, F_OK) == 0)
+        fail_msg("%s is left behind", workers);
     proc_free(&p);
 }
 
