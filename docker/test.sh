@@ -333,6 +333,18 @@ EOF
 containers() { compose ps -q "$1" 2>/dev/null; }
 # The coordinator's stdout (its JSON lines), without its stderr.
 outputs() { docker logs "$(containers coordinator)" 2>/dev/null; }
+# Waits for the coordinator of run $1 to end; keeps its outputs in
+# $tmp/run$1.jsonl and its log beside them; dies unless it exited with 0.
+finish_run() {
+    local status
+    status=$(timeout 120 docker wait "$coordinator") || die "run $1: the coordinator did not finish"
+    outputs >"$tmp/run$1.jsonl"
+    docker logs "$coordinator" >"$tmp/run$1.coordinator.log" 2>&1
+    if [ "$status" != 0 ]; then
+        show "$tmp/run$1.coordinator.log"
+        die "run $1: the coordinator exited with status $status"
+    fi
+}
 
 step "run 1: up --scale worker=$workers, '$spec1' [$items1]"
 if ! ZPIPE_SPEC=$spec1 ZPIPE_ARGS="[$items1]" timeout 300 "${compose_cmd[@]}" up --no-build \
@@ -357,13 +369,7 @@ done
 victim=$(containers worker | sed -n 1p)
 docker kill "$victim" >/dev/null
 echo "  killed worker $(docker inspect -f '{{.Config.Hostname}}' "$victim") after $done_at_kill outputs"
-status=$(timeout 120 docker wait "$coordinator") || die "run 2: the coordinator did not finish"
-outputs >"$tmp/run2.jsonl"
-docker logs "$coordinator" >"$tmp/run2.coordinator.log" 2>&1
-if [ "$status" != 0 ]; then
-    show "$tmp/run2.coordinator.log"
-    die "run 2: the coordinator exited with status $status"
-fi
+finish_run 2
 [ "$done_at_kill" -lt "$items2" ] || die "run 2: the run was over before the kill"
 check "$tmp/run2.jsonl" slow_square "$items2" || die "run 2: wrong outputs"
 compose down --remove-orphans --timeout 3 >/dev/null 2>&1
@@ -394,13 +400,7 @@ docker logs "$coordinator" 2>&1 | grep 'refused' | sed 's/^/  coordinator: /' ||
     die "run 3: the coordinator did not refuse the intruder"
 ZPIPE_SPEC=$spec1 ZPIPE_ARGS="[$items3]" compose_curve up --no-build --detach --no-recreate \
     --scale worker=2 >>"$tmp/run3.log" 2>&1 || { show "$tmp/run3.log"; die "run 3: up failed"; }
-status=$(timeout 120 docker wait "$coordinator") || die "run 3: the coordinator did not finish"
-outputs >"$tmp/run3.jsonl"
-docker logs "$coordinator" >"$tmp/run3.coordinator.log" 2>&1
-if [ "$status" != 0 ]; then
-    show "$tmp/run3.coordinator.log"
-    die "run 3: the coordinator exited with status $status"
-fi
+finish_run 3
 check "$tmp/run3.jsonl" host_tag "$items3" 1 || die "run 3: wrong outputs"
 ! grep -q "\"$(docker inspect -f '{{.Config.Hostname}}' "$intruder")\"" "$tmp/run3.jsonl" ||
     die "run 3: the intruder served items"
