@@ -443,34 +443,35 @@ static int open_message(zp__rx *rx)
     return 0;
 }
 
-int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
-                uint64_t *seq)
+/* Opens messages until one has items left: 1, 0 at the end of the stream
+ * (every producer closed), or as receive() and open_message(). */
+static int refill(zp__rx *rx, bool wait)
 {
-    for (;;) {
-        int rc = zp__batch_next(&rx->rd, item, seq);
-        if (rc == 1)
-            return 1;
-        if (rc < 0)
-            return rc;
-        if (rx->closed == rx->e->producers)
-            return 0;
-        if ((rc = receive(rx, wait)) != 0 || (rc = open_message(rx)) != 0)
-            return rc;
-    }
-}
-
-int zp__rx_take(zp__rx *rx, bool wait, size_t max_bytes, const char **items,
-                size_t *len, uint32_t *n, uint64_t *seq)
-{
-    zp__batch_reader *rd = &rx->rd;
-    while (rd->left == 0) {
-        int rc = rd->off == rd->len ? 0 : ZP_EPROTO;
+    while (rx->rd.left == 0) {
+        int rc = rx->rd.off == rx->rd.len ? 0 : ZP_EPROTO;
         if (rc == 0 && rx->closed == rx->e->producers)
             return 0;
         if (rc != 0 || (rc = receive(rx, wait)) != 0 ||
             (rc = open_message(rx)) != 0)
             return rc;
     }
+    return 1;
+}
+
+int zp__rx_next(zp__rx *rx, bool wait, const msgpack_object **item,
+                uint64_t *seq)
+{
+    int rc = refill(rx, wait);
+    return rc == 1 ? zp__batch_next(&rx->rd, item, seq) : rc;
+}
+
+int zp__rx_take(zp__rx *rx, bool wait, size_t max_bytes, const char **items,
+                size_t *len, uint32_t *n, uint64_t *seq)
+{
+    zp__batch_reader *rd = &rx->rd;
+    int rc = refill(rx, wait);
+    if (rc != 1)
+        return rc;
     *seq = rd->seq;
     if (rd->len - rd->off > max_bytes) { /* cut at an item boundary */
         int k = zp__batch_skip(rd, UINT32_MAX, max_bytes, items, len);
