@@ -1031,7 +1031,7 @@ static void test_a_second_sigint_stops_at_once(void **state)
     char workers[300] = "";
     const char *args[] = {
         "run", "--plugin",
-        TASKS, "range branch | identity mode=process | nap bind=20000",
+        TASKS, "range branch | nap bind=20000 | identity mode=process",
         "2",   NULL};
     start(&p, args);
     for (int i = 0; i < 100 && !workers_dir(p.pid, workers, sizeof workers);
