@@ -15,18 +15,17 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/error.h"
+#include "coordinator/dbatch.h"
+#include "coordinator/spawn.h"
 #include "transport/batch.h"
 #include "transport/peer.h"
 #include "transport/proto.h"
-#include "worker/call.h"
 
 #define MS 1000000ull
 #define HEARTBEAT_NS (1000 * MS)
@@ -40,9 +39,10 @@
 #define MOURN_NS (50 * MS) /* a dead worker's last words arrive within */
 #define MAX_UNBORN 5       /* children dead before HELLO: give up */
 
-extern char **environ;
+typedef struct zp__dworker dworker;
+typedef zp__dbatch dbatch;
 
-typedef struct dworker {
+struct zp__dworker {
     char id[256]; /* routing id */
     size_t id_len;
     uint32_t pid;
@@ -57,33 +57,19 @@ typedef struct dworker {
     bool has_task;   /* it announced the stage's task */
     bool configured; /* STAGE sent */
     bool gone;
-} dworker;
-
-typedef struct dbatch {
-    struct dbatch *next;
-    uint64_t id;
-    uint64_t seq; /* index of the first item */
-    uint32_t n;   /* items */
-    char *bytes;  /* owned; batch framing */
-    size_t len;
-    dworker *w; /* NULL while waiting */
-    uint64_t sent;
-    uint32_t kills;      /* workers lost while running it */
-    bool blamed;         /* it was running when its worker crashed */
-    uint64_t order;      /* when it was sent, as a count of sends */
-    msgpack_sbuffer out; /* outputs received so far (OUT), framed */
-} dbatch;
+};
 
 struct zp__dispatch {
-    zp__dispatch_cfg cfg;
-    char *endpoint; /* owned; cfg.endpoint points here */
+    zp__stage base;
+    zp__stage_cfg cfg;
     zp__hub *hub;
     pthread_t thread;
     bool started;
     dworker **workers; /* owned */
     size_t nworkers;
-    dbatch *waiting, *waiting_tail, *inflight, *held; /* owned lists */
-    dbatch *inflight_tail;
+    zp__queue waiting;    /* owned dbatches to send                */
+    zp__queue inflight;   /* owned dbatches sent, oldest first     */
+    zp__queue held;       /* owned dbatches done, ordered stages   */
     size_t nwaiting;      /* items in the waiting list */
     size_t waiting_bytes; /* and their bytes           */
     uint64_t next_id;
@@ -92,10 +78,9 @@ struct zp__dispatch {
     msgpack_sbuffer fill; /* the batch being gathered from input */
     uint32_t fill_n;
     uint64_t fill_seq;
-    pid_t *children; /* process mode: one per worker slot, 0 = none */
-    bool *greeted;   /* owned; the slot's child said HELLO */
-    int unborn;      /* children in a row that died before HELLO */
-    int nchildren;
+    zp__children *kids;       /* owned; the worker processes, or NULL  */
+    bool *greeted;            /* owned; the slot's child said HELLO    */
+    int unborn;               /* children in a row that died before HELLO */
     uint64_t no_worker_since; /* remote: waiting for a worker since */
     uint64_t item_ns;         /* running estimate of an item's time */
     msgpack_sbuffer sb;       /* scratch for encoding */
@@ -119,12 +104,6 @@ static void fail_run(zp__dispatch *d, char *msg)
     d->cfg.run->fail(d->cfg.run, ZP_ETASK, msg);
 }
 
-static void count(_Atomic uint64_t *c, uint64_t n)
-{
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
 static const char *task(const zp__dispatch *d)
 {
     return d->cfg.def->name;
@@ -132,71 +111,22 @@ static const char *task(const zp__dispatch *d)
 
 /* ---- Batches ----------------------------------------------------------- */
 
-static dbatch *batch_new(zp__dispatch *d, uint64_t seq, uint32_t n,
-                         const char *items, size_t len)
-{
-    char hdr[ZP__BATCH_HEADER_MAX];
-    size_t h = zp__batch_header(hdr, seq, n);
-    dbatch *b = calloc(1, sizeof *b);
-    char *bytes = malloc(h + len);
-    if (b == NULL || bytes == NULL) {
-        free(b);
-        free(bytes);
-        return NULL;
-    }
-    memcpy(bytes, hdr, h);
-    memcpy(bytes + h, items, len);
-    *b = (dbatch){
-        .id = d->next_id++, .seq = seq, .n = n, .bytes = bytes, .len = h + len};
-    msgpack_sbuffer_init(&b->out);
-    return b;
-}
-
-static void batch_free(dbatch *b)
-{
-    if (b == NULL)
-        return;
-    msgpack_sbuffer_destroy(&b->out);
-    free(b->bytes);
-    free(b);
-}
-
-static void free_list(dbatch *b)
-{
-    for (dbatch *next; b != NULL; b = next) {
-        next = b->next;
-        batch_free(b);
-    }
-}
-
 static void enqueue(zp__dispatch *d, dbatch *b, bool front)
 {
     b->w = NULL;
     d->nwaiting += b->n;
     d->waiting_bytes += b->len;
-    if (front) {
-        b->next = d->waiting;
-        d->waiting = b;
-        if (d->waiting_tail == NULL)
-            d->waiting_tail = b;
-        return;
-    }
-    b->next = NULL;
-    if (d->waiting_tail != NULL)
-        d->waiting_tail->next = b;
+    if (front)
+        zp__queue_push_front(&d->waiting, &b->node);
     else
-        d->waiting = b;
-    d->waiting_tail = b;
+        zp__queue_push(&d->waiting, &b->node);
 }
 
 static dbatch *dequeue(zp__dispatch *d)
 {
-    dbatch *b = d->waiting;
+    dbatch *b = zp__dbatch_of(zp__queue_pop(&d->waiting));
     if (b == NULL)
         return NULL;
-    d->waiting = b->next;
-    if (d->waiting == NULL)
-        d->waiting_tail = NULL;
     d->nwaiting -= b->n;
     d->waiting_bytes -= b->len;
     return b;
@@ -218,23 +148,14 @@ static void add_inflight(zp__dispatch *d, dbatch *b)
     uint64_t n = atomic_fetch_add(&d->items_out, b->n) + b->n;
     if (n > atomic_load(&d->items_peak))
         atomic_store(&d->items_peak, n); /* written by this thread alone */
-    b->next = NULL;
-    if (d->inflight_tail != NULL)
-        d->inflight_tail->next = b;
-    else
-        d->inflight = b;
-    d->inflight_tail = b;
+    zp__queue_push(&d->inflight, &b->node);
 }
 
-/* Unlinks *p from the in-flight list; prev is the batch before it. */
-static dbatch *unlink_inflight(zp__dispatch *d, dbatch **p, dbatch *prev)
+/* Unlinks in-flight batch b; prev is the one before it. */
+static dbatch *unlink_inflight(zp__dispatch *d, dbatch *prev, dbatch *b)
 {
-    dbatch *b = *p;
     atomic_fetch_sub(&d->items_out, b->n);
-    *p = b->next;
-    if (d->inflight_tail == b)
-        d->inflight_tail = prev;
-    b->next = NULL;
+    zp__queue_unlink(&d->inflight, prev ? &prev->node : NULL, &b->node);
     return b;
 }
 
@@ -242,9 +163,12 @@ static dbatch *unlink_inflight(zp__dispatch *d, dbatch **p, dbatch *prev)
 static dbatch *take_inflight(zp__dispatch *d, uint64_t id, const dworker *w)
 {
     dbatch *prev = NULL;
-    for (dbatch **p = &d->inflight; *p != NULL; prev = *p, p = &(*p)->next)
-        if ((*p)->id == id && (*p)->w == w)
-            return unlink_inflight(d, p, prev);
+    for (zp__qnode *n = d->inflight.head; n != NULL; n = n->next) {
+        dbatch *b = zp__dbatch_of(n);
+        if (b->id == id && b->w == w)
+            return unlink_inflight(d, prev, b);
+        prev = b;
+    }
     return NULL;
 }
 
@@ -255,29 +179,16 @@ static dbatch *take_inflight(zp__dispatch *d, uint64_t id, const dworker *w)
  */
 static int split(zp__dispatch *d, dbatch *b)
 {
-    zp__batch_reader rd = {.data = NULL};
-    const char *items[2];
-    size_t len[2];
-    int n[2] = {0, 0};
-    dbatch *half[2] = {NULL, NULL};
-    if (zp__batch_open(&rd, b->bytes, b->len) == 0) {
-        uint64_t seq = rd.seq;
-        n[0] = zp__batch_skip(&rd, b->n / 2, SIZE_MAX, &items[0], &len[0]);
-        n[1] = zp__batch_skip(&rd, b->n, SIZE_MAX, &items[1], &len[1]);
-        for (int i = 0; i < 2 && n[0] > 0 && n[1] > 0; i++)
-            half[i] = batch_new(d, i ? seq + (uint64_t)n[0] : seq,
-                                (uint32_t)n[i], items[i], len[i]);
-    }
-    int rc = half[0] != NULL && half[1] != NULL ? 0 : ZP_ENOMEM;
-    for (int i = 1; i >= 0; i--) {
-        if (rc != 0) {
-            batch_free(half[i]);
-            continue;
+    dbatch *half[2];
+    int rc = zp__dbatch_split(b, d->next_id, half);
+    if (rc == 0) {
+        d->next_id += 2;
+        for (int i = 1; i >= 0; i--) {
+            half[i]->kills = 1; /* a suspect: it runs alone */
+            enqueue(d, half[i], true);
         }
-        half[i]->kills = 1; /* a suspect: it runs alone */
-        enqueue(d, half[i], true);
     }
-    batch_free(b);
+    zp__dbatch_free(b);
     return rc;
 }
 
@@ -301,7 +212,7 @@ static int send_outputs(zp__dispatch *d, const char *framed, size_t len)
                0) {
         if (n < 0)
             return n;
-        count(&d->stats.out, (uint64_t)n);
+        zp__count(&d->stats.out, (uint64_t)n);
         rc = zp__tx_send_items(tx, items, size, (uint32_t)n);
     }
     return rc;
@@ -313,57 +224,16 @@ static int deliver(zp__dispatch *d, dbatch *b)
     int rc = 0;
     if (!d->cfg.def->opts.ordered) {
         rc = send_outputs(d, b->out.data, b->out.size);
-        batch_free(b);
+        zp__dbatch_free(b);
         return rc;
     }
-    dbatch **p = &d->held; /* kept sorted by seq */
-    while (*p != NULL && (*p)->seq < b->seq)
-        p = &(*p)->next;
-    b->next = *p;
-    *p = b;
-    while (rc == 0 && d->held != NULL && d->held->seq == d->next_seq) {
-        dbatch *first = d->held;
-        d->held = first->next;
+    zp__dbatch_hold(&d->held, b);
+    for (dbatch *first;
+         rc == 0 && (first = zp__dbatch_turn(&d->held, d->next_seq)) != NULL;) {
         d->next_seq = first->seq + first->n;
         rc = send_outputs(d, first->out.data, first->out.size);
-        batch_free(first);
+        zp__dbatch_free(first);
     }
-    return rc;
-}
-
-/* Appends the items of a framed batch (checked) to `items`; counts them. */
-static int gather_items(msgpack_sbuffer *items, uint32_t *n, const char *framed,
-                        size_t len)
-{
-    zp__batch_reader rd = {.data = NULL};
-    const char *p;
-    size_t size;
-    int rc = len > 0 ? zp__batch_open(&rd, framed, len) : 0;
-    if (rc == 0 && len > 0 &&
-        (rc = zp__batch_skip(&rd, UINT32_MAX, SIZE_MAX, &p, &size)) >= 0) {
-        *n += (uint32_t)rc;
-        rc = msgpack_sbuffer_write(items, p, size) == 0 ? 0 : ZP_ENOMEM;
-    }
-    return rc;
-}
-
-/* Gathers the outputs of an OUT or DONE into the batch (framed anew). */
-static int gather(dbatch *b, const zp__msg *m)
-{
-    msgpack_sbuffer items;
-    uint32_t n = 0;
-    msgpack_sbuffer_init(&items);
-    int rc = gather_items(&items, &n, b->out.data, b->out.size);
-    if (rc == 0)
-        rc = gather_items(&items, &n, m->data, m->data_len);
-    if (rc == 0) {
-        char hdr[ZP__BATCH_HEADER_MAX];
-        size_t h = zp__batch_header(hdr, 0, n);
-        msgpack_sbuffer_clear(&b->out);
-        msgpack_sbuffer_write(&b->out, hdr, h);
-        msgpack_sbuffer_write(&b->out, items.data, items.size);
-    }
-    msgpack_sbuffer_destroy(&items);
     return rc;
 }
 
@@ -395,19 +265,6 @@ static bool announces(const zp__msg *m, const char *name)
     return false;
 }
 
-static char *describe_status(uint32_t pid, int status)
-{
-    if (WIFSIGNALED(status))
-        return zp__strdupf("its worker (pid %u) was killed by signal %d "
-                           "(SIG%s)",
-                           pid, WTERMSIG(status),
-                           sigabbrev_np(WTERMSIG(status))
-                               ? sigabbrev_np(WTERMSIG(status))
-                               : "?");
-    return zp__strdupf("its worker (pid %u) exited with status %d", pid,
-                       WEXITSTATUS(status));
-}
-
 /*
  * Whether batch b was running on its worker, rather than waiting in the
  * worker's queue: a worker runs its batches in the order they were sent,
@@ -416,8 +273,10 @@ static char *describe_status(uint32_t pid, int status)
 static bool running(const zp__dispatch *d, const dbatch *b)
 {
     uint32_t before = 0;
-    for (const dbatch *o = d->inflight; o != NULL; o = o->next)
+    for (const zp__qnode *n = d->inflight.head; n != NULL; n = n->next) {
+        const dbatch *o = zp__dbatch_of((zp__qnode *)n);
         before += o->w == b->w && o->order < b->order;
+    }
     return before < b->w->threads;
 }
 
@@ -431,17 +290,17 @@ static void blame(zp__dispatch *d, dbatch *b, const char *why)
         if (split(d, b) != 0)
             fail_run(d, zp__strdupf("task '%s': out of memory", task(d)));
     } else if (++b->kills <= (uint32_t)o->retries + 1) {
-        count(&d->stats.retried, 1);
+        zp__count(&d->stats.retried, 1);
         enqueue(d, b, true);
     } else if (o->on_error == ZP_SKIP) {
-        count(&d->stats.failed, 1);
-        count(&d->stats.skipped, 1);
+        zp__count(&d->stats.failed, 1);
+        zp__count(&d->stats.skipped, 1);
         deliver(d, b);
     } else {
-        count(&d->stats.failed, 1);
+        zp__count(&d->stats.failed, 1);
         fail_run(d, zp__strdupf("task '%s' failed on item %llu: %s", task(d),
                                 (unsigned long long)b->seq, why));
-        batch_free(b);
+        zp__dbatch_free(b);
     }
 }
 
@@ -453,31 +312,30 @@ static void blame(zp__dispatch *d, dbatch *b, const char *why)
  */
 static void lose_worker(zp__dispatch *d, dworker *w, char *why)
 {
-    dbatch *mine = NULL, **tail = &mine;
-    for (dbatch *b = d->inflight; b != NULL; b = b->next)
-        if (b->w == w)
-            b->blamed = why != NULL && running(d, b);
+    zp__queue mine = {NULL, NULL};
+    for (zp__qnode *n = d->inflight.head; n != NULL; n = n->next)
+        if (zp__dbatch_of(n)->w == w)
+            zp__dbatch_of(n)->blamed =
+                why != NULL && running(d, zp__dbatch_of(n));
     dbatch *prev = NULL;
-    for (dbatch **p = &d->inflight; *p != NULL;) {
-        if ((*p)->w != w) {
-            prev = *p;
-            p = &(*p)->next;
+    for (zp__qnode *n = d->inflight.head, *next; n != NULL; n = next) {
+        next = n->next;
+        dbatch *b = zp__dbatch_of(n);
+        if (b->w != w) {
+            prev = b;
             continue;
         }
-        dbatch *b = unlink_inflight(d, p, prev); /* to `mine`, oldest first */
+        unlink_inflight(d, prev, b); /* to `mine`, oldest first */
         msgpack_sbuffer_clear(&b->out);
-        *tail = b;
-        tail = &b->next;
+        zp__queue_push(&mine, &b->node);
     }
     w->gone = true;
     note_workers(d);
-    for (dbatch *b = mine, *next; b != NULL; b = next) {
-        next = b->next;
+    for (dbatch *b; (b = zp__dbatch_of(zp__queue_pop(&mine))) != NULL;)
         if (b->blamed)
             blame(d, b, why);
         else
             enqueue(d, b, true);
-    }
     free(why);
 }
 
@@ -515,9 +373,9 @@ static void on_hello(zp__dispatch *d, const zp__hub_msg *hm, const zp__msg *m)
     memcpy(w->id, hm->id, hm->id_len);
     if (w->threads == 0)
         w->threads = 1;
-    for (int i = 0; i < d->nchildren; i++)
-        if (d->children[i] == (pid_t)m->pid)
-            d->greeted[i] = true;
+    int slot = zp__children_slot(d->kids, (pid_t)m->pid);
+    if (slot >= 0)
+        d->greeted[slot] = true;
     w->heard = w->beat = zp__now_ns();
     note_workers(d);
 }
@@ -553,9 +411,9 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
      * unordered stage, goes straight on, checked on the way. */
     bool direct =
         m->type == ZP__DONE && b->out.size == 0 && !d->cfg.def->opts.ordered;
-    if (!direct && gather(b, m) != 0) {
+    if (!direct && zp__dbatch_gather(b, m->data, m->data_len) != 0) {
         malformed(d, w, b);
-        batch_free(b);
+        zp__dbatch_free(b);
         return;
     }
     if (m->type == ZP__OUT) { /* more to come: back in flight */
@@ -571,16 +429,16 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
     w->inflight--;
     w->suspect = false;
     w->credit += b->n; /* a DONE gives the batch's credit back */
-    count(&d->stats.retried, m->retried);
-    count(&d->stats.skipped, m->skipped);
-    count(&d->stats.failed, m->skipped);
+    zp__count(&d->stats.retried, m->retried);
+    zp__count(&d->stats.skipped, m->skipped);
+    zp__count(&d->stats.failed, m->skipped);
     int rc = direct ? send_outputs(d, m->data, m->data_len) : deliver(d, b);
     if (rc == ZP_EPROTO)
         malformed(d, w, b);
     else if (rc != 0 && !stopping(d))
         fail_run(d, zp__strdupf("task '%s': cannot send outputs on", task(d)));
     if (direct)
-        batch_free(b);
+        zp__dbatch_free(b);
 }
 
 static void on_fail(zp__dispatch *d, dworker *w, const zp__msg *m)
@@ -591,11 +449,11 @@ static void on_fail(zp__dispatch *d, dworker *w, const zp__msg *m)
     w->inflight--;
     w->suspect = false;
     w->credit += b->n;
-    count(&d->stats.failed, 1);
+    zp__count(&d->stats.failed, 1);
     fail_run(d,
              zp__strdupf("task '%s' failed on item %llu: %.*s", task(d),
                          (unsigned long long)m->seq, (int)m->str_len, m->str));
-    batch_free(b);
+    zp__dbatch_free(b);
 }
 
 /* Logs a dropped message: the first few, then one in a thousand, so that
@@ -645,7 +503,7 @@ static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
     w->heard = zp__now_ns();
     bool about_batch =
         m.type == ZP__OUT || m.type == ZP__DONE || m.type == ZP__FAIL;
-    if (about_batch && (m.run != d->cfg.run_id || m.stage != d->cfg.stage)) {
+    if (about_batch && (m.run != d->cfg.run_id || m.stage != d->cfg.index)) {
         drop(d, "a %s for run %llu stage %u, not this one",
              zp__msg_type_name(m.type), (unsigned long long)m.run, m.stage);
         return;
@@ -711,7 +569,7 @@ static int configure(zp__dispatch *d, dworker *w)
         msgpack_pack_object(&pk, *bound);
     uint32_t flags = (o->branch ? ZP__STAGE_BRANCH : 0) |
                      (o->on_error == ZP_SKIP ? ZP__STAGE_SKIP : 0);
-    int rc = zp__msg_stage(&d->sb, d->cfg.run_id, d->cfg.stage, def->name,
+    int rc = zp__msg_stage(&d->sb, d->cfg.run_id, d->cfg.index, def->name,
                            flags, (uint32_t)o->retries, bind.data, bind.size);
     msgpack_sbuffer_destroy(&bind);
     if (rc == 0)
@@ -724,7 +582,7 @@ static int send_batch(zp__dispatch *d, dworker *w, dbatch *b)
 {
     int rc = w->configured ? 0 : configure(d, w);
     if (rc == 0)
-        rc = zp__msg_item(&d->sb, d->cfg.run_id, d->cfg.stage, b->id, b->bytes,
+        rc = zp__msg_item(&d->sb, d->cfg.run_id, d->cfg.index, b->id, b->bytes,
                           b->len);
     if (rc == 0)
         rc = send_body(d, w);
@@ -733,8 +591,8 @@ static int send_batch(zp__dispatch *d, dworker *w, dbatch *b)
 
 static void dispatch_waiting(zp__dispatch *d)
 {
-    while (d->waiting != NULL && !stopping(d)) {
-        dworker *w = pick_worker(d, d->waiting);
+    while (!zp__queue_empty(&d->waiting) && !stopping(d)) {
+        dworker *w = pick_worker(d, zp__dbatch_of(d->waiting.head));
         if (w == NULL)
             return;
         dbatch *b = dequeue(d);
@@ -759,8 +617,8 @@ static void close_fill(zp__dispatch *d)
 {
     if (d->fill_n == 0)
         return;
-    dbatch *b =
-        batch_new(d, d->fill_seq, d->fill_n, d->fill.data, d->fill.size);
+    dbatch *b = zp__dbatch_new(d->next_id++, d->fill_seq, d->fill_n,
+                               d->fill.data, d->fill.size);
     if (b == NULL)
         fail_run(d, zp__strdupf("task '%s': out of memory", task(d)));
     else
@@ -794,7 +652,7 @@ static void add_items(zp__dispatch *d, const char *raw, size_t len, uint32_t n,
     if (d->fill_n == 0)
         d->fill_seq = seq;
     msgpack_sbuffer_write(&d->fill, raw, len);
-    count(&d->stats.in, n);
+    zp__count(&d->stats.in, n);
     d->fill_n += n;
     if (d->fill_n >= max || d->fill.size >= BATCH_BYTES)
         close_fill(d);
@@ -865,135 +723,65 @@ static void read_input(zp__dispatch *d)
 
 /* ---- Supervision -------------------------------------------------------- */
 
-static char *const *worker_args; /* borrowed; see dispatch.h */
-
-void zp__dispatch_set_worker_args(char *const *args)
+/* Spawns the worker of slot i, failing the run when it cannot. */
+static void spawn(zp__dispatch *d, int i)
 {
-    worker_args = args;
-}
-
-void zp__dispatch_spawnattr_init(posix_spawnattr_t *at, short flags)
-{
-    sigset_t none, stops;
-    sigemptyset(&none);
-    sigemptyset(&stops);
-    sigaddset(&stops, SIGINT);
-    sigaddset(&stops, SIGTERM);
-    sigaddset(&stops, SIGQUIT);
-    sigaddset(&stops, SIGPIPE);
-    posix_spawnattr_init(at);
-    posix_spawnattr_setsigmask(at, &none);
-    posix_spawnattr_setsigdefault(at, &stops);
-    posix_spawnattr_setflags(
-        at, (short)(flags | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
-}
-
-/* Workers start as zp__dispatch_spawnattr_init says, whatever the program
- * they are spawned from set up for itself. */
-static posix_spawnattr_t spawn_attr;
-static pthread_once_t spawn_attr_once = PTHREAD_ONCE_INIT;
-
-static void make_spawn_attr(void)
-{
-    zp__dispatch_spawnattr_init(&spawn_attr, 0);
-}
-
-/* "zpipe-worker --zp-worker ENDPOINT", then the worker arguments. */
-static char **spawn_argv(const zp__dispatch *d)
-{
-    size_t extra = 0;
-    while (worker_args != NULL && worker_args[extra] != NULL)
-        extra++;
-    char **argv = calloc(extra + 4, sizeof *argv);
-    if (argv == NULL)
-        return NULL;
-    argv[0] = "zpipe-worker";
-    argv[1] = "--zp-worker";
-    argv[2] = (char *)d->cfg.endpoint;
-    for (size_t i = 0; i < extra; i++)
-        argv[3 + i] = worker_args[i];
-    return argv;
-}
-
-static int spawn_child(zp__dispatch *d, int slot)
-{
-    char parent[64];
-    size_t n = 0;
-    while (environ[n] != NULL)
-        n++;
-    char **envp = calloc(n + 2, sizeof *envp);
-    char **argv = spawn_argv(d);
-    int rc = ZP_ENOMEM;
-    pthread_once(&spawn_attr_once, make_spawn_attr);
-    if (envp == NULL || argv == NULL)
-        goto out_free;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "ZPIPE_WORKER", 12) != 0)
-            envp[k++] = environ[i];
-    snprintf(parent, sizeof parent, "ZPIPE_WORKER_PARENT=%d", (int)getpid());
-    envp[k] = parent;
-    pid_t pid;
-    rc = posix_spawn(&pid, "/proc/self/exe", NULL, &spawn_attr, argv, envp) == 0
-             ? 0
-             : ZP_EIO;
-    if (rc == 0)
-        d->children[slot] = pid;
-out_free:
-    free(argv);
-    free(envp);
-    return rc;
+    char *why = NULL;
+    if (zp__children_spawn(d->kids, i, &why) != 0)
+        fail_run(d, zp__strdupf("task '%s': %s", task(d),
+                                why ? why : "cannot start a worker process"));
+    free(why);
 }
 
 /* Reaps dead children, gives up on their batches, and replaces them. */
 static void reap(zp__dispatch *d)
 {
-    for (int i = 0; i < d->nchildren; i++) {
-        int status;
-        pid_t pid = d->children[i];
-        if (pid <= 0 || waitpid(pid, &status, WNOHANG) != pid)
-            continue;
-        d->children[i] = 0;
+    int i, status;
+    pid_t pid;
+    while (d->kids != NULL &&
+           (i = zp__children_reap(d->kids, &pid, &status)) >= 0) {
         /* Its batches are given up on a little later, once what it sent
          * before it died has been read: a batch it finished is no
          * culprit. */
         dworker *w = worker_of_pid(d, pid);
         if (w != NULL && w->death == NULL) {
-            w->death = describe_status((uint32_t)pid, status);
+            w->death = zp__describe_status(pid, status);
             w->died = zp__now_ns();
         }
         d->unborn = d->greeted[i] ? 0 : d->unborn + 1;
         d->greeted[i] = false;
         if (d->unborn >= MAX_UNBORN) {
-            char *how = describe_status((uint32_t)pid, status);
+            char *how = zp__describe_status(pid, status);
             fail_run(d, zp__strdupf("task '%s': worker processes cannot "
                                     "start: %d in a row ended before saying "
                                     "HELLO; the last: %s",
                                     task(d), d->unborn, how ? how : "?"));
             free(how);
         } else if (!stopping(d)) {
-            count(&d->restarts, 1);
-            if (spawn_child(d, i) != 0)
-                fail_run(d, zp__strdupf("task '%s': cannot start a worker "
-                                        "process",
-                                        task(d)));
+            zp__count(&d->restarts, 1);
+            spawn(d, i);
         }
     }
 }
 
-static bool is_child(const zp__dispatch *d, pid_t pid)
-{
-    for (int i = 0; pid > 0 && i < d->nchildren; i++)
-        if (d->children[i] == pid)
-            return true;
-    return false;
-}
-
 static void kill_worker(zp__dispatch *d, dworker *w, char *why)
 {
-    if (is_child(d, (pid_t)w->pid))
+    if (zp__children_slot(d->kids, (pid_t)w->pid) >= 0)
         kill((pid_t)w->pid, SIGKILL); /* reap() replaces it */
     lose_worker(d, w, why);
+}
+
+/* The first in-flight batch that ran past the timeout, or NULL. */
+static dbatch *overdue(zp__dispatch *d, uint64_t now, uint64_t timeout)
+{
+    for (zp__qnode *n = d->inflight.head; n != NULL; n = n->next) {
+        dbatch *b = zp__dbatch_of(n);
+        /* A batch's clock starts when its worker could start it. */
+        uint64_t start = b->w->done > b->sent ? b->w->done : b->sent;
+        if (now - start > timeout * b->n && running(d, b))
+            return b;
+    }
+    return NULL;
 }
 
 /* Heartbeats out; workers unheard for too long, or stuck on an item past
@@ -1001,18 +789,10 @@ static void kill_worker(zp__dispatch *d, dworker *w, char *why)
 static void supervise(zp__dispatch *d, uint64_t now)
 {
     uint64_t timeout = (uint64_t)d->cfg.def->opts.timeout_ms * MS;
-    for (dbatch *b = d->inflight; timeout > 0 && b != NULL;) {
-        /* A batch's clock starts when its worker could start it. */
-        uint64_t start = b->w->done > b->sent ? b->w->done : b->sent;
-        if (now - start <= timeout * b->n || !running(d, b)) {
-            b = b->next;
-            continue;
-        }
+    for (dbatch *b; timeout > 0 && (b = overdue(d, now, timeout)) != NULL;)
         kill_worker(d, b->w,
                     zp__strdupf("it ran for more than %d ms (timeout)",
                                 d->cfg.def->opts.timeout_ms));
-        b = d->inflight; /* the list changed: look again */
-    }
     for (size_t i = 0; i < d->nworkers; i++) {
         dworker *w = d->workers[i];
         if (w->gone)
@@ -1047,7 +827,7 @@ static void check_waiting_for_workers(zp__dispatch *d, uint64_t now)
     bool any = false;
     for (size_t i = 0; i < d->nworkers && !any; i++)
         any = !d->workers[i]->gone && d->workers[i]->has_task;
-    if (any || d->waiting == NULL || d->nchildren > 0) {
+    if (any || zp__queue_empty(&d->waiting) || d->kids != NULL) {
         d->no_worker_since = now;
         return;
     }
@@ -1063,8 +843,8 @@ static void check_waiting_for_workers(zp__dispatch *d, uint64_t now)
 
 static bool finished(const zp__dispatch *d)
 {
-    return d->ended && d->waiting == NULL && d->inflight == NULL &&
-           d->fill_n == 0;
+    return d->ended && zp__queue_empty(&d->waiting) &&
+           zp__queue_empty(&d->inflight) && d->fill_n == 0;
 }
 
 static void step(zp__dispatch *d, msgpack_zone *zone)
@@ -1103,11 +883,10 @@ static void *dispatch_main(void *arg)
 {
     zp__dispatch *d = arg;
     msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
-    for (int i = 0; i < d->nchildren; i++)
-        if (spawn_child(d, i) != 0)
-            fail_run(d, zp__strdupf("task '%s': cannot start worker "
-                                    "processes: %s",
-                                    task(d), strerror(errno)));
+    /* Spawned by this thread: a child dies with the thread that spawned
+     * it (PR_SET_PDEATHSIG), and this one lasts as long as the stage. */
+    for (int i = 0; i < zp__children_count(d->kids) && !stopping(d); i++)
+        spawn(d, i);
     if (d->cfg.in == NULL) {
         msgpack_packer pk;
         msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
@@ -1117,103 +896,129 @@ static void *dispatch_main(void *arg)
         close_fill(d);
         d->ended = true;
     }
+    if (zone == NULL)
+        fail_run(d, zp__strdupf("task '%s': out of memory", task(d)));
     while (zone != NULL && !stopping(d) && !finished(d))
         step(d, zone);
     if (zone != NULL && !stopping(d))
         zp__tx_close(d->cfg.out->tx[0]);
     /* Process workers stay only for this run; remote ones for the next. */
-    if (d->nchildren > 0)
+    if (d->kids != NULL)
         say_bye(d);
     if (zone != NULL)
         msgpack_zone_free(zone);
     return NULL;
 }
 
-/* Tells the children to leave (SIGTERM: also those that never connected),
- * waits up to ~2 s for them, then kills the rest. */
-static void reap_all(zp__dispatch *d)
+/* ---- The stage ------------------------------------------------------------
+ */
+
+/* Where the stage's workers connect, malloc'ed into *out. */
+static int endpoint_of(const zp__stage_cfg *cfg, char **out, char **why)
 {
-    for (int i = 0; i < d->nchildren; i++)
-        if (d->children[i] > 0)
-            kill(d->children[i], SIGTERM);
-    for (int tries = 0; tries < 200; tries++) {
-        int left = 0;
-        for (int i = 0; i < d->nchildren; i++)
-            if (d->children[i] > 0 &&
-                waitpid(d->children[i], NULL, WNOHANG) == 0)
-                left++;
-            else
-                d->children[i] = 0;
-        if (left == 0)
-            return;
-        struct timespec t = {0, 10 * 1000 * 1000};
-        nanosleep(&t, NULL);
-    }
-    for (int i = 0; i < d->nchildren; i++)
-        if (d->children[i] > 0) {
-            kill(d->children[i], SIGKILL);
-            waitpid(d->children[i], NULL, 0);
+    if (cfg->def->opts.mode == ZP_PROCESS) {
+        const char *dir = NULL;
+        if (cfg->run->private_dir(cfg->run, &dir) != 0) {
+            *why = zp__strdupf("cannot make a private folder for its "
+                               "worker processes: %s",
+                               strerror(errno));
+            return ZP_EIO;
         }
+        *out = zp__strdupf("ipc://%s/s%u", dir, cfg->index);
+        return *out != NULL ? 0 : ZP_ENOMEM;
+    }
+    const char *listen = cfg->listen ? cfg->listen : getenv("ZPIPE_LISTEN");
+    if (listen == NULL || listen[0] == '\0') {
+        *why = zp__strdupf("it has mode=remote but the run listens nowhere: "
+                           "set zp_run_opts.listen or $ZPIPE_LISTEN");
+        return ZP_EINVAL;
+    }
+    *out = strdup(listen);
+    return *out != NULL ? 0 : ZP_ENOMEM;
 }
 
-zp__dispatch *zp__dispatch_new(const zp__dispatch_cfg *cfg, char **why)
+/* Binds the stage's endpoint and makes its children's slots. */
+static int set_up(zp__dispatch *d, char **why)
+{
+    const zp__stage_cfg *cfg = &d->cfg;
+    char *endpoint = NULL;
+    bool process = cfg->def->opts.mode == ZP_PROCESS;
+    int rc = endpoint_of(cfg, &endpoint, why);
+    if (rc != 0)
+        return rc;
+    d->hub =
+        zp__hub_new(cfg->zctx, endpoint, process ? NULL : cfg->curve_secret,
+                    process ? NULL : cfg->curve_allow, why);
+    if (d->hub == NULL)
+        rc = ZP_EIO;
+    else if (process && ((d->kids = zp__children_new(cfg->def->opts.workers,
+                                                     endpoint)) == NULL ||
+                         (d->greeted = calloc((size_t)cfg->def->opts.workers,
+                                              sizeof(bool))) == NULL))
+        rc = ZP_ENOMEM;
+    free(endpoint);
+    return rc;
+}
+
+static bool claims(const zp__stage_def *def)
+{
+    return def->opts.mode != ZP_INPROC;
+}
+
+static void shape(const zp__stage_def *def, size_t index, zp__stage_shape *out)
+{
+    (void)def;
+    (void)index;
+    *out = (zp__stage_shape){.senders = 1, .receivers = 1, .io_thread = true};
+}
+
+static int start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
 {
     zp__dispatch *d = calloc(1, sizeof *d);
+    *out = (zp__stage *)d;
     if (d == NULL)
-        return NULL;
+        return ZP_ENOMEM;
+    d->base.ops = &zp__dispatch_stage_ops;
     d->cfg = *cfg;
-    d->endpoint = strdup(cfg->endpoint);
-    if (d->endpoint == NULL)
-        goto out_destroy;
-    d->cfg.endpoint = d->endpoint;
     msgpack_sbuffer_init(&d->sb);
     msgpack_sbuffer_init(&d->fill);
     d->no_worker_since = zp__now_ns();
-    bool process = cfg->def->opts.mode == ZP_PROCESS;
-    d->hub = zp__hub_new(cfg->zctx, cfg->endpoint,
-                         process ? NULL : cfg->curve_secret,
-                         process ? NULL : cfg->curve_allow, why);
-    if (d->hub == NULL)
-        goto out_destroy;
-    if (process) {
-        d->children = calloc((size_t)cfg->def->opts.workers, sizeof(pid_t));
-        if (d->children == NULL)
-            goto out_destroy;
-        d->greeted = calloc((size_t)cfg->def->opts.workers, sizeof(bool));
-        if (d->greeted == NULL)
-            goto out_destroy;
-        /* Spawned by the dispatcher's thread: a child dies with the thread
-         * that spawned it (PR_SET_PDEATHSIG), and this one lasts as long
-         * as the stage. */
-        d->nchildren = cfg->def->opts.workers;
-    }
-    if (pthread_create(&d->thread, NULL, dispatch_main, d) != 0) {
-        *why = zp__strdupf("cannot start a thread");
-        goto out_destroy;
+    if (cfg->in != NULL) /* one consumer: nothing to spread */
+        zp__edge_set_slow(cfg->in, false);
+    int rc = set_up(d, why);
+    if (rc != 0)
+        return rc;
+    int err = pthread_create(&d->thread, NULL, dispatch_main, d);
+    if (err != 0) {
+        *why = zp__strdupf("cannot start its dispatcher thread: %s",
+                           strerror(err));
+        return ZP_EIO;
     }
     d->started = true;
-    return d;
-out_destroy:
-    zp__dispatch_destroy(&d);
-    return NULL;
+    return 0;
 }
 
-void zp__dispatch_join(zp__dispatch *d)
+static void stop(zp__stage *s)
 {
-    if (d != NULL && d->started) {
+    zp__edge_wake(((zp__dispatch *)s)->cfg.out);
+}
+
+static void join(zp__stage *s)
+{
+    zp__dispatch *d = (zp__dispatch *)s;
+    if (d->started) {
         pthread_join(d->thread, NULL);
         d->started = false;
     }
 }
 
-void zp__dispatch_destroy(zp__dispatch **dp)
+static void destroy(zp__stage **sp)
 {
-    zp__dispatch *d = *dp;
+    zp__dispatch *d = (zp__dispatch *)*sp;
     if (d == NULL)
         return;
-    zp__dispatch_join(d);
-    reap_all(d);
-    free(d->children);
+    join(&d->base);
+    zp__children_destroy(&d->kids);
     free(d->greeted);
     zp__hub_destroy(&d->hub);
     for (size_t i = 0; i < d->nworkers; i++) {
@@ -1221,26 +1026,32 @@ void zp__dispatch_destroy(zp__dispatch **dp)
         free(d->workers[i]);
     }
     free(d->workers);
-    free_list(d->waiting);
-    free_list(d->inflight);
-    free_list(d->held);
+    zp__dbatch_free_all(&d->waiting);
+    zp__dbatch_free_all(&d->inflight);
+    zp__dbatch_free_all(&d->held);
     msgpack_sbuffer_destroy(&d->sb);
     msgpack_sbuffer_destroy(&d->fill);
-    free(d->endpoint);
     free(d);
-    *dp = NULL;
+    *sp = NULL;
 }
 
-void zp__dispatch_stats(const zp__dispatch *d, zp_stage_stats *st)
+static void stats(zp__stage *s, zp_stage_stats *st)
 {
-    const zp__wstats *s = &d->stats;
-    st->items_in += atomic_load_explicit(&s->in, memory_order_relaxed);
-    st->items_out += atomic_load_explicit(&s->out, memory_order_relaxed);
-    st->failed += atomic_load_explicit(&s->failed, memory_order_relaxed);
-    st->retried += atomic_load_explicit(&s->retried, memory_order_relaxed);
-    st->skipped += atomic_load_explicit(&s->skipped, memory_order_relaxed);
+    const zp__dispatch *d = (const zp__dispatch *)s;
+    zp__wstats_add(&d->stats, st);
     st->restarts += atomic_load(&d->restarts);
     st->in_flight += atomic_load(&d->items_out);
     st->peak_in_flight += atomic_load(&d->items_peak);
     st->workers_alive += atomic_load(&d->alive);
 }
+
+const zp__stage_ops zp__dispatch_stage_ops = {
+    .kind = "worker processes",
+    .claims = claims,
+    .shape = shape,
+    .start = start,
+    .stop = stop,
+    .join = join,
+    .stats = stats,
+    .destroy = destroy,
+};

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "worker/call.h"
+#include "core/clock.h"
 
 #define TTY_PERIOD_MS 250
 #define PLAIN_PERIOD_MS 1000

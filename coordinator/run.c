@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Runs, see run.h. A run of n stages has n edges: edge k carries stage k's
- * outputs to stage k+1, and the last one to the caller. Every socket is
- * made by zp_start before any thread starts (thread creation publishes
- * them), used by exactly one thread while the run goes, and closed by
- * zp_finish after every thread is joined. Stopping (a failure or
- * zp_cancel) sets the stop flag, wakes producers waiting for credits and
+ * outputs to stage k+1, and the last one to the caller. Each stage runs as
+ * its kind says (coordinator/stage.c picks it; worker/stage.h is the
+ * interface): the run asks each kind its shape, builds the edges to fit,
+ * then starts, stops, joins and frees the stages through their ops, never
+ * asking which kind a stage is. Every socket is made by zp_start before
+ * any thread starts (thread creation publishes them), used by exactly one
+ * thread while the run goes, and closed by zp_finish after every thread
+ * is joined. Stopping (a failure or zp_cancel) sets the stop flag, tells
+ * every stage to stop (which wakes producers waiting for credits) and
  * shuts the ZeroMQ context down, which makes every blocking socket call
  * return at once.
  */
@@ -15,40 +19,39 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
-#include "coordinator/dispatch.h"
-#include "coordinator/progress.h"
 #include "core/value.h"
-#include "worker/call.h"
+#include "coordinator/progress.h"
+#include "coordinator/stage.h"
 
 struct zp_run {
-    zp__runctl ctl;          /* first: workers see the run through it     */
-    zp_pipeline *p;          /* borrowed                                  */
-    pthread_mutex_t lock;    /* guards code, error, zctx, children        */
-    int code;                /* the first error's code, or 0              */
-    char *error;             /* owned; the first error's message          */
-    void *zctx;              /* owned ZeroMQ context; NULL once ended     */
-    size_t n;                /* stages (and edges) set up                 */
-    zp__stage_rt *stages;    /* owned, n                                  */
-    zp_stage_stats *final;   /* owned, n; the statistics once finished    */
-    zp__edge *edges;         /* owned, n                                  */
-    pthread_t *threads;      /* owned                                     */
-    size_t nthreads;         /* started                                   */
-    zp__rx *out;             /* borrowed from edges[n-1]: the caller's    */
-    char *args;              /* owned packed arguments                    */
-    msgpack_zone *args_zone; /* owned; holds args_obj                     */
+    zp__runctl ctl;              /* first: stages see the run through it      */
+    zp_pipeline *p;              /* borrowed                                  */
+    pthread_mutex_t lock;        /* guards code, error, zctx, children,
+                                    stages, nstarted, tmpdir                  */
+    int code;                    /* the first error's code, or 0              */
+    char *error;                 /* owned; the first error's message          */
+    void *zctx;                  /* owned ZeroMQ context; NULL once ended     */
+    size_t n;                    /* edges set up                              */
+    const zp__stage_ops **kinds; /* owned, p->n; each stage's kind        */
+    zp__stage_shape *shapes;     /* owned, p->n                               */
+    zp__stage **stages;          /* owned, p->n; NULL until started           */
+    size_t nstarted;             /* stages[0..nstarted) may be running        */
+    zp_stage_stats *final;       /* owned, n; the statistics once finished    */
+    zp__edge *edges;             /* owned, n                                  */
+    zp__rx *out;                 /* borrowed from edges[n-1]: the caller's    */
+    char *args;                  /* owned packed arguments                    */
+    msgpack_zone *args_zone;     /* owned; holds args_obj                     */
     msgpack_object args_obj;
-    bool ended;              /* the caller saw the end of the outputs     */
-    bool finished;           /* zp_finish has run                         */
-    zp__runctl *parent;      /* borrowed; the run that started this one   */
-    zp__dispatch **dispatch; /* owned, n; NULL for thread stages      */
-    char *tmpdir;            /* owned; process workers' endpoints     */
-    char *listen;            /* owned copies of zp_run_opts strings   */
+    bool ended;         /* the caller saw the end of the outputs     */
+    bool finished;      /* zp_finish has run                         */
+    zp__runctl *parent; /* borrowed; the run that started this one   */
+    char *tmpdir;       /* owned; the run's private folder, or NULL  */
+    char *listen;       /* owned copies of zp_run_opts strings       */
     char *curve_secret;
     char *curve_allow;
     int wait_workers_ms;
@@ -59,6 +62,16 @@ struct zp_run {
     char *stats_path;       /* owned copy of zp_run_opts.stats_path    */
     uint64_t started;       /* ns, when the run was started            */
     uint64_t took;          /* ns, from start to the end of teardown   */
+};
+
+/* What zp_start() returns when not even a run can be allocated: a run
+ * that failed, whose every function works, and that nothing frees. */
+static zp_run out_of_memory = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .code = ZP_ENOMEM,
+    .error = (char *)"cannot start the run: out of memory",
+    .ended = true,
+    .finished = true,
 };
 
 /* Run ids start at a random point in every process: a remote worker that
@@ -86,8 +99,9 @@ static void run_fail(zp__runctl *ctl, int code, char *msg)
     }
     atomic_store(&r->ctl.stop, true);
     zp__zctx_shutdown(r->zctx);
-    for (size_t k = 0; k < r->n; k++)
-        zp__edge_wake(&r->edges[k]);
+    for (size_t k = 0; k < r->nstarted; k++)
+        if (r->stages[k] != NULL)
+            r->kinds[k]->stop(r->stages[k]);
     for (size_t i = 0; i < r->nchildren; i++)
         zp_cancel(r->children[i]);
     pthread_mutex_unlock(&r->lock);
@@ -118,195 +132,116 @@ static int load_args(zp_run *r, const char *args, size_t len)
     return 0;
 }
 
-/* Whether the stage's workers are other processes (a dispatcher). */
-static bool elsewhere(const zp__stage_def *s)
-{
-    return s->opts.mode != ZP_INPROC;
-}
-
-/* Whether the stage has one worker in this process: a dispatcher, or an
- * async stage's loop. */
-static bool single(const zp__stage_def *s)
-{
-    return elsewhere(s) || s->afn != NULL;
-}
-
-static int edge_producers(const zp__stage_def *s, size_t k)
-{
-    return single(s) || (k > 0 && s->opts.ordered) ? 1 : s->opts.workers;
-}
-
-static int edge_consumers(const zp__stage_def *s)
-{
-    return single(s) ? 1 : s->opts.workers;
-}
-
 static int make_edges(zp_run *r, unsigned long id)
 {
-    const zp__stage_def *s = r->p->stages;
     size_t n = r->p->n;
     for (size_t k = 0; k < n; k++) {
         char name[64];
         snprintf(name, sizeof name, "zp-%lu-%zu", id, k);
-        int consumers = k + 1 < n ? edge_consumers(&s[k + 1]) : 1;
-        int rc =
-            zp__edge_init(&r->edges[k], r->zctx, name, edge_producers(&s[k], k),
-                          consumers, s[k].opts.throttle, &r->ctl.stop);
+        const zp__stage_shape *next = k + 1 < n ? &r->shapes[k + 1] : NULL;
+        int rc = zp__edge_init(&r->edges[k], r->zctx, name,
+                               r->shapes[k].senders, next ? next->receivers : 1,
+                               r->p->stages[k].opts.throttle, &r->ctl.stop);
         r->n = k + 1;
-        if (k + 1 == n) /* the caller: one consumer, nothing to balance */
+        if (next == NULL) /* the caller: one consumer, nothing to balance */
             zp__edge_set_slow(&r->edges[k], false);
-        r->edges[k].defer_release = k + 1 < n && s[k + 1].opts.ordered &&
-                                    !s[k + 1].opts.join &&
-                                    !elsewhere(&s[k + 1]);
+        r->edges[k].defer_release = next != NULL && next->late_release;
         if (rc != 0)
             return rc;
     }
     return 0;
 }
 
-static int make_stages(zp_run *r)
+/* The kind and shape of every stage; the ZeroMQ context they all need. */
+static int plan(zp_run *r)
 {
-    for (size_t k = 0; k < r->n; k++) {
-        int rc = zp__stage_init(&r->stages[k], &r->p->stages[k], &r->ctl,
-                                k ? &r->edges[k - 1] : NULL, &r->edges[k],
-                                k ? NULL : &r->args_obj);
-        if (rc != 0)
-            return rc;
+    size_t n = r->p->n;
+    int sockets = 1;
+    bool io = false;
+    for (size_t k = 0; k < n; k++) {
+        r->kinds[k] = zp__stage_kind(&r->p->stages[k]);
+        r->kinds[k]->shape(&r->p->stages[k], k, &r->shapes[k]);
+        sockets += r->shapes[k].senders + r->shapes[k].receivers + 2;
+        io = io || r->shapes[k].io_thread;
     }
-    return 0;
+    r->zctx = zp__zctx_new(sockets, io);
+    return r->zctx != NULL ? 0 : ZP_ENOMEM;
 }
 
-static int start_threads(zp_run *r)
+static int start_stage(zp_run *r, size_t k, unsigned long id)
 {
-    size_t total = 0;
-    for (size_t k = 0; k < r->n; k++)
-        total += (size_t)r->stages[k].nworkers;
-    r->threads = calloc(total, sizeof *r->threads);
-    if (r->threads == NULL)
-        return ZP_ENOMEM;
-    for (size_t k = 0; k < r->n; k++)
-        for (int j = 0; j < r->stages[k].nworkers; j++) {
-            zp__worker *w = zp__stage_worker(&r->stages[k], j);
-            if (pthread_create(&r->threads[r->nthreads], NULL, zp__worker_main,
-                               w) != 0)
-                return ZP_EIO;
-            r->nthreads++;
-        }
-    return 0;
-}
-
-/* Sockets of the run: a sender per producer, a receiver per consumer. */
-static int socket_count(const zp_pipeline *p)
-{
-    int total = 1;
-    for (size_t k = 0; k < p->n; k++)
-        total += edge_producers(&p->stages[k], k) +
-                 edge_consumers(&p->stages[k]) + 2;
-    return total;
-}
-
-/* Where the workers of stage k connect. */
-static int endpoint_of(zp_run *r, size_t k, char *out, size_t len)
-{
-    if (r->p->stages[k].opts.mode == ZP_PROCESS) {
-        if (r->tmpdir == NULL) {
-            char tmpl[] = "/tmp/zpipe-XXXXXX"; /* mkdtemp makes it 0700 */
-            const char *dir = mkdtemp(tmpl);
-            if (dir == NULL || (r->tmpdir = strdup(dir)) == NULL)
-                return ZP_EIO;
-        }
-        snprintf(out, len, "ipc://%s/s%zu", r->tmpdir, k);
-        return 0;
-    }
-    const char *listen = r->listen ? r->listen : getenv("ZPIPE_LISTEN");
-    if (listen == NULL || listen[0] == '\0')
-        return ZP_EINVAL;
-    snprintf(out, len, "%s", listen);
-    return 0;
-}
-
-static int start_dispatcher(zp_run *r, size_t k, unsigned long id)
-{
-    char endpoint[512];
-    char *why = NULL;
     const zp__stage_def *def = &r->p->stages[k];
-    int rc = endpoint_of(r, k, endpoint, sizeof endpoint);
-    if (rc == ZP_EINVAL) {
-        failf(r, rc,
-              "task '%s' has mode=remote but the run listens "
-              "nowhere: set zp_run_opts.listen or $ZPIPE_LISTEN",
-              def->name);
-        return rc;
-    }
-    zp__dispatch_cfg cfg = {.def = def,
-                            .run = &r->ctl,
-                            .run_id = id,
-                            .stage = (uint32_t)k,
-                            .in = k ? &r->edges[k - 1] : NULL,
-                            .out = &r->edges[k],
-                            .args = &r->args_obj,
-                            .zctx = r->zctx,
-                            .endpoint = endpoint,
-                            .curve_secret = r->curve_secret,
-                            .curve_allow = r->curve_allow,
-                            .wait_workers_ms = r->wait_workers_ms};
-    if (rc == 0 && (r->dispatch[k] = zp__dispatch_new(&cfg, &why)) == NULL)
-        rc = ZP_EIO;
+    zp__stage_cfg cfg = {.def = def,
+                         .run = &r->ctl,
+                         .run_id = id,
+                         .index = (uint32_t)k,
+                         .in = k ? &r->edges[k - 1] : NULL,
+                         .out = &r->edges[k],
+                         .args = &r->args_obj,
+                         .zctx = r->zctx,
+                         .listen = r->listen,
+                         .curve_secret = r->curve_secret,
+                         .curve_allow = r->curve_allow,
+                         .wait_workers_ms = r->wait_workers_ms};
+    char *why = NULL;
+    zp__stage *st = NULL;
+    int rc = r->kinds[k]->start(&cfg, &st, &why);
+    pthread_mutex_lock(&r->lock);
+    r->stages[k] = st;
+    if (st != NULL)
+        r->nstarted = k + 1;
+    bool stop = atomic_load(&r->ctl.stop);
+    pthread_mutex_unlock(&r->lock);
+    if (stop && st != NULL) /* it started after the run had stopped */
+        r->kinds[k]->stop(st);
     if (rc != 0)
         failf(r, rc, "task '%s': %s", def->name, why ? why : zp_strerror(rc));
     free(why);
     return rc;
 }
 
-static int start_dispatchers(zp_run *r, unsigned long id)
-{
-    int remote = 0;
-    for (size_t k = 0; k < r->n; k++)
-        remote += r->p->stages[k].opts.mode == ZP_REMOTE;
-    if (remote > 1) {
-        failf(r, ZP_EINVAL,
-              "this version serves one remote stage per run "
-              "(it listens on one endpoint); %d were given",
-              remote);
-        return ZP_EINVAL;
-    }
-    for (size_t k = 0; k < r->n; k++)
-        if (elsewhere(&r->p->stages[k]) && start_dispatcher(r, k, id) != 0)
-            return ZP_EINVAL; /* already reported */
-    return 0;
-}
-
-static bool any_elsewhere(const zp_pipeline *p)
-{
-    for (size_t k = 0; k < p->n; k++)
-        if (elsewhere(&p->stages[k]))
-            return true;
-    return false;
-}
+/* Builds the run: returns 0, or an error code already reported to it
+ * (ZP__REPORTED) or not (any other). */
+#define ZP__REPORTED 1
 
 static int build(zp_run *r)
 {
     pthread_once(&run_id_once, seed_run_ids);
     unsigned long id = atomic_fetch_add(&next_run_id, 1);
     size_t n = r->p->n;
-    r->zctx = zp__zctx_new(socket_count(r->p), any_elsewhere(r->p));
-    r->dispatch = calloc(n, sizeof *r->dispatch);
-    r->edges = calloc(n, sizeof *r->edges);
+    r->kinds = calloc(n, sizeof *r->kinds);
+    r->shapes = calloc(n, sizeof *r->shapes);
     r->stages = calloc(n, sizeof *r->stages);
+    r->edges = calloc(n, sizeof *r->edges);
     r->final = calloc(n, sizeof *r->final);
-    if (r->zctx == NULL || r->edges == NULL || r->stages == NULL ||
-        r->final == NULL || r->dispatch == NULL)
+    if (r->kinds == NULL || r->shapes == NULL || r->stages == NULL ||
+        r->edges == NULL || r->final == NULL)
         return ZP_ENOMEM;
-    int rc = make_edges(r, id);
+    int rc = plan(r);
     if (rc == 0)
-        rc = make_stages(r);
-    if (rc == 0) {
-        r->out = r->edges[n - 1].rx[0];
-        rc = start_threads(r);
+        rc = make_edges(r, id);
+    if (rc != 0)
+        return rc;
+    r->out = r->edges[n - 1].rx[0];
+    for (size_t k = 0; k < n; k++)
+        if (start_stage(r, k, id) != 0)
+            return ZP__REPORTED;
+    return 0;
+}
+
+/* The run's private folder, see zp__runctl. */
+static int private_dir(zp__runctl *ctl, const char **dir)
+{
+    zp_run *r = (zp_run *)ctl;
+    pthread_mutex_lock(&r->lock);
+    if (r->tmpdir == NULL) {
+        char tmpl[] = "/tmp/zpipe-XXXXXX"; /* mkdtemp makes it 0700 */
+        if (mkdtemp(tmpl) != NULL)
+            r->tmpdir = strdup(tmpl);
     }
-    if (rc == 0)
-        rc = start_dispatchers(r, id);
-    return rc;
+    *dir = r->tmpdir;
+    pthread_mutex_unlock(&r->lock);
+    return *dir != NULL ? 0 : ZP_EIO;
 }
 
 static void adopt(zp__runctl *parent, zp_run *child)
@@ -342,6 +277,7 @@ static zp_run *run_new(zp_pipeline *p)
     if (r == NULL)
         return NULL;
     r->ctl.fail = run_fail;
+    r->ctl.private_dir = private_dir;
     r->p = p;
     r->started = zp__now_ns();
     pthread_mutex_init(&r->lock, NULL);
@@ -373,15 +309,17 @@ zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
 {
     zp_run *r = run_new(p);
     if (r == NULL)
-        return NULL;
-    if (set_opts(r, o) != 0) {
-        failf(r, ZP_EINVAL,
-              "invalid run options: curve_secret needs "
-              "curve_allow, the file of allowed worker keys");
+        return &out_of_memory;
+    int rc = set_opts(r, o);
+    if (rc != 0) {
+        failf(r, rc, "invalid run options: %s",
+              rc == ZP_EINVAL ? "curve_secret needs curve_allow, the file "
+                                "of allowed worker keys"
+                              : zp_strerror(rc));
         return r;
     }
     const char *why = zp_pipeline_error(p);
-    int rc = why ? ZP_EINVAL : load_args(r, args, len);
+    rc = why ? ZP_EINVAL : load_args(r, args, len);
     if (rc == 0)
         rc = build(r);
     if (rc == 0 && r->want_progress)
@@ -391,12 +329,7 @@ zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
         adopt(parent, r);
     if (why != NULL)
         failf(r, rc, "invalid pipeline: %s", why);
-    else if (rc == ZP_EIO)
-        failf(r, rc,
-              "cannot start the run: creating its sockets and "
-              "threads failed: %s",
-              strerror(errno));
-    else if (rc != 0)
+    else if (rc != 0 && rc != ZP__REPORTED)
         failf(r, rc, "cannot start the run: %s", zp_strerror(rc));
     return r;
 }
@@ -415,7 +348,9 @@ zp_run *zp_start_with(zp_pipeline *p, const char *args_json,
         r = zp__run_start_packed(p, sb.data, sb.size, o, NULL);
     } else {
         r = run_new(p);
-        if (r != NULL)
+        if (r == NULL)
+            r = &out_of_memory;
+        else
             failf(r, rc, "invalid run arguments: %s",
                   why ? why : zp_strerror(rc));
     }
@@ -461,17 +396,14 @@ int zp__run_poll(zp_run *r, const msgpack_object **out)
 
 static void stats_of(zp_run *r, size_t i, zp_stage_stats *st)
 {
-    zp__stage_rt *s = &r->stages[i];
+    const zp__stage_def *def = &r->p->stages[i];
     memset(st, 0, sizeof *st);
-    st->task = s->def->name;
-    st->workers = s->def->opts.workers;
+    st->task = def->name;
+    st->workers = def->opts.workers;
     st->throttle = (int)r->edges[i].limit;
     st->queue_hwm = atomic_load(&r->edges[i].hwm);
-    zp__stage_stats(s, st);
-    if (r->dispatch[i] != NULL) {
-        st->workers = s->def->opts.workers;
-        zp__dispatch_stats(r->dispatch[i], st);
-    }
+    if (r->stages[i] != NULL)
+        r->kinds[i]->stats(r->stages[i], st);
 }
 
 /* Removes the process workers' directory and what ZeroMQ left in it. */
@@ -499,10 +431,9 @@ void zp__run_remove_tmpdir(const zp_run *r)
 
 static void teardown(zp_run *r)
 {
-    for (size_t i = 0; i < r->nthreads; i++)
-        pthread_join(r->threads[i], NULL);
-    for (size_t k = 0; r->dispatch != NULL && k < r->n; k++)
-        zp__dispatch_join(r->dispatch[k]);
+    for (size_t k = 0; k < r->nstarted; k++)
+        if (r->stages[k] != NULL)
+            r->kinds[k]->join(r->stages[k]);
     for (size_t k = 0; r->out != NULL && k < r->n; k++)
         stats_of(r, k, &r->final[k]);
     r->took = zp__now_ns() - r->started;
@@ -511,12 +442,12 @@ static void teardown(zp_run *r)
     pthread_mutex_unlock(&r->lock);
     /* Before anything it may be reading goes. */
     zp__progress_stop(&r->progress, r->final, r->n, code, r->took);
-    for (size_t k = 0; r->dispatch != NULL && k < r->n; k++)
-        zp__dispatch_destroy(&r->dispatch[k]);
-    for (size_t k = 0; k < r->n; k++) {
-        zp__stage_fini(&r->stages[k]);
+    for (size_t k = 0; k < r->nstarted; k++)
+        if (r->stages[k] != NULL)
+            r->kinds[k]->destroy(&r->stages[k]);
+    r->nstarted = 0;
+    for (size_t k = 0; k < r->n; k++)
         zp__edge_fini(&r->edges[k]);
-    }
     pthread_mutex_lock(&r->lock);
     void *zctx = r->zctx;
     r->zctx = NULL;
@@ -581,7 +512,7 @@ void zp_cancel(zp_run *r)
 
 void zp_run_free(zp_run *r)
 {
-    if (r == NULL)
+    if (r == NULL || r == &out_of_memory)
         return;
     if (!r->finished) {
         zp_cancel(r);
@@ -589,10 +520,10 @@ void zp_run_free(zp_run *r)
     }
     if (r->parent != NULL)
         zp__run_detach(r, r->parent);
-    free(r->threads);
+    free(r->kinds);
+    free(r->shapes);
     free(r->stages);
     free(r->final);
-    free(r->dispatch);
     free(r->tmpdir);
     free(r->listen);
     free(r->curve_secret);

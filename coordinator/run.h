@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Runs: building the stages, edges and threads of one run of a pipeline,
+ * Runs: building the stages and edges of one run of a pipeline,
  * handing its outputs to the caller, stopping and tearing it down. Part of
  * coordinator, the top layer.
  */
 #ifndef ZP_COORDINATOR_RUN_H
 #define ZP_COORDINATOR_RUN_H
 
-#include "worker/thread.h"
+#include "transport/link.h"
+#include "worker/call.h"
 
 /*
  * Starts a run whose arguments are already packed (a msgpack array). The

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tests of the zpipe CLI (coordinator/cli.c and the modules under it),
+ * Tests of the zpipe CLI (cli/: cli.c and the modules beside it),
  * run as users run it: the real executable, spawned with its stdin,
  * stdout and stderr on pipes, with plugins built by the test suite
  * (tests/plugins/). Every command, every error exit status, JSON lines in

@@ -16,8 +16,7 @@
 #include "tests/testutil.h"
 
 #include "core/pipeline.h"
-#include "worker/call.h"
-#include "worker/thread.h"
+#include "worker/stage.h"
 
 typedef struct fake_run {
     zp__runctl ctl;
@@ -44,8 +43,7 @@ typedef struct rig {
     fake_run run;
     zp_pipeline *p;
     zp__edge in, out;
-    zp__stage_rt st;
-    pthread_t threads[16];
+    zp__stage *st;
     pthread_t *feeder; /* the thread feeding the input, once started */
 } rig;
 
@@ -71,12 +69,15 @@ static void rig_start(rig *g, zp_pipeline *p, int in_limit)
                      0);
     g->in.defer_release = def->opts.ordered;
     zp__edge_set_slow(&g->out, false);
-    assert_int_equal(
-        zp__stage_init(&g->st, def, &g->run.ctl, &g->in, &g->out, NULL), 0);
-    for (int j = 0; j < g->st.nworkers; j++)
-        assert_int_equal(pthread_create(&g->threads[j], NULL, zp__worker_main,
-                                        zp__stage_worker(&g->st, j)),
-                         0);
+    zp__stage_cfg cfg = {.def = def,
+                         .run = &g->run.ctl,
+                         .index = 1,
+                         .in = &g->in,
+                         .out = &g->out,
+                         .zctx = g->run.zctx};
+    char *why = NULL;
+    assert_int_equal(zp__thread_stage_ops.start(&cfg, &g->st, &why), 0);
+    assert_null(why);
 }
 
 typedef struct feeder {
@@ -124,9 +125,9 @@ static char *rig_stop(rig *g)
 {
     if (g->feeder != NULL)
         pthread_join(*g->feeder, NULL);
-    for (int j = 0; j < g->st.nworkers; j++)
-        pthread_join(g->threads[j], NULL);
-    zp__stage_fini(&g->st);
+    zp__thread_stage_ops.join(g->st);
+    zp__thread_stage_ops.destroy(&g->st);
+    assert_null(g->st);
     zp__edge_fini(&g->in);
     zp__edge_fini(&g->out);
     zp__zctx_term(g->run.zctx);
@@ -212,7 +213,7 @@ static void test_outputs_of_a_failed_attempt_are_dropped(void **state)
     feed(&g, N);
     int n = drain(&g, out, 2 * N);
     zp_stage_stats st = {0};
-    zp__stage_stats(&g.st, &st);
+    zp__thread_stage_ops.stats(g.st, &st);
     assert_null(rig_stop(&g));
     assert_int_equal(n, N);
     assert_int_equal(st.retried, N);

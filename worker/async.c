@@ -22,7 +22,9 @@
 #include <uv.h>
 
 #include "core/error.h"
+#include "core/list.h"
 #include "worker/call.h"
+#include "worker/stage.h"
 
 /* A zone chunk per call: enough for a small item without a malloc. */
 #define ZONE_CHUNK 256
@@ -35,7 +37,7 @@ typedef struct engine engine;
 typedef struct acall {
     zp_call call; /* first: a zp_call of an async task is an acall */
     engine *eng;
-    struct acall *next;         /* free list or retry queue             */
+    zp__qnode node;             /* free list or retry queue             */
     const msgpack_object *item; /* the input every attempt runs on      */
     msgpack_object input;       /* a copied item: in `raw` and `zone`   */
     char *raw;                  /* owned bytes of a copied item         */
@@ -45,7 +47,6 @@ typedef struct acall {
     uint64_t started; /* when the attempt began, ns */
     int attempt;
     bool live; /* started, not yet ended */
-    bool hold; /* outputs wait in the call until it ends */
     void *tag; /* the driver's: the call's batch */
 } acall;
 
@@ -53,8 +54,8 @@ typedef struct acall {
 typedef struct source {
     const msgpack_object *item;
     uint64_t index;
-    bool copy;     /* the item must be copied to outlive the call */
-    zp__worker *w; /* the call's worker: stage definition and run */
+    bool copy;                /* the item must be copied to outlive the call */
+    const zp__stage_def *def; /* the call's task */
     void *tag;
 } source;
 
@@ -85,19 +86,23 @@ struct engine {
     uv_poll_t poll;    /* the input socket's ZMQ_FD (stage driver)    */
     bool polling;
     const driver *drv;
-    zp__worker *w; /* borrowed: the run (or server), stats; the stage
-                      driver's sockets and definition */
-    acall *slots;  /* owned, nslots */
+    zp__runctl *run;   /* borrowed: failures and the stop flag        */
+    zp__wstats *stats; /* borrowed: where calls count                 */
+    acall *slots;      /* owned, nslots */
     int nslots;
-    acall *free_list;
-    acall *retry_head, *retry_tail;
-    int live;        /* calls started and not ended */
-    bool input_over; /* no more items will come */
-    bool starved;    /* the last look at the input found nothing */
-    bool over;       /* the loop is ending */
-    bool loop_ready; /* uv_loop_init succeeded */
-    int rc;          /* the engine's own first error */
-    /* The stage driver. */
+    zp__queue free_slots; /* of acall */
+    zp__queue retries;    /* of acall: attempts to run again */
+    int live;             /* calls started and not ended */
+    bool input_over;      /* no more items will come */
+    bool starved;         /* the last look at the input found nothing */
+    bool over;            /* the loop is ending */
+    bool loop_ready;      /* uv_loop_init succeeded */
+    int rc;               /* the engine's own first error */
+    /* The stage driver: what zp__stage_cfg says, and its sockets. */
+    const zp__stage_cfg *cfg;
+    zp__rx *rx; /* NULL for the first stage */
+    zp__tx *tx;
+    bool ordered;
     bool first_given; /* the first stage's one call started */
     backlog bl;
     zp__order order;
@@ -105,21 +110,13 @@ struct engine {
 
 static bool stopping(const engine *e)
 {
-    return atomic_load_explicit(&e->w->stage->run->stop, memory_order_relaxed);
-}
-
-static void add(_Atomic uint64_t *counter, uint64_t n)
-{
-    atomic_store_explicit(
-        counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
-        memory_order_relaxed);
+    return atomic_load_explicit(&e->run->stop, memory_order_relaxed);
 }
 
 /* The stage's task, for messages about the engine. */
 static const char *name_of(const engine *e)
 {
-    const zp__stage_def *def = e->w->stage->def;
-    return def != NULL ? def->name : "(async worker)";
+    return e->cfg != NULL ? e->cfg->def->name : "(async worker)";
 }
 
 /* Records the engine's first error and stops the run with it. */
@@ -127,26 +124,18 @@ static void engine_fail(engine *e, int rc, char *msg)
 {
     if (e->rc == 0)
         e->rc = rc;
-    e->w->stage->run->fail(e->w->stage->run, rc, msg);
+    e->run->fail(e->run, rc, msg);
 }
 
 /* ---- Calls --------------------------------------------------------------- */
-
-/* The time for busy_ns: the coarse clock (a few ms of resolution, as the
- * loop's own) costs a memory read, where a precise one would cost as much
- * as a trivial call. Summed over many calls, its errors cancel out. */
-static uint64_t coarse_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 static void attempt(acall *a)
 {
     uv_loop_t *loop = &a->eng->loop;
     zp__call_begin(&a->call, a->item, a->call.index);
-    a->started = coarse_ns();
+    /* The coarse clock, as the loop's own: a precise one would cost as
+     * much as a trivial call. */
+    a->started = zp__coarse_ns();
     /* Calls start in bursts: without this, a timer started late in a
      * burst would count from the time the burst began, and the loop's
      * next wait would end late by the length of the burst. */
@@ -184,7 +173,7 @@ static int copy_item(engine *e, acall *a)
 
 static void note_in_flight(engine *e)
 {
-    zp__wstats *s = &e->w->stats;
+    zp__wstats *s = e->stats;
     atomic_store_explicit(&s->in_flight, (uint64_t)e->live,
                           memory_order_relaxed);
     if ((uint64_t)e->live >
@@ -195,27 +184,22 @@ static void note_in_flight(engine *e)
 
 static int start(engine *e, const source *src)
 {
-    acall *a = e->free_list;
+    acall *a = zp__container_of(e->free_slots.head, acall, node);
     a->item = src->item;
     if (src->copy) {
         int rc = copy_item(e, a);
         if (rc != 0)
             return rc;
     }
-    e->free_list = a->next;
-    a->next = NULL;
+    zp__queue_pop(&e->free_slots);
     a->live = true;
     a->attempt = 0;
     a->tag = src->tag;
-    a->call.w = src->w;
-    a->call.def = src->w->stage->def;
+    zp__call_init(&a->call, src->def, e->run, e->stats, e->ordered, NULL);
     a->call.index = src->index;
-    const zp_opts *o = &a->call.def->opts;
-    a->hold =
-        src->w->stage->ordered || o->retries > 0 || o->on_error == ZP_SKIP;
     e->live++;
     note_in_flight(e);
-    add(&e->w->stats.in, 1);
+    zp__count(&e->stats->in, 1);
     attempt(a);
     return 0;
 }
@@ -224,8 +208,7 @@ static void release(engine *e, acall *a)
 {
     a->live = false;
     zp__call_drop(&a->call);
-    a->next = e->free_list;
-    e->free_list = a;
+    zp__queue_push_front(&e->free_slots, &a->node);
     e->live--;
     note_in_flight(e);
 }
@@ -248,7 +231,7 @@ static int pass_on(engine *e, acall *a)
 int zp__async_emitted(zp_call *c)
 {
     acall *a = (acall *)c;
-    if (a->hold)
+    if (c->hold)
         return 0;
     int rc = pass_on(a->eng, a);
     if (rc != 0 && rc != ZP_ECANCELED)
@@ -256,19 +239,6 @@ int zp__async_emitted(zp_call *c)
                     zp__strdupf("task '%s': sending an output: %s",
                                 c->def->name, zp_strerror(rc)));
     return rc;
-}
-
-/* The outcome of an ended attempt: retry it, or end the call. */
-static int outcome_of(acall *a)
-{
-    const zp_opts *o = &a->call.def->opts;
-    zp_call *c = &a->call;
-    if (!c->failed)
-        return ZP__CALL_OK;
-    if (!c->broken && a->attempt < o->retries)
-        return ZP__AGAIN;
-    zp__call_drop(c);
-    return !c->broken && o->on_error == ZP_SKIP ? ZP__CALL_SKIPPED : ZP_ETASK;
 }
 
 void zp__async_end(zp_call *c)
@@ -282,28 +252,24 @@ void zp__async_end(zp_call *c)
                 c->def->name);
         return;
     }
-    zp__wstats *s = &e->w->stats;
-    add(&s->busy_ns, coarse_ns() - a->started);
+    zp__wstats *s = e->stats;
+    zp__count(&s->busy_ns, zp__coarse_ns() - a->started);
     if (stopping(e)) {
         release(e, a);
         return;
     }
-    int outcome = outcome_of(a);
-    if (outcome == ZP__AGAIN) { /* the pump runs the next attempt */
+    int outcome = zp__call_outcome(c, a->attempt + 1);
+    if (outcome == ZP__CALL_RETRY) { /* the pump runs the next attempt */
         a->attempt++;
-        add(&s->retried, 1);
+        zp__count(&s->retried, 1);
         zp__call_drop(c);
-        if (e->retry_tail != NULL)
-            e->retry_tail->next = a;
-        else
-            e->retry_head = a;
-        e->retry_tail = a;
+        zp__queue_push(&e->retries, &a->node);
         return;
     }
     if (outcome != ZP__CALL_OK)
-        add(&s->failed, 1);
+        zp__count(&s->failed, 1);
     if (outcome == ZP__CALL_SKIPPED)
-        add(&s->skipped, 1);
+        zp__count(&s->skipped, 1);
     int rc = e->drv->ended(e, a, outcome);
     if (rc != 0 && rc != ZP_ECANCELED && rc != ZP_ETASK)
         engine_fail(e, rc,
@@ -330,12 +296,8 @@ void zp_done(zp_call *c)
 
 static void drop_retries(engine *e)
 {
-    while (e->retry_head != NULL) {
-        acall *a = e->retry_head;
-        e->retry_head = a->next;
-        release(e, a);
-    }
-    e->retry_tail = NULL;
+    for (zp__qnode *n; (n = zp__queue_pop(&e->retries)) != NULL;)
+        release(e, zp__container_of(n, acall, node));
 }
 
 /* Moves waiting outputs on (stage driver); true when none wait. */
@@ -343,7 +305,7 @@ static bool drain(engine *e);
 
 static bool can_start(const engine *e)
 {
-    return e->free_list != NULL && e->bl.head == e->bl.n;
+    return !zp__queue_empty(&e->free_slots) && e->bl.head == e->bl.n;
 }
 
 /* Starts calls while it can; true when it stopped because it could not
@@ -351,17 +313,14 @@ static bool can_start(const engine *e)
 static bool start_more(engine *e)
 {
     while (can_start(e) && !stopping(e)) {
-        if (e->retry_head != NULL) {
-            acall *a = e->retry_head;
-            if ((e->retry_head = a->next) == NULL)
-                e->retry_tail = NULL;
-            a->next = NULL;
-            attempt(a);
+        zp__qnode *again = zp__queue_pop(&e->retries);
+        if (again != NULL) {
+            attempt(zp__container_of(again, acall, node));
             continue;
         }
         if (e->input_over)
             return false;
-        source src = {.w = e->w};
+        source src = {.def = e->cfg != NULL ? e->cfg->def : NULL};
         int rc = e->drv->next(e, &src);
         e->starved = rc == ZP__AGAIN;
         if (rc == 1 && (rc = start(e, &src)) == 0)
@@ -384,7 +343,7 @@ static void on_readable(uv_poll_t *h, int status, int events);
 /* Watches the input socket only while an item could start. */
 static void watch_input(engine *e)
 {
-    zp__rx *rx = e->w->rx;
+    zp__rx *rx = e->rx;
     bool want = rx != NULL && !e->input_over && can_start(e) && !stopping(e);
     if (want != e->polling) {
         if (want)
@@ -426,8 +385,8 @@ static void pump(engine *e)
         if (!blocked || !drained || !can_start(e))
             break;
     }
-    if (e->w->tx != NULL && !stopping(e)) {
-        int rc = zp__tx_flush(e->w->tx); /* never waits: see output() */
+    if (e->tx != NULL && !stopping(e)) {
+        int rc = zp__tx_flush(e->tx); /* never waits: see output() */
         if (rc != 0 && rc != ZP_ECANCELED)
             engine_fail(e, rc,
                         zp__strdupf("task '%s': sending outputs: %s",
@@ -486,10 +445,10 @@ static void engine_fini(engine *e)
     zp__order_fini(&e->order);
 }
 
-static int engine_init(engine *e, zp__worker *w, const driver *drv, int slots)
+/* Sets the engine up with `slots` calls in flight at most. The caller
+ * zeroed it and set its run, stats and driver's fields. */
+static int engine_init(engine *e, const driver *drv, int slots)
 {
-    memset(e, 0, sizeof *e);
-    e->w = w;
     e->drv = drv;
     msgpack_sbuffer_init(&e->bl.buf);
     if (uv_loop_init(&e->loop) != 0)
@@ -505,12 +464,8 @@ static int engine_init(engine *e, zp__worker *w, const driver *drv, int slots)
         if ((c->buf.data = malloc(CALL_BUF)) == NULL)
             return ZP_ENOMEM;
         c->buf.alloc = CALL_BUF;
-        msgpack_packer_init(&c->pk, &c->buf, msgpack_sbuffer_write);
-        c->parked = true;
-        c->async = true;
         a->eng = e;
-        a->next = e->free_list;
-        e->free_list = a;
+        zp__queue_push_front(&e->free_slots, &a->node);
     }
     uv_prepare_init(&e->loop, &e->prep);
     e->prep.data = e;
@@ -524,22 +479,21 @@ static int engine_init(engine *e, zp__worker *w, const driver *drv, int slots)
 
 static int stage_next(engine *e, source *src)
 {
-    zp__worker *w = e->w;
-    if (w->rx == NULL) { /* the first stage: one call on the arguments */
+    if (e->rx == NULL) { /* the first stage: one call on the arguments */
         if (e->first_given)
             return 0;
         e->first_given = true;
-        src->item = w->stage->args;
+        src->item = e->cfg->args;
         src->index = 0;
         return 1;
     }
     src->copy = true;
-    return zp__rx_next(w->rx, false, &src->item, &src->index);
+    return zp__rx_next(e->rx, false, &src->item, &src->index);
 }
 
 static void stage_raw(engine *e, const char **p, size_t *len)
 {
-    zp__rx_raw(e->w->rx, p, len);
+    zp__rx_raw(e->rx, p, len);
 }
 
 static int backlog_push(backlog *bl, const char *data, size_t len)
@@ -562,9 +516,9 @@ static int backlog_push(backlog *bl, const char *data, size_t len)
  * there, so a flush never waits. */
 static int send_one(engine *e, const char *data, size_t len)
 {
-    int rc = zp__tx_append(e->w->tx, data, len);
+    int rc = zp__tx_append(e->tx, data, len);
     if (rc == 0)
-        add(&e->w->stats.out, 1);
+        zp__count(&e->stats->out, 1);
     return rc;
 }
 
@@ -572,7 +526,7 @@ static int stage_output(engine *e, acall *a, const char *data, size_t len)
 {
     (void)a;
     backlog *bl = &e->bl;
-    if (bl->head == bl->n && zp__tx_room(e->w->tx))
+    if (bl->head == bl->n && zp__tx_room(e->tx))
         return send_one(e, data, len);
     return backlog_push(bl, data, len);
 }
@@ -580,7 +534,7 @@ static int stage_output(engine *e, acall *a, const char *data, size_t len)
 static bool drain(engine *e)
 {
     backlog *bl = &e->bl;
-    while (bl->head < bl->n && zp__tx_room(e->w->tx)) {
+    while (bl->head < bl->n && zp__tx_room(e->tx)) {
         size_t start = bl->head ? bl->ends[bl->head - 1] : 0;
         int rc = send_one(e, bl->buf.data + start, bl->ends[bl->head] - start);
         bl->head++;
@@ -595,8 +549,8 @@ static bool drain(engine *e)
     if (bl->head < bl->n) {
         /* Arm, then look again: credits given back in between are seen
          * either here or by the release that fires the notification. */
-        zp__edge_arm(e->w->stage->out);
-        if (zp__tx_room(e->w->tx))
+        zp__edge_arm(e->cfg->out);
+        if (zp__tx_room(e->tx))
             uv_async_send(&e->wake);
         return false;
     }
@@ -607,16 +561,15 @@ static bool drain(engine *e)
 
 static int stage_ended(engine *e, acall *a, int outcome)
 {
-    zp__stage_rt *st = e->w->stage;
     zp_call *c = &a->call;
     if (outcome == ZP_ETASK) {
-        st->run->fail(st->run, ZP_ETASK,
-                      zp__strdupf("task '%s' failed on item %llu: %s",
-                                  c->def->name, (unsigned long long)c->index,
-                                  c->error ? c->error : "out of memory"));
+        e->run->fail(e->run, ZP_ETASK,
+                     zp__strdupf("task '%s' failed on item %llu: %s",
+                                 c->def->name, (unsigned long long)c->index,
+                                 c->error ? c->error : "out of memory"));
         return ZP_ETASK;
     }
-    if (!st->ordered)
+    if (!e->ordered)
         return pass_on(e, a);
     /* Skipped items take their (empty) turn too. */
     int rc = zp__order_put(&e->order, c);
@@ -630,7 +583,7 @@ static int stage_ended(engine *e, acall *a, int outcome)
         zp__order_pop(&e->order);
         released++;
     }
-    zp__edge_release(st->in, released);
+    zp__edge_release(e->cfg->in, released);
     return rc;
 }
 
@@ -642,59 +595,169 @@ static void notify(void *arg)
     uv_async_send(arg);
 }
 
-int zp__async_stage(zp__worker *w)
+/* An async stage of a run: one loop thread, its only worker. */
+typedef struct astage {
+    zp__stage base;
+    zp__stage_cfg cfg; /* its pointers borrowed */
+    zp__wstats stats;
+    pthread_t thread;
+    bool running; /* the thread was started and not joined */
+    _Atomic int alive;
+} astage;
+
+/* Runs the stage's loop until its input ends or the run stops. Returns 0
+ * (outputs flushed, not closed) or an error code, reported already when
+ * it is ZP_ETASK or ZP_ECANCELED. */
+static int run_loop(astage *st)
 {
-    engine e;
-    zp__stage_rt *st = w->stage;
-    int slots = w->rx == NULL ? 1 : st->def->opts.workers;
+    engine e = {.run = st->cfg.run, .stats = &st->stats, .cfg = &st->cfg};
+    const zp__stage_cfg *cfg = &st->cfg;
     int fd = -1;
-    int rc = engine_init(&e, w, &stage_driver, slots);
-    if (rc == 0 && w->rx != NULL && (rc = zp__rx_fd(w->rx, &fd)) == 0 &&
+    e.rx = cfg->in != NULL ? cfg->in->rx[0] : NULL;
+    e.tx = cfg->out->tx[0];
+    e.ordered = cfg->def->opts.ordered && cfg->in != NULL;
+    int rc = engine_init(&e, &stage_driver, e.rx ? cfg->def->opts.workers : 1);
+    if (rc == 0 && e.rx != NULL && (rc = zp__rx_fd(e.rx, &fd)) == 0 &&
         uv_poll_init(&e.loop, &e.poll, fd) != 0)
         rc = ZP_EIO;
     if (rc != 0) {
         engine_fail(&e, rc,
                     zp__strdupf("task '%s': cannot start its event loop: %s",
-                                st->def->name, zp_strerror(rc)));
+                                cfg->def->name, zp_strerror(rc)));
         engine_fini(&e);
         return rc;
     }
     e.poll.data = &e;
-    zp__edge_on_room(st->out, notify, &e.wake);
+    zp__edge_on_room(cfg->out, notify, &e.wake);
     uv_run(&e.loop, UV_RUN_DEFAULT);
-    zp__edge_on_room(st->out, NULL, NULL);
-    if (w->rx != NULL)
-        zp__rx_set_waiting(w->rx, false);
+    zp__edge_on_room(cfg->out, NULL, NULL);
+    if (e.rx != NULL)
+        zp__rx_set_waiting(e.rx, false);
     engine_fini(&e);
     if (e.rc == 0 && stopping(&e))
         e.rc = ZP_ECANCELED;
     return e.rc;
 }
 
+static void *stage_main(void *arg)
+{
+    astage *st = arg;
+    int rc = run_loop(st);
+    if (rc == 0)
+        rc = zp__tx_close(st->cfg.out->tx[0]);
+    atomic_store(&st->alive, 0);
+    if (rc != 0 && rc != ZP_ETASK && rc != ZP_ECANCELED)
+        st->cfg.run->fail(
+            st->cfg.run, rc,
+            zp__strdupf("task '%s': %s", st->cfg.def->name, zp_strerror(rc)));
+    return NULL;
+}
+
+static bool stage_claims(const zp__stage_def *def)
+{
+    return def->opts.mode == ZP_INPROC && def->afn != NULL;
+}
+
+static void stage_shape(const zp__stage_def *def, size_t index,
+                        zp__stage_shape *out)
+{
+    *out = (zp__stage_shape){
+        .senders = 1,
+        .receivers = 1,
+        .late_release = index > 0 && def->opts.ordered,
+    };
+}
+
+static int stage_start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
+{
+    astage *st = calloc(1, sizeof *st);
+    *out = (zp__stage *)st;
+    if (st == NULL)
+        return ZP_ENOMEM;
+    st->base.ops = &zp__async_stage_ops;
+    st->cfg = *cfg;
+    atomic_store(&st->alive, 1);
+    if (cfg->in != NULL) /* one consumer: nothing to spread */
+        zp__edge_set_slow(cfg->in, false);
+    int err = pthread_create(&st->thread, NULL, stage_main, st);
+    if (err != 0) {
+        *why = zp__strdupf("cannot start the event loop thread of task "
+                           "'%s': %s",
+                           cfg->def->name, strerror(err));
+        atomic_store(&st->alive, 0);
+        return ZP_EIO;
+    }
+    st->running = true;
+    return 0;
+}
+
+static void stage_stop(zp__stage *s)
+{
+    zp__edge_wake(((astage *)s)->cfg.out); /* its loop hears it: notify */
+}
+
+static void stage_join(zp__stage *s)
+{
+    astage *st = (astage *)s;
+    if (st->running)
+        pthread_join(st->thread, NULL);
+    st->running = false;
+}
+
+static void stage_stats(zp__stage *s, zp_stage_stats *out)
+{
+    astage *st = (astage *)s;
+    zp__wstats_add(&st->stats, out);
+    /* The loop counts its calls itself. */
+    out->peak_in_flight +=
+        atomic_load_explicit(&st->stats.peak, memory_order_relaxed);
+    out->workers_alive += atomic_load(&st->alive);
+}
+
+static void stage_destroy(zp__stage **sp)
+{
+    astage *st = (astage *)*sp;
+    if (st == NULL)
+        return;
+    stage_join(&st->base);
+    free(st);
+    *sp = NULL;
+}
+
+const zp__stage_ops zp__async_stage_ops = {
+    .kind = "event loop",
+    .claims = stage_claims,
+    .shape = stage_shape,
+    .start = stage_start,
+    .stop = stage_stop,
+    .join = stage_join,
+    .stats = stage_stats,
+    .destroy = stage_destroy,
+};
+
 /* ---- The server driver --------------------------------------------------- */
 
 struct zp__async_server {
     engine e;
-    zp__stage_rt rt; /* the process: its stop flag, no task */
-    zp__worker w;
+    zp__wstats stats; /* the process's calls */
     pthread_t thread;
     bool running;
-    pthread_mutex_t lock;       /* guards head, tail */
-    zp__async_job *head, *tail; /* submitted, not started */
-    zp__async_job *cur;         /* being started (loop thread)       */
-    zp__async_job *started;     /* started, not done (loop thread)   */
+    pthread_mutex_t lock; /* guards submitted                  */
+    zp__queue submitted;  /* of zp__async_job, not started     */
+    zp__async_job *cur;   /* being started (loop thread)       */
+    zp__queue started;    /* of zp__async_job, not done (loop) */
     void (*done)(void *arg, zp__async_job *job);
     void *arg;
 };
 
 static void unlink_started(zp__async_server *s, zp__async_job *job)
 {
-    for (zp__async_job **p = &s->started; *p != NULL; p = &(*p)->next)
-        if (*p == job) {
-            *p = job->next;
-            break;
+    zp__qnode *prev = NULL;
+    for (zp__qnode *n = s->started.head; n != NULL; prev = n, n = n->next)
+        if (n == &job->node) {
+            zp__queue_unlink(&s->started, prev, n);
+            return;
         }
-    job->next = NULL;
 }
 
 static void fail_job(zp__async_job *job, uint64_t seq, const char *why)
@@ -720,16 +783,12 @@ static void settle(zp__async_server *s, zp__async_job *job)
 static zp__async_job *take_job(zp__async_server *s)
 {
     pthread_mutex_lock(&s->lock);
-    zp__async_job *job = s->head;
-    if (job != NULL && (s->head = job->next) == NULL)
-        s->tail = NULL;
+    zp__qnode *n = zp__queue_pop(&s->submitted);
     pthread_mutex_unlock(&s->lock);
-    if (job == NULL)
+    if (n == NULL)
         return NULL;
-    job->rt = (zp__stage_rt){.def = job->def, .run = s->rt.run};
-    job->w = (zp__worker){.stage = &job->rt};
-    job->next = s->started;
-    s->started = job;
+    zp__async_job *job = zp__container_of(n, zp__async_job, node);
+    zp__queue_push(&s->started, &job->node);
     if (zp__batch_reader_init(&job->rd) != 0)
         fail_job(job, 0, "out of memory");
     else if (zp__batch_open(&job->rd, job->items, job->len) != 0)
@@ -748,7 +807,7 @@ static int server_next(engine *e, source *src)
             job->failed ? 0 : zp__batch_next(&job->rd, &src->item, &src->index);
         if (rc == 1) {
             job->live++;
-            src->w = &job->w;
+            src->def = job->def;
             src->tag = job;
             return 1;
         }
@@ -807,12 +866,12 @@ zp__async_server *zp__async_server_new(zp__runctl *ctl, int capacity,
     zp__async_server *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
-    s->rt.run = ctl;
-    s->w.stage = &s->rt;
+    s->e.run = ctl;
+    s->e.stats = &s->stats;
     s->done = done;
     s->arg = arg;
     pthread_mutex_init(&s->lock, NULL);
-    if (engine_init(&s->e, &s->w, &server_driver, capacity) != 0 ||
+    if (engine_init(&s->e, &server_driver, capacity) != 0 ||
         pthread_create(&s->thread, NULL, serve, s) != 0) {
         zp__async_server_destroy(&s);
         return NULL;
@@ -823,25 +882,19 @@ zp__async_server *zp__async_server_new(zp__runctl *ctl, int capacity,
 
 void zp__async_server_submit(zp__async_server *s, zp__async_job *job)
 {
-    job->next = NULL;
     pthread_mutex_lock(&s->lock);
-    if (s->tail != NULL)
-        s->tail->next = job;
-    else
-        s->head = job;
-    s->tail = job;
+    zp__queue_push(&s->submitted, &job->node);
     pthread_mutex_unlock(&s->lock);
     uv_async_send(&s->e.wake);
 }
 
-static void drop_jobs(zp__async_server *s, zp__async_job *job)
+static void drop_jobs(zp__async_server *s, zp__queue *q)
 {
-    while (job != NULL) {
-        zp__async_job *next = job->next;
+    for (zp__qnode *n; (n = zp__queue_pop(q)) != NULL;) {
+        zp__async_job *job = zp__container_of(n, zp__async_job, node);
         zp__batch_reader_fini(&job->rd);
         job->dropped = true;
         s->done(s->arg, job);
-        job = next;
     }
 }
 
@@ -855,8 +908,8 @@ void zp__async_server_destroy(zp__async_server **sp)
         pthread_join(s->thread, NULL);
     }
     engine_fini(&s->e);
-    drop_jobs(s, s->started); /* their calls ended with the loop */
-    drop_jobs(s, s->head);
+    drop_jobs(s, &s->started); /* their calls ended with the loop */
+    drop_jobs(s, &s->submitted);
     pthread_mutex_destroy(&s->lock);
     free(s);
     *sp = NULL;

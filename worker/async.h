@@ -19,15 +19,9 @@
 #ifndef ZP_WORKER_ASYNC_H
 #define ZP_WORKER_ASYNC_H
 
+#include "core/list.h"
 #include "transport/batch.h"
 #include "worker/call.h"
-
-/*
- * Runs the async stage of worker `w` (its only worker) until its input
- * ends or the run stops. Returns 0 (outputs flushed, not closed), or an
- * error code: ZP_ETASK and ZP_ECANCELED are already reported to the run.
- */
-int zp__async_stage(zp__worker *w);
 
 /*
  * Worker processes: batches of items of async tasks, all at once, on one
@@ -52,9 +46,7 @@ typedef struct zp__async_job {
     char *error;  /* owned; why                            */
     bool dropped; /* the server stopped first: no result   */
     /* The server's. */
-    struct zp__async_job *next;
-    zp__stage_rt rt;
-    zp__worker w;
+    zp__qnode node;
     zp__batch_reader rd;
     int live;         /* calls started and not ended            */
     bool all_started; /* every item started (or the batch failed) */

@@ -1,60 +1,37 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The task-facing API (zp_input, zp_emit, zp_fail...) and output pacing.
- * Part of worker. Every function here runs on the worker thread that owns
- * the call; none takes a lock on the direct path.
+ * The task-facing API (zp_input, zp_emit, zp_fail...), see call.h. Part of
+ * worker. Every function here runs on the thread that owns the call; none
+ * takes a lock on the direct path.
  */
 #include "worker/call.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/error.h"
 #include "worker/async.h"
+#include "worker/thread.h"
 
-/* A call slower than this, on average, sends each output at once. */
-#define SLOW_NS 20000u
-/* Fast calls are timed in windows of this many items. */
-#define WINDOW 16u
-
-uint64_t zp__now_ns(void)
+/* Whether a call's outputs must wait for its end: a failed attempt that
+ * may be retried or skipped leaves none behind, and an ordered stage's
+ * outputs wait for their turn. */
+static bool holds(const zp__stage_def *def, bool ordered)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+    return ordered || def->opts.retries > 0 || def->opts.on_error == ZP_SKIP;
 }
 
-void zp__deadline_after(struct timespec *t, uint64_t ns)
+void zp__call_init(zp_call *c, const zp__stage_def *def, zp__runctl *run,
+                   zp__wstats *stats, bool ordered, zp__worker *w)
 {
-    clock_gettime(CLOCK_MONOTONIC, t);
-    ns += (uint64_t)t->tv_nsec;
-    t->tv_sec += (time_t)(ns / 1000000000u);
-    t->tv_nsec = (long)(ns % 1000000000u);
-}
-
-int zp__cond_init_monotonic(pthread_cond_t *c)
-{
-    pthread_condattr_t a;
-    if (pthread_condattr_init(&a) != 0)
-        return ZP_ENOMEM;
-    int rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0 &&
-                     pthread_cond_init(c, &a) == 0
-                 ? 0
-                 : ZP_ENOMEM;
-    pthread_condattr_destroy(&a);
-    return rc;
-}
-
-void zp__call_init(zp_call *c, zp__worker *w)
-{
-    memset(c, 0, sizeof *c);
+    c->def = def;
+    c->run = run;
+    c->stats = stats;
     c->w = w;
-    c->def = w->stage->def;
-    const zp_opts *o = &c->def->opts;
-    c->parked = w->stage->ordered || o->retries > 0 || o->on_error == ZP_SKIP;
-    msgpack_sbuffer_init(&c->buf);
+    c->async = def->afn != NULL;
+    c->hold = holds(def, ordered);
+    c->parked = w == NULL || c->hold;
     msgpack_packer_init(&c->pk, &c->buf, msgpack_sbuffer_write);
 }
 
@@ -92,7 +69,7 @@ const zp__stage_def *zp__call_stage(zp_call *c)
 
 zp__runctl *zp__call_run(zp_call *c)
 {
-    return c->w->stage->run;
+    return c->run;
 }
 
 const msgpack_object *zp_input(zp_call *c)
@@ -118,20 +95,19 @@ void *zp_user(zp_call *c)
 bool zp_next(zp_call *c, const msgpack_object **item)
 {
     zp__worker *w = c->w;
-    if (w->rx == NULL || !c->def->opts.join)
+    if (w == NULL || w->rx == NULL || !c->def->opts.join)
         return false;
     int rc = zp__rx_next(w->rx, false, item, &c->index);
     if (rc == ZP__AGAIN && zp__worker_flush(w) == 0)
         rc = zp__rx_next(w->rx, true, item, &c->index);
     if (rc == 1) {
-        atomic_store_explicit(&w->stats.in, w->stats.in + 1,
-                              memory_order_relaxed);
+        zp__count(&c->stats->in, 1);
         return true;
     }
     if (rc < 0 && rc != ZP_ECANCELED && rc != ZP__AGAIN)
-        w->stage->run->fail(w->stage->run, rc,
-                            zp__strdupf("task '%s': reading its input: %s",
-                                        c->def->name, zp_strerror(rc)));
+        c->run->fail(c->run, rc,
+                     zp__strdupf("task '%s': reading its input: %s",
+                                 c->def->name, zp_strerror(rc)));
     return false;
 }
 
@@ -191,8 +167,7 @@ static int send_direct(zp_call *c)
         c->total--;
         return fail_rule(c, "zp_emit() called with no value packed");
     }
-    atomic_store_explicit(&w->stats.out, w->stats.out + 1,
-                          memory_order_relaxed);
+    zp__count(&c->stats->out, 1);
     /* A long call (first or join task) is paced per output. */
     if (rc == 0 && (w->rx == NULL || c->def->opts.join))
         rc = zp__worker_pace(w);
@@ -201,7 +176,7 @@ static int send_direct(zp_call *c)
 
 int zp_emit(zp_call *c)
 {
-    if (atomic_load_explicit(&c->w->stage->run->stop, memory_order_relaxed)) {
+    if (atomic_load_explicit(&c->run->stop, memory_order_relaxed)) {
         discard(c);
         return ZP_ECANCELED;
     }
@@ -281,45 +256,45 @@ int zp_fail(zp_call *c, const char *fmt, ...)
     return ZP_ETASK;
 }
 
+int zp__call_outcome(zp_call *c, int attempts)
+{
+    const zp_opts *o = &c->def->opts;
+    if (!c->failed)
+        return ZP__CALL_OK;
+    if (!c->broken && attempts <= o->retries)
+        return ZP__CALL_RETRY;
+    zp__call_drop(c);
+    return !c->broken && o->on_error == ZP_SKIP ? ZP__CALL_SKIPPED : ZP_ETASK;
+}
+
 int zp__call_item(zp_call *c, const msgpack_object *item, uint64_t index,
                   uint32_t *retried)
 {
-    const zp_opts *o = &c->def->opts;
-    for (int attempt = 0;; attempt++) {
+    for (int attempts = 1;; attempts++) {
         zp__call_begin(c, item, index);
         int rc = c->def->fn(c);
-        if (rc == 0 && !c->failed)
-            return ZP__CALL_OK;
-        if (atomic_load(&c->w->stage->run->stop))
+        if (atomic_load(&c->run->stop) && (rc != 0 || c->failed))
             return ZP_ECANCELED;
-        if (c->error == NULL)
+        if (rc != 0 && c->error == NULL)
             c->error = zp__strdupf("it returned %d without calling "
                                    "zp_fail()",
                                    rc);
-        if (c->broken || attempt >= o->retries)
-            break;
+        c->failed = c->failed || rc != 0;
+        int outcome = zp__call_outcome(c, attempts);
+        if (outcome != ZP__CALL_RETRY)
+            return outcome;
         if (retried != NULL)
             (*retried)++;
     }
-    if (!c->broken && o->on_error == ZP_SKIP) {
-        zp__call_drop(c);
-        return ZP__CALL_SKIPPED;
-    }
-    return ZP_ETASK;
 }
 
-int zp__worker_pace(zp__worker *w)
+void zp__wstats_add(const zp__wstats *w, zp_stage_stats *st)
 {
-    if (++w->window_items < WINDOW && !w->slow)
-        return 0;
-    uint64_t t = zp__now_ns();
-    uint64_t spent = t - w->window_start;
-    atomic_store_explicit(&w->stats.busy_ns, w->stats.busy_ns + spent,
-                          memory_order_relaxed);
-    w->slow = spent > (uint64_t)SLOW_NS * w->window_items;
-    if (w->rx != NULL && !w->stage->def->opts.join)
-        zp__edge_set_slow(w->stage->in, w->slow);
-    w->window_start = t;
-    w->window_items = 0;
-    return w->slow ? zp__worker_flush(w) : zp__worker_nudge(w);
+    st->items_in += atomic_load_explicit(&w->in, memory_order_relaxed);
+    st->items_out += atomic_load_explicit(&w->out, memory_order_relaxed);
+    st->failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
+    st->retried += atomic_load_explicit(&w->retried, memory_order_relaxed);
+    st->skipped += atomic_load_explicit(&w->skipped, memory_order_relaxed);
+    st->busy_ns += atomic_load_explicit(&w->busy_ns, memory_order_relaxed);
+    st->in_flight += atomic_load_explicit(&w->in_flight, memory_order_relaxed);
 }

@@ -1,30 +1,61 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Calls: the zp_call a task sees, and what the worker does with its
- * outputs. Part of worker.
+ * Calls: the zp_call a task sees, whoever runs it (a thread worker, an
+ * event loop, a worker process), and what becomes of its outputs. Part of
+ * worker.
  *
- * Outputs go one of two ways. Direct: packed straight into the worker's
- * batch, sent while the call runs (lazy, streaming). Parked: kept in the
- * call until it ends, then committed or dropped as a whole; used when a
- * failed call may be retried or skipped (so a failed attempt leaves no
- * outputs behind) and when the stage is ordered (outputs wait for their
- * turn).
+ * Outputs go one of two ways. Direct: packed straight into the thread
+ * worker's batch, sent while the call runs (lazy, streaming). Parked: kept
+ * in the call until it ends. Calls that are not made by a thread worker
+ * always park (their runner sends the outputs on); a call whose outputs
+ * must wait for its end parks too (it holds them): a failed call that may
+ * be retried or skipped must leave no outputs behind, and an ordered
+ * stage's outputs wait for their turn.
  */
 #ifndef ZP_WORKER_CALL_H
 #define ZP_WORKER_CALL_H
 
-#include <time.h>
+#include <stdatomic.h>
 
-#include "worker/thread.h"
+#include "core/clock.h"
+#include "core/pipeline.h"
+
+/* What a call needs from its run. Embedded in the run. */
+typedef struct zp__runctl {
+    _Atomic bool stop; /* set once the run stops: failure or cancel */
+    /* Records a failure (the first one wins) and stops the run. Takes
+     * ownership of `msg` (may be NULL when out of memory). Thread-safe. */
+    void (*fail)(struct zp__runctl *ctl, int code, char *msg);
+    /* The run's private folder (mode 0700, removed with the run), made on
+     * first use, into *dir. Returns 0 or ZP_EIO. Thread-safe. NULL where
+     * there is no run (a worker process). */
+    int (*private_dir)(struct zp__runctl *ctl, const char **dir);
+} zp__runctl;
+
+/* Counters of one runner of calls; written by it alone, read by anyone. */
+typedef struct zp__wstats {
+    _Atomic uint64_t in, out, failed, retried, skipped, busy_ns;
+    _Atomic uint64_t in_flight, peak; /* calls in progress; most at once */
+} zp__wstats;
+
+/* Adds the counters into *st (calls in flight included, not the peak). */
+void zp__wstats_add(const zp__wstats *w, zp_stage_stats *st);
+
+typedef struct zp__worker zp__worker;
 
 struct zp_call {
-    zp__worker *w;               /* borrowed; the worker making the call */
-    const zp__stage_def *def;    /* borrowed                             */
+    const zp__stage_def *def;    /* borrowed; the task and its options   */
+    zp__runctl *run;             /* borrowed; its stop flag              */
+    zp__wstats *stats;           /* borrowed; where the call counts      */
+    zp__worker *w;               /* borrowed; the thread worker making
+                                    the call, whose batch direct outputs
+                                    go to; NULL: every output parks     */
     const msgpack_object *input; /* borrowed; this call's item           */
     uint64_t index;              /* the item's index in the stage input  */
     uint32_t total;              /* outputs of this attempt              */
     uint32_t emitted;            /* outputs parked in `buf`              */
     bool parked;                 /* outputs park in `buf`                */
+    bool hold;                   /* outputs wait for the call's end      */
     bool async;                  /* an async call (worker/async.h)       */
     bool failed;                 /* zp_fail was called                   */
     bool broken;                 /* the task broke a rule: no retry      */
@@ -35,20 +66,14 @@ struct zp_call {
     size_t ends_cap;
 };
 
-struct zp__worker {
-    zp__stage_rt *stage; /* borrowed                                   */
-    int index;
-    zp__rx *rx;   /* borrowed from stage->in; NULL for first    */
-    zp__tx *tx;   /* borrowed from stage->out                   */
-    zp_call call; /* the call in progress (one at a time)       */
-    zp__wstats stats;
-    bool slow;             /* calls are slow: send every output at once  */
-    bool counted;          /* the call in progress is in stage->busy     */
-    uint64_t window_start; /* pacing: when the window began (ns)         */
-    uint32_t window_items;
-};
-
-void zp__call_init(zp_call *c, zp__worker *w);
+/*
+ * Makes `c` a call of `def`'s task, the one way calls are made. `ordered`:
+ * its outputs must leave in input order. `w` is the thread worker making
+ * it, or NULL. `c` is zeroed the first time; a call slot made again for
+ * another task keeps its buffers. zp__call_fini() frees them.
+ */
+void zp__call_init(zp_call *c, const zp__stage_def *def, zp__runctl *run,
+                   zp__wstats *stats, bool ordered, zp__worker *w);
 void zp__call_fini(zp_call *c);
 
 /* Prepares the call for a new attempt on `input`. */
@@ -57,6 +82,7 @@ void zp__call_begin(zp_call *c, const msgpack_object *input, uint64_t index);
 /* What zp__call_item() made of an item, besides errors. */
 #define ZP__CALL_OK 0
 #define ZP__CALL_SKIPPED 1
+#define ZP__CALL_RETRY 2
 
 /*
  * Runs the task on one item, with the stage's retries (adding them to
@@ -68,35 +94,15 @@ void zp__call_begin(zp_call *c, const msgpack_object *input, uint64_t index);
 int zp__call_item(zp_call *c, const msgpack_object *item, uint64_t index,
                   uint32_t *retried);
 
+/*
+ * What an ended attempt (c->failed says whether it failed) comes to after
+ * `attempts` attempts: ZP__CALL_OK, ZP__CALL_RETRY, ZP__CALL_SKIPPED
+ * or ZP_ETASK. Outputs of a failed call are dropped.
+ */
+int zp__call_outcome(zp_call *c, int attempts);
+
 /* Drops the parked outputs of the current attempt. */
 void zp__call_drop(zp_call *c);
-
-/*
- * Flushes the worker's output batch so nothing waits in it. Returns 0,
- * ZP_ECANCELED or ZP_EIO.
- */
-int zp__worker_flush(zp__worker *w);
-
-/* Flushes the worker's output batch if a consumer waits for it. */
-int zp__worker_nudge(zp__worker *w);
-
-/*
- * Pacing: call after each item (or output of a long call). Times the
- * calls in windows of a few items: a slow worker sends every output at
- * once, a fast one batches and checks for waiting consumers per window.
- */
-int zp__worker_pace(zp__worker *w);
-
-/* Monotonic time in nanoseconds. */
-uint64_t zp__now_ns(void);
-
-/* Sets *t to `ns` from now on the monotonic clock, for timed waits on a
- * condition variable made by zp__cond_init_monotonic(). */
-void zp__deadline_after(struct timespec *t, uint64_t ns);
-
-/* Initialises a condition variable whose timed waits use the monotonic
- * clock. Returns 0 or ZP_ENOMEM. */
-int zp__cond_init_monotonic(pthread_cond_t *c);
 
 /* The stage definition of the call's task (nested pipelines use it). */
 const zp__stage_def *zp__call_stage(zp_call *c);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/list.h"
 #include "core/registry.h"
 #include "transport/batch.h"
 #include "transport/peer.h"
@@ -40,7 +41,7 @@ typedef struct stage {
 } stage;
 
 typedef struct job {
-    struct job *next;
+    zp__qnode node;
     uint64_t run, batch;
     uint32_t stage;
     const char *items; /* batch bytes: `owned`, or the message's */
@@ -54,8 +55,8 @@ typedef struct server {
     zp__runctl ctl;       /* stop: the process is leaving */
     pthread_mutex_t lock; /* guards jobs, stages, busy */
     pthread_cond_t cond;
-    job *head, *tail; /* owned queue */
-    stage *stages;    /* owned */
+    zp__queue jobs; /* owned queue of job */
+    stage *stages;  /* owned */
     size_t nstages;
     int busy;     /* executors inside a batch */
     pid_t parent; /* child workers: the coordinator that spawned them */
@@ -100,17 +101,13 @@ static const stage *find_stage(server *s, uint64_t run, uint32_t index)
 static job *next_job(server *s)
 {
     pthread_mutex_lock(&s->lock);
-    while (s->head == NULL && !atomic_load(&s->ctl.stop))
+    while (zp__queue_empty(&s->jobs) && !atomic_load(&s->ctl.stop))
         pthread_cond_wait(&s->cond, &s->lock);
-    job *j = s->head;
-    if (j != NULL) {
-        s->head = j->next;
-        if (s->head == NULL)
-            s->tail = NULL;
+    zp__qnode *n = zp__queue_pop(&s->jobs);
+    if (n != NULL)
         s->busy++;
-    }
     pthread_mutex_unlock(&s->lock);
-    return j;
+    return n != NULL ? zp__container_of(n, job, node) : NULL;
 }
 
 /* What one batch produced so far. */
@@ -211,30 +208,29 @@ static int keep_outputs(const sink *ob, const job *j, result *res,
 static int run_items(server *s, const sink *ob, const job *j,
                      const zp__stage_def *def, result *res)
 {
-    zp__stage_rt rt = {.def = def, .run = &s->ctl};
-    zp__worker w = {.stage = &rt};
+    zp__wstats stats = {0};
+    zp_call call = {0};
     zp__batch_reader rd;
     const msgpack_object *item;
     uint64_t seq;
     int rc = zp__batch_reader_init(&rd);
-    zp__call_init(&w.call, &w);
-    w.call.parked = true;
+    zp__call_init(&call, def, &s->ctl, &stats, false, NULL);
     if (rc == 0 && zp__batch_open(&rd, j->items, j->len) != 0)
         rc = post_fail(ob, j, 0, "malformed batch of items") ? ZP_EIO : 1;
     while (rc == 0 && (rc = zp__batch_next(&rd, &item, &seq)) == 1) {
-        rc = zp__call_item(&w.call, item, seq, &res->retried);
+        rc = zp__call_item(&call, item, seq, &res->retried);
         if (rc == ZP__CALL_OK) {
-            rc = keep_outputs(ob, j, res, &w.call, seq);
+            rc = keep_outputs(ob, j, res, &call, seq);
         } else if (rc == ZP__CALL_SKIPPED) {
             res->skipped++;
             rc = 0;
         } else if (rc == ZP_ETASK) {
-            rc = post_fail(ob, j, seq, w.call.error) ? ZP_EIO : 1;
+            rc = post_fail(ob, j, seq, call.error) ? ZP_EIO : 1;
         }
     }
     if (rc == ZP_EPROTO)
         rc = post_fail(ob, j, seq, "malformed item") ? ZP_EIO : 1;
-    zp__call_fini(&w.call);
+    zp__call_fini(&call);
     zp__batch_reader_fini(&rd);
     return rc;
 }
@@ -497,7 +493,11 @@ static void run_here(server *s, const job *j)
 
 static void on_item(server *s, const zp__msg *m)
 {
-    job here = {NULL, m->run, m->batch, m->stage, m->data, m->data_len, NULL};
+    job here = {.run = m->run,
+                .batch = m->batch,
+                .stage = m->stage,
+                .items = m->data,
+                .len = m->data_len};
     const zp__stage_def *def = async_def(s, m->run, m->stage);
     if (def == NULL && s->nthreads == 0) {
         run_here(s, &here);
@@ -522,11 +522,7 @@ static void on_item(server *s, const zp__msg *m)
         return;
     }
     pthread_mutex_lock(&s->lock);
-    if (s->tail != NULL)
-        s->tail->next = j;
-    else
-        s->head = j;
-    s->tail = j;
+    zp__queue_push(&s->jobs, &j->node);
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
@@ -559,7 +555,7 @@ static bool on_message(server *s, const void *body, size_t len)
 static bool idle(server *s)
 {
     pthread_mutex_lock(&s->lock);
-    bool yes = s->head == NULL && s->busy == 0;
+    bool yes = zp__queue_empty(&s->jobs) && s->busy == 0;
     pthread_mutex_unlock(&s->lock);
     return yes;
 }
@@ -650,8 +646,8 @@ static void stop_threads(server *s)
 
 static void server_fini(server *s)
 {
-    for (job *j = s->head, *next; j != NULL; j = next) {
-        next = j->next;
+    for (zp__qnode *n; (n = zp__queue_pop(&s->jobs)) != NULL;) {
+        job *j = zp__container_of(n, job, node);
         free(j->owned);
         free(j);
     }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Thread workers, see thread.h. Each worker thread takes items from its
+ * Thread stages, see thread.h. Each worker thread takes items from its
  * receiver, calls the task, and sends the outputs on; the first stage calls
  * its task once on the run's arguments, a join stage once on the stream.
  * An ordered stage parks each item's outputs until every earlier item has
@@ -14,95 +14,34 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "worker/async.h"
-#include "worker/call.h"
+#include "worker/stage.h"
 
-int zp__stage_init(zp__stage_rt *st, const zp__stage_def *def, zp__runctl *run,
-                   zp__edge *in, zp__edge *out, const msgpack_object *args)
-{
-    memset(st, 0, sizeof *st);
-    st->def = def;
-    st->run = run;
-    st->in = in;
-    st->out = out;
-    st->args = args;
-    st->ordered = def->opts.ordered && in != NULL;
-    pthread_mutex_init(&st->order_lock, NULL);
-    /* A stage of other processes has a dispatcher, not thread workers;
-     * an async stage has one worker, its loop thread. */
-    int n = def->opts.mode != ZP_INPROC ? 0
-            : def->afn != NULL          ? 1
-                                        : def->opts.workers;
-    st->workers = calloc((size_t)n + 1, sizeof *st->workers);
-    if (st->workers == NULL)
-        return ZP_ENOMEM;
-    st->shared_tx = st->ordered ? out->tx[0] : NULL;
-    for (; st->nworkers < n; st->nworkers++) {
-        zp__worker *w = &st->workers[st->nworkers];
-        w->stage = st;
-        w->index = st->nworkers;
-        w->rx = in ? in->rx[w->index] : NULL;
-        w->tx = st->ordered && def->afn == NULL ? NULL : out->tx[w->index];
-        w->slow = true; /* until measured otherwise */
-        zp__call_init(&w->call, w);
-    }
-    atomic_store(&st->alive, st->nworkers);
-    /* A join task's pace is that of its outputs, not of its input: it
-     * never says its input is slow, so say it is not from the start. */
-    if (in != NULL && (def->opts.join || n <= 1))
-        zp__edge_set_slow(in, false);
-    return 0;
-}
+/* A call slower than this, on average, sends each output at once. */
+#define SLOW_NS 20000u
+/* Fast calls are timed in windows of this many items. */
+#define WINDOW 16u
 
-void zp__stage_fini(zp__stage_rt *st)
-{
-    for (int j = 0; j < st->nworkers; j++)
-        zp__call_fini(&st->workers[j].call);
-    zp__order_fini(&st->order);
-    free(st->workers);
-    pthread_mutex_destroy(&st->order_lock);
-    st->workers = NULL;
-}
-
-zp__worker *zp__stage_worker(zp__stage_rt *st, int j)
-{
-    return &st->workers[j];
-}
-
-void zp__stage_stats(zp__stage_rt *st, zp_stage_stats *out)
-{
-    uint64_t in_flight = 0, peak = 0;
-    for (int j = 0; j < st->nworkers; j++) {
-        const zp__wstats *s = &st->workers[j].stats;
-        in_flight += atomic_load_explicit(&s->in_flight, memory_order_relaxed);
-        peak += atomic_load_explicit(&s->peak, memory_order_relaxed);
-        out->items_in += atomic_load_explicit(&s->in, memory_order_relaxed);
-        out->items_out += atomic_load_explicit(&s->out, memory_order_relaxed);
-        out->failed += atomic_load_explicit(&s->failed, memory_order_relaxed);
-        out->retried += atomic_load_explicit(&s->retried, memory_order_relaxed);
-        out->skipped += atomic_load_explicit(&s->skipped, memory_order_relaxed);
-        out->busy_ns += atomic_load_explicit(&s->busy_ns, memory_order_relaxed);
-    }
-    out->in_flight += in_flight;
-    out->workers_alive += atomic_load(&st->alive);
-    /* An async stage's loop counts its calls itself; one thread worker
-     * has had at most its one call; several share the stage's count. */
-    out->peak_in_flight += st->nworkers > 1 && st->def->afn == NULL
-                               ? atomic_load(&st->peak)
-                               : peak;
-}
-
-static void bump(_Atomic uint64_t *counter)
-{
-    atomic_store_explicit(
-        counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
-        memory_order_relaxed);
-}
+struct zp__tstage {
+    zp__stage base;
+    zp__stage_cfg cfg;   /* its pointers borrowed                   */
+    bool ordered;        /* outputs leave in input order            */
+    zp__worker *workers; /* owned, nworkers of them                 */
+    int nworkers;
+    pthread_t *threads; /* owned; nthreads of them started          */
+    int nthreads;
+    _Atomic int alive; /* workers not finished yet                  */
+    /* Ordered stages: outputs park here until every earlier item left. */
+    pthread_mutex_t order_lock;
+    zp__tx *shared_tx;     /* borrowed from `out`; the only producer */
+    zp__order order;       /* guarded by order_lock                  */
+    _Atomic uint64_t busy; /* calls in progress (several workers)    */
+    _Atomic uint64_t peak; /* most calls in progress at once         */
+};
 
 /* ---- Ordered stages ----------------------------------------------------- */
 
 /* Sends every parked item whose turn has come (caller holds order_lock). */
-static int release_turns(zp__stage_rt *st)
+static int release_turns(zp__tstage *st)
 {
     int rc = 0;
     int64_t released = 0;
@@ -116,14 +55,14 @@ static int release_turns(zp__stage_rt *st)
         zp__order_pop(&st->order);
         released++;
     }
-    zp__edge_release(st->in, released);
+    zp__edge_release(st->cfg.in, released);
     return rc;
 }
 
 /* Hands the parked outputs of the current call to the ordering ring. */
 static int deposit(zp__worker *w)
 {
-    zp__stage_rt *st = w->stage;
+    zp__tstage *st = w->stage;
     zp_call *c = &w->call;
     pthread_mutex_lock(&st->order_lock);
     int rc = zp__order_put(&st->order, c);
@@ -152,7 +91,7 @@ static int commit(zp__worker *w)
     for (uint32_t i = 0; rc == 0 && i < c->emitted; i++) {
         rc = zp__tx_append(w->tx, c->buf.data + start, c->ends[i] - start);
         start = c->ends[i];
-        bump(&w->stats.out);
+        zp__count(&w->stats.out, 1);
     }
     zp__call_drop(c);
     return rc;
@@ -162,11 +101,12 @@ static int commit(zp__worker *w)
 static int fail_run(zp__worker *w)
 {
     zp_call *c = &w->call;
-    bump(&w->stats.failed);
-    w->stage->run->fail(w->stage->run, ZP_ETASK,
-                        zp__strdupf("task '%s' failed on item %llu: %s",
-                                    c->def->name, (unsigned long long)c->index,
-                                    c->error ? c->error : "out of memory"));
+    zp__count(&w->stats.failed, 1);
+    w->stage->cfg.run->fail(w->stage->cfg.run, ZP_ETASK,
+                            zp__strdupf("task '%s' failed on item %llu: %s",
+                                        c->def->name,
+                                        (unsigned long long)c->index,
+                                        c->error ? c->error : "out of memory"));
     return ZP_ETASK;
 }
 
@@ -175,7 +115,7 @@ static int fail_run(zp__worker *w)
  * (the peak of a stage of fast calls is the most seen by readers). */
 static void call_begins(zp__worker *w)
 {
-    zp__stage_rt *st = w->stage;
+    zp__tstage *st = w->stage;
     atomic_store_explicit(&w->stats.in_flight, 1, memory_order_relaxed);
     atomic_store_explicit(&w->stats.peak, 1, memory_order_relaxed);
     /* Fast calls (the worker's pacing says so) skip the shared count:
@@ -201,16 +141,14 @@ static void call_ends(zp__worker *w)
 static int run_item(zp__worker *w, const msgpack_object *item, uint64_t index)
 {
     uint32_t retried = 0;
-    bump(&w->stats.in);
+    zp__count(&w->stats.in, 1);
     call_begins(w);
     int rc = zp__call_item(&w->call, item, index, &retried);
     call_ends(w);
-    if (retried > 0)
-        atomic_store_explicit(&w->stats.retried, w->stats.retried + retried,
-                              memory_order_relaxed);
+    zp__count(&w->stats.retried, retried);
     if (rc == ZP__CALL_SKIPPED) {
-        bump(&w->stats.failed);
-        bump(&w->stats.skipped);
+        zp__count(&w->stats.failed, 1);
+        zp__count(&w->stats.skipped, 1);
     }
     if (rc == ZP_ETASK)
         return fail_run(w);
@@ -223,7 +161,7 @@ static int run_item(zp__worker *w, const msgpack_object *item, uint64_t index)
  * shared one under the stage's lock. */
 static int on_output(zp__worker *w, int (*op)(zp__tx *))
 {
-    zp__stage_rt *st = w->stage;
+    zp__tstage *st = w->stage;
     if (!st->ordered)
         return op(w->tx);
     pthread_mutex_lock(&st->order_lock);
@@ -271,7 +209,7 @@ static int run_items(zp__worker *w)
 /* The first task, or a join task: one call for the whole stream. */
 static int run_once(zp__worker *w)
 {
-    const zp__stage_def *def = w->stage->def;
+    const zp__stage_def *def = w->stage->cfg.def;
     w->window_start = zp__now_ns();
     if (def->opts.join) {
         /* Joins have no retries and no skip: one attempt. */
@@ -280,14 +218,14 @@ static int run_once(zp__worker *w)
             return fail_run(w);
         return rc < 0 ? rc : commit(w);
     }
-    return run_item(w, w->stage->args, 0);
+    return run_item(w, w->stage->cfg.args, 0);
 }
 
 /* Says this worker is done: its own sender closes, or the last worker of
  * an ordered stage closes the shared one. */
 static int close_output(zp__worker *w)
 {
-    zp__stage_rt *st = w->stage;
+    zp__tstage *st = w->stage;
     bool last = atomic_fetch_sub(&st->alive, 1) == 1;
     return !st->ordered || last ? on_output(w, zp__tx_close) : 0;
 }
@@ -296,20 +234,17 @@ static void report(zp__worker *w, int rc)
 {
     if (rc == 0 || rc == ZP_ETASK || rc == ZP_ECANCELED)
         return;
-    const char *name = w->stage->def->name;
-    w->stage->run->fail(w->stage->run, rc,
-                        zp__strdupf("task '%s', worker %d: %s", name, w->index,
-                                    zp_strerror(rc)));
+    const char *name = w->stage->cfg.def->name;
+    w->stage->cfg.run->fail(w->stage->cfg.run, rc,
+                            zp__strdupf("task '%s', worker %d: %s", name,
+                                        w->index, zp_strerror(rc)));
 }
 
-void *zp__worker_main(void *arg)
+static void *worker_main(void *arg)
 {
     zp__worker *w = arg;
-    const zp__stage_def *def = w->stage->def;
-    bool once = w->rx == NULL || def->opts.join;
-    int rc = def->afn != NULL ? zp__async_stage(w)
-             : once           ? run_once(w)
-                              : run_items(w);
+    bool once = w->rx == NULL || w->stage->cfg.def->opts.join;
+    int rc = once ? run_once(w) : run_items(w);
     if (rc == 0)
         rc = close_output(w);
     else
@@ -317,3 +252,138 @@ void *zp__worker_main(void *arg)
     report(w, rc);
     return NULL;
 }
+
+int zp__worker_pace(zp__worker *w)
+{
+    if (++w->window_items < WINDOW && !w->slow)
+        return 0;
+    uint64_t t = zp__now_ns();
+    uint64_t spent = t - w->window_start;
+    zp__count(&w->stats.busy_ns, spent);
+    w->slow = spent > (uint64_t)SLOW_NS * w->window_items;
+    if (w->rx != NULL && !w->stage->cfg.def->opts.join)
+        zp__edge_set_slow(w->stage->cfg.in, w->slow);
+    w->window_start = t;
+    w->window_items = 0;
+    return w->slow ? zp__worker_flush(w) : zp__worker_nudge(w);
+}
+
+/* ---- The stage ------------------------------------------------------------
+ */
+
+static bool claims(const zp__stage_def *def)
+{
+    return def->opts.mode == ZP_INPROC && def->afn == NULL;
+}
+
+static void shape(const zp__stage_def *def, size_t index, zp__stage_shape *out)
+{
+    bool ordered = index > 0 && def->opts.ordered;
+    *out = (zp__stage_shape){
+        .senders = ordered ? 1 : def->opts.workers,
+        .receivers = def->opts.workers,
+        .late_release = ordered && !def->opts.join,
+    };
+}
+
+static int set_up(zp__tstage *st)
+{
+    const zp__stage_cfg *cfg = &st->cfg;
+    int n = cfg->def->opts.workers;
+    st->workers = calloc((size_t)n, sizeof *st->workers);
+    st->threads = calloc((size_t)n, sizeof *st->threads);
+    if (st->workers == NULL || st->threads == NULL)
+        return ZP_ENOMEM;
+    st->shared_tx = st->ordered ? cfg->out->tx[0] : NULL;
+    for (; st->nworkers < n; st->nworkers++) {
+        zp__worker *w = &st->workers[st->nworkers];
+        w->stage = st;
+        w->index = st->nworkers;
+        w->rx = cfg->in ? cfg->in->rx[w->index] : NULL;
+        w->tx = st->ordered ? NULL : cfg->out->tx[w->index];
+        w->slow = true; /* until measured otherwise */
+        zp__call_init(&w->call, cfg->def, cfg->run, &w->stats, st->ordered, w);
+    }
+    atomic_store(&st->alive, st->nworkers);
+    /* A join task's pace is that of its outputs, not of its input: it
+     * never says its input is slow, so say it is not from the start. */
+    if (cfg->in != NULL && (cfg->def->opts.join || n <= 1))
+        zp__edge_set_slow(cfg->in, false);
+    return 0;
+}
+
+static int start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
+{
+    zp__tstage *st = calloc(1, sizeof *st);
+    *out = (zp__stage *)st;
+    if (st == NULL)
+        return ZP_ENOMEM;
+    st->base.ops = &zp__thread_stage_ops;
+    st->cfg = *cfg;
+    st->ordered = cfg->def->opts.ordered && cfg->in != NULL;
+    pthread_mutex_init(&st->order_lock, NULL);
+    int rc = set_up(st);
+    for (int err = 0; rc == 0 && st->nthreads < st->nworkers; st->nthreads++)
+        if ((err = pthread_create(&st->threads[st->nthreads], NULL, worker_main,
+                                  &st->workers[st->nthreads])) != 0) {
+            *why = zp__strdupf("cannot start a thread of task '%s': %s",
+                               cfg->def->name, strerror(err));
+            rc = ZP_EIO;
+            break;
+        }
+    return rc;
+}
+
+static void stop(zp__stage *s)
+{
+    zp__edge_wake(((zp__tstage *)s)->cfg.out);
+}
+
+static void join(zp__stage *s)
+{
+    zp__tstage *st = (zp__tstage *)s;
+    for (; st->nthreads > 0; st->nthreads--)
+        pthread_join(st->threads[st->nthreads - 1], NULL);
+}
+
+static void stats(zp__stage *s, zp_stage_stats *out)
+{
+    zp__tstage *st = (zp__tstage *)s;
+    uint64_t peak = 0;
+    for (int j = 0; j < st->nworkers; j++) {
+        const zp__wstats *w = &st->workers[j].stats;
+        peak += atomic_load_explicit(&w->peak, memory_order_relaxed);
+        zp__wstats_add(w, out);
+    }
+    out->workers_alive += atomic_load(&st->alive);
+    /* One worker has had at most its one call; several share the stage's
+     * count. */
+    out->peak_in_flight += st->nworkers > 1 ? atomic_load(&st->peak) : peak;
+}
+
+static void destroy(zp__stage **sp)
+{
+    zp__tstage *st = (zp__tstage *)*sp;
+    if (st == NULL)
+        return;
+    join(&st->base);
+    for (int j = 0; j < st->nworkers; j++)
+        zp__call_fini(&st->workers[j].call);
+    zp__order_fini(&st->order);
+    pthread_mutex_destroy(&st->order_lock);
+    free(st->workers);
+    free(st->threads);
+    free(st);
+    *sp = NULL;
+}
+
+const zp__stage_ops zp__thread_stage_ops = {
+    .kind = "threads",
+    .claims = claims,
+    .shape = shape,
+    .start = start,
+    .stop = stop,
+    .join = join,
+    .stats = stats,
+    .destroy = destroy,
+};

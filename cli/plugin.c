@@ -6,7 +6,7 @@
  * function holds the name cannot be reported by the constructor that made
  * it, so the registry keeps the name for zp__registry_take_conflict().
  */
-#include "coordinator/plugin.h"
+#include "cli/plugin.h"
 
 #include <dlfcn.h>
 #include <errno.h>

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The zpipe command: `zpipe run`, `zpipe worker`, `zpipe tasks` and
- * `zpipe keygen` (DESIGN.md's CLI contract; docs/cli.md is the reference).
- * Part of coordinator, compiled into the zpipe executable only. It is a
+ * `zpipe keygen` (docs/cli.md is the reference). Part of cli/, the zpipe
+ * program, above every layer of the library and compiled into the zpipe
+ * executable only. It is a
  * thin layer over the library: it loads plugins, builds the pipeline from
  * the spec, feeds items in, writes outputs out, and turns signals and
  * errors into exit statuses. It never handles items itself, besides
@@ -28,10 +29,10 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "coordinator/builtins.h"
-#include "coordinator/dispatch.h"
-#include "coordinator/items.h"
-#include "coordinator/plugin.h"
+#include "cli/builtins.h"
+#include "coordinator/spawn.h"
+#include "cli/items.h"
+#include "cli/plugin.h"
 #include "coordinator/run.h"
 #include "core/pipeline.h"
 #include "core/registry.h"
@@ -683,9 +684,9 @@ static int cmd_run(int argc, char **argv)
                        : open_for_writing("--output", c.output, true);
     if (out_fd < 0)
         goto out;
-    zp__dispatch_set_worker_args(zp__plugins_args(ps));
+    zp__spawn_set_worker_args(zp__plugins_args(ps));
     rc = start_and_wait(&c, p, out_fd);
-    zp__dispatch_set_worker_args(NULL);
+    zp__spawn_set_worker_args(NULL);
     if (!to_stdout && close(out_fd) != 0 && rc == EXIT_OK) {
         fprintf(stderr, "zpipe run: writing '%s': %s\n", c.output,
                 strerror(errno));

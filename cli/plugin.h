@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Plugins of the zpipe CLI: shared libraries whose ZP_TASK and
- * ZP_ASYNC_TASK registrations run when they are loaded. Part of
- * coordinator, compiled into the zpipe executable only.
+ * ZP_ASYNC_TASK registrations run when they are loaded. Part of cli/, the
+ * zpipe program, compiled into the zpipe executable only.
  *
  * A plugin does not need to link libzpipe: the executable exports the
  * public zp_* functions and every plugin's undefined zp_* symbols resolve
@@ -13,8 +13,8 @@
  * task of another that has the same C name. They are never unloaded: the
  * registry holds pointers into them.
  */
-#ifndef ZP_COORDINATOR_PLUGIN_H
-#define ZP_COORDINATOR_PLUGIN_H
+#ifndef ZP_CLI_PLUGIN_H
+#define ZP_CLI_PLUGIN_H
 
 #include "zpipe.h"
 

@@ -2,13 +2,14 @@
 /*
  * Items in and out of the zpipe CLI: lines of a file or stdin become items
  * (JSON lines, or raw text lines as strings), and a run's outputs become
- * JSON lines, raw lines or msgpack on a file descriptor. Part of
- * coordinator, compiled into the zpipe executable only, not into libzpipe.
+ * JSON lines, raw lines or msgpack on a file descriptor. Part of cli/,
+ * the zpipe program, compiled into the zpipe executable only, not into
+ * libzpipe.
  * Reading never blocks a run that is stopping: it waits for input at most
  * a tenth of a second between looks at the run's stop flag.
  */
-#ifndef ZP_COORDINATOR_ITEMS_H
-#define ZP_COORDINATOR_ITEMS_H
+#ifndef ZP_CLI_ITEMS_H
+#define ZP_CLI_ITEMS_H
 
 #include "zpipe.h"
 

@@ -7,7 +7,7 @@
  * the CLI flushes it early whenever the run has nothing ready for it, so a
  * slow pipeline's outputs still show as they come.
  */
-#include "coordinator/items.h"
+#include "cli/items.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,11 +2,12 @@
 /*
  * The built-in tasks of the zpipe CLI, so that it is useful without any
  * plugin: range, lines, exec, sleep (async) and identity; docs/cli.md
- * describes them. Part of coordinator, compiled into the zpipe executable
- * only: programs that link libzpipe do not get tasks under these names.
+ * describes them. Part of cli/, the zpipe program, above every layer of
+ * the library and compiled into the zpipe executable only: programs that link
+ * libzpipe do not get tasks under these names.
  */
-#ifndef ZP_COORDINATOR_BUILTINS_H
-#define ZP_COORDINATOR_BUILTINS_H
+#ifndef ZP_CLI_BUILTINS_H
+#define ZP_CLI_BUILTINS_H
 
 /*
  * Registers the built-in tasks. Call it once, first thing in main(), in

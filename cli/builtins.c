@@ -12,7 +12,7 @@
  * every tenth of a second; when the run stops, the command's whole process
  * group gets SIGTERM, then SIGKILL a second later, and is always reaped.
  */
-#include "coordinator/builtins.h"
+#include "cli/builtins.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,8 +27,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "coordinator/dispatch.h"
-#include "coordinator/items.h"
+#include "coordinator/spawn.h"
+#include "cli/items.h"
 #include "core/value.h"
 #include "worker/call.h"
 
@@ -378,7 +378,7 @@ static int spawn(const command *c, int out, int err, pid_t *pid)
     posix_spawn_file_actions_adddup2(&fa, err, STDERR_FILENO);
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY,
                                      0);
-    zp__dispatch_spawnattr_init(&at, POSIX_SPAWN_SETPGROUP);
+    zp__spawnattr_init(&at, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&at, 0);
     int rc = posix_spawnp(pid, c->argv[0], &fa, &at, c->argv, environ);
     posix_spawnattr_destroy(&at);

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Time: the monotonic clock every layer reads, timed waits on condition
+ * variables against that clock, and the relaxed counters that statistics
+ * are kept in. Part of core, the lowest layer: no sockets, no threads of
+ * its own.
+ */
+#ifndef ZP_CORE_CLOCK_H
+#define ZP_CORE_CLOCK_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Monotonic time in nanoseconds. */
+uint64_t zp__now_ns(void);
+
+/* Monotonic time with the coarse clock (a few ms of resolution): a memory
+ * read, for figures summed over many events, where the errors cancel. */
+uint64_t zp__coarse_ns(void);
+
+/* Sets *t to `ns` from now on the monotonic clock, for timed waits on a
+ * condition variable made by zp__cond_init_monotonic(). */
+void zp__deadline_after(struct timespec *t, uint64_t ns);
+
+/* Initialises a condition variable whose timed waits use the monotonic
+ * clock. Returns 0 or ZP_ENOMEM. */
+int zp__cond_init_monotonic(pthread_cond_t *c);
+
+/*
+ * Adds `n` to a statistics counter that one thread writes and any thread
+ * reads: a relaxed load and store, cheaper than an atomic add because the
+ * writer is alone.
+ */
+static inline void zp__count(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+#endif
