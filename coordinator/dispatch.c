@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Dispatchers, see dispatch.h and docs/protocol.md. One thread per
- * process or remote stage runs a poll loop over the stage's hub (messages
- * from workers) and its input link; everything else is bookkeeping of
- * three lists of batches: waiting (to be sent), in flight (sent to a
- * worker, not done) and done but held back (ordered stages, until every
- * earlier batch is done). A worker that dies, stops answering or runs past
- * the timeout loses its batches back to the waiting list; a batch whose
- * worker died is split into single items, so that an item that kills
- * workers is found and, after its retries, fails the run or is skipped.
+ * Dispatchers, see dispatch.h and docs/protocol.md: the loop half (the
+ * workers' lives are in supervise.c, the shared state in dstate.h). One
+ * thread per process or remote stage runs a poll loop over the stage's
+ * hub (messages from workers) and its input link; everything else is
+ * bookkeeping of three lists of batches (dbatch.h): waiting (to be sent),
+ * in flight (sent to a worker, not done) and done but held back (ordered
+ * stages, until every earlier batch is done). A worker that dies, stops
+ * answering or runs past the timeout loses its batches back to the
+ * waiting list; a batch it was running is halved until the item that
+ * kills workers is found alone and, after its retries, fails the run or
+ * is skipped.
  */
 #include "coordinator/dispatch.h"
 
@@ -21,97 +23,21 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "coordinator/dbatch.h"
-#include "coordinator/spawn.h"
+#include "coordinator/dstate.h"
 #include "transport/batch.h"
 #include "transport/peer.h"
 #include "transport/proto.h"
 
-#define MS 1000000ull
-#define HEARTBEAT_NS (1000 * MS)
-#define DEAD_NS (3000 * MS)
 #define BATCH_MAX 4096                /* items per ITEM message, at most */
 #define BATCH_BYTES ((size_t)1 << 20) /* and bytes, but for a single item */
 #define BATCHES_PER_THREAD 4          /* fast batches in flight at a worker */
 #define FAST_ITEM_NS (200 * 1000ull)  /* faster items travel in batches */
 #define POLL_MS 100
-#define CHECK_NS (5 * MS)  /* supervision runs this often, at most */
-#define MOURN_NS (50 * MS) /* a dead worker's last words arrive within */
-#define MAX_UNBORN 5       /* children dead before HELLO: give up */
-
-typedef struct zp__dworker dworker;
-typedef zp__dbatch dbatch;
-
-struct zp__dworker {
-    char id[256]; /* routing id */
-    size_t id_len;
-    uint32_t pid;
-    int64_t credit;    /* items it will still accept */
-    uint32_t threads;  /* items it runs at once */
-    uint32_t inflight; /* batches sent, not done */
-    uint64_t heard, beat;
-    uint64_t done;   /* when its last batch was done */
-    char *death;     /* owned; how its process ended, until mourned */
-    bool suspect;    /* runs a suspect batch, alone */
-    uint64_t died;   /* when that was seen */
-    bool has_task;   /* it announced the stage's task */
-    bool configured; /* STAGE sent */
-    bool gone;
-};
-
-struct zp__dispatch {
-    zp__stage base;
-    zp__stage_cfg cfg;
-    zp__hub *hub;
-    pthread_t thread;
-    bool started;
-    dworker **workers; /* owned */
-    size_t nworkers;
-    zp__queue waiting;    /* owned dbatches to send                */
-    zp__queue inflight;   /* owned dbatches sent, oldest first     */
-    zp__queue held;       /* owned dbatches done, ordered stages   */
-    size_t nwaiting;      /* items in the waiting list */
-    size_t waiting_bytes; /* and their bytes           */
-    uint64_t next_id;
-    uint64_t next_seq;    /* ordered: the next item index to deliver */
-    bool ended;           /* all input read */
-    msgpack_sbuffer fill; /* the batch being gathered from input */
-    uint32_t fill_n;
-    uint64_t fill_seq;
-    zp__children *kids;       /* owned; the worker processes, or NULL  */
-    bool *greeted;            /* owned; the slot's child said HELLO    */
-    int unborn;               /* children in a row that died before HELLO */
-    uint64_t no_worker_since; /* remote: waiting for a worker since */
-    uint64_t item_ns;         /* running estimate of an item's time */
-    msgpack_sbuffer sb;       /* scratch for encoding */
-    uint64_t dropped;         /* messages rejected so far */
-    uint64_t checked;         /* when supervision last ran */
-    uint64_t sends;           /* batches sent so far */
-    zp__wstats stats;
-    _Atomic uint64_t restarts;
-    _Atomic uint64_t items_out;  /* items in batches sent, not yet done  */
-    _Atomic uint64_t items_peak; /* most ever                            */
-    _Atomic int alive;           /* workers connected that run the task  */
-};
-
-static bool stopping(const zp__dispatch *d)
-{
-    return atomic_load(&d->cfg.run->stop);
-}
-
-static void fail_run(zp__dispatch *d, char *msg)
-{
-    d->cfg.run->fail(d->cfg.run, ZP_ETASK, msg);
-}
-
-static const char *task(const zp__dispatch *d)
-{
-    return d->cfg.def->name;
-}
+#define CHECK_NS (5 * MS) /* supervision runs this often, at most */
 
 /* ---- Batches ----------------------------------------------------------- */
 
-static void enqueue(zp__dispatch *d, dbatch *b, bool front)
+void zp__dispatch_enqueue(zp__dispatch *d, dbatch *b, bool front)
 {
     b->w = NULL;
     d->nwaiting += b->n;
@@ -132,15 +58,6 @@ static dbatch *dequeue(zp__dispatch *d)
     return b;
 }
 
-/* Counts the workers that can take items, for the statistics. */
-static void note_workers(zp__dispatch *d)
-{
-    int alive = 0;
-    for (size_t i = 0; i < d->nworkers; i++)
-        alive += !d->workers[i]->gone && d->workers[i]->has_task;
-    atomic_store(&d->alive, alive);
-}
-
 /* Appends a batch to the in-flight list, which is oldest first: DONEs
  * mostly come in the order batches were sent, so a search is short. */
 static void add_inflight(zp__dispatch *d, dbatch *b)
@@ -152,7 +69,7 @@ static void add_inflight(zp__dispatch *d, dbatch *b)
 }
 
 /* Unlinks in-flight batch b; prev is the one before it. */
-static dbatch *unlink_inflight(zp__dispatch *d, dbatch *prev, dbatch *b)
+dbatch *zp__dispatch_unlink_inflight(zp__dispatch *d, dbatch *prev, dbatch *b)
 {
     atomic_fetch_sub(&d->items_out, b->n);
     zp__queue_unlink(&d->inflight, prev ? &prev->node : NULL, &b->node);
@@ -166,7 +83,7 @@ static dbatch *take_inflight(zp__dispatch *d, uint64_t id, const dworker *w)
     for (zp__qnode *n = d->inflight.head; n != NULL; n = n->next) {
         dbatch *b = zp__dbatch_of(n);
         if (b->id == id && b->w == w)
-            return unlink_inflight(d, prev, b);
+            return zp__dispatch_unlink_inflight(d, prev, b);
         prev = b;
     }
     return NULL;
@@ -177,7 +94,7 @@ static dbatch *take_inflight(zp__dispatch *d, uint64_t id, const dworker *w)
  * queued at the front: the item at fault is found in a crash per halving,
  * and an item is blamed only for a crash while it runs alone.
  */
-static int split(zp__dispatch *d, dbatch *b)
+int zp__dispatch_split(zp__dispatch *d, dbatch *b)
 {
     dbatch *half[2];
     int rc = zp__dbatch_split(b, d->next_id, half);
@@ -185,7 +102,7 @@ static int split(zp__dispatch *d, dbatch *b)
         d->next_id += 2;
         for (int i = 1; i >= 0; i--) {
             half[i]->kills = 1; /* a suspect: it runs alone */
-            enqueue(d, half[i], true);
+            zp__dispatch_enqueue(d, half[i], true);
         }
     }
     zp__dbatch_free(b);
@@ -219,7 +136,7 @@ static int send_outputs(zp__dispatch *d, const char *framed, size_t len)
 }
 
 /* Delivers a done batch: at once, or in input order for ordered stages. */
-static int deliver(zp__dispatch *d, dbatch *b)
+int zp__dispatch_deliver(zp__dispatch *d, dbatch *b)
 {
     int rc = 0;
     if (!d->cfg.def->opts.ordered) {
@@ -235,157 +152,6 @@ static int deliver(zp__dispatch *d, dbatch *b)
         zp__dbatch_free(first);
     }
     return rc;
-}
-
-/* ---- Workers ------------------------------------------------------------ */
-
-static int send_body(zp__dispatch *d, dworker *w)
-{
-    int rc = zp__hub_send(d->hub, w->id, w->id_len, d->sb.data, d->sb.size);
-    msgpack_sbuffer_clear(&d->sb);
-    return rc;
-}
-
-static dworker *find_worker(zp__dispatch *d, const void *id, size_t len)
-{
-    for (size_t i = 0; i < d->nworkers; i++)
-        if (d->workers[i]->id_len == len &&
-            memcmp(d->workers[i]->id, id, len) == 0)
-            return d->workers[i];
-    return NULL;
-}
-
-static bool announces(const zp__msg *m, const char *name)
-{
-    for (uint32_t i = 0; i < m->tasks->via.array.size; i++) {
-        const msgpack_object_str *s = &m->tasks->via.array.ptr[i].via.str;
-        if (s->size == strlen(name) && memcmp(s->ptr, name, s->size) == 0)
-            return true;
-    }
-    return false;
-}
-
-/*
- * Whether batch b was running on its worker, rather than waiting in the
- * worker's queue: a worker runs its batches in the order they were sent,
- * `threads` at a time.
- */
-static bool running(const zp__dispatch *d, const dbatch *b)
-{
-    uint32_t before = 0;
-    for (const zp__qnode *n = d->inflight.head; n != NULL; n = n->next) {
-        const dbatch *o = zp__dbatch_of((zp__qnode *)n);
-        before += o->w == b->w && o->order < b->order;
-    }
-    return before < b->w->threads;
-}
-
-/* A batch that was running when its worker crashed: split if it holds
- * several items (one of them is the culprit), run again, or — an item
- * that crashed workers more than retries + 1 times — fail or skip. */
-static void blame(zp__dispatch *d, dbatch *b, const char *why)
-{
-    const zp_opts *o = &d->cfg.def->opts;
-    if (b->n > 1) {
-        if (split(d, b) != 0)
-            fail_run(d, zp__strdupf("task '%s': out of memory", task(d)));
-    } else if (++b->kills <= (uint32_t)o->retries + 1) {
-        zp__count(&d->stats.retried, 1);
-        enqueue(d, b, true);
-    } else if (o->on_error == ZP_SKIP) {
-        zp__count(&d->stats.failed, 1);
-        zp__count(&d->stats.skipped, 1);
-        deliver(d, b);
-    } else {
-        zp__count(&d->stats.failed, 1);
-        fail_run(d, zp__strdupf("task '%s' failed on item %llu: %s", task(d),
-                                (unsigned long long)b->seq, why));
-        zp__dbatch_free(b);
-    }
-}
-
-/*
- * A worker is gone: its batches go back to the waiting list. With `why`
- * (a crash or a timeout; consumed) the batches it was running are blamed;
- * those still waiting in its queue are not. A worker that left or stopped
- * answering blames none: nothing says its items were at fault.
- */
-static void lose_worker(zp__dispatch *d, dworker *w, char *why)
-{
-    zp__queue mine = {NULL, NULL};
-    for (zp__qnode *n = d->inflight.head; n != NULL; n = n->next)
-        if (zp__dbatch_of(n)->w == w)
-            zp__dbatch_of(n)->blamed =
-                why != NULL && running(d, zp__dbatch_of(n));
-    dbatch *prev = NULL;
-    for (zp__qnode *n = d->inflight.head, *next; n != NULL; n = next) {
-        next = n->next;
-        dbatch *b = zp__dbatch_of(n);
-        if (b->w != w) {
-            prev = b;
-            continue;
-        }
-        unlink_inflight(d, prev, b); /* to `mine`, oldest first */
-        msgpack_sbuffer_clear(&b->out);
-        zp__queue_push(&mine, &b->node);
-    }
-    w->gone = true;
-    note_workers(d);
-    for (dbatch *b; (b = zp__dbatch_of(zp__queue_pop(&mine))) != NULL;)
-        if (b->blamed)
-            blame(d, b, why);
-        else
-            enqueue(d, b, true);
-    free(why);
-}
-
-static void on_hello(zp__dispatch *d, const zp__hub_msg *hm, const zp__msg *m)
-{
-    dworker *w = find_worker(d, hm->id, hm->id_len);
-    if (w != NULL && !w->gone && w->pid == m->pid) {
-        /* The same process again, answering a HELLO of ours sent before
-         * its first arrived: it lost nothing. */
-        w->heard = zp__now_ns();
-        return;
-    }
-    if (w != NULL && !w->gone)
-        lose_worker(d, w, NULL); /* another process on that link */
-    if (w == NULL) {
-        dworker **v = realloc(d->workers, (d->nworkers + 1) * sizeof *v);
-        w = v ? calloc(1, sizeof *w) : NULL;
-        if (w == NULL || hm->id_len > sizeof w->id) {
-            free(w);
-            if (v != NULL)
-                d->workers = v;
-            return;
-        }
-        d->workers = v;
-        d->workers[d->nworkers++] = w;
-        memcpy(w->id, hm->id, hm->id_len);
-        w->id_len = hm->id_len;
-    }
-    free(w->death);
-    *w = (dworker){.id_len = w->id_len,
-                   .pid = m->pid,
-                   .credit = m->credit,
-                   .threads = m->credit / ZP__PROTO_CREDIT_PER_THREAD,
-                   .has_task = announces(m, task(d))};
-    memcpy(w->id, hm->id, hm->id_len);
-    if (w->threads == 0)
-        w->threads = 1;
-    int slot = zp__children_slot(d->kids, (pid_t)m->pid);
-    if (slot >= 0)
-        d->greeted[slot] = true;
-    w->heard = w->beat = zp__now_ns();
-    note_workers(d);
-}
-
-static dworker *worker_of_pid(zp__dispatch *d, pid_t pid)
-{
-    for (size_t i = 0; i < d->nworkers; i++)
-        if (!d->workers[i]->gone && d->workers[i]->pid == (uint32_t)pid)
-            return d->workers[i];
-    return NULL;
 }
 
 /* ---- Messages from workers ---------------------------------------------- */
@@ -432,7 +198,8 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
     zp__count(&d->stats.retried, m->retried);
     zp__count(&d->stats.skipped, m->skipped);
     zp__count(&d->stats.failed, m->skipped);
-    int rc = direct ? send_outputs(d, m->data, m->data_len) : deliver(d, b);
+    int rc = direct ? send_outputs(d, m->data, m->data_len)
+                    : zp__dispatch_deliver(d, b);
     if (rc == ZP_EPROTO)
         malformed(d, w, b);
     else if (rc != 0 && !stopping(d))
@@ -485,10 +252,10 @@ static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
         return;
     }
     if (m.type == ZP__HELLO) {
-        on_hello(d, hm, &m);
+        zp__dispatch_on_hello(d, hm, &m);
         return;
     }
-    dworker *w = find_worker(d, hm->id, hm->id_len);
+    dworker *w = zp__dispatch_find_worker(d, hm->id, hm->id_len);
     if (w == NULL) {
         /* A worker of an earlier run, or of a coordinator that restarted:
          * a HELLO asks it to introduce itself. */
@@ -515,7 +282,7 @@ static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
     else if (m.type == ZP__FAIL)
         on_fail(d, w, &m);
     else if (m.type == ZP__BYE)
-        lose_worker(d, w, NULL);
+        zp__dispatch_lose_worker(d, w, NULL);
     else if (m.type != ZP__HEARTBEAT)
         drop(d, "an unexpected %s", zp__msg_type_name(m.type));
 }
@@ -573,7 +340,7 @@ static int configure(zp__dispatch *d, dworker *w)
                            flags, (uint32_t)o->retries, bind.data, bind.size);
     msgpack_sbuffer_destroy(&bind);
     if (rc == 0)
-        rc = send_body(d, w);
+        rc = zp__dispatch_send(d, w);
     w->configured = rc == 0;
     return rc;
 }
@@ -585,7 +352,7 @@ static int send_batch(zp__dispatch *d, dworker *w, dbatch *b)
         rc = zp__msg_item(&d->sb, d->cfg.run_id, d->cfg.index, b->id, b->bytes,
                           b->len);
     if (rc == 0)
-        rc = send_body(d, w);
+        rc = zp__dispatch_send(d, w);
     return rc;
 }
 
@@ -597,8 +364,8 @@ static void dispatch_waiting(zp__dispatch *d)
             return;
         dbatch *b = dequeue(d);
         if (send_batch(d, w, b) != 0) {
-            enqueue(d, b, true);
-            lose_worker(d, w, NULL); /* unreachable: it left */
+            zp__dispatch_enqueue(d, b, true);
+            zp__dispatch_lose_worker(d, w, NULL); /* unreachable: it left */
             continue;
         }
         b->w = w;
@@ -622,7 +389,7 @@ static void close_fill(zp__dispatch *d)
     if (b == NULL)
         fail_run(d, zp__strdupf("task '%s': out of memory", task(d)));
     else
-        enqueue(d, b, false);
+        zp__dispatch_enqueue(d, b, false);
     msgpack_sbuffer_clear(&d->fill);
     d->fill_n = 0;
 }
@@ -721,124 +488,6 @@ static void read_input(zp__dispatch *d)
                                      task(d), zp_strerror(rc)));
 }
 
-/* ---- Supervision -------------------------------------------------------- */
-
-/* Spawns the worker of slot i, failing the run when it cannot. */
-static void spawn(zp__dispatch *d, int i)
-{
-    char *why = NULL;
-    if (zp__children_spawn(d->kids, i, &why) != 0)
-        fail_run(d, zp__strdupf("task '%s': %s", task(d),
-                                why ? why : "cannot start a worker process"));
-    free(why);
-}
-
-/* Reaps dead children, gives up on their batches, and replaces them. */
-static void reap(zp__dispatch *d)
-{
-    int i, status;
-    pid_t pid;
-    while (d->kids != NULL &&
-           (i = zp__children_reap(d->kids, &pid, &status)) >= 0) {
-        /* Its batches are given up on a little later, once what it sent
-         * before it died has been read: a batch it finished is no
-         * culprit. */
-        dworker *w = worker_of_pid(d, pid);
-        if (w != NULL && w->death == NULL) {
-            w->death = zp__describe_status(pid, status);
-            w->died = zp__now_ns();
-        }
-        d->unborn = d->greeted[i] ? 0 : d->unborn + 1;
-        d->greeted[i] = false;
-        if (d->unborn >= MAX_UNBORN) {
-            char *how = zp__describe_status(pid, status);
-            fail_run(d, zp__strdupf("task '%s': worker processes cannot "
-                                    "start: %d in a row ended before saying "
-                                    "HELLO; the last: %s",
-                                    task(d), d->unborn, how ? how : "?"));
-            free(how);
-        } else if (!stopping(d)) {
-            zp__count(&d->restarts, 1);
-            spawn(d, i);
-        }
-    }
-}
-
-static void kill_worker(zp__dispatch *d, dworker *w, char *why)
-{
-    if (zp__children_slot(d->kids, (pid_t)w->pid) >= 0)
-        kill((pid_t)w->pid, SIGKILL); /* reap() replaces it */
-    lose_worker(d, w, why);
-}
-
-/* The first in-flight batch that ran past the timeout, or NULL. */
-static dbatch *overdue(zp__dispatch *d, uint64_t now, uint64_t timeout)
-{
-    for (zp__qnode *n = d->inflight.head; n != NULL; n = n->next) {
-        dbatch *b = zp__dbatch_of(n);
-        /* A batch's clock starts when its worker could start it. */
-        uint64_t start = b->w->done > b->sent ? b->w->done : b->sent;
-        if (now - start > timeout * b->n && running(d, b))
-            return b;
-    }
-    return NULL;
-}
-
-/* Heartbeats out; workers unheard for too long, or stuck on an item past
- * the timeout, are given up on. */
-static void supervise(zp__dispatch *d, uint64_t now)
-{
-    uint64_t timeout = (uint64_t)d->cfg.def->opts.timeout_ms * MS;
-    for (dbatch *b; timeout > 0 && (b = overdue(d, now, timeout)) != NULL;)
-        kill_worker(d, b->w,
-                    zp__strdupf("it ran for more than %d ms (timeout)",
-                                d->cfg.def->opts.timeout_ms));
-    for (size_t i = 0; i < d->nworkers; i++) {
-        dworker *w = d->workers[i];
-        if (w->gone)
-            continue;
-        if (w->death != NULL) {
-            if (now - w->died > MOURN_NS) {
-                char *why = w->death;
-                w->death = NULL;
-                lose_worker(d, w, why);
-            }
-            continue;
-        }
-        if (now - w->heard > DEAD_NS) {
-            fprintf(stderr,
-                    "zpipe: task '%s': worker %u stopped answering; its "
-                    "items run again elsewhere\n",
-                    task(d), w->pid);
-            kill_worker(d, w, NULL);
-            continue;
-        }
-        if (now - w->beat >= HEARTBEAT_NS && zp__msg_heartbeat(&d->sb) == 0) {
-            w->beat = now;
-            if (send_body(d, w) != 0)
-                lose_worker(d, w, NULL);
-        }
-    }
-}
-
-/* Remote stages fail when no worker came within wait_workers_ms. */
-static void check_waiting_for_workers(zp__dispatch *d, uint64_t now)
-{
-    bool any = false;
-    for (size_t i = 0; i < d->nworkers && !any; i++)
-        any = !d->workers[i]->gone && d->workers[i]->has_task;
-    if (any || zp__queue_empty(&d->waiting) || d->kids != NULL) {
-        d->no_worker_since = now;
-        return;
-    }
-    uint64_t limit = (uint64_t)d->cfg.wait_workers_ms * MS;
-    if (limit > 0 && now - d->no_worker_since > limit)
-        fail_run(d, zp__strdupf("task '%s': no worker serving it connected "
-                                "to %s within %d ms",
-                                task(d), zp__hub_endpoint(d->hub),
-                                d->cfg.wait_workers_ms));
-}
-
 /* ---- The loop ------------------------------------------------------------ */
 
 static bool finished(const zp__dispatch *d)
@@ -865,9 +514,7 @@ static void step(zp__dispatch *d, msgpack_zone *zone)
         close_fill(d);
     if (now - d->checked >= CHECK_NS) { /* children, heartbeats, timeouts */
         d->checked = now;
-        reap(d);
-        supervise(d, now);
-        check_waiting_for_workers(d, now);
+        zp__dispatch_supervise(d, now);
     }
     dispatch_waiting(d);
 }
@@ -876,7 +523,7 @@ static void say_bye(zp__dispatch *d)
 {
     for (size_t i = 0; i < d->nworkers; i++)
         if (!d->workers[i]->gone && zp__msg_bye(&d->sb, "run over") == 0)
-            send_body(d, d->workers[i]);
+            zp__dispatch_send(d, d->workers[i]);
 }
 
 static void *dispatch_main(void *arg)
@@ -886,7 +533,7 @@ static void *dispatch_main(void *arg)
     /* Spawned by this thread: a child dies with the thread that spawned
      * it (PR_SET_PDEATHSIG), and this one lasts as long as the stage. */
     for (int i = 0; i < zp__children_count(d->kids) && !stopping(d); i++)
-        spawn(d, i);
+        zp__dispatch_spawn(d, i);
     if (d->cfg.in == NULL) {
         msgpack_packer pk;
         msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The state of a dispatched stage, shared by the two halves of its
+ * dispatcher: dispatch.c (the loop: input, batches, messages, sending
+ * work) and supervise.c (the workers' lives: joining, heartbeats, deaths,
+ * timeouts, blame, children). Private to those two files; everything here
+ * is used by the dispatcher's thread alone but for the atomics, which
+ * statistics read. Part of coordinator.
+ */
+#ifndef ZP_COORDINATOR_DSTATE_H
+#define ZP_COORDINATOR_DSTATE_H
+
+#include <pthread.h>
+
+#include "coordinator/dbatch.h"
+#include "coordinator/dispatch.h"
+#include "coordinator/spawn.h"
+#include "transport/peer.h"
+#include "transport/proto.h"
+
+#define MS 1000000ull
+#define HEARTBEAT_NS (1000 * MS)
+#define DEAD_NS (3000 * MS)
+#define MOURN_NS (50 * MS) /* a dead worker's last words arrive within */
+#define MAX_UNBORN 5       /* children dead before HELLO: give up */
+
+typedef struct zp__dworker dworker;
+typedef zp__dbatch dbatch;
+
+struct zp__dworker {
+    char id[256]; /* routing id */
+    size_t id_len;
+    uint32_t pid;
+    int64_t credit;    /* items it will still accept */
+    uint32_t threads;  /* items it runs at once */
+    uint32_t inflight; /* batches sent, not done */
+    uint64_t heard, beat;
+    uint64_t done;   /* when its last batch was done */
+    char *death;     /* owned; how its process ended, until mourned */
+    bool suspect;    /* runs a suspect batch, alone */
+    uint64_t died;   /* when that was seen */
+    bool has_task;   /* it announced the stage's task */
+    bool configured; /* STAGE sent */
+    bool gone;
+};
+
+struct zp__dispatch {
+    zp__stage base;
+    zp__stage_cfg cfg;
+    zp__hub *hub;
+    pthread_t thread;
+    bool started;
+    dworker **workers; /* owned */
+    size_t nworkers;
+    zp__queue waiting;    /* owned dbatches to send                */
+    zp__queue inflight;   /* owned dbatches sent, oldest first     */
+    zp__queue held;       /* owned dbatches done, ordered stages   */
+    size_t nwaiting;      /* items in the waiting list */
+    size_t waiting_bytes; /* and their bytes           */
+    uint64_t next_id;
+    uint64_t next_seq;    /* ordered: the next item index to deliver */
+    bool ended;           /* all input read */
+    msgpack_sbuffer fill; /* the batch being gathered from input */
+    uint32_t fill_n;
+    uint64_t fill_seq;
+    zp__children *kids;       /* owned; the worker processes, or NULL  */
+    bool *greeted;            /* owned; the slot's child said HELLO    */
+    int unborn;               /* children in a row that died before HELLO */
+    uint64_t no_worker_since; /* remote: waiting for a worker since */
+    uint64_t item_ns;         /* running estimate of an item's time */
+    msgpack_sbuffer sb;       /* scratch for encoding */
+    uint64_t dropped;         /* messages rejected so far */
+    uint64_t checked;         /* when supervision last ran */
+    uint64_t sends;           /* batches sent so far */
+    zp__wstats stats;
+    _Atomic uint64_t restarts;
+    _Atomic uint64_t items_out;  /* items in batches sent, not yet done  */
+    _Atomic uint64_t items_peak; /* most ever                            */
+    _Atomic int alive;           /* workers connected that run the task  */
+};
+
+static inline bool stopping(const zp__dispatch *d)
+{
+    return atomic_load(&d->cfg.run->stop);
+}
+
+static inline void fail_run(zp__dispatch *d, char *msg)
+{
+    d->cfg.run->fail(d->cfg.run, ZP_ETASK, msg);
+}
+
+static inline const char *task(const zp__dispatch *d)
+{
+    return d->cfg.def->name;
+}
+
+/* ---- dispatch.c ---------------------------------------------------------- */
+
+/* Puts a batch in the waiting list: at its end, or its front (first to
+ * go again). */
+void zp__dispatch_enqueue(zp__dispatch *d, dbatch *b, bool front);
+
+/* Unlinks in-flight batch b; prev is the one before it. */
+dbatch *zp__dispatch_unlink_inflight(zp__dispatch *d, dbatch *prev, dbatch *b);
+
+/* Splits a suspect batch in two suspects queued at the front (consumes b).
+ * Returns 0 or ZP_ENOMEM. */
+int zp__dispatch_split(zp__dispatch *d, dbatch *b);
+
+/* Delivers a done batch's outputs (consumes b). Returns 0 or an error. */
+int zp__dispatch_deliver(zp__dispatch *d, dbatch *b);
+
+/* ---- supervise.c --------------------------------------------------------- */
+
+/* Sends the message encoded in d->sb to a worker (and clears d->sb).
+ * Returns 0 or ZP_EIO. */
+int zp__dispatch_send(zp__dispatch *d, dworker *w);
+
+/* The worker of a routing id, or NULL. */
+dworker *zp__dispatch_find_worker(zp__dispatch *d, const void *id, size_t len);
+
+/* A worker said HELLO. */
+void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
+                           const zp__msg *m);
+
+/*
+ * A worker is gone: its batches go back to the waiting list. With `why`
+ * (a crash or a timeout; consumed) the batches it was running are blamed.
+ */
+void zp__dispatch_lose_worker(zp__dispatch *d, dworker *w, char *why);
+
+/* Spawns the worker process of slot i, failing the run when it cannot. */
+void zp__dispatch_spawn(zp__dispatch *d, int i);
+
+/* Reaps and replaces children, sends heartbeats, gives up on workers that
+ * died, went silent or ran past the timeout, and fails a remote stage
+ * that waited too long for a worker. */
+void zp__dispatch_supervise(zp__dispatch *d, uint64_t now);
+
+#endif
