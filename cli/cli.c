@@ -571,10 +571,10 @@ static bool watcher_open(watcher *w, const sigset_t *set)
 static bool watcher_start(watcher *w, zp_run *run)
 {
     w->run = run;
-    if (pthread_create(&w->thread, NULL, watch, w) == 0)
+    int err = pthread_create(&w->thread, NULL, watch, w);
+    if (err == 0)
         return true;
-    fprintf(stderr, "zpipe run: cannot watch for signals: %s\n",
-            strerror(errno));
+    fprintf(stderr, "zpipe run: cannot watch for signals: %s\n", strerror(err));
     close(w->sfd);
     close(w->efd);
     return false;

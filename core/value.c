@@ -680,34 +680,6 @@ static int depth_of(const msgpack_object *o)
     return d + 1;
 }
 
-/* Packs the JSON text, into a one-element array when `wrap` says so. */
-static int pack_text(const char *json, msgpack_packer *pk, char **err,
-                     bool wrap)
-{
-    msgpack_zone zone;
-    msgpack_object o;
-    if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE))
-        return ZP_ENOMEM;
-    int rc = zp__json_to_object(json, &zone, &o, err);
-    wrap = wrap && o.type != MSGPACK_OBJECT_ARRAY;
-    if (rc == 0 && wrap && depth_of(&o) == ZP__JSON_MAX_DEPTH) {
-        rc = ZP_EINVAL;
-        if (err != NULL)
-            *err = strdup("nested deeper than 32 levels once wrapped in the "
-                          "argument array: pass an array");
-    }
-    if (rc == 0 && ((wrap && msgpack_pack_array(pk, 1) != 0) ||
-                    msgpack_pack_object(pk, o) != 0))
-        rc = ZP_ENOMEM;
-    msgpack_zone_destroy(&zone);
-    return rc;
-}
-
-int zp__json_pack(const char *json, msgpack_packer *pk, char **err)
-{
-    return pack_text(json, pk, err, false);
-}
-
 static bool blank(const char *s)
 {
     while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\v' ||
@@ -720,7 +692,23 @@ int zp__json_pack_args(const char *json, msgpack_packer *pk, char **err)
 {
     if (json == NULL || blank(json))
         return msgpack_pack_array(pk, 0) == 0 ? 0 : ZP_ENOMEM;
-    return pack_text(json, pk, err, true);
+    msgpack_zone zone;
+    msgpack_object o;
+    if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE))
+        return ZP_ENOMEM;
+    int rc = zp__json_to_object(json, &zone, &o, err);
+    bool wrap = rc == 0 && o.type != MSGPACK_OBJECT_ARRAY;
+    if (wrap && depth_of(&o) == ZP__JSON_MAX_DEPTH) {
+        rc = ZP_EINVAL;
+        if (err != NULL)
+            *err = strdup("nested deeper than 32 levels once wrapped in the "
+                          "argument array: pass an array");
+    }
+    if (rc == 0 && ((wrap && msgpack_pack_array(pk, 1) != 0) ||
+                    msgpack_pack_object(pk, o) != 0))
+        rc = ZP_ENOMEM;
+    msgpack_zone_destroy(&zone);
+    return rc;
 }
 
 /* ---- Writing JSON -------------------------------------------------------- */

@@ -46,22 +46,17 @@ int zp__json_read(const char *json, size_t len, msgpack_zone *zone,
                   msgpack_object *out, zp__json_error *e);
 
 /*
- * Packs the JSON text `json` (any JSON value) into `pk`. Returns 0, or
- * ZP_EINVAL with *err (if err != NULL) set to a malloc'ed message naming the
- * line, column and reason, or ZP_ENOMEM. Nothing is packed on failure.
- */
-int zp__json_pack(const char *json, msgpack_packer *pk, char **err);
-
-/*
  * Packs run arguments: NULL or blank text is an empty array, a JSON array is
  * packed as it is, any other JSON value becomes a one-element array.
- * Errors as zp__json_pack.
+ * Returns 0, or ZP_EINVAL with *err (if err != NULL) set to a malloc'ed
+ * message naming the line, column and reason, or ZP_ENOMEM. Nothing is
+ * packed on failure.
  */
 int zp__json_pack_args(const char *json, msgpack_packer *pk, char **err);
 
 /*
  * Converts JSON text into a msgpack object whose memory (strings included)
- * lives in `zone`. Errors as zp__json_pack.
+ * lives in `zone`. Errors as zp__json_pack_args.
  */
 int zp__json_to_object(const char *json, msgpack_zone *zone,
                        msgpack_object *out, char **err);

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Tests of runs (coordinator/run.c and the thread workers under it), one
- * per semantic of DESIGN.md: laziness, bounded queues, ordering, exactly
- * once delivery, filters, retries, skipping, nested pipelines, reuse of a
- * pipeline, cancellation, `workers = N` meaning N, the end of a run, the
- * user pointer, the first task's arguments and item indices.
+ * per semantic of zpipe.h and the README: laziness, bounded queues, ordering,
+ * exactly once delivery, filters, retries, skipping, nested pipelines, reuse of
+ * a pipeline, cancellation, `workers = N` meaning N, the end of a run, the user
+ * pointer, the first task's arguments and item indices.
  *
  * Tasks run on worker threads, where cmocka's asserts must not be used:
  * they report through zp_fail() or through the shared state handed to them
