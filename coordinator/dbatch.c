@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "transport/batch.h"
 
 zp__dbatch *zp__dbatch_new(uint64_t id, uint64_t seq, uint32_t n,
@@ -15,8 +16,8 @@ zp__dbatch *zp__dbatch_new(uint64_t id, uint64_t seq, uint32_t n,
 {
     char hdr[ZP__BATCH_HEADER_MAX];
     size_t h = zp__batch_header(hdr, seq, n);
-    zp__dbatch *b = calloc(1, sizeof *b);
-    char *bytes = malloc(h + len);
+    zp__dbatch *b = zp__calloc(1, sizeof *b);
+    char *bytes = zp__malloc(h + len);
     if (b == NULL || bytes == NULL) {
         free(b);
         free(bytes);

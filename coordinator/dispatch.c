@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "coordinator/dstate.h"
 #include "transport/batch.h"
@@ -580,7 +581,7 @@ static int endpoint_of(const zp__stage_cfg *cfg, char **out, char **why)
                            "set zp_run_opts.listen or $ZPIPE_LISTEN");
         return ZP_EINVAL;
     }
-    *out = strdup(listen);
+    *out = zp__strdup(listen);
     return *out != NULL ? 0 : ZP_ENOMEM;
 }
 
@@ -598,10 +599,11 @@ static int set_up(zp__dispatch *d, char **why)
                     process ? NULL : cfg->curve_allow, why);
     if (d->hub == NULL)
         rc = ZP_EIO;
-    else if (process && ((d->kids = zp__children_new(cfg->def->opts.workers,
-                                                     endpoint)) == NULL ||
-                         (d->greeted = calloc((size_t)cfg->def->opts.workers,
-                                              sizeof(bool))) == NULL))
+    else if (process &&
+             ((d->kids = zp__children_new(cfg->def->opts.workers, endpoint)) ==
+                  NULL ||
+              (d->greeted = zp__calloc((size_t)cfg->def->opts.workers,
+                                       sizeof(bool))) == NULL))
         rc = ZP_ENOMEM;
     free(endpoint);
     return rc;
@@ -621,7 +623,7 @@ static void shape(const zp__stage_def *def, size_t index, zp__stage_shape *out)
 
 static int start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
 {
-    zp__dispatch *d = calloc(1, sizeof *d);
+    zp__dispatch *d = zp__calloc(1, sizeof *d);
     *out = (zp__stage *)d;
     if (d == NULL)
         return ZP_ENOMEM;

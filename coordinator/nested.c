@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "coordinator/run.h"
+#include "core/alloc.h"
 #include "core/error.h"
 #include "worker/call.h"
 
@@ -70,7 +71,7 @@ static char *nested_name(const zp_pipeline *inner)
     size_t len = sizeof "pipeline()";
     for (size_t i = 0; i < inner->n; i++)
         len += strlen(inner->stages[i].name) + 3;
-    char *name = malloc(len);
+    char *name = zp__malloc(len);
     if (name == NULL)
         return NULL;
     strcpy(name, "pipeline(");
@@ -85,8 +86,8 @@ static char *nested_name(const zp_pipeline *inner)
 
 zp_pipeline *zp_task_pipeline_new(zp_pipeline *inner, const zp_opts *opts)
 {
-    char *name = inner ? nested_name(inner) : NULL;
     const char *why = inner ? zp_pipeline_error(inner) : "it is NULL";
+    char *name = why == NULL ? nested_name(inner) : NULL;
     char *msg = why ? zp__strdupf("%s", why) : NULL;
     zp_pipeline *p = zp__pipeline_stage(name ? name : "pipeline", run_nested,
                                         NULL, opts, inner);

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/clock.h"
 
@@ -181,16 +182,16 @@ static bool init_sync(zp__progress *p)
 zp__progress *zp__progress_start(zp_run *r)
 {
     size_t n = zp_run_stages(r);
-    zp__progress *p = calloc(1, sizeof *p);
+    zp__progress *p = zp__calloc(1, sizeof *p);
     if (p == NULL || n == 0 || !init_sync(p)) {
         free(p);
         return NULL;
     }
     p->run = r;
     p->n = n;
-    p->prev_out = calloc(n, sizeof *p->prev_out);
-    p->rate = calloc(n, sizeof *p->rate);
-    p->st = calloc(n, sizeof *p->st);
+    p->prev_out = zp__calloc(n, sizeof *p->prev_out);
+    p->rate = zp__calloc(n, sizeof *p->rate);
+    p->st = zp__calloc(n, sizeof *p->st);
     const char *term = getenv("TERM");
     p->tty = isatty(STDERR_FILENO) && !(term && strcmp(term, "dumb") == 0);
     p->start = p->last = zp__now_ns();

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/value.h"
 #include "coordinator/progress.h"
@@ -94,7 +95,7 @@ static void run_fail(zp__runctl *ctl, int code, char *msg)
     pthread_mutex_lock(&r->lock);
     if (r->code == 0) {
         r->code = code;
-        r->error = msg ? msg : strdup(zp_strerror(code));
+        r->error = msg ? msg : zp__strdup(zp_strerror(code));
         msg = NULL;
     }
     atomic_store(&r->ctl.stop, true);
@@ -121,7 +122,7 @@ static void failf(zp_run *r, int code, const char *fmt, ...)
 static int load_args(zp_run *r, const char *args, size_t len)
 {
     size_t off = 0;
-    r->args = malloc(len ? len : 1);
+    r->args = zp__malloc(len ? len : 1);
     r->args_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     if (r->args == NULL || r->args_zone == NULL)
         return ZP_ENOMEM;
@@ -209,11 +210,11 @@ static int build(zp_run *r)
     pthread_once(&run_id_once, seed_run_ids);
     unsigned long id = atomic_fetch_add(&next_run_id, 1);
     size_t n = r->p->n;
-    r->kinds = calloc(n, sizeof *r->kinds);
-    r->shapes = calloc(n, sizeof *r->shapes);
-    r->stages = calloc(n, sizeof *r->stages);
-    r->edges = calloc(n, sizeof *r->edges);
-    r->final = calloc(n, sizeof *r->final);
+    r->kinds = zp__calloc(n, sizeof *r->kinds);
+    r->shapes = zp__calloc(n, sizeof *r->shapes);
+    r->stages = zp__calloc(n, sizeof *r->stages);
+    r->edges = zp__calloc(n, sizeof *r->edges);
+    r->final = zp__calloc(n, sizeof *r->final);
     if (r->kinds == NULL || r->shapes == NULL || r->stages == NULL ||
         r->edges == NULL || r->final == NULL)
         return ZP_ENOMEM;
@@ -237,7 +238,7 @@ static int private_dir(zp__runctl *ctl, const char **dir)
     if (r->tmpdir == NULL) {
         char tmpl[] = "/tmp/zpipe-XXXXXX"; /* mkdtemp makes it 0700 */
         if (mkdtemp(tmpl) != NULL)
-            r->tmpdir = strdup(tmpl);
+            r->tmpdir = zp__strdup(tmpl);
     }
     *dir = r->tmpdir;
     pthread_mutex_unlock(&r->lock);
@@ -248,7 +249,7 @@ static void adopt(zp__runctl *parent, zp_run *child)
 {
     zp_run *pr = (zp_run *)parent;
     pthread_mutex_lock(&pr->lock);
-    zp_run **c = realloc(pr->children, (pr->nchildren + 1) * sizeof *c);
+    zp_run **c = zp__realloc(pr->children, (pr->nchildren + 1) * sizeof *c);
     if (c != NULL) {
         pr->children = c;
         pr->children[pr->nchildren++] = child;
@@ -273,7 +274,7 @@ void zp__run_detach(zp_run *child, zp__runctl *parent)
 
 static zp_run *run_new(zp_pipeline *p)
 {
-    zp_run *r = calloc(1, sizeof *r);
+    zp_run *r = zp__calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
     r->ctl.fail = run_fail;
@@ -293,10 +294,10 @@ static int set_opts(zp_run *r, const zp_run_opts *o)
     if (o->wait_workers_ms > 0)
         r->wait_workers_ms = o->wait_workers_ms;
     r->want_progress = o->progress;
-    r->listen = o->listen ? strdup(o->listen) : NULL;
-    r->curve_secret = o->curve_secret ? strdup(o->curve_secret) : NULL;
-    r->curve_allow = o->curve_allow ? strdup(o->curve_allow) : NULL;
-    r->stats_path = o->stats_path ? strdup(o->stats_path) : NULL;
+    r->listen = o->listen ? zp__strdup(o->listen) : NULL;
+    r->curve_secret = o->curve_secret ? zp__strdup(o->curve_secret) : NULL;
+    r->curve_allow = o->curve_allow ? zp__strdup(o->curve_allow) : NULL;
+    r->stats_path = o->stats_path ? zp__strdup(o->stats_path) : NULL;
     if ((o->listen && !r->listen) || (o->curve_secret && !r->curve_secret) ||
         (o->curve_allow && !r->curve_allow) ||
         (o->stats_path && !r->stats_path))
@@ -467,7 +468,7 @@ static void write_stats(zp_run *r)
                              r->error, r->took, &why);
     if (rc != 0 && r->code == 0) {
         r->code = rc;
-        r->error = why ? why : strdup(zp_strerror(rc));
+        r->error = why ? why : zp__strdup(zp_strerror(rc));
         why = NULL;
     }
     free(why);
@@ -495,6 +496,8 @@ const char *zp_error(zp_run *r)
         return "the run is NULL (out of memory)";
     pthread_mutex_lock(&r->lock);
     const char *e = r->error;
+    if (e == NULL && r->code != 0) /* its message could not be allocated */
+        e = zp_strerror(r->code);
     pthread_mutex_unlock(&r->lock);
     return e;
 }
@@ -507,7 +510,7 @@ void zp_cancel(zp_run *r)
     bool live = r->zctx != NULL && !r->ended;
     pthread_mutex_unlock(&r->lock);
     if (live)
-        run_fail(&r->ctl, ZP_ECANCELED, strdup("the run was cancelled"));
+        run_fail(&r->ctl, ZP_ECANCELED, zp__strdup("the run was cancelled"));
 }
 
 void zp_run_free(zp_run *r)

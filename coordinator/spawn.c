@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 
 extern char **environ;
@@ -61,12 +62,12 @@ char *zp__describe_status(pid_t pid, int status)
 
 zp__children *zp__children_new(int n, const char *endpoint)
 {
-    zp__children *c = calloc(1, sizeof *c);
+    zp__children *c = zp__calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
     c->n = n;
-    c->pids = calloc((size_t)n, sizeof *c->pids);
-    c->endpoint = strdup(endpoint);
+    c->pids = zp__calloc((size_t)n, sizeof *c->pids);
+    c->endpoint = zp__strdup(endpoint);
     if (c->pids == NULL || c->endpoint == NULL)
         zp__children_destroy(&c);
     return c;
@@ -93,7 +94,7 @@ static char **spawn_argv(const zp__children *c)
     size_t extra = 0;
     while (worker_args != NULL && worker_args[extra] != NULL)
         extra++;
-    char **argv = calloc(extra + 4, sizeof *argv);
+    char **argv = zp__calloc(extra + 4, sizeof *argv);
     if (argv == NULL)
         return NULL;
     argv[0] = "zpipe-worker";
@@ -111,7 +112,7 @@ static char **spawn_envp(char *parent)
     size_t n = 0, k = 0;
     while (environ[n] != NULL)
         n++;
-    char **envp = calloc(n + 2, sizeof *envp);
+    char **envp = zp__calloc(n + 2, sizeof *envp);
     if (envp == NULL)
         return NULL;
     for (size_t i = 0; i < n; i++)

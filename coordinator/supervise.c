@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 
 int zp__dispatch_send(zp__dispatch *d, dworker *w)
@@ -137,8 +138,8 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
     if (w != NULL && !w->gone)
         zp__dispatch_lose_worker(d, w, NULL); /* another process on that link */
     if (w == NULL) {
-        dworker **v = realloc(d->workers, (d->nworkers + 1) * sizeof *v);
-        w = v ? calloc(1, sizeof *w) : NULL;
+        dworker **v = zp__realloc(d->workers, (d->nworkers + 1) * sizeof *v);
+        w = v ? zp__calloc(1, sizeof *w) : NULL;
         if (w == NULL || hm->id_len > sizeof w->id) {
             free(w);
             if (v != NULL)

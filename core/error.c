@@ -4,6 +4,8 @@
  */
 #include "core/error.h"
 
+#include "core/alloc.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -35,7 +37,7 @@ char *zp__vstrdupf(const char *fmt, va_list ap)
     va_end(copy);
     if (n < 0)
         return NULL;
-    char *s = malloc((size_t)n + 1);
+    char *s = zp__malloc((size_t)n + 1);
     if (s != NULL)
         vsnprintf(s, (size_t)n + 1, fmt, ap);
     return s;

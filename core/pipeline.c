@@ -11,13 +11,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/value.h"
 
 static void check_first_stage(zp_pipeline *p);
 
+/* The message of an error whose own message could not be allocated; never
+ * freed. */
+static char out_of_memory[] = "out of memory";
+
 /* Returned when even an error pipeline cannot be allocated. */
-static zp_pipeline oom_pipeline = {NULL, 0, "out of memory", NULL};
+static zp_pipeline oom_pipeline = {NULL, 0, out_of_memory, NULL};
+
+/* Frees a message unless it is out_of_memory. */
+static void free_message(char *msg)
+{
+    if (msg != out_of_memory)
+        free(msg);
+}
 
 static void stage_fini(zp__stage_def *s)
 {
@@ -35,8 +47,8 @@ void zp_pipeline_free(zp_pipeline *p)
     for (size_t i = 0; i < p->n; i++)
         stage_fini(&p->stages[i]);
     free(p->stages);
-    free(p->error);
-    free(p->first_error);
+    free_message(p->error);
+    free_message(p->first_error);
     free(p);
 }
 
@@ -49,7 +61,7 @@ int zp__pipeline_fail(zp_pipeline *p, const char *fmt, ...)
     p->error = zp__vstrdupf(fmt, ap);
     va_end(ap);
     if (p->error == NULL)
-        p->error = strdup("out of memory");
+        p->error = out_of_memory;
     return ZP_EINVAL;
 }
 
@@ -120,7 +132,7 @@ static int check_opts(zp_pipeline *p, const char *name, const zp_opts *o)
 static int set_bind(zp_pipeline *p, zp__stage_def *s, const char *bind)
 {
     char *why = NULL;
-    s->bind_json = strdup(bind);
+    s->bind_json = zp__strdup(bind);
     s->bind_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     if (s->bind_json == NULL || s->bind_zone == NULL)
         return zp__pipeline_fail(p, "out of memory");
@@ -162,8 +174,8 @@ zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
                                 zp_async_fn afn, const zp_opts *opts,
                                 zp_pipeline *inner)
 {
-    zp_pipeline *p = calloc(1, sizeof *p);
-    zp__stage_def *s = calloc(1, sizeof *s);
+    zp_pipeline *p = zp__calloc(1, sizeof *p);
+    zp__stage_def *s = zp__calloc(1, sizeof *s);
     if (p == NULL || s == NULL) {
         free(p);
         free(s);
@@ -175,7 +187,7 @@ zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
     s->inner = inner;
     s->fn = fn;
     s->afn = afn;
-    s->name = strdup(name ? name : "(null)");
+    s->name = zp__strdup(name ? name : "(null)");
     if (opts != NULL)
         s->opts = *opts;
     s->opts.size = sizeof(zp_opts);
@@ -220,7 +232,7 @@ static void append(zp_pipeline *p, zp_pipeline *next)
 {
     if (next->error != NULL)
         zp__pipeline_fail(p, "%s", next->error);
-    zp__stage_def *s = realloc(p->stages, (p->n + next->n) * sizeof *s);
+    zp__stage_def *s = zp__realloc(p->stages, (p->n + next->n) * sizeof *s);
     if (s == NULL) {
         zp__pipeline_fail(p, "out of memory");
         zp_pipeline_free(next);
@@ -239,7 +251,7 @@ zp_pipeline *zp_pipe_list(zp_pipeline *first, ...)
     va_start(ap, first);
     zp_pipeline *p = first;
     if (p == NULL) {
-        p = calloc(1, sizeof *p);
+        p = zp__calloc(1, sizeof *p);
         if (p != NULL)
             zp__pipeline_fail(p, "zp_pipe: the first pipeline is NULL");
     }
@@ -266,7 +278,7 @@ zp_pipeline *zp_pipe_list(zp_pipeline *first, ...)
  */
 static void check_first_stage(zp_pipeline *p)
 {
-    free(p->first_error);
+    free_message(p->first_error);
     p->first_error = NULL;
     const zp__stage_def *s = &p->stages[0];
     if (s->opts.join)
@@ -279,6 +291,8 @@ static void check_first_stage(zp_pipeline *p)
             "task '%s': the first task cannot have workers > 1 (got %d): it "
             "is called once with the run's arguments",
             s->name, s->opts.workers);
+    if ((s->opts.join || s->opts.workers > 1) && p->first_error == NULL)
+        p->first_error = out_of_memory;
 }
 
 const char *zp_pipeline_error(const zp_pipeline *p)

@@ -7,6 +7,8 @@
  */
 #include "core/registry.h"
 
+#include "core/alloc.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,13 +37,13 @@ static int append(const char *name, zp_task_fn fn, zp_async_fn afn)
 {
     if (count == cap) {
         size_t ncap = cap ? cap * 2 : 32;
-        entry *t = realloc(table, ncap * sizeof *t);
+        entry *t = zp__realloc(table, ncap * sizeof *t);
         if (t == NULL)
             return ZP_ENOMEM;
         table = t;
         cap = ncap;
     }
-    char *copy = strdup(name);
+    char *copy = zp__strdup(name);
     if (copy == NULL)
         return ZP_ENOMEM;
     table[count++] = (entry){copy, fn, afn};
@@ -61,7 +63,7 @@ static int add(const char *name, zp_task_fn fn, zp_async_fn afn)
     else if (e->fn != fn || e->afn != afn)
         rc = ZP_EINVAL;
     if (rc == ZP_EINVAL && conflict == NULL)
-        conflict = strdup(name);
+        conflict = zp__strdup(name);
     pthread_mutex_unlock(&lock);
     return rc;
 }

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/pipeline.h"
 
@@ -165,7 +166,7 @@ static char *render(const parser *ps, const char *head, const char *at,
     if (line1 == NULL)
         return NULL;
     size_t size = strlen(line1) + 3 + strlen(ps->spec) + 3 + col + width + 2;
-    char *msg = malloc(size);
+    char *msg = zp__malloc(size);
     if (msg != NULL) {
         char *w = put_flat(msg, line1);
         w = put_flat(put_indent(w, 0), ps->spec);

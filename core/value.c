@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 
 /* ---- Shared helpers ------------------------------------------------------ */
@@ -164,7 +165,7 @@ static bool push(reader *rd, const msgpack_object *o)
 {
     if (rd->top == rd->cap) {
         size_t cap = rd->cap ? rd->cap * 2 : 64;
-        msgpack_object *s = realloc(rd->stack, cap * sizeof *s);
+        msgpack_object *s = zp__realloc(rd->stack, cap * sizeof *s);
         if (s == NULL)
             return no_memory(rd);
         rd->stack = s;
@@ -347,7 +348,7 @@ static bool real_number(reader *rd, const char *s, const char *end,
 {
     char small[64];
     size_t len = (size_t)(end - s);
-    char *copy = len < sizeof small ? small : malloc(len + 1);
+    char *copy = len < sizeof small ? small : zp__malloc(len + 1);
     if (copy == NULL)
         return no_memory(rd);
     memcpy(copy, s, len);
@@ -701,8 +702,9 @@ int zp__json_pack_args(const char *json, msgpack_packer *pk, char **err)
     if (wrap && depth_of(&o) == ZP__JSON_MAX_DEPTH) {
         rc = ZP_EINVAL;
         if (err != NULL)
-            *err = strdup("nested deeper than 32 levels once wrapped in the "
-                          "argument array: pass an array");
+            *err =
+                zp__strdup("nested deeper than 32 levels once wrapped in the "
+                           "argument array: pass an array");
     }
     if (rc == 0 && ((wrap && msgpack_pack_array(pk, 1) != 0) ||
                     msgpack_pack_object(pk, o) != 0))

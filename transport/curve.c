@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 
 #define KEY_BYTES 32                 /* a CURVE key, decoded          */
@@ -133,7 +134,7 @@ static int read_text(const char *path, const char *what, bool secret,
     if ((rc = check_file(fd, path, secret, max, why)) != 0)
         goto out_close;
     *size = max + 2;
-    if ((*text = malloc(*size)) == NULL) {
+    if ((*text = zp__malloc(*size)) == NULL) {
         rc = fail(why, ZP_ENOMEM, "out of memory reading %s", path);
         goto out_close;
     }
@@ -425,7 +426,7 @@ static int allow_add(zp__zap *z, const uint8_t key[KEY_BYTES], size_t *cap)
 {
     if (z->n_allow == *cap) {
         size_t n = *cap == 0 ? 16 : *cap * 2;
-        void *p = realloc(z->allow, n * sizeof *z->allow);
+        void *p = zp__realloc(z->allow, n * sizeof *z->allow);
         if (p == NULL)
             return ZP_ENOMEM;
         z->allow = p;
@@ -751,7 +752,7 @@ static int start(zp__zap *z, char **why)
 
 zp__zap *zp__zap_new(void *zctx, const char *allow_path, char **why)
 {
-    zp__zap *z = calloc(1, sizeof *z);
+    zp__zap *z = zp__calloc(1, sizeof *z);
     if (z == NULL) {
         fail(why, ZP_ENOMEM, "out of memory");
         return NULL;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "core/alloc.h"
 #include "transport/batch.h"
 
 struct zp__tx {
@@ -86,7 +87,7 @@ static void routing_id(unsigned char id[4], int j)
 static zp__rx *rx_new(zp__edge *e, void *zctx, const char *name, int j)
 {
     char ep[256];
-    zp__rx *rx = calloc(1, sizeof *rx);
+    zp__rx *rx = zp__calloc(1, sizeof *rx);
     if (rx == NULL)
         return NULL;
     rx->e = e;
@@ -142,7 +143,7 @@ static void tx_destroy(zp__tx *tx)
 
 static zp__tx *tx_new(zp__edge *e, void *zctx, const char *name)
 {
-    zp__tx *tx = calloc(1, sizeof *tx);
+    zp__tx *tx = zp__calloc(1, sizeof *tx);
     if (tx == NULL)
         return NULL;
     tx->e = e;
@@ -167,9 +168,9 @@ int zp__edge_init(zp__edge *e, void *zctx, const char *name, int producers,
     atomic_store(&e->slow, true); /* until a consumer measured itself */
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);
-    e->tx = calloc((size_t)producers, sizeof *e->tx);
-    e->rx = calloc((size_t)consumers, sizeof *e->rx);
-    e->pending = calloc((size_t)consumers, sizeof *e->pending);
+    e->tx = zp__calloc((size_t)producers, sizeof *e->tx);
+    e->rx = zp__calloc((size_t)consumers, sizeof *e->rx);
+    e->pending = zp__calloc((size_t)consumers, sizeof *e->pending);
     if (e->tx == NULL || e->rx == NULL || e->pending == NULL)
         return ZP_ENOMEM;
     /* Counted as they are made, so that fini frees exactly these. */

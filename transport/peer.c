@@ -13,6 +13,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "transport/curve.h"
 #include "transport/proto.h"
@@ -49,7 +50,7 @@ static void setint(void *s, int opt, int v)
 zp__peer *zp__peer_new(const char *endpoint, const char *server_key,
                        const char *secret_key, char **why)
 {
-    zp__peer *p = calloc(1, sizeof *p);
+    zp__peer *p = zp__calloc(1, sizeof *p);
     if (p == NULL)
         return NULL;
     zmq_msg_init(&p->msg);
@@ -149,7 +150,7 @@ int zp__peer_recv(zp__peer *p, int timeout_ms, const void **body, size_t *len)
 
 zp__outbox *zp__outbox_new(zp__peer *p)
 {
-    zp__outbox *o = calloc(1, sizeof *o);
+    zp__outbox *o = zp__calloc(1, sizeof *o);
     if (o == NULL)
         return NULL;
     o->push = zmq_socket(p->zctx, ZMQ_PUSH);
@@ -184,7 +185,7 @@ int zp__outbox_post(zp__outbox *o, const void *body, size_t len)
 zp__hub *zp__hub_new(void *zctx, const char *endpoint, const char *curve_secret,
                      const char *curve_allow, char **why)
 {
-    zp__hub *h = calloc(1, sizeof *h);
+    zp__hub *h = zp__calloc(1, sizeof *h);
     if (h == NULL)
         return NULL;
     zmq_msg_init(&h->id);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/list.h"
 #include "worker/call.h"
@@ -151,7 +152,7 @@ static int copy_item(engine *e, acall *a)
     size_t len, off = 0;
     e->drv->raw(e, &p, &len);
     if (len > a->raw_cap) {
-        char *raw = realloc(a->raw, len);
+        char *raw = zp__realloc(a->raw, len);
         if (raw == NULL)
             return ZP_ENOMEM;
         a->raw = raw;
@@ -454,14 +455,14 @@ static int engine_init(engine *e, const driver *drv, int slots)
     if (uv_loop_init(&e->loop) != 0)
         return ZP_EIO;
     e->loop_ready = true;
-    e->slots = calloc((size_t)slots, sizeof *e->slots);
+    e->slots = zp__calloc((size_t)slots, sizeof *e->slots);
     if (e->slots == NULL)
         return ZP_ENOMEM;
     e->nslots = slots; /* zeroed calls are safe to finish */
     for (int i = slots - 1; i >= 0; i--) {
         acall *a = &e->slots[i];
         zp_call *c = &a->call;
-        if ((c->buf.data = malloc(CALL_BUF)) == NULL)
+        if ((c->buf.data = zp__malloc(CALL_BUF)) == NULL)
             return ZP_ENOMEM;
         c->buf.alloc = CALL_BUF;
         a->eng = e;
@@ -500,7 +501,7 @@ static int backlog_push(backlog *bl, const char *data, size_t len)
 {
     if (bl->n == bl->cap) {
         size_t cap = bl->cap ? bl->cap * 2 : 64;
-        size_t *ends = realloc(bl->ends, cap * sizeof *ends);
+        size_t *ends = zp__realloc(bl->ends, cap * sizeof *ends);
         if (ends == NULL)
             return ZP_ENOMEM;
         bl->ends = ends;
@@ -670,7 +671,7 @@ static void stage_shape(const zp__stage_def *def, size_t index,
 
 static int stage_start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
 {
-    astage *st = calloc(1, sizeof *st);
+    astage *st = zp__calloc(1, sizeof *st);
     *out = (zp__stage *)st;
     if (st == NULL)
         return ZP_ENOMEM;
@@ -766,7 +767,7 @@ static void fail_job(zp__async_job *job, uint64_t seq, const char *why)
         return;
     job->failed = true;
     job->seq = seq;
-    job->error = strdup(why);
+    job->error = zp__strdup(why);
 }
 
 /* Gives a job back once all its calls have ended. */
@@ -863,7 +864,7 @@ zp__async_server *zp__async_server_new(zp__runctl *ctl, int capacity,
                                        void (*done)(void *, zp__async_job *),
                                        void *arg)
 {
-    zp__async_server *s = calloc(1, sizeof *s);
+    zp__async_server *s = zp__calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
     s->e.run = ctl;

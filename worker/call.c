@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "worker/async.h"
 #include "worker/thread.h"
@@ -140,7 +141,7 @@ static int park(zp_call *c)
     }
     if (c->emitted > c->ends_cap) {
         size_t cap = c->ends_cap ? c->ends_cap * 2 : 8;
-        size_t *e = realloc(c->ends, cap * sizeof *e);
+        size_t *e = zp__realloc(c->ends, cap * sizeof *e);
         if (e == NULL)
             return fail_rule(c, "out of memory");
         c->ends = e;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "worker/call.h"
 
 static void parked_free(zp__parked *p)
@@ -26,7 +27,7 @@ static int reserve(zp__order *o, uint64_t index)
     uint64_t cap = o->cap ? o->cap : 64;
     while (index - o->next >= cap)
         cap *= 2;
-    zp__parked *ring = calloc(cap, sizeof *ring);
+    zp__parked *ring = zp__calloc(cap, sizeof *ring);
     if (ring == NULL)
         return ZP_ENOMEM;
     for (uint64_t i = o->next; i < o->next + o->cap; i++)

@@ -20,6 +20,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/list.h"
 #include "core/registry.h"
@@ -287,7 +288,7 @@ static void add_name(const char *name, bool async, void *arg)
     (void)async;
     if (ns->n == ns->cap) {
         size_t cap = ns->cap ? ns->cap * 2 : 16;
-        const char **v = realloc(ns->v, cap * sizeof *v);
+        const char **v = zp__realloc(ns->v, cap * sizeof *v);
         if (v == NULL)
             return;
         ns->v = v;
@@ -361,7 +362,7 @@ static void on_stage(server *s, const zp__msg *m)
     zp_pipeline *p = stage_pipeline(m, task);
     pthread_mutex_lock(&s->lock);
     stage *v = find_stage(s, m->run, m->stage) == NULL
-                   ? realloc(s->stages, (s->nstages + 1) * sizeof *v)
+                   ? zp__realloc(s->stages, (s->nstages + 1) * sizeof *v)
                    : NULL;
     if (v != NULL) {
         s->stages = v;
@@ -459,7 +460,7 @@ static const zp__stage_def *async_def(server *s, uint64_t run, uint32_t index)
  * cannot start. */
 static bool submit_async(server *s, const zp__stage_def *def, job *j)
 {
-    zp__async_job *aj = calloc(1, sizeof *aj);
+    zp__async_job *aj = zp__calloc(1, sizeof *aj);
     if (aj == NULL)
         return false;
     if (s->async == NULL)
@@ -503,8 +504,8 @@ static void on_item(server *s, const zp__msg *m)
         run_here(s, &here);
         return;
     }
-    job *j = calloc(1, sizeof *j);
-    char *items = malloc(m->data_len);
+    job *j = zp__calloc(1, sizeof *j);
+    char *items = zp__malloc(m->data_len);
     if (j == NULL || items == NULL) {
         free(j);
         free(items);
@@ -679,7 +680,7 @@ static void catch_signals(void)
 static int start(server *s)
 {
     int n = s->o->threads > 1 ? s->o->threads : 0;
-    s->threads = calloc((size_t)n + 1, sizeof *s->threads);
+    s->threads = zp__calloc((size_t)n + 1, sizeof *s->threads);
     if (s->threads == NULL)
         return ZP_ENOMEM;
     for (; s->nthreads < n; s->nthreads++)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "worker/stage.h"
 
@@ -290,8 +291,8 @@ static int set_up(zp__tstage *st)
 {
     const zp__stage_cfg *cfg = &st->cfg;
     int n = cfg->def->opts.workers;
-    st->workers = calloc((size_t)n, sizeof *st->workers);
-    st->threads = calloc((size_t)n, sizeof *st->threads);
+    st->workers = zp__calloc((size_t)n, sizeof *st->workers);
+    st->threads = zp__calloc((size_t)n, sizeof *st->threads);
     if (st->workers == NULL || st->threads == NULL)
         return ZP_ENOMEM;
     st->shared_tx = st->ordered ? cfg->out->tx[0] : NULL;
@@ -314,7 +315,7 @@ static int set_up(zp__tstage *st)
 
 static int start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
 {
-    zp__tstage *st = calloc(1, sizeof *st);
+    zp__tstage *st = zp__calloc(1, sizeof *st);
     *out = (zp__stage *)st;
     if (st == NULL)
         return ZP_ENOMEM;
