@@ -4,7 +4,8 @@
 # CLI, a CMake package (find_package(zpipe) gives zpipe::zpipe and zpipe::zpipe_static) and
 # a pkg-config file. Included last from the top-level CMakeLists.txt, after the
 # zpipe and zpipe_static targets exist. It must never install a private header:
-# include/zpipe.h is the whole public interface.
+# include/zpipe.h, with the zpipe_version.h that the build writes for it, is
+# the whole public interface.
 # tests/consumer/run.sh installs into a temporary prefix and builds against it.
 
 include(CMakePackageConfigHelpers)
@@ -13,6 +14,7 @@ set(ZP_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/zpipe)
 set(ZP_PC_DIR ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 
 install(FILES ${PROJECT_SOURCE_DIR}/include/zpipe.h
+              ${PROJECT_BINARY_DIR}/include/zpipe_version.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 
 # The include directory reaches importers through the targets'
