@@ -137,6 +137,17 @@ set(ZP_DEB_COMPONENTS runtime dev cli)
 if(ZP_HAVE_PYTHON)
   list(APPEND ZP_DEB_COMPONENTS python)
 endif()
+# Every install rule must belong to a package: one without COMPONENT (CMake
+# calls it "Unspecified") or with another name would install files that no
+# package holds. This file is included last, after every install rule.
+get_cmake_property(zp_components COMPONENTS)
+list(JOIN ZP_DEB_COMPONENTS ", " zp_names)
+foreach(c IN LISTS zp_components)
+  if(NOT c IN_LIST ZP_DEB_COMPONENTS)
+    message(FATAL_ERROR "An install rule has the component '${c}', which no Debian "
+                        "package takes: give it one of ${zp_names} (cmake/package.cmake).")
+  endif()
+endforeach()
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME libzpipe${PROJECT_VERSION_MAJOR})
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libzpipe-dev)
 set(CPACK_DEBIAN_CLI_PACKAGE_NAME zpipe)
