@@ -9,7 +9,11 @@
 #  3. gets debian:bookworm-slim: already there, pulled, or else made here
 #     with debootstrap from the mirror apt uses, and `docker import`;
 #  4. builds docker/Dockerfile (from the files git knows, build trees left
-#     out) and validates docker/compose.yml;
+#     out), whose image is Debian with zpipe's packages installed, and checks
+#     them there: zpipe --version, zpipe run, python3's zpipe_worker (when the
+#     sources have it), and, in an image made from it with libzpipe-dev and
+#     a compiler added by apt-get, pkg-config and tests/consumer built with
+#     find_package(zpipe) and pkg-config; validates docker/compose.yml;
 #  5. run 1: `docker-compose up --scale worker=3 --exit-code-from
 #     coordinator`: every item comes out exactly once, from several workers;
 #  6. run 2: a worker container is killed mid-run: nothing is lost;
@@ -34,6 +38,7 @@ readonly spec2='range branch | slow_square mode=remote'
 readonly project="zpipetest$$"
 readonly image="zpipe:test-$$"
 readonly build_image="zpipe-build:test-$$"
+readonly check_image="zpipe-check:test-$$"
 readonly intruder="${project}_intruder"
 
 tmp=$(mktemp -d /tmp/zpipe-docker.XXXXXX)
@@ -89,7 +94,7 @@ cleanup() {
     if docker version >/dev/null 2>&1; then
         docker rm -f "$intruder" >/dev/null 2>&1
         ZPIPE_KEYS=$tmp compose_curve down --remove-orphans --volumes --timeout 3 >/dev/null 2>&1
-        docker rmi -f "$image" "$build_image" >/dev/null 2>&1
+        docker rmi -f "$check_image" "$image" "$build_image" >/dev/null 2>&1
         if $imported_base; then docker rmi "$base" >/dev/null 2>&1; fi
     fi
     if [ -n "$dockerd_pid" ]; then stop_dockerd; fi
@@ -264,8 +269,59 @@ step "build the image ($image)"
 build -t "$image"
 mb() { docker image inspect -f '{{.Size}}' "$1" | awk '{ printf "%.1f MB (%d bytes)", $1 / 1e6, $1 }'; }
 echo "image size: $(mb "$image"); base $base: $(mb "$base")"
-docker run --rm --network none "$image" tasks --plugin /usr/local/lib/zpipe/zpipe-examples.so |
-    sed 's/^/  /'
+docker run --rm --network none "$image" tasks --plugin zpipe-examples | sed 's/^/  /'
+
+# ---- The packages ---------------------------------------------------------
+
+# The image is Debian's with zpipe's packages installed: they must work
+# there as they would on any Debian 12 machine.
+version=$(sed -n 's/^project(zpipe VERSION \([0-9.]*\) .*/\1/p' CMakeLists.txt)
+[ -n "$version" ] || die "no version in CMakeLists.txt's project()"
+step "the packages in the image: zpipe $version"
+got=$(docker run --rm --network none "$image" --version)
+[ "$got" = "zpipe $version" ] || die "zpipe --version printed '$got', not 'zpipe $version'"
+got=$(docker run --rm --network none "$image" run 'range branch | identity' 3 | sort -n | tr '\n' ' ')
+[ "$got" = "0 1 2 " ] || die "zpipe run 'range branch | identity' 3 printed '$got', not 0 1 2"
+echo "  zpipe --version: $version; zpipe run 'range branch | identity' 3: $got"
+if [ -d python/zpipe_worker ]; then
+    docker run --rm --network none --entrypoint /usr/bin/python3 "$image" \
+        -c 'import zpipe_worker' || die "the image's python3 cannot import zpipe_worker"
+    echo "  /usr/bin/python3 -c 'import zpipe_worker': ok"
+fi
+
+# libzpipe-dev, from the build stage, installed by apt-get on the image with
+# a compiler and cmake; tests/consumer is built against it, as a user's
+# project would be, with find_package(zpipe) and with pkg-config.
+step "libzpipe-dev on the image: pkg-config, find_package (tests/consumer)"
+mkdir -p "$tmp/check"
+cid=$(docker create --network none "$build_image")
+docker cp "$cid:/debs/dev" "$tmp/check/debs" && docker rm "$cid" >/dev/null ||
+    die "no /debs/dev in $build_image"
+cp -r tests/consumer "$tmp/check/consumer"
+cat >"$tmp/check/Dockerfile" <<EOF
+FROM $image
+USER root
+COPY debs/ /tmp/debs/
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \\
+      --no-install-recommends /tmp/debs/*.deb gcc libc6-dev make cmake
+COPY consumer/ /tmp/consumer/
+RUN cmake -S /tmp/consumer -B /tmp/consumer-build && cmake --build /tmp/consumer-build
+USER 10001:10001
+EOF
+if ! tar -C "$tmp/check" -c . | DOCKER_BUILDKIT=0 docker build --network host --force-rm \
+    -t "$check_image" - >"$tmp/check.log" 2>&1; then
+    show "$tmp/check.log" 60
+    die "libzpipe-dev: the consumer image failed to build"
+fi
+grep -E '^-- zpipe' "$tmp/check.log" | sed 's/^/  /'
+got=$(docker run --rm --network none --entrypoint pkg-config "$check_image" --modversion zpipe)
+[ "$got" = "$version" ] || die "pkg-config --modversion zpipe printed '$got', not '$version'"
+echo "  pkg-config --modversion zpipe: $got"
+for exe in consumer_cmake consumer_static consumer_pkgconfig; do
+    docker run --rm --network none --entrypoint "/tmp/consumer-build/$exe" "$check_image" |
+        sed 's/^/  /'
+done
+docker rmi "$check_image" >/dev/null
 
 step "docker-compose config"
 export ZPIPE_IMAGE=$image
@@ -389,7 +445,7 @@ ZPIPE_SPEC=$spec1 ZPIPE_ARGS="[$items3]" compose_curve up --no-build --detach \
 coordinator=$(containers coordinator)
 docker run --detach --name "$intruder" --network "${project}_default" \
     -v "$keys/coordinator.pub:/keys/coordinator.pub:ro" -v "$keys/intruder.key:/keys/intruder.key:ro" \
-    "$image" worker --connect tcp://coordinator:5555 --plugin /usr/local/lib/zpipe/zpipe-examples.so \
+    "$image" worker --connect tcp://coordinator:5555 --plugin zpipe-examples \
     --curve-server /keys/coordinator.pub --curve-secret /keys/intruder.key \
     >/dev/null 2>>"$tmp/run3.log" || { show "$tmp/run3.log"; die "run 3: no intruder"; }
 for _ in $(seq 1 100); do # grep -q would end docker logs early: pipefail

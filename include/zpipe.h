@@ -32,10 +32,10 @@ extern "C" {
 #define ZP__PRINTF(f, a)
 #endif
 
-#define ZP_VERSION_MAJOR 0
-#define ZP_VERSION_MINOR 1
-#define ZP_VERSION_PATCH 0
-#define ZP_VERSION_STRING "0.1.0"
+/* ZP_VERSION_MAJOR, ZP_VERSION_MINOR, ZP_VERSION_PATCH and ZP_VERSION_STRING
+ * ("MAJOR.MINOR.PATCH"): the version of this header, which zp_version()
+ * returns for the library. The build writes them from CMakeLists.txt. */
+#include "zpipe_version.h"
 
 /* Error codes: 0 is success, every failure is negative. */
 enum zp_err {

@@ -4,8 +4,10 @@
 # normal build with -Werror, an address+undefined sanitizer build and a
 # thread sanitizer build, then runs each libFuzzer target (tests/fuzz: the
 # wire protocol, batch framing, the spec parser, the JSON reader) for 20
-# seconds, then the docker-compose cycle of docker/test.sh with a real
-# Docker engine. Also checks the formatting against .clang-format.
+# seconds, then builds the Debian packages and checks them with lintian
+# (scripts/package.sh --lint), then the docker-compose cycle of
+# docker/test.sh with a real Docker engine, whose image installs those
+# packages. Also checks the formatting against .clang-format.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +57,11 @@ fuzz proto_fuzz -dict=tests/fuzz/proto.dict
 fuzz batch_fuzz
 fuzz spec_fuzz -dict=tests/fuzz/spec.dict
 fuzz json_fuzz -dict=tests/fuzz/json.dict
+
+echo "== packages"
+# Release build with prefix /usr in build-pkg/, cpack -G DEB, lintian: fails
+# on any lintian error (docs/packaging.md lists the warnings that stay).
+scripts/package.sh --lint
 
 echo "== docker-compose, end to end (docker/test.sh)"
 docker/test.sh
