@@ -46,7 +46,8 @@ void zp__dbatch_free_all(zp__queue *q)
         zp__dbatch_free(zp__dbatch_of(n));
 }
 
-int zp__dbatch_split(const zp__dbatch *b, uint64_t id, zp__dbatch *h[2])
+int zp__dbatch_split(const zp__dbatch *b, uint32_t k, uint64_t id,
+                     zp__dbatch *h[2])
 {
     zp__batch_reader rd = {.data = NULL};
     const char *items[2];
@@ -55,7 +56,7 @@ int zp__dbatch_split(const zp__dbatch *b, uint64_t id, zp__dbatch *h[2])
     h[0] = h[1] = NULL;
     if (zp__batch_open(&rd, b->bytes, b->len) == 0) {
         uint64_t seq = rd.seq;
-        n[0] = zp__batch_skip(&rd, b->n / 2, SIZE_MAX, &items[0], &len[0]);
+        n[0] = zp__batch_skip(&rd, k, SIZE_MAX, &items[0], &len[0]);
         n[1] = zp__batch_skip(&rd, b->n, SIZE_MAX, &items[1], &len[1]);
         for (int i = 0; i < 2 && n[0] > 0 && n[1] > 0; i++)
             h[i] =

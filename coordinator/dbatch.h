@@ -46,10 +46,12 @@ static inline zp__dbatch *zp__dbatch_of(zp__qnode *n)
 }
 
 /*
- * Splits batch b of several items in two halves, numbered `id` and id + 1,
- * into h[0] and h[1]; b is left as it was. Returns 0 or ZP_ENOMEM.
+ * Splits batch b of several items in two, its first k items (0 < k < n)
+ * and the rest, numbered `id` and id + 1, into h[0] and h[1]; b is left as
+ * it was. Returns 0 or ZP_ENOMEM.
  */
-int zp__dbatch_split(const zp__dbatch *b, uint64_t id, zp__dbatch *h[2]);
+int zp__dbatch_split(const zp__dbatch *b, uint32_t k, uint64_t id,
+                     zp__dbatch *h[2]);
 
 /*
  * Adds the outputs of an OUT or DONE (framed, as they came) to the batch's

@@ -31,8 +31,9 @@
 
 #define BATCH_MAX 4096                /* items per ITEM message, at most */
 #define BATCH_BYTES ((size_t)1 << 20) /* and bytes, but for a single item */
-#define BATCHES_PER_THREAD 4          /* fast batches in flight at a worker */
 #define FAST_ITEM_NS (200 * 1000ull)  /* faster items travel in batches */
+#define QUEUE_MIN_NS (2 * MS)    /* work queued per thread: at least this  */
+#define RTT_EPOCH_NS (5000 * MS) /* round trips: the least of two of these */
 #define POLL_MS 100
 #define CHECK_NS (5 * MS) /* supervision runs this often, at most */
 
@@ -98,7 +99,7 @@ static dbatch *take_inflight(zp__dispatch *d, uint64_t id, const dworker *w)
 int zp__dispatch_split(zp__dispatch *d, dbatch *b)
 {
     dbatch *half[2];
-    int rc = zp__dbatch_split(b, d->next_id, half);
+    int rc = zp__dbatch_split(b, b->n / 2, d->next_id, half);
     if (rc == 0) {
         d->next_id += 2;
         for (int i = 1; i >= 0; i--) {
@@ -157,6 +158,53 @@ int zp__dispatch_deliver(zp__dispatch *d, dbatch *b)
 
 /* ---- Messages from workers ---------------------------------------------- */
 
+/* The round trip to a worker: the least seen in this epoch or the last,
+ * as queueing at the worker only ever adds to it. */
+static uint64_t rtt_of(const dworker *w)
+{
+    return w->rtt_cur < w->rtt_prev ? w->rtt_cur : w->rtt_prev;
+}
+
+static void note_rtt(dworker *w, uint64_t now, uint64_t sample)
+{
+    if (now - w->rtt_epoch > RTT_EPOCH_NS) {
+        w->rtt_prev = w->rtt_cur;
+        w->rtt_cur = UINT64_MAX;
+        w->rtt_epoch = now;
+    }
+    if (sample < w->rtt_cur)
+        w->rtt_cur = sample;
+}
+
+/*
+ * A batch is over (DONE or FAIL): its credit comes back, and the task's
+ * own time (`busy`, ZP__BUSY_UNSAID from a worker that does not say it)
+ * times the stage's items and, taken from the time the batch was out, the
+ * round trip to the worker. Latency is not slowness: a worker far away or
+ * a busy host makes no item look slow.
+ */
+static void note_done(zp__dispatch *d, dworker *w, const dbatch *b,
+                      uint64_t busy)
+{
+    uint64_t now = zp__now_ns(), out = now - b->sent, item;
+    if (busy != ZP__BUSY_UNSAID) {
+        zp__count(&d->stats.busy_ns, busy);
+        item = busy / b->n;
+        note_rtt(w, now, out > busy ? out - busy : 0);
+    } else { /* since its last DONE when it was busy all along */
+        uint64_t since =
+            w->inflight > 1 && w->done > b->sent ? w->done : b->sent;
+        item = (now - since) / b->n;
+    }
+    item = item > 0 ? item : 1; /* timed: never "not yet" again */
+    d->item_ns = d->item_ns == 0 ? item : (d->item_ns * 3 + item) / 4;
+    w->done = now;
+    w->inflight--;
+    w->items -= b->n;
+    w->credit += b->n;
+    d->progressed = now;
+}
+
 static void malformed(zp__dispatch *d, const dworker *w, const dbatch *b)
 {
     fail_run(d, zp__strdupf("task '%s': a worker (pid %u) sent malformed "
@@ -187,15 +235,8 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
         add_inflight(d, b);
         return;
     }
-    /* An item's time: since the worker's last DONE when it was busy all
-     * along, else since the batch was sent (an upper bound). */
-    uint64_t now = zp__now_ns();
-    uint64_t since = w->inflight > 1 && w->done > b->sent ? w->done : b->sent;
-    d->item_ns = (d->item_ns * 3 + (now - since) / b->n) / 4;
-    w->done = now;
-    w->inflight--;
+    note_done(d, w, b, m->busy);
     w->suspect = false;
-    w->credit += b->n; /* a DONE gives the batch's credit back */
     zp__count(&d->stats.retried, m->retried);
     zp__count(&d->stats.skipped, m->skipped);
     zp__count(&d->stats.failed, m->skipped);
@@ -214,9 +255,8 @@ static void on_fail(zp__dispatch *d, dworker *w, const zp__msg *m)
     dbatch *b = take_inflight(d, m->batch, w);
     if (b == NULL)
         return;
-    w->inflight--;
+    note_done(d, w, b, m->busy);
     w->suspect = false;
-    w->credit += b->n;
     zp__count(&d->stats.failed, 1);
     fail_run(d,
              zp__strdupf("task '%s' failed on item %llu: %.*s", task(d),
@@ -295,31 +335,55 @@ static bool fast(const zp__dispatch *d)
     return d->item_ns > 0 && d->item_ns < FAST_ITEM_NS;
 }
 
-/* The worker that should take a batch of n items, or NULL. */
 /*
- * The worker that should take batch b, or NULL. A suspect (a batch that
- * was running when a worker crashed) runs alone on an idle worker, so
- * that if it crashes again there is no doubt which item did it.
+ * Items a worker may hold, running or queued: what it runs at once, and
+ * for each of its threads enough more to cover a round trip (at least
+ * QUEUE_MIN_NS of work), so that it never waits for its next items, but
+ * no more, so that slow items spread over the workers. Items not timed
+ * yet travel one more than it runs at once. An async task's worker takes
+ * all its credit allows: its calls wait together.
+ */
+static int64_t window(const zp__dispatch *d, const dworker *w)
+{
+    if (d->cfg.def->afn != NULL)
+        return w->credit + (int64_t)w->items;
+    if (d->item_ns == 0)
+        return (int64_t)w->threads + 1;
+    uint64_t cover = rtt_of(w);
+    if (cover == UINT64_MAX || cover < QUEUE_MIN_NS)
+        cover = QUEUE_MIN_NS;
+    uint64_t per_thread = 1 + (cover + d->item_ns - 1) / d->item_ns;
+    uint64_t items = per_thread * w->threads;
+    return items < (uint64_t)INT64_MAX ? (int64_t)items : INT64_MAX;
+}
+
+/* Items a worker can take now: within its window and its credit. */
+static int64_t room(const zp__dispatch *d, const dworker *w)
+{
+    int64_t r = window(d, w) - (int64_t)w->items;
+    return r < w->credit ? r : w->credit;
+}
+
+/*
+ * The worker that should take batch b (or its first part), or NULL: the
+ * one with the most room. A suspect (a batch that was running when a
+ * worker crashed) runs alone on an idle worker, so that if it crashes
+ * again there is no doubt which item did it.
  */
 static dworker *pick_worker(zp__dispatch *d, const dbatch *b)
 {
     dworker *best = NULL;
+    int64_t most = 0;
     for (size_t i = 0; i < d->nworkers; i++) {
         dworker *w = d->workers[i];
-        if (w->gone || w->death || !w->has_task || w->credit < (int64_t)b->n)
+        if (w->gone || w->death || !w->has_task || w->suspect ||
+            (b->kills > 0 && w->inflight > 0))
             continue;
-        if (w->suspect || (b->kills > 0 && w->inflight > 0))
-            continue;
-        /* Slow items: no more at a worker than it runs at once, and one
-         * more on its way, so that it never waits for the next; fast ones,
-         * a few batches per thread, which bounds their bytes. An async
-         * task's worker runs as many at once as its credit allows. */
-        if (d->cfg.def->afn == NULL &&
-            w->inflight >=
-                (fast(d) ? BATCHES_PER_THREAD * w->threads : w->threads + 1))
-            continue;
-        if (best == NULL || w->inflight < best->inflight)
+        int64_t r = room(d, w);
+        if (r > most) {
             best = w;
+            most = r;
+        }
     }
     return best;
 }
@@ -357,13 +421,36 @@ static int send_batch(zp__dispatch *d, dworker *w, dbatch *b)
     return rc;
 }
 
+/* Cuts the waiting batch b to its first k items, the rest waiting first
+ * in line. Returns the first part, or NULL when out of memory. */
+static dbatch *cut(zp__dispatch *d, dbatch *b, uint32_t k)
+{
+    dbatch *part[2];
+    if (zp__dbatch_split(b, k, d->next_id, part) != 0) {
+        fail_run(d, zp__strdupf("task '%s': out of memory", task(d)));
+        return NULL;
+    }
+    d->next_id += 2;
+    part[0]->kills = part[1]->kills = b->kills;
+    dequeue(d);
+    zp__dbatch_free(b);
+    zp__dispatch_enqueue(d, part[1], true);
+    zp__dispatch_enqueue(d, part[0], true);
+    return part[0];
+}
+
 static void dispatch_waiting(zp__dispatch *d)
 {
     while (!zp__queue_empty(&d->waiting) && !stopping(d)) {
-        dworker *w = pick_worker(d, zp__dbatch_of(d->waiting.head));
+        dbatch *b = zp__dbatch_of(d->waiting.head);
+        dworker *w = pick_worker(d, b);
         if (w == NULL)
             return;
-        dbatch *b = dequeue(d);
+        /* A batch larger than the worker can take goes in parts. */
+        int64_t r = room(d, w);
+        if ((int64_t)b->n > r && (b = cut(d, b, (uint32_t)r)) == NULL)
+            return;
+        dequeue(d);
         if (send_batch(d, w, b) != 0) {
             zp__dispatch_enqueue(d, b, true);
             zp__dispatch_lose_worker(d, w, NULL); /* unreachable: it left */
@@ -374,7 +461,9 @@ static void dispatch_waiting(zp__dispatch *d)
         b->order = d->sends++;
         b->sent = zp__now_ns();
         w->credit -= b->n;
+        w->items += b->n;
         w->inflight++;
+        d->progressed = b->sent;
         add_inflight(d, b);
     }
 }
@@ -426,6 +515,7 @@ static void add_items(zp__dispatch *d, const char *raw, size_t len, uint32_t n,
         close_fill(d);
 }
 
+/* Whether a worker could take items and has none. */
 static bool idle_worker(const zp__dispatch *d)
 {
     for (size_t i = 0; i < d->nworkers; i++) {
@@ -437,25 +527,26 @@ static bool idle_worker(const zp__dispatch *d)
 }
 
 /*
- * Room for more input: twice what the workers can take now, and two full
- * batches' bytes per worker. While items are slow, or not measured yet,
- * each travels alone and a worker runs its threads' worth and one more:
- * no more than that waits.
+ * Room for more input: what the workers can take now (twice that for
+ * fast items, which wait in batches), and two full batches' bytes per
+ * worker. While items are slow, or not timed yet, each travels alone and
+ * no more than the workers' windows wait.
  */
 static bool want_input(const zp__dispatch *d)
 {
     bool alone = !fast(d) && d->cfg.def->afn == NULL;
-    int64_t room = alone ? 1 : BATCH_MAX;
+    int64_t want = alone ? 1 : BATCH_MAX;
     size_t bytes = 2 * BATCH_BYTES;
     for (size_t i = 0; i < d->nworkers; i++) {
         const dworker *w = d->workers[i];
         if (!w->gone && w->has_task) {
-            room += alone ? (int64_t)w->threads + 1 : w->credit;
+            int64_t r = room(d, w);
+            want += r > 0 ? r : 0;
             bytes += 2 * BATCH_BYTES;
         }
     }
     return !d->ended && d->waiting_bytes < bytes &&
-           (int64_t)d->nwaiting < (alone ? room : 2 * room);
+           (int64_t)d->nwaiting < (alone ? want : 2 * want);
 }
 
 static void read_input(zp__dispatch *d)
@@ -631,7 +722,7 @@ static int start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
     d->cfg = *cfg;
     msgpack_sbuffer_init(&d->sb);
     msgpack_sbuffer_init(&d->fill);
-    d->no_worker_since = zp__now_ns();
+    d->no_worker_since = d->progressed = zp__now_ns();
     if (cfg->in != NULL) /* one consumer: nothing to spread */
         zp__edge_set_slow(cfg->in, false);
     int rc = set_up(d, why);

@@ -31,9 +31,13 @@ struct zp__dworker {
     char id[256]; /* routing id */
     size_t id_len;
     uint32_t pid;
-    int64_t credit;    /* items it will still accept */
-    uint32_t threads;  /* items it runs at once */
-    uint32_t inflight; /* batches sent, not done */
+    int64_t credit;     /* items it will still accept */
+    uint32_t threads;   /* items it runs at once */
+    uint32_t inflight;  /* batches sent, not done */
+    uint32_t items;     /* items in them */
+    uint64_t rtt_cur;   /* least round trip seen this epoch, ns */
+    uint64_t rtt_prev;  /* and in the last one */
+    uint64_t rtt_epoch; /* when this one began */
     uint64_t heard, beat;
     uint64_t done;   /* when its last batch was done */
     char *death;     /* owned; how its process ended, until mourned */
@@ -72,6 +76,7 @@ struct zp__dispatch {
     uint64_t dropped;         /* messages rejected so far */
     uint64_t checked;         /* when supervision last ran */
     uint64_t sends;           /* batches sent so far */
+    uint64_t progressed;      /* when a batch was last sent or done */
     zp__wstats stats;
     _Atomic uint64_t restarts;
     _Atomic uint64_t items_out;  /* items in batches sent, not yet done  */

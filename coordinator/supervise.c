@@ -156,6 +156,9 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
                    .pid = m->pid,
                    .credit = m->credit,
                    .threads = m->credit / ZP__PROTO_CREDIT_PER_THREAD,
+                   .rtt_cur = UINT64_MAX,
+                   .rtt_prev = UINT64_MAX,
+                   .rtt_epoch = zp__now_ns(),
                    .has_task = announces(m, task(d))};
     memcpy(w->id, hm->id, hm->id_len);
     if (w->threads == 0)
@@ -273,17 +276,25 @@ static void supervise(zp__dispatch *d, uint64_t now)
     }
 }
 
-/* Remote stages fail when no worker came within wait_workers_ms. */
+/* Remote stages fail when no worker came within wait_workers_ms; any
+ * stage when, for as long, items waited and none could be sent. */
 static void check_waiting_for_workers(zp__dispatch *d, uint64_t now)
 {
     bool any = false;
+    uint64_t limit = (uint64_t)d->cfg.wait_workers_ms * MS;
     for (size_t i = 0; i < d->nworkers && !any; i++)
         any = !d->workers[i]->gone && d->workers[i]->has_task;
+    if (zp__queue_empty(&d->waiting) || !zp__queue_empty(&d->inflight))
+        d->progressed = now;
+    if (any && limit > 0 && now - d->progressed > limit)
+        fail_run(d, zp__strdupf("task '%s': no worker took its items for "
+                                "%d ms, though workers serving it are "
+                                "connected: none has credit for them",
+                                task(d), d->cfg.wait_workers_ms));
     if (any || zp__queue_empty(&d->waiting) || d->kids != NULL) {
         d->no_worker_since = now;
         return;
     }
-    uint64_t limit = (uint64_t)d->cfg.wait_workers_ms * MS;
     if (limit > 0 && now - d->no_worker_since > limit)
         fail_run(d, zp__strdupf("task '%s': no worker serving it connected "
                                 "to %s within %d ms",

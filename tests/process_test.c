@@ -1118,7 +1118,7 @@ static void send_done(void *s, const zp__msg *m, uint64_t run, uint32_t stage,
         msgpack_pack_int64(&pk, x->via.i64 * mul + add);
     zp__batch_reader_fini(&rd);
     assert_int_equal(zp__msg_out(&body, ZP__DONE, run, stage, m->batch,
-                                 out.data, out.size, 0, 0),
+                                 out.data, out.size, 0, 0, 1000),
                      0);
     assert_int_equal(zmq_send(s, body.data, body.size, 0), (int)body.size);
     msgpack_sbuffer_destroy(&out);

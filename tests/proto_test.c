@@ -87,6 +87,7 @@ static void assert_msg(const decoded *d, const zp__msg *want)
     assert_int_equal(m->retries, want->retries);
     assert_int_equal(m->retried, want->retried);
     assert_int_equal(m->skipped, want->skipped);
+    assert_true(m->busy == want->busy);
     assert_int_equal(m->str_len, want->str_len);
     assert_int_equal(m->data_len, want->data_len);
     if (want->str_len > 0)
@@ -234,9 +235,10 @@ static void pack_body(msgpack_sbuffer *sb, uint64_t version, uint64_t type,
 typedef struct layout {
     int type;
     const char *name;
-    const char *fields[6]; /* names, as the reasons quote them */
+    const char *fields[7]; /* names, as the reasons quote them */
     const char *kinds;     /* one letter per field */
-    val good[6];           /* a valid value per field */
+    val good[7];           /* a valid value per field */
+    size_t optional;       /* the last fields a body may leave out */
 } layout;
 
 static const layout layouts[] = {
@@ -244,35 +246,41 @@ static const layout layouts[] = {
      "HELLO",
      {"name", "pid", "capacity", "tasks"},
      "SWPT",
-     {S("w"), U(1), U(1), TASKS("t", 2)}},
-    {ZP__READY, "READY", {"credit"}, "P", {U(1)}},
+     {S("w"), U(1), U(1), TASKS("t", 2)},
+     0},
+    {ZP__READY, "READY", {"credit"}, "P", {U(1)}, 0},
     {ZP__STAGE,
      "STAGE",
      {"run", "stage", "task", "flags", "retries", "bind"},
      "UWNFWB",
-     {U(1), U(1), S("t"), U(3), U(1), B("")}},
+     {U(1), U(1), S("t"), U(3), U(1), B("")},
+     0},
     {ZP__ITEM,
      "ITEM",
      {"run", "stage", "batch", "items"},
      "UWUM",
-     {U(1), U(1), U(1), B("\x00")}},
+     {U(1), U(1), U(1), B("\x00")},
+     0},
     {ZP__OUT,
      "OUT",
-     {"run", "stage", "batch", "outputs", "retried", "skipped"},
-     "UWUBWW",
-     {U(1), U(1), U(1), B(""), U(1), U(1)}},
+     {"run", "stage", "batch", "outputs", "retried", "skipped", "busy"},
+     "UWUBWWU",
+     {U(1), U(1), U(1), B(""), U(1), U(1), U(1)},
+     1},
     {ZP__DONE,
      "DONE",
-     {"run", "stage", "batch", "outputs", "retried", "skipped"},
-     "UWUBWW",
-     {U(1), U(1), U(1), B(""), U(1), U(1)}},
+     {"run", "stage", "batch", "outputs", "retried", "skipped", "busy"},
+     "UWUBWWU",
+     {U(1), U(1), U(1), B(""), U(1), U(1), U(1)},
+     1},
     {ZP__FAIL,
      "FAIL",
-     {"run", "stage", "batch", "seq", "message"},
-     "UWUUS",
-     {U(1), U(1), U(1), U(1), S("")}},
-    {ZP__HEARTBEAT, "HEARTBEAT", {NULL}, "", {K('n')}},
-    {ZP__BYE, "BYE", {"reason"}, "S", {S("")}},
+     {"run", "stage", "batch", "seq", "message", "busy"},
+     "UWUUSU",
+     {U(1), U(1), U(1), U(1), S(""), U(1)},
+     1},
+    {ZP__HEARTBEAT, "HEARTBEAT", {NULL}, "", {K('n')}, 0},
+    {ZP__BYE, "BYE", {"reason"}, "S", {S("")}, 0},
 };
 
 #define NLAYOUTS (sizeof layouts / sizeof layouts[0])
@@ -339,9 +347,9 @@ static size_t sample_bodies(msgpack_sbuffer sbs[16])
     zp__msg_stage(&sbs[n++], 0, 0, "a task", 0, 0, NULL, 0);
     zp__msg_item(&sbs[n++], 1, 2, 3, "\x00\x01\x07", 3);
     zp__msg_item(&sbs[n++], 1ull << 40, 300, 1ull << 33, big, 300);
-    zp__msg_out(&sbs[n++], ZP__OUT, 1, 2, 3, "\x00\x01\x07", 3, 0, 0);
-    zp__msg_out(&sbs[n++], ZP__DONE, 9, 9, 9, NULL, 0, 70000, 1);
-    zp__msg_fail(&sbs[n++], 1, 2, 3, UINT64_MAX, "it broke");
+    zp__msg_out(&sbs[n++], ZP__OUT, 1, 2, 3, "\x00\x01\x07", 3, 0, 0, 0);
+    zp__msg_out(&sbs[n++], ZP__DONE, 9, 9, 9, NULL, 0, 70000, 1, 1234);
+    zp__msg_fail(&sbs[n++], 1, 2, 3, UINT64_MAX, "it broke", 5);
     zp__msg_heartbeat(&sbs[n++]);
     zp__msg_bye(&sbs[n++], "shutting down");
     zp__msg_item(&sbs[n++], 1, 1, 1, big, sizeof big);
@@ -475,10 +483,11 @@ static void test_out_and_done_round_trip_with_edge_values(void **state)
     msgpack_sbuffer_init(&sb);
     for (size_t i = 0; i < 2; i++) {
         int t = types[i];
-        assert_int_equal(zp__msg_out(&sb, t, 0, 0, 0, NULL, 0, 0, 0), 0);
+        assert_int_equal(zp__msg_out(&sb, t, 0, 0, 0, NULL, 0, 0, 0, 0), 0);
         round_trip(&sb, &(zp__msg){.type = t});
         assert_int_equal(zp__msg_out(&sb, t, UINT64_MAX, UINT32_MAX, UINT64_MAX,
-                                     "\x01\x02\x00", 3, UINT32_MAX, UINT32_MAX),
+                                     "\x01\x02\x00", 3, UINT32_MAX, UINT32_MAX,
+                                     UINT64_MAX - 1),
                          0);
         round_trip(&sb, &(zp__msg){.type = t,
                                    .run = UINT64_MAX,
@@ -487,7 +496,8 @@ static void test_out_and_done_round_trip_with_edge_values(void **state)
                                    .data = "\x01\x02\x00",
                                    .data_len = 3,
                                    .retried = UINT32_MAX,
-                                   .skipped = UINT32_MAX});
+                                   .skipped = UINT32_MAX,
+                                   .busy = UINT64_MAX - 1});
     }
     msgpack_sbuffer_destroy(&sb);
 }
@@ -497,16 +507,18 @@ static void test_fail_round_trips_with_edge_values(void **state)
     (void)state;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(zp__msg_fail(&sb, 0, 0, 0, 0, ""), 0);
+    assert_int_equal(zp__msg_fail(&sb, 0, 0, 0, 0, "", 0), 0);
     round_trip(&sb, &(zp__msg){.type = ZP__FAIL});
     assert_int_equal(zp__msg_fail(&sb, UINT64_MAX, UINT32_MAX, UINT64_MAX,
-                                  UINT64_MAX, "task 'x': division by zero"),
+                                  UINT64_MAX, "task 'x': division by zero",
+                                  123456789),
                      0);
     round_trip(&sb, &(zp__msg){.type = ZP__FAIL,
                                .run = UINT64_MAX,
                                .stage = UINT32_MAX,
                                .batch = UINT64_MAX,
                                .seq = UINT64_MAX,
+                               .busy = 123456789,
                                .str = "task 'x': division by zero",
                                .str_len = 26});
     msgpack_sbuffer_destroy(&sb);
@@ -559,6 +571,7 @@ static void test_strings_with_nul_bytes_decode_whole(void **state)
                                .stage = 1,
                                .batch = 1,
                                .seq = 1,
+                               .busy = ZP__BUSY_UNSAID, /* an older peer */
                                .str = "x\0y\0",
                                .str_len = 4});
     msgpack_sbuffer_destroy(&sb);
@@ -689,13 +702,14 @@ static void test_missing_and_extra_fields_are_rejected(void **state)
     for (size_t l = 0; l < NLAYOUTS; l++) {
         const layout *ly = &layouts[l];
         size_t n = strlen(ly->kinds);
-        val vals[7];
+        val vals[8];
         char want[64];
         msgpack_sbuffer sb;
         snprintf(want, sizeof want, "%s: expected", ly->name);
         memcpy(vals, ly->good, sizeof ly->good);
-        /* Every shorter list of fields, down to none. */
-        for (size_t k = 0; k < n; k++) {
+        /* Every shorter list of fields, down to none, but for those
+         * that leave out only optional ones. */
+        for (size_t k = 0; k < n - ly->optional; k++) {
             pack_body(&sb, 1, (uint64_t)ly->type, vals, k);
             expect_rejected(sb.data, sb.size, want);
             msgpack_sbuffer_destroy(&sb);
@@ -873,7 +887,7 @@ static void test_encoders_refuse_bodies_over_the_size_limit(void **state)
     msgpack_sbuffer_init(&sb);
     assert_int_equal(zp__msg_heartbeat(&sb), 0);
     assert_int_equal(zp__msg_item(&sb, 1, 2, 3, big, len), ZP_EINVAL);
-    assert_int_equal(zp__msg_out(&sb, ZP__DONE, 1, 2, 3, big, len, 0, 0),
+    assert_int_equal(zp__msg_out(&sb, ZP__DONE, 1, 2, 3, big, len, 0, 0, 0),
                      ZP_EINVAL);
     assert_int_equal(zp__msg_stage(&sb, 1, 2, "t", 0, 0, big, len), ZP_EINVAL);
     /* Lengths msgpack cannot even express are refused unread. */

@@ -89,11 +89,13 @@ static const field item_fields[] = {
     F(BIN_FULL, data, "ITEM: field 'items' must be a non-empty bin"),
 };
 
+#define BUSY(T) F(UINT, busy, T ": field 'busy' must be an unsigned integer")
+
 #define OUTPUTS(T)                                             \
     {                                                          \
         RUN(T), STAGE_NO(T), BATCH(T),                         \
             F(BIN, data, T ": field 'outputs' must be a bin"), \
-            U32(T, retried), U32(T, skipped),                  \
+            U32(T, retried), U32(T, skipped), BUSY(T),         \
     }
 
 static const field out_fields[] = OUTPUTS("OUT");
@@ -105,6 +107,7 @@ static const field fail_fields[] = {
     BATCH("FAIL"),
     F(UINT, seq, "FAIL: field 'seq' must be an unsigned integer"),
     F(STR, str, "FAIL: field 'message' must be a string"),
+    BUSY("FAIL"),
 };
 
 static const field bye_fields[] = {
@@ -115,12 +118,19 @@ typedef struct layout {
     const char *name;
     const field *fields; /* after the version and the type */
     size_t n;
+    size_t min;      /* fields a body must have; those after are optional */
     const char *why; /* the reason when a body has another count */
 } layout;
 
-#define L(name, fields, why)                              \
-    {                                                     \
-        name, fields, sizeof fields / sizeof *fields, why \
+#define NFIELDS(fields) (sizeof fields / sizeof *fields)
+#define L(name, fields, why)                                \
+    {                                                       \
+        name, fields, NFIELDS(fields), NFIELDS(fields), why \
+    }
+/* The last field is optional: older workers do not send it. */
+#define L_OPT(name, fields, why)                                \
+    {                                                           \
+        name, fields, NFIELDS(fields), NFIELDS(fields) - 1, why \
     }
 
 static const layout layouts[] = {
@@ -132,15 +142,17 @@ static const layout layouts[] = {
                     "retries, bind"),
     [ZP__ITEM] = L("ITEM", item_fields,
                    "ITEM: expected 4 fields: run, stage, batch, items"),
-    [ZP__OUT] = L("OUT", out_fields,
-                  "OUT: expected 6 fields: run, stage, batch, outputs, "
-                  "retried, skipped"),
-    [ZP__DONE] = L("DONE", done_fields,
-                   "DONE: expected 6 fields: run, stage, batch, outputs, "
-                   "retried, skipped"),
-    [ZP__FAIL] = L("FAIL", fail_fields,
-                   "FAIL: expected 5 fields: run, stage, batch, seq, message"),
-    [ZP__HEARTBEAT] = {"HEARTBEAT", NULL, 0, "HEARTBEAT: expected no fields"},
+    [ZP__OUT] = L_OPT("OUT", out_fields,
+                      "OUT: expected 6 or 7 fields: run, stage, batch, "
+                      "outputs, retried, skipped[, busy]"),
+    [ZP__DONE] = L_OPT("DONE", done_fields,
+                       "DONE: expected 6 or 7 fields: run, stage, batch, "
+                       "outputs, retried, skipped[, busy]"),
+    [ZP__FAIL] = L_OPT("FAIL", fail_fields,
+                       "FAIL: expected 5 or 6 fields: run, stage, batch, seq, "
+                       "message[, busy]"),
+    [ZP__HEARTBEAT] = {"HEARTBEAT", NULL, 0, 0,
+                       "HEARTBEAT: expected no fields"},
     [ZP__BYE] = L("BYE", bye_fields, "BYE: expected 1 field: reason"),
 };
 
@@ -273,7 +285,7 @@ int zp__msg_item(msgpack_sbuffer *sb, uint64_t run, uint32_t stage,
 
 int zp__msg_out(msgpack_sbuffer *sb, int type, uint64_t run, uint32_t stage,
                 uint64_t batch, const void *outputs, size_t len,
-                uint32_t retried, uint32_t skipped)
+                uint32_t retried, uint32_t skipped, uint64_t busy)
 {
     enc e;
     assert(type == ZP__OUT || type == ZP__DONE);
@@ -285,11 +297,13 @@ int zp__msg_out(msgpack_sbuffer *sb, int type, uint64_t run, uint32_t stage,
     put_raw(&e, true, outputs, len);
     put_uint(&e, retried);
     put_uint(&e, skipped);
+    put_uint(&e, busy);
     return finish(&e);
 }
 
 int zp__msg_fail(msgpack_sbuffer *sb, uint64_t run, uint32_t stage,
-                 uint64_t batch, uint64_t seq, const char *message)
+                 uint64_t batch, uint64_t seq, const char *message,
+                 uint64_t busy)
 {
     enc e;
     start(&e, sb, ZP__FAIL);
@@ -298,6 +312,7 @@ int zp__msg_fail(msgpack_sbuffer *sb, uint64_t run, uint32_t stage,
     put_uint(&e, batch);
     put_uint(&e, seq);
     put_str(&e, message);
+    put_uint(&e, busy);
     return finish(&e);
 }
 
@@ -436,9 +451,12 @@ static const char *check_header(const msgpack_object *top, zp__msg *m)
 static const char *check_fields(const msgpack_object *top, zp__msg *m)
 {
     const layout *l = layout_of((uint64_t)m->type);
-    if (top->via.array.size != 2 + l->n)
+    size_t n = top->via.array.size - 2; /* the header was checked */
+    if (n < l->min || n > l->n)
         return l->why;
-    for (size_t i = 0; i < l->n; i++)
+    if (l->min < l->n)
+        m->busy = ZP__BUSY_UNSAID; /* the optional field, until read */
+    for (size_t i = 0; i < n; i++)
         if (!take(&l->fields[i], &top->via.array.ptr[2 + i], m))
             return l->fields[i].why;
     return NULL;

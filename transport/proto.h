@@ -31,6 +31,9 @@
  */
 #define ZP__PROTO_CREDIT_PER_THREAD 16384
 
+/* zp__msg.busy of a worker that did not say it. */
+#define ZP__BUSY_UNSAID UINT64_MAX
+
 /* Most task names a HELLO may announce. */
 #define ZP__PROTO_MAX_TASKS 4096
 
@@ -66,6 +69,8 @@ typedef struct zp__msg {
     uint32_t retries; /* STAGE: extra attempts per item                 */
     uint32_t retried; /* DONE: extra attempts made for the batch        */
     uint32_t skipped; /* DONE: items dropped by on_error = skip         */
+    uint64_t busy;    /* OUT DONE FAIL: ns the task ran on the batch
+                         so far (0: not said)                           */
     const char *str;  /* HELLO: worker name; STAGE: task name;
                          FAIL: message; BYE: reason                     */
     size_t str_len;
@@ -100,9 +105,10 @@ int zp__msg_item(msgpack_sbuffer *sb, uint64_t run, uint32_t stage,
 int zp__msg_out(msgpack_sbuffer *sb, int type /* ZP__OUT or ZP__DONE */,
                 uint64_t run, uint32_t stage, uint64_t batch,
                 const void *outputs, size_t len, uint32_t retried,
-                uint32_t skipped);
+                uint32_t skipped, uint64_t busy);
 int zp__msg_fail(msgpack_sbuffer *sb, uint64_t run, uint32_t stage,
-                 uint64_t batch, uint64_t seq, const char *message);
+                 uint64_t batch, uint64_t seq, const char *message,
+                 uint64_t busy);
 int zp__msg_heartbeat(msgpack_sbuffer *sb);
 int zp__msg_bye(msgpack_sbuffer *sb, const char *reason);
 

@@ -837,6 +837,7 @@ static int server_ended(engine *e, acall *a, int outcome)
     zp_call *c = &a->call;
     int rc = 0;
     job->retried += (uint32_t)a->attempt;
+    job->busy += zp__coarse_ns() - a->started;
     if (outcome == ZP__CALL_SKIPPED)
         job->skipped++;
     if (outcome == ZP_ETASK)

@@ -41,10 +41,11 @@ typedef struct zp__async_job {
     msgpack_sbuffer out; /* outputs back to back                  */
     uint32_t n;          /* outputs                               */
     uint32_t retried, skipped;
-    bool failed;  /* an item failed for good: the batch fails */
-    uint64_t seq; /* which one                             */
-    char *error;  /* owned; why                            */
-    bool dropped; /* the server stopped first: no result   */
+    uint64_t busy; /* ns its calls took, summed                */
+    bool failed;   /* an item failed for good: the batch fails */
+    uint64_t seq;  /* which one                             */
+    char *error;   /* owned; why                            */
+    bool dropped;  /* the server stopped first: no result   */
     /* The server's. */
     zp__qnode node;
     zp__batch_reader rd;

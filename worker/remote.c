@@ -116,6 +116,7 @@ typedef struct result {
     msgpack_sbuffer out; /* outputs back to back */
     uint32_t n;          /* how many */
     uint32_t retried, skipped;
+    uint64_t busy; /* ns the task ran on the batch so far */
 } result;
 
 /* Where a batch's messages go: the outbox of the thread that runs it, or
@@ -152,7 +153,7 @@ static int post_outputs(const sink *ob, const job *j, result *res, int type)
                 msgpack_sbuffer_write(&framed, res->out.data, res->out.size)
             ? ZP_ENOMEM
             : zp__msg_out(&body, type, j->run, j->stage, j->batch, framed.data,
-                          framed.size, res->retried, res->skipped);
+                          framed.size, res->retried, res->skipped, res->busy);
     if (rc == 0)
         rc = post(ob, &body);
     msgpack_sbuffer_destroy(&body);
@@ -163,11 +164,11 @@ static int post_outputs(const sink *ob, const job *j, result *res, int type)
 }
 
 static int post_fail(const sink *ob, const job *j, uint64_t seq,
-                     const char *why)
+                     const char *why, uint64_t busy)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    int rc = zp__msg_fail(&sb, j->run, j->stage, j->batch, seq, why);
+    int rc = zp__msg_fail(&sb, j->run, j->stage, j->batch, seq, why, busy);
     if (rc == 0)
         rc = post(ob, &sb);
     msgpack_sbuffer_destroy(&sb);
@@ -199,7 +200,7 @@ static int keep_outputs(const sink *ob, const job *j, result *res,
         why = "out of memory";
     }
     if (why != NULL)
-        return post_fail(ob, j, seq, why) ? ZP_EIO : 1;
+        return post_fail(ob, j, seq, why, res->busy) ? ZP_EIO : 1;
     res->n += c->emitted;
     return 0;
 }
@@ -217,20 +218,22 @@ static int run_items(server *s, const sink *ob, const job *j,
     int rc = zp__batch_reader_init(&rd);
     zp__call_init(&call, def, &s->ctl, &stats, false, NULL);
     if (rc == 0 && zp__batch_open(&rd, j->items, j->len) != 0)
-        rc = post_fail(ob, j, 0, "malformed batch of items") ? ZP_EIO : 1;
+        rc = post_fail(ob, j, 0, "malformed batch of items", 0) ? ZP_EIO : 1;
     while (rc == 0 && (rc = zp__batch_next(&rd, &item, &seq)) == 1) {
+        uint64_t t0 = zp__now_ns();
         rc = zp__call_item(&call, item, seq, &res->retried);
+        res->busy += zp__now_ns() - t0;
         if (rc == ZP__CALL_OK) {
             rc = keep_outputs(ob, j, res, &call, seq);
         } else if (rc == ZP__CALL_SKIPPED) {
             res->skipped++;
             rc = 0;
         } else if (rc == ZP_ETASK) {
-            rc = post_fail(ob, j, seq, call.error) ? ZP_EIO : 1;
+            rc = post_fail(ob, j, seq, call.error, res->busy) ? ZP_EIO : 1;
         }
     }
     if (rc == ZP_EPROTO)
-        rc = post_fail(ob, j, seq, "malformed item") ? ZP_EIO : 1;
+        rc = post_fail(ob, j, seq, "malformed item", res->busy) ? ZP_EIO : 1;
     zp__call_fini(&call);
     zp__batch_reader_fini(&rd);
     return rc;
@@ -248,10 +251,10 @@ static void run_job(server *s, const sink *ob, const job *j)
     msgpack_sbuffer_init(&res.out);
     if (p == NULL) {
         char *why = zp__strdupf("this worker has no task '%s'", missing);
-        post_fail(ob, j, 0, why ? why : "no such task");
+        post_fail(ob, j, 0, why ? why : "no such task", 0);
         free(why);
     } else if (p->stages[0].afn != NULL) {
-        post_fail(ob, j, 0, "cannot start the event loop of async tasks");
+        post_fail(ob, j, 0, "cannot start the event loop of async tasks", 0);
     } else if (run_items(s, ob, j, &p->stages[0], &res) == 0) {
         post_outputs(ob, j, &res, ZP__DONE);
     }
@@ -386,7 +389,8 @@ static void post_async_outputs(const sink *to, const job *j, zp__async_job *aj)
     result res = {.out = aj->out,
                   .n = aj->n,
                   .retried = aj->retried,
-                  .skipped = aj->skipped};
+                  .skipped = aj->skipped,
+                  .busy = aj->busy};
     if (aj->out.size <= OUT_CHUNK) { /* the common case, as it is */
         post_outputs(to, j, &res, ZP__DONE);
         aj->out = res.out;
@@ -406,7 +410,7 @@ static void post_async_outputs(const sink *to, const job *j, zp__async_job *aj)
                      "an output of its batch takes %zu bytes, more than a "
                      "message to the coordinator holds (%zu)",
                      size, max);
-            post_fail(to, j, first, why);
+            post_fail(to, j, first, why, aj->busy);
             msgpack_sbuffer_destroy(&res.out);
             return;
         }
@@ -429,7 +433,8 @@ static void async_done(void *arg, zp__async_job *aj)
     if (!aj->dropped && s->async_ob != NULL) {
         sink to = {s, s->async_ob};
         if (aj->failed)
-            post_fail(&to, j, aj->seq, aj->error ? aj->error : "out of memory");
+            post_fail(&to, j, aj->seq, aj->error ? aj->error : "out of memory",
+                      aj->busy);
         else
             post_async_outputs(&to, j, aj);
     }

@@ -84,10 +84,10 @@ static int encode(const zp__msg *m, msgpack_sbuffer *sb)
     case ZP__OUT:
     case ZP__DONE:
         rc = zp__msg_out(sb, m->type, m->run, m->stage, m->batch, m->data,
-                         m->data_len, m->retried, m->skipped);
+                         m->data_len, m->retried, m->skipped, m->busy);
         break;
     case ZP__FAIL:
-        rc = zp__msg_fail(sb, m->run, m->stage, m->batch, m->seq, s);
+        rc = zp__msg_fail(sb, m->run, m->stage, m->batch, m->seq, s, m->busy);
         break;
     case ZP__HEARTBEAT: rc = zp__msg_heartbeat(sb); break;
     case ZP__BYE: rc = zp__msg_bye(sb, s); break;
@@ -124,7 +124,8 @@ static void check_same(const zp__msg *a, const zp__msg *b)
     CHECK(a->run == b->run && a->stage == b->stage && a->batch == b->batch);
     CHECK(a->seq == b->seq && a->credit == b->credit && a->pid == b->pid);
     CHECK(a->flags == b->flags && a->retries == b->retries);
-    CHECK(a->retried == b->retried && a->skipped == b->skipped);
+    CHECK(a->retried == b->retried && a->skipped == b->skipped &&
+          a->busy == b->busy);
     CHECK(same_bytes(a->str, a->str_len, b->str, b->str_len));
     CHECK(same_bytes(a->data, a->data_len, b->data, b->data_len));
     CHECK(same_tasks(a->tasks, b->tasks));
