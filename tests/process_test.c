@@ -1191,6 +1191,188 @@ static void test_outputs_naming_another_run_or_stage_are_dropped(void **state)
     collected_fini(c);
 }
 
+/* A worker by hand that announces `capacity`, answers every batch at
+ * once, and checks the coordinator never had more of its items out than
+ * that. */
+typedef struct small_worker {
+    void *s;
+    uint32_t capacity;
+    int64_t want, served;
+    int64_t most_out; /* most items it held at once */
+    pthread_t thread;
+} small_worker;
+
+static void *small_worker_main(void *arg)
+{
+    small_worker *w = arg;
+    const char *tasks[] = {"twice"};
+    msgpack_sbuffer sb;
+    zmq_msg_t in;
+    int64_t deadline = now_ms() + 6 * DEADLINE_MS;
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    assert_non_null(zone);
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(zp__msg_hello(&sb, "small", 777777, w->capacity, tasks, 1),
+                     0);
+    assert_int_equal(zmq_send(w->s, sb.data, sb.size, 0), (int)sb.size);
+    zmq_msg_init(&in);
+    zp__msg held[128];
+    zmq_msg_t bodies[128];
+    while (w->served < w->want && now_ms() < deadline) {
+        zmq_pollitem_t pi = {w->s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&pi, 1, 100) <= 0)
+            continue;
+        /* Everything queued first, then the answers: what it holds is
+         * every item sent and not answered. */
+        int n = 0;
+        int64_t out = 0;
+        while (n < 128) {
+            zmq_msg_init(&bodies[n]);
+            if (zmq_msg_recv(&bodies[n], w->s, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&bodies[n]);
+                break;
+            }
+            const char *why;
+            if (zp__msg_decode(zmq_msg_data(&bodies[n]),
+                               zmq_msg_size(&bodies[n]), zone, &held[n],
+                               &why) != 0 ||
+                held[n].type != ZP__ITEM) {
+                zmq_msg_close(&bodies[n]);
+                continue;
+            }
+            zp__batch_reader rd = {.data = NULL};
+            assert_int_equal(
+                zp__batch_open(&rd, held[n].data, held[n].data_len), 0);
+            out += rd.left;
+            n++;
+        }
+        w->most_out = out > w->most_out ? out : w->most_out;
+        for (int i = 0; i < n; i++) {
+            zp__batch_reader rd = {.data = NULL};
+            zp__batch_open(&rd, held[i].data, held[i].data_len);
+            w->served += rd.left;
+            send_done(w->s, &held[i], held[i].run, held[i].stage, 2, 0);
+            zmq_msg_close(&bodies[i]);
+        }
+        msgpack_zone_clear(zone);
+    }
+    zmq_msg_close(&in);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_zone_free(zone);
+    return NULL;
+}
+
+static void test_workers_of_any_capacity_are_served_within_it(void **state)
+{
+    fixture *f = *state;
+    static const uint32_t capacities[] = {1, 7, 100};
+    for (size_t k = 0; k < 3; k++) {
+        char ep[64];
+        collected *c = &f->c;
+        int zero = 0;
+        free_endpoint(ep, sizeof ep);
+        zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+        zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
+                                 zp_task(twice, .mode = ZP_REMOTE));
+        zp_run *run = begin_run(c, p, "[10000]", &ro);
+        void *zctx = zmq_ctx_new();
+        small_worker w = {.s = zmq_socket(zctx, ZMQ_DEALER),
+                          .capacity = capacities[k],
+                          .want = 10000};
+        zmq_setsockopt(w.s, ZMQ_LINGER, &zero, sizeof zero);
+        assert_int_equal(zmq_connect(w.s, ep), 0);
+        assert_int_equal(pthread_create(&w.thread, NULL, small_worker_main, &w),
+                         0);
+        const msgpack_object *out;
+        while (zp_run_next(run, &out))
+            keep(c, out);
+        end_run(c);
+        pthread_join(w.thread, NULL);
+        zmq_close(w.s);
+        zmq_ctx_term(zctx);
+        print_message("capacity %u: it held %lld items at most\n",
+                      capacities[k], (long long)w.most_out);
+        assert_run_ok(c);
+        assert_each_once(c, 10000, 2, -1);
+        assert_true(w.most_out >= 1 && w.most_out <= capacities[k]);
+        collected_fini(c);
+        zp_pipeline_free(p);
+    }
+}
+
+static void test_a_process_stage_reports_its_task_time(void **state)
+{
+    fixture *f = *state;
+    collected *c = &f->c;
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(numbers, .branch = true),
+                zp_task(slow_twice, .mode = ZP_PROCESS, .workers = 2));
+    collect(p, "[200]", c);
+    assert_run_ok(c);
+    assert_each_once(c, 200, 2, -1);
+    /* slow_twice sleeps 200 us an item: the task's own time, reported by
+     * its workers (the coordinator used to count none) */
+    print_message("busy %.3f s\n", (double)c->st.busy_ns / 1e9);
+    assert_true(c->st.busy_ns >= 200 * 200 * 1000ull);
+    collected_fini(c);
+}
+
+/* The latency proxy from `port` on to `target`, adding `ms` each way; it
+ * dies with this test process. */
+static pid_t start_proxy(int port, int target, int ms)
+{
+    char a[16], b[16], d[16];
+    snprintf(a, sizeof a, "%d", port);
+    snprintf(b, sizeof b, "%d", target);
+    snprintf(d, sizeof d, "%d", ms);
+    char *argv[] = {LATENCY_PROXY, a, b, d, NULL};
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (freopen("/dev/null", "w", stdout) != NULL && getppid() == parent)
+            execv(LATENCY_PROXY, argv);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    return pid;
+}
+
+static int port_of(const char *endpoint)
+{
+    return atoi(strrchr(endpoint, ':') + 1);
+}
+
+static void
+test_a_worker_far_away_holds_enough_items_to_cover_the_trip(void **state)
+{
+    fixture *f = *state;
+    char ep[64], far[64];
+    collected *c = &f->c;
+    free_endpoint(ep, sizeof ep);
+    free_endpoint(far, sizeof far);
+    pid_t proxy = start_proxy(port_of(far), port_of(ep), 20);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                                    zp_task(twice, .mode = ZP_REMOTE));
+    zp_run *run = begin_run(c, p, "[20000]", &ro);
+    pid_t w = start_worker(far, NULL, NULL);
+    const msgpack_object *out;
+    while (zp_run_next(run, &out))
+        keep(c, out);
+    end_run(c);
+    stop_worker(w);
+    kill(proxy, SIGKILL);
+    waitpid(proxy, NULL, 0);
+    assert_run_ok(c);
+    assert_each_once(c, 20000, 2, -1);
+    /* 40 ms a round trip: trivial items must not wait for it one by one
+     * (they did: 2 in flight, 50 items/s); its window covers it. */
+    print_message("%llu items in flight at most\n",
+                  (unsigned long long)c->st.peak_in_flight);
+    assert_true(c->st.peak_in_flight >= 1000);
+    collected_fini(c);
+}
+
 static void keygen(const char *name, char *pub, char *secret, size_t len)
 {
     char path[96], *why = NULL;
@@ -1295,6 +1477,9 @@ int main(int argc, char **argv)
         TEST(test_run_without_remote_worker_fails_after_wait_workers_ms),
         TEST(test_strangers_on_the_port_do_not_disturb_the_run),
         TEST(test_outputs_naming_another_run_or_stage_are_dropped),
+        TEST(test_workers_of_any_capacity_are_served_within_it),
+        TEST(test_a_process_stage_reports_its_task_time),
+        TEST(test_a_worker_far_away_holds_enough_items_to_cover_the_trip),
         TEST(test_curve_admits_allowed_worker_and_refuses_unknown_key),
         cmocka_unit_test(test_no_child_process_or_temp_dir_is_left_behind),
     };
