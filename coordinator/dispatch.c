@@ -24,6 +24,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "coordinator/dstate.h"
 #include "transport/batch.h"
 #include "transport/peer.h"
@@ -198,37 +199,71 @@ static void note_done(zp__dispatch *d, dworker *w, const dbatch *b,
     }
     item = item > 0 ? item : 1; /* timed: never "not yet" again */
     d->item_ns = d->item_ns == 0 ? item : (d->item_ns * 3 + item) / 4;
+    if (busy != ZP__BUSY_UNSAID)
+        d->batch_ns = d->batch_ns == 0 ? busy : (d->batch_ns * 3 + busy) / 4;
     w->done = now;
     w->inflight--;
     w->items -= b->n;
     w->credit += b->n;
+    w->granted = w->granted < INT64_MAX / 2 ? w->granted * 2 : INT64_MAX;
     d->progressed = now;
 }
 
-static void malformed(zp__dispatch *d, const dworker *w, const dbatch *b)
+/*
+ * Whether a worker's outputs for batch b keep the rules: well-formed
+ * msgpack values, and no more of them than items for a stage that is not
+ * a branch (at most one output per item). Checked whole before any of
+ * them goes on, so that a batch run again elsewhere delivers each output
+ * once. *why says which rule was broken.
+ */
+static bool outputs_keep_the_rules(const zp__dispatch *d, const dbatch *b,
+                                   const char *framed, size_t len,
+                                   const char **why)
 {
-    fail_run(d, zp__strdupf("task '%s': a worker (pid %u) sent malformed "
-                            "outputs for the batch from item %llu",
-                            task(d), w->pid, (unsigned long long)b->seq));
+    zp__batch_reader rd = {.data = NULL};
+    const char *items;
+    size_t size;
+    int n = 0;
+    if (len > 0 &&
+        (zp__batch_open(&rd, framed, len) != 0 ||
+         (n = zp__batch_skip(&rd, UINT32_MAX, SIZE_MAX, &items, &size)) < 0 ||
+         rd.left > 0)) {
+        *why = "malformed outputs";
+        return false;
+    }
+    if (!d->cfg.def->opts.branch && (uint64_t)n > b->n) {
+        *why = "more outputs than items, for a task that is not a branch";
+        return false;
+    }
+    return true;
 }
 
 static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
 {
+    static zp__ratelog ignored = ZP__RATELOG_INIT;
+    const char *why = NULL;
     dbatch *b = take_inflight(d, m->batch, w);
     if (b == NULL) {
-        /* Not (or no longer) this worker's: it was given up on. */
-        fprintf(stderr, "zpipe: task '%s': ignored %s for batch %llu\n",
-                task(d), zp__msg_type_name(m->type),
-                (unsigned long long)m->batch);
+        /* Not (or no longer) this worker's: it was given up on, and its
+         * batches run elsewhere. */
+        zp__ratelog_say(&ignored, "task '%s': ignored a late %s for batch %llu",
+                        task(d), zp__msg_type_name(m->type),
+                        (unsigned long long)m->batch);
         return;
     }
     /* The common case, a whole batch's outputs in its DONE for an
-     * unordered stage, goes straight on, checked on the way. */
+     * unordered stage, goes straight on once checked. */
     bool direct =
         m->type == ZP__DONE && b->out.size == 0 && !d->cfg.def->opts.ordered;
-    if (!direct && zp__dbatch_gather(b, m->data, m->data_len) != 0) {
-        malformed(d, w, b);
-        zp__dbatch_free(b);
+    if (direct)
+        outputs_keep_the_rules(d, b, m->data, m->data_len, &why);
+    else if (zp__dbatch_gather(b, m->data, m->data_len) != 0)
+        why = "malformed outputs";
+    else
+        outputs_keep_the_rules(d, b, b->out.data, b->out.size, &why);
+    if (why != NULL) { /* back in flight, to be given up with its worker */
+        add_inflight(d, b);
+        zp__dispatch_drop_worker(d, w, why);
         return;
     }
     if (m->type == ZP__OUT) { /* more to come: back in flight */
@@ -242,9 +277,7 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
     zp__count(&d->stats.failed, m->skipped);
     int rc = direct ? send_outputs(d, m->data, m->data_len)
                     : zp__dispatch_deliver(d, b);
-    if (rc == ZP_EPROTO)
-        malformed(d, w, b);
-    else if (rc != 0 && !stopping(d))
+    if (rc != 0 && !stopping(d))
         fail_run(d, zp__strdupf("task '%s': cannot send outputs on", task(d)));
     if (direct)
         zp__dbatch_free(b);
@@ -255,6 +288,13 @@ static void on_fail(zp__dispatch *d, dworker *w, const zp__msg *m)
     dbatch *b = take_inflight(d, m->batch, w);
     if (b == NULL)
         return;
+    if (m->seq < b->seq || m->seq - b->seq >= b->n) {
+        add_inflight(d, b); /* given up with its worker, run elsewhere */
+        zp__dispatch_drop_worker(d, w,
+                                 "a FAIL naming an item not in its "
+                                 "batch");
+        return;
+    }
     note_done(d, w, b, m->busy);
     w->suspect = false;
     zp__count(&d->stats.failed, 1);
@@ -264,56 +304,48 @@ static void on_fail(zp__dispatch *d, dworker *w, const zp__msg *m)
     zp__dbatch_free(b);
 }
 
-/* Logs a dropped message: the first few, then one in a thousand, so that
- * a peer sending garbage cannot flood the log. */
-static void drop(zp__dispatch *d, const char *fmt, ...) ZP__PRINTF(2, 3);
-static void drop(zp__dispatch *d, const char *fmt, ...)
+/* Asks a worker the stage does not know (or gave up on) to say HELLO:
+ * one of an earlier run, of a coordinator that restarted, or back from a
+ * pause or a partition. */
+static void ask_hello(zp__dispatch *d, const zp__hub_msg *hm)
 {
-    uint64_t n = d->dropped++;
-    if (n >= 10 && n % 1000 != 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr,
-            "zpipe: task '%s': dropped a message (%llu so far): ", task(d),
-            (unsigned long long)n + 1);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
+    if (zp__msg_hello(&d->sb, "coordinator", (uint32_t)getpid(), 1, NULL, 0) ==
+        0)
+        zp__hub_send(d->hub, hm->id, hm->id_len, d->sb.data, d->sb.size);
+    msgpack_sbuffer_clear(&d->sb);
 }
 
 static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
                        msgpack_zone *zone)
 {
+    static zp__ratelog dropped = ZP__RATELOG_INIT;
     zp__msg m;
     const char *why = NULL;
     msgpack_zone_clear(zone);
+    dworker *w = zp__dispatch_find_worker(d, hm->id, hm->id_len);
     if (zp__msg_decode(hm->body, hm->len, zone, &m, &why) != 0) {
-        drop(d, "%s", why);
+        if (w != NULL && !w->gone)
+            zp__dispatch_drop_worker(d, w, why);
+        else
+            zp__ratelog_say(&dropped, "task '%s': dropped a message: %s",
+                            task(d), why);
         return;
     }
     if (m.type == ZP__HELLO) {
         zp__dispatch_on_hello(d, hm, &m);
         return;
     }
-    dworker *w = zp__dispatch_find_worker(d, hm->id, hm->id_len);
-    if (w == NULL) {
-        /* A worker of an earlier run, or of a coordinator that restarted:
-         * a HELLO asks it to introduce itself. */
-        if (zp__msg_hello(&d->sb, "coordinator", (uint32_t)getpid(), 1, NULL,
-                          0) == 0)
-            zp__hub_send(d->hub, hm->id, hm->id_len, d->sb.data, d->sb.size);
-        msgpack_sbuffer_clear(&d->sb);
+    if (w == NULL || w->gone) { /* whatever it sends is void till HELLO */
+        ask_hello(d, hm);
         return;
     }
-    if (w->gone)
-        return; /* given up on: whatever it still sends is void */
     w->heard = zp__now_ns();
     bool about_batch =
         m.type == ZP__OUT || m.type == ZP__DONE || m.type == ZP__FAIL;
     if (about_batch && (m.run != d->cfg.run_id || m.stage != d->cfg.index)) {
-        drop(d, "a %s for run %llu stage %u, not this one",
-             zp__msg_type_name(m.type), (unsigned long long)m.run, m.stage);
+        zp__dispatch_drop_worker(d, w,
+                                 "a message naming another run or "
+                                 "stage");
         return;
     }
     if (m.type == ZP__READY)
@@ -325,7 +357,7 @@ static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
     else if (m.type == ZP__BYE)
         zp__dispatch_lose_worker(d, w, NULL);
     else if (m.type != ZP__HEARTBEAT)
-        drop(d, "an unexpected %s", zp__msg_type_name(m.type));
+        zp__dispatch_drop_worker(d, w, "a message a worker may not send");
 }
 
 /* ---- Sending work ------------------------------------------------------- */
@@ -343,7 +375,7 @@ static bool fast(const zp__dispatch *d)
  * yet travel one more than it runs at once. An async task's worker takes
  * all its credit allows: its calls wait together.
  */
-static int64_t window(const zp__dispatch *d, const dworker *w)
+static int64_t full_window(const zp__dispatch *d, const dworker *w)
 {
     if (d->cfg.def->afn != NULL)
         return w->credit + (int64_t)w->items;
@@ -355,6 +387,15 @@ static int64_t window(const zp__dispatch *d, const dworker *w)
     uint64_t per_thread = 1 + (cover + d->item_ns - 1) / d->item_ns;
     uint64_t items = per_thread * w->threads;
     return items < (uint64_t)INT64_MAX ? (int64_t)items : INT64_MAX;
+}
+
+/* A worker's window, less while it is new: it earns the rest, twice as
+ * much with each batch it returns, as TCP's slow start does, so that a
+ * worker that takes items and keeps them holds few. */
+static int64_t window(const zp__dispatch *d, const dworker *w)
+{
+    int64_t full = full_window(d, w);
+    return full < w->granted ? full : w->granted;
 }
 
 /* Items a worker can take now: within its window and its credit. */
@@ -460,6 +501,8 @@ static void dispatch_waiting(zp__dispatch *d)
         w->suspect = b->kills > 0;
         b->order = d->sends++;
         b->sent = zp__now_ns();
+        if (w->inflight == 0)
+            w->busy_since = b->sent;
         w->credit -= b->n;
         w->items += b->n;
         w->inflight++;

@@ -21,8 +21,11 @@
 #define MS 1000000ull
 #define HEARTBEAT_NS (1000 * MS)
 #define DEAD_NS (3000 * MS)
-#define MOURN_NS (50 * MS) /* a dead worker's last words arrive within */
-#define MAX_UNBORN 5       /* children dead before HELLO: give up */
+#define MOURN_NS (50 * MS)        /* a dead worker's last words arrive within */
+#define MAX_UNBORN 5              /* children dead before HELLO: give up */
+#define STUCK_MIN_NS (30000 * MS) /* a batch out this long may be stuck */
+#define STUCK_TIMES 10            /* ... and this many times a batch's time */
+#define MAX_THREADS 4096          /* a worker's capacity counts this many */
 
 typedef struct zp__dworker dworker;
 typedef zp__dbatch dbatch;
@@ -30,14 +33,17 @@ typedef zp__dbatch dbatch;
 struct zp__dworker {
     char id[256]; /* routing id */
     size_t id_len;
+    char name[48]; /* from its HELLO, printable, for logs */
     uint32_t pid;
-    int64_t credit;     /* items it will still accept */
-    uint32_t threads;   /* items it runs at once */
-    uint32_t inflight;  /* batches sent, not done */
-    uint32_t items;     /* items in them */
-    uint64_t rtt_cur;   /* least round trip seen this epoch, ns */
-    uint64_t rtt_prev;  /* and in the last one */
-    uint64_t rtt_epoch; /* when this one began */
+    int64_t credit;      /* items it will still accept */
+    int64_t granted;     /* items it may hold: doubles with each DONE */
+    uint64_t busy_since; /* when it last went from no batch to some */
+    uint32_t threads;    /* items it runs at once */
+    uint32_t inflight;   /* batches sent, not done */
+    uint32_t items;      /* items in them */
+    uint64_t rtt_cur;    /* least round trip seen this epoch, ns */
+    uint64_t rtt_prev;   /* and in the last one */
+    uint64_t rtt_epoch;  /* when this one began */
     uint64_t heard, beat;
     uint64_t done;   /* when its last batch was done */
     char *death;     /* owned; how its process ended, until mourned */
@@ -72,8 +78,8 @@ struct zp__dispatch {
     int unborn;               /* children in a row that died before HELLO */
     uint64_t no_worker_since; /* remote: waiting for a worker since */
     uint64_t item_ns;         /* running estimate of an item's time */
+    uint64_t batch_ns;        /* and of a batch's                   */
     msgpack_sbuffer sb;       /* scratch for encoding */
-    uint64_t dropped;         /* messages rejected so far */
     uint64_t checked;         /* when supervision last ran */
     uint64_t sends;           /* batches sent so far */
     uint64_t progressed;      /* when a batch was last sent or done */
@@ -133,6 +139,10 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
  * (a crash or a timeout; consumed) the batches it was running are blamed.
  */
 void zp__dispatch_lose_worker(zp__dispatch *d, dworker *w, char *why);
+
+/* A worker broke the protocol (`rule` says how): it is given up on, its
+ * batches run elsewhere and none is blamed; one log line names it. */
+void zp__dispatch_drop_worker(zp__dispatch *d, dworker *w, const char *rule);
 
 /* Spawns the worker process of slot i, failing the run when it cannot. */
 void zp__dispatch_spawn(zp__dispatch *d, int i);

@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ctype.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 
 int zp__dispatch_send(zp__dispatch *d, dworker *w)
 {
@@ -152,17 +155,27 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
         w->id_len = hm->id_len;
     }
     free(w->death);
+    /* A claim of capacity is believed up to MAX_THREADS threads; the items
+     * it is trusted with grow as it returns them (slow start). */
+    uint32_t threads = m->credit / ZP__PROTO_CREDIT_PER_THREAD;
+    threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    uint32_t credit = m->credit;
+    if (credit > (uint32_t)MAX_THREADS * ZP__PROTO_CREDIT_PER_THREAD)
+        credit = (uint32_t)MAX_THREADS * ZP__PROTO_CREDIT_PER_THREAD;
     *w = (dworker){.id_len = w->id_len,
                    .pid = m->pid,
-                   .credit = m->credit,
-                   .threads = m->credit / ZP__PROTO_CREDIT_PER_THREAD,
+                   .credit = credit,
+                   .threads = threads,
+                   .granted = 2,
                    .rtt_cur = UINT64_MAX,
                    .rtt_prev = UINT64_MAX,
                    .rtt_epoch = zp__now_ns(),
                    .has_task = announces(m, task(d))};
     memcpy(w->id, hm->id, hm->id_len);
-    if (w->threads == 0)
-        w->threads = 1;
+    size_t n =
+        m->str_len < sizeof w->name - 1 ? m->str_len : sizeof w->name - 1;
+    for (size_t i = 0; i < n; i++)
+        w->name[i] = isprint((unsigned char)m->str[i]) ? m->str[i] : '?';
     int slot = zp__children_slot(d->kids, (pid_t)m->pid);
     if (slot >= 0)
         d->greeted[slot] = true;
@@ -241,8 +254,49 @@ static dbatch *overdue(zp__dispatch *d, uint64_t now, uint64_t timeout)
 
 /* Heartbeats out; workers unheard for too long, or stuck on an item past
  * the timeout, are given up on. */
+void zp__dispatch_drop_worker(zp__dispatch *d, dworker *w, const char *rule)
+{
+    static zp__ratelog broke = ZP__RATELOG_INIT;
+    zp__ratelog_say(&broke,
+                    "task '%s': dropped worker %s (pid %u), which broke the "
+                    "protocol: %s; its items run elsewhere",
+                    task(d), w->name, w->pid, rule);
+    kill_worker(d, w, NULL);
+}
+
+/*
+ * Whether a worker holds batches yet has done none for far longer than the
+ * stage's batches take (STUCK_TIMES a batch's time, and STUCK_MIN_NS at
+ * least): it takes work and keeps it. Known only once a batch is done;
+ * a stage with a timeout has its own rule.
+ */
+static bool stuck(const zp__dispatch *d, const dworker *w, uint64_t now)
+{
+    if (w->inflight == 0 || d->batch_ns == 0 || d->cfg.def->opts.timeout_ms > 0)
+        return false;
+    uint64_t since = w->done > w->busy_since ? w->done : w->busy_since;
+    uint64_t limit = STUCK_TIMES * d->batch_ns;
+    return now - since > (limit > STUCK_MIN_NS ? limit : STUCK_MIN_NS);
+}
+
+/* Frees the workers given up on: a message from one of them now finds no
+ * worker and is answered with HELLO, as from any stranger. */
+static void sweep(zp__dispatch *d)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < d->nworkers; i++) {
+        dworker *w = d->workers[i];
+        if (w->gone && w->death == NULL)
+            free(w);
+        else
+            d->workers[k++] = w;
+    }
+    d->nworkers = k;
+}
+
 static void supervise(zp__dispatch *d, uint64_t now)
 {
+    static zp__ratelog silent = ZP__RATELOG_INIT, held = ZP__RATELOG_INIT;
     uint64_t timeout = (uint64_t)d->cfg.def->opts.timeout_ms * MS;
     for (dbatch *b; timeout > 0 && (b = overdue(d, now, timeout)) != NULL;)
         kill_worker(d, b->w,
@@ -261,10 +315,21 @@ static void supervise(zp__dispatch *d, uint64_t now)
             continue;
         }
         if (now - w->heard > DEAD_NS) {
-            fprintf(stderr,
-                    "zpipe: task '%s': worker %u stopped answering; its "
-                    "items run again elsewhere\n",
-                    task(d), w->pid);
+            zp__ratelog_say(&silent,
+                            "task '%s': worker %s (pid %u) stopped answering; "
+                            "its items run again elsewhere",
+                            task(d), w->name, w->pid);
+            kill_worker(d, w, NULL);
+            continue;
+        }
+        if (stuck(d, w, now)) {
+            zp__ratelog_say(
+                &held,
+                "task '%s': worker %s (pid %u) has held its items "
+                "for %llu s, many times longer than the stage's "
+                "batches take; they run again elsewhere",
+                task(d), w->name, w->pid,
+                (unsigned long long)((now - w->busy_since) / 1000 / MS));
             kill_worker(d, w, NULL);
             continue;
         }
@@ -307,4 +372,5 @@ void zp__dispatch_supervise(zp__dispatch *d, uint64_t now)
     reap(d);
     supervise(d, now);
     check_waiting_for_workers(d, now);
+    sweep(d);
 }

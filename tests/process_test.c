@@ -385,7 +385,7 @@ static void free_endpoint(char *out, size_t len)
  */
 
 /* How long a run may take before the test cancels it and fails. */
-#define RUN_DEADLINE_MS 20000
+#define RUN_DEADLINE_MS 60000
 
 /* Cancels a run that has not ended by its deadline, so that a hung engine
  * fails one test instead of timing out the whole program. */
@@ -1164,7 +1164,7 @@ static int64_t serve_with_forgeries(void *s, int64_t want)
     return served;
 }
 
-static void test_outputs_naming_another_run_or_stage_are_dropped(void **state)
+static void test_a_worker_sending_another_runs_outputs_is_dropped(void **state)
 {
     fixture *f = *state;
     char ep[64];
@@ -1179,11 +1179,16 @@ static void test_outputs_naming_another_run_or_stage_are_dropped(void **state)
     void *s = zmq_socket(zctx, ZMQ_DEALER);
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     assert_int_equal(zmq_connect(s, ep), 0);
-    serve_with_forgeries(s, 5);
+    /* Its first batch: forged DONEs, then the true one, too late: the
+     * worker was dropped at the first forgery and its items run on the
+     * honest worker. */
+    serve_with_forgeries(s, 1);
+    pid_t w = start_worker(ep, NULL, NULL);
     const msgpack_object *out;
     while (zp_run_next(run, &out))
         keep(c, out);
     end_run(c);
+    stop_worker(w);
     zmq_close(s);
     zmq_ctx_term(zctx);
     assert_run_ok(c);
@@ -1191,16 +1196,84 @@ static void test_outputs_naming_another_run_or_stage_are_dropped(void **state)
     collected_fini(c);
 }
 
-/* A worker by hand that announces `capacity`, answers every batch at
- * once, and checks the coordinator never had more of its items out than
- * that. */
+/* How a worker by hand answers its batches. */
+enum manner {
+    HONEST,   /* DONE with the outputs                             */
+    SILENT,   /* never, but it sends heartbeats                    */
+    NOT_BIN,  /* DONE whose outputs are a str, not a bin           */
+    TWICE,    /* DONE with two outputs per item (not a branch)     */
+    FAIL_OFF, /* FAIL naming an item outside the batch             */
+};
+
+/* A worker by hand that announces `capacity`, answers batches in its
+ * `manner`, and checks the coordinator never had more of its items out
+ * than that. It stops once it served `want` items or `stop` is set; after
+ * `stop_after` batches (when > 0) it takes no more, but still sends its
+ * heartbeats. */
 typedef struct small_worker {
     void *s;
     uint32_t capacity;
-    int64_t want, served;
+    enum manner manner;
+    int64_t want, served, stop_after;
+    _Atomic int64_t batches;
     int64_t most_out; /* most items it held at once */
+    _Atomic bool stop;
     pthread_t thread;
 } small_worker;
+
+/* DONE for ITEM m with 2 outputs per item. */
+static void done_twice(void *s, const zp__msg *m, msgpack_sbuffer *sb)
+{
+    zp__batch_reader rd = {.data = NULL};
+    zp__batch_open(&rd, m->data, m->data_len);
+    msgpack_sbuffer out;
+    msgpack_sbuffer_init(&out);
+    char hdr[ZP__BATCH_HEADER_MAX];
+    size_t h = zp__batch_header(hdr, 0, 2 * rd.left);
+    msgpack_sbuffer_write(&out, hdr, h);
+    msgpack_packer opk;
+    msgpack_packer_init(&opk, &out, msgpack_sbuffer_write);
+    for (uint32_t i = 0; i < 2 * rd.left; i++)
+        msgpack_pack_int64(&opk, 0);
+    zp__msg_out(sb, ZP__DONE, m->run, m->stage, m->batch, out.data, out.size, 0,
+                0, 1000);
+    msgpack_sbuffer_destroy(&out);
+    (void)s;
+}
+
+/* A DONE for ITEM m whose outputs are a str. */
+static void done_not_bin(const zp__msg *m, msgpack_sbuffer *sb)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 8);
+    msgpack_pack_uint64(&pk, ZP__PROTO_VERSION);
+    msgpack_pack_uint64(&pk, ZP__DONE);
+    msgpack_pack_uint64(&pk, m->run);
+    msgpack_pack_uint64(&pk, m->stage);
+    msgpack_pack_uint64(&pk, m->batch);
+    msgpack_pack_str_with_body(&pk, "xx", 2);
+    msgpack_pack_uint64(&pk, 0);
+    msgpack_pack_uint64(&pk, 0);
+}
+
+/* Answers ITEM m as `manner` says. */
+static void answer(void *s, const zp__msg *m, enum manner manner)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (manner == HONEST)
+        send_done(s, m, m->run, m->stage, 2, 0);
+    else if (manner == TWICE)
+        done_twice(s, m, &sb);
+    else if (manner == NOT_BIN)
+        done_not_bin(m, &sb);
+    else if (manner == FAIL_OFF)
+        zp__msg_fail(&sb, m->run, m->stage, m->batch, 123456789, "boom", 1);
+    if (sb.size > 0)
+        assert_int_equal(zmq_send(s, sb.data, sb.size, 0), (int)sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
 
 static void *small_worker_main(void *arg)
 {
@@ -1215,13 +1288,25 @@ static void *small_worker_main(void *arg)
     assert_int_equal(zp__msg_hello(&sb, "small", 777777, w->capacity, tasks, 1),
                      0);
     assert_int_equal(zmq_send(w->s, sb.data, sb.size, 0), (int)sb.size);
+    msgpack_sbuffer_clear(&sb);
     zmq_msg_init(&in);
     zp__msg held[128];
     zmq_msg_t bodies[128];
-    while (w->served < w->want && now_ms() < deadline) {
+    int64_t beat = now_ms();
+    while (w->served < w->want && now_ms() < deadline && !w->stop) {
         zmq_pollitem_t pi = {w->s, 0, ZMQ_POLLIN, 0};
+        if (now_ms() - beat >= 500) { /* alive, whatever it does */
+            assert_int_equal(zp__msg_heartbeat(&sb), 0);
+            zmq_send(w->s, sb.data, sb.size, 0);
+            msgpack_sbuffer_clear(&sb);
+            beat = now_ms();
+        }
         if (zmq_poll(&pi, 1, 100) <= 0)
             continue;
+        if (w->stop_after > 0 && w->batches >= w->stop_after) {
+            zmq_msg_recv(&in, w->s, 0); /* taken, never answered */
+            continue;
+        }
         /* Everything queued first, then the answers: what it holds is
          * every item sent and not answered. */
         int n = 0;
@@ -1251,7 +1336,8 @@ static void *small_worker_main(void *arg)
             zp__batch_reader rd = {.data = NULL};
             zp__batch_open(&rd, held[i].data, held[i].data_len);
             w->served += rd.left;
-            send_done(w->s, &held[i], held[i].run, held[i].stage, 2, 0);
+            w->batches++;
+            answer(w->s, &held[i], w->manner);
             zmq_msg_close(&bodies[i]);
         }
         msgpack_zone_clear(zone);
@@ -1298,6 +1384,233 @@ static void test_workers_of_any_capacity_are_served_within_it(void **state)
         collected_fini(c);
         zp_pipeline_free(p);
     }
+}
+
+/* A run of 1000 items served by a worker by hand in `manner` beside an
+ * honest worker process: the run completes, each output once. */
+static void run_beside_a_bad_worker(fixture *f, enum manner manner)
+{
+    char ep[64];
+    collected *c = &f->c;
+    int zero = 0;
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                                    zp_task(twice, .mode = ZP_REMOTE));
+    zp_run *run = begin_run(c, p, "[1000]", &ro);
+    void *zctx = zmq_ctx_new();
+    small_worker bad = {.s = zmq_socket(zctx, ZMQ_DEALER),
+                        .capacity = 16384,
+                        .manner = manner,
+                        .want = 1000,
+                        .stop_after = 1};
+    zmq_setsockopt(bad.s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(bad.s, ep), 0);
+    /* It has a batch, and answers it, before the honest worker comes; then
+     * it stays, alive and silent. */
+    assert_int_equal(pthread_create(&bad.thread, NULL, small_worker_main, &bad),
+                     0);
+    for (int64_t t = now_ms(); bad.batches < 1 && now_ms() - t < DEADLINE_MS;)
+        nap_us(1000);
+    assert_true(bad.batches >= 1);
+    pid_t w = start_worker(ep, NULL, NULL);
+    const msgpack_object *out;
+    while (zp_run_next(run, &out))
+        keep(c, out);
+    end_run(c);
+    bad.stop = true;
+    pthread_join(bad.thread, NULL);
+    stop_worker(w);
+    zmq_close(bad.s);
+    zmq_ctx_term(zctx);
+    assert_run_ok(c);
+    assert_each_once(c, 1000, 2, -1);
+    collected_fini(c);
+}
+
+static void test_a_worker_with_malformed_outputs_is_dropped(void **state)
+{
+    run_beside_a_bad_worker(*state, NOT_BIN);
+}
+
+static void test_a_worker_with_two_outputs_per_item_is_dropped(void **state)
+{
+    run_beside_a_bad_worker(*state, TWICE);
+}
+
+static void
+test_a_worker_failing_an_item_not_in_its_batch_is_dropped(void **state)
+{
+    run_beside_a_bad_worker(*state, FAIL_OFF);
+}
+
+/* Items a flood of sockets were sent, in ITEMs (read without waiting). */
+static int64_t items_sent_to_all(void **socks, int n)
+{
+    int64_t items = 0;
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    assert_non_null(zone);
+    for (int i = 0; i < n; i++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        while (zmq_msg_recv(&m, socks[i], ZMQ_DONTWAIT) >= 0) {
+            zp__msg msg;
+            const char *why;
+            zp__batch_reader rd = {.data = NULL};
+            msgpack_zone_clear(zone);
+            if (zp__msg_decode(zmq_msg_data(&m), zmq_msg_size(&m), zone, &msg,
+                               &why) == 0 &&
+                msg.type == ZP__ITEM &&
+                zp__batch_open(&rd, msg.data, msg.data_len) == 0)
+                items += rd.left;
+        }
+        zmq_msg_close(&m);
+    }
+    msgpack_zone_free(zone);
+    return items;
+}
+
+/* 150 strangers say HELLO claiming the largest capacity, then nothing: a
+ * newcomer is trusted with 2 items until it returns some, so they hold
+ * few, and those run again elsewhere once they are found silent. */
+static void test_a_flood_of_newcomers_holds_few_items(void **state)
+{
+    enum { FAKES = 150 };
+    fixture *f = *state;
+    char ep[64];
+    collected *c = &f->c;
+    int zero = 0;
+    const char *tasks[] = {"twice"};
+    void *socks[FAKES];
+    msgpack_sbuffer sb;
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                                    zp_task(twice, .mode = ZP_REMOTE));
+    zp_run *run = begin_run(c, p, "[2000]", &ro);
+    void *zctx = zmq_ctx_new();
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(zp__msg_hello(&sb, "fake", 555555, UINT32_MAX, tasks, 1),
+                     0);
+    for (int i = 0; i < FAKES; i++) {
+        socks[i] = zmq_socket(zctx, ZMQ_DEALER);
+        zmq_setsockopt(socks[i], ZMQ_LINGER, &zero, sizeof zero);
+        assert_int_equal(zmq_connect(socks[i], ep), 0);
+        assert_int_equal(zmq_send(socks[i], sb.data, sb.size, 0), (int)sb.size);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    pid_t w = start_worker(ep, NULL, NULL);
+    const msgpack_object *out;
+    while (zp_run_next(run, &out))
+        keep(c, out);
+    end_run(c);
+    stop_worker(w);
+    int64_t held = items_sent_to_all(socks, FAKES);
+    for (int i = 0; i < FAKES; i++)
+        zmq_close(socks[i]);
+    zmq_ctx_term(zctx);
+    print_message("%d fakes were sent %lld items\n", FAKES, (long long)held);
+    assert_run_ok(c);
+    assert_each_once(c, 2000, 2, -1);
+    assert_true(held <= 2 * FAKES);
+    collected_fini(c);
+}
+
+/* 2000 garbage frames from a stranger during a run: a few log lines,
+ * not one a frame (it used to be thousands). */
+static void test_garbage_from_a_peer_is_logged_a_few_times(void **state)
+{
+    fixture *f = *state;
+    char ep[64], log[] = "/tmp/zp-garbage-XXXXXX";
+    collected *c = &f->c;
+    int zero = 0;
+    free_endpoint(ep, sizeof ep);
+    int fd = mkstemp(log), saved = dup(STDERR_FILENO);
+    assert_true(fd >= 0 && saved >= 0);
+    fflush(stderr);
+    dup2(fd, STDERR_FILENO);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                                    zp_task(twice, .mode = ZP_REMOTE));
+    zp_run *run = begin_run(c, p, "[200]", &ro);
+    void *zctx = zmq_ctx_new();
+    void *s = zmq_socket(zctx, ZMQ_DEALER);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(s, ep), 0);
+    for (int i = 0; i < 2000; i++)
+        assert_int_equal(zmq_send(s, "\xc1junk", 5, 0), 5);
+    pid_t w = start_worker(ep, NULL, NULL);
+    const msgpack_object *out;
+    while (zp_run_next(run, &out))
+        keep(c, out);
+    end_run(c);
+    stop_worker(w);
+    zmq_close(s);
+    zmq_ctx_term(zctx);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char text[8192];
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    close(fd);
+    unlink(log);
+    text[n > 0 ? n : 0] = '\0';
+    int lines = 0;
+    for (char *q = text; (q = strstr(q, "dropped a message")) != NULL; q++)
+        lines++;
+    print_message("%d lines about dropped messages\n", lines);
+    assert_run_ok(c);
+    assert_each_once(c, 200, 2, -1);
+    assert_true(lines >= 1 && lines <= 5);
+    collected_fini(c);
+}
+
+/* Takes a batch, sends heartbeats, never answers: after STUCK_MIN_NS (30
+ * s) and many times a batch's time, its items run elsewhere. */
+static void test_a_worker_that_keeps_its_items_is_given_up_on(void **state)
+{
+    run_beside_a_bad_worker(*state, SILENT);
+}
+
+/* The only worker, paused (SIGSTOP) for 4 s: declared dead after 3 s,
+ * and taken back as soon as it speaks again, within the 5 s the stage
+ * waits for a worker (it used to say HELLO again only after 10 s of
+ * silence, and the run failed). */
+static void test_a_paused_worker_is_taken_back_when_it_returns(void **state)
+{
+    fixture *f = *state;
+    char ep[64];
+    collected *c = &f->c;
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 5000};
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                                    zp_task(whoami, .mode = ZP_REMOTE));
+    zp_run *run = begin_run(c, p, "[1000]", &ro);
+    pid_t w = start_worker(ep, NULL, NULL);
+    const msgpack_object *out;
+    bool paused = false;
+    int64_t resumed = 0, back = -1;
+    while (zp_run_next(run, &out)) {
+        keep(c, out);
+        if (!paused && c->n == 100) { /* it is serving: pause it */
+            paused = true;
+            kill(w, SIGSTOP);
+            nap_us(4000 * 1000);
+            kill(w, SIGCONT);
+            resumed = now_ms();
+        }
+        if (paused && back < 0 && c->n > 100 && c->pid[c->n - 1] == w)
+            back = now_ms() - resumed;
+    }
+    end_run(c);
+    print_message("served again %lld ms after its return; run %lld ms\n",
+                  (long long)back, (long long)c->ms);
+    stop_worker(w);
+    assert_true(paused);
+    assert_run_ok(c);
+    assert_each_once(c, 1000, 1, -1);
+    assert_int_equal(served_by(c, w), 1000);
+    collected_fini(c);
 }
 
 static void test_a_process_stage_reports_its_task_time(void **state)
@@ -1476,8 +1789,15 @@ int main(int argc, char **argv)
         TEST(test_remote_workers_join_late_share_the_load_and_leave_early),
         TEST(test_run_without_remote_worker_fails_after_wait_workers_ms),
         TEST(test_strangers_on_the_port_do_not_disturb_the_run),
-        TEST(test_outputs_naming_another_run_or_stage_are_dropped),
+        TEST(test_a_worker_sending_another_runs_outputs_is_dropped),
         TEST(test_workers_of_any_capacity_are_served_within_it),
+        TEST(test_a_worker_with_malformed_outputs_is_dropped),
+        TEST(test_a_worker_with_two_outputs_per_item_is_dropped),
+        TEST(test_a_worker_failing_an_item_not_in_its_batch_is_dropped),
+        TEST(test_a_worker_that_keeps_its_items_is_given_up_on),
+        TEST(test_a_flood_of_newcomers_holds_few_items),
+        TEST(test_garbage_from_a_peer_is_logged_a_few_times),
+        TEST(test_a_paused_worker_is_taken_back_when_it_returns),
         TEST(test_a_process_stage_reports_its_task_time),
         TEST(test_a_worker_far_away_holds_enough_items_to_cover_the_trip),
         TEST(test_curve_admits_allowed_worker_and_refuses_unknown_key),

@@ -31,7 +31,7 @@
 #include "worker/call.h"
 
 #define HEARTBEAT_MS 1000
-#define SILENCE_MS 10000             /* then an idle worker says HELLO again */
+#define SILENCE_MS 3000 /* then an idle worker says HELLO again */
 #define OUT_CHUNK ((size_t)16 << 20) /* outputs per OUT message, at most */
 
 typedef struct stage {
