@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "core/alloc.h"
+#include "core/log.h"
 #include "core/error.h"
 #include "transport/curve.h"
 #include "transport/proto.h"
@@ -259,7 +260,8 @@ static int hub_read(zp__hub *h, zp__hub_msg *m)
         while (zmq_msg_more(&h->body) &&
                zmq_msg_recv(&h->body, h->router, ZMQ_DONTWAIT) >= 0)
             ;
-        fprintf(stderr, "zpipe: dropped a message that is not one frame\n");
+        static zp__ratelog frames = ZP__RATELOG_INIT;
+        zp__ratelog_say(&frames, "dropped a message that is not one frame");
         return 0;
     }
     m->id = zmq_msg_data(&h->id);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/log.h"
 #include "core/error.h"
 #include "core/list.h"
 #include "core/registry.h"
@@ -31,7 +32,7 @@
 #include "worker/call.h"
 
 #define HEARTBEAT_MS 1000
-#define SILENCE_MS 3000 /* then an idle worker says HELLO again */
+#define SILENCE_MS 3000              /* then an idle worker says HELLO again */
 #define OUT_CHUNK ((size_t)16 << 20) /* outputs per OUT message, at most */
 
 typedef struct stage {
@@ -536,12 +537,13 @@ static void on_item(server *s, const zp__msg *m)
 /* Handles one message; returns false when told to leave. */
 static bool on_message(server *s, const void *body, size_t len)
 {
+    static zp__ratelog dropped = ZP__RATELOG_INIT;
     msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     zp__msg m;
     const char *why = "out of memory";
     bool go_on = true;
     if (zone == NULL || zp__msg_decode(body, len, zone, &m, &why) != 0)
-        fprintf(stderr, "zpipe worker: dropped a message: %s\n", why);
+        zp__ratelog_say(&dropped, "worker: dropped a message: %s", why);
     else if (m.type == ZP__STAGE)
         on_stage(s, &m);
     else if (m.type == ZP__ITEM)
@@ -551,8 +553,8 @@ static bool on_message(server *s, const void *body, size_t len)
     else if (m.type == ZP__HELLO) /* the coordinator does not know us */
         send_hello(s);
     else if (m.type != ZP__HEARTBEAT)
-        fprintf(stderr, "zpipe worker: dropped an unexpected %s\n",
-                zp__msg_type_name(m.type));
+        zp__ratelog_say(&dropped, "worker: dropped an unexpected %s",
+                        zp__msg_type_name(m.type));
     if (zone != NULL)
         msgpack_zone_free(zone);
     return go_on;
