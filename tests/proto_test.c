@@ -679,7 +679,7 @@ static void test_each_field_of_the_wrong_type_or_range_is_rejected(void **state)
         undecode(&d);
         msgpack_sbuffer_destroy(&sb);
         for (size_t f = 0; f < n; f++) {
-            val bad[16], vals[6];
+            val bad[16], vals[7];
             size_t nbad = wrong_values(ly->kinds[f], bad);
             char want[64];
             snprintf(want, sizeof want, "%s: field '%s'", ly->name,
