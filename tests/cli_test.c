@@ -504,6 +504,24 @@ static void test_input_comes_from_stdin_as_json_or_raw_lines(void **state)
     proc_free(&p);
 }
 
+static void test_input_lines_go_on_before_more_input_comes(void **state)
+{
+    (void)state;
+    proc p;
+    const char *args[] = {"run", "--input", "-", "identity", NULL};
+    /* A burst of lines, then none for now: all of them come out while
+     * stdin is still open. */
+    start(&p, args);
+    assert_int_equal(write(p.in, "1\n2\n3\n", 6), 6);
+    if (!pump(&p, DEADLINE_MS, "3\n", false)) {
+        kill(p.pid, SIGKILL);
+        fail_msg("no '3' from zpipe: %s / %s", p.stdout_text, p.stderr_text);
+    }
+    assert_string_equal(p.stdout_text, "1\n2\n3\n");
+    assert_int_equal(finish(&p), 0);
+    proc_free(&p);
+}
+
 static void test_a_malformed_input_line_fails_naming_its_line(void **state)
 {
     (void)state;
@@ -1103,6 +1121,7 @@ int main(void)
         TEST(test_every_kind_of_value_goes_through_unchanged),
         TEST(test_input_streams_into_a_first_stage_with_workers),
         TEST(test_input_comes_from_stdin_as_json_or_raw_lines),
+        TEST(test_input_lines_go_on_before_more_input_comes),
         TEST(test_a_malformed_input_line_fails_naming_its_line),
         TEST(test_outputs_go_to_a_file_as_json_lines_or_msgpack),
         TEST(test_range_counts_as_python_does),
