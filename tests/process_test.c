@@ -788,11 +788,12 @@ test_killed_worker_processes_are_replaced_and_lose_no_item(void **state)
 {
     fixture *f = *state;
     collected *c = &f->c;
-    /* Four kills, the last with 2000 items still to go. */
+    /* Four kills, the last with 2000 items still to go: a small throttle
+     * keeps the run no more than a few items ahead of what was read. */
     killer k = {.every = 750, .max_kills = 4, .seed = 20240611};
-    zp_pipeline *p = f->p =
-        zp_pipe(zp_task(numbers, .branch = true),
-                zp_task(slow_twice, .workers = 2, .mode = ZP_PROCESS));
+    zp_pipeline *p = f->p = zp_pipe(
+        zp_task(numbers, .branch = true),
+        zp_task(slow_twice, .workers = 2, .mode = ZP_PROCESS, .throttle = 8));
     collect_with(p, "[5000]", NULL, c, kill_at_marks, &k);
     print_message("killed %d worker processes; %llu restarts; %lld ms\n",
                   k.kills, (unsigned long long)c->st.restarts,
