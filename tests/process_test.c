@@ -15,8 +15,8 @@
  *
  * Waiting is for events with a deadline (a child's exit through a pidfd,
  * an output of the run, a figure of the run's statistics, a file that
- * opens a gate); sleeping is only for playing slow work. Workers are
- * killed at marks of the run's progress, not at times.
+ * opens a gate); sleeping is only for playing slow work. Workers die at
+ * given items of a run, not at given times.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +30,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -81,11 +82,34 @@ ZP_TASK(twice)
     return zp_emit_int(call, 2 * item(call));
 }
 
-/* Slow enough that a run of a few thousand items lasts about a second. */
-ZP_TASK(slow_twice)
+/* The variable that names the tests' private directory to the worker
+ * processes, which inherit it: the gate of whoami_at_the_gate and the
+ * marks of twice_dying_once are files in it. */
+#define TEST_DIR_VAR "ZP_TEST_DIR"
+
+/* "$ZP_TEST_DIR/name" into out; false when there is no such directory. */
+static bool in_test_dir(const char *name, char *out, size_t len)
 {
-    nap_us(200);
-    return zp_emit_int(call, 2 * item(call));
+    const char *dir = getenv(TEST_DIR_VAR);
+    return dir != NULL && snprintf(out, len, "%s/%s", dir, name) < (int)len;
+}
+
+/* twice, but the worker process dies of SIGKILL the first time it is on
+ * item 750, 1500, 2250 or 3000 (a file marks that it did). */
+ZP_TASK(twice_dying_once)
+{
+    int64_t x = item(call);
+    char mark[128], name[32];
+    snprintf(name, sizeof name, "died-on-%lld", (long long)x);
+    if (x > 0 && x <= 3000 && x % 750 == 0 &&
+        in_test_dir(name, mark, sizeof mark)) {
+        int fd = open(mark, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        if (fd >= 0) {
+            close(fd);
+            raise(SIGKILL);
+        }
+    }
+    return zp_emit_int(call, 2 * x);
 }
 
 ZP_TASK(fail_on_7)
@@ -186,16 +210,14 @@ ZP_TASK(whoami)
     return zp_emit(call);
 }
 
-/* The variable that names the gate of whoami_at_the_gate to the remote
- * workers, which inherit it. */
-#define GATE_VAR "ZP_TEST_GATE"
-
-/* whoami, once the gate (a file) exists, or after DEADLINE_MS. */
+/* whoami, once the gate (the file "open" in the test directory) exists,
+ * or after DEADLINE_MS. */
 ZP_TASK(whoami_at_the_gate)
 {
-    const char *gate = getenv(GATE_VAR);
+    char gate[128];
+    bool closed = in_test_dir("open", gate, sizeof gate);
     for (int64_t end = now_ms() + DEADLINE_MS;
-         gate != NULL && access(gate, F_OK) != 0 && now_ms() < end;)
+         closed && access(gate, F_OK) != 0 && now_ms() < end;)
         nap_us(1000);
     return whoami(call);
 }
@@ -384,34 +406,57 @@ static void remove_key_dir(void)
     key_dir[0] = '\0';
 }
 
-/* The gate of whoami_at_the_gate: made closed in a private directory,
- * named to the workers started afterwards. */
-static char gate_dir[64], gate[96];
+/* The test directory, named to the workers started after test_dir_make()
+ * (before a run, while no thread of the library reads the environment);
+ * "" when there is none. */
+static char test_dir[64];
 
-static void gate_make(void)
+static void test_dir_make(void)
 {
-    snprintf(gate_dir, sizeof gate_dir, "/tmp/zpipe-ptest-XXXXXX");
-    assert_non_null(mkdtemp(gate_dir));
-    note_dir(gate_dir);
-    snprintf(gate, sizeof gate, "%s/open", gate_dir);
-    assert_int_equal(setenv(GATE_VAR, gate, 1), 0);
+    snprintf(test_dir, sizeof test_dir, "/tmp/zpipe-ptest-XXXXXX");
+    assert_non_null(mkdtemp(test_dir));
+    note_dir(test_dir);
+    assert_int_equal(setenv(TEST_DIR_VAR, test_dir, 1), 0);
+}
+
+/* How many files the test directory holds that start with `prefix`. */
+static int test_dir_count(const char *prefix)
+{
+    DIR *d = opendir(test_dir);
+    struct dirent *e;
+    int n = 0;
+    while (d != NULL && (e = readdir(d)) != NULL)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    if (d != NULL)
+        closedir(d);
+    return n;
 }
 
 static void gate_open(void)
 {
+    char gate[128];
+    assert_true(in_test_dir("open", gate, sizeof gate));
     FILE *f = fopen(gate, "w");
     assert_non_null(f);
     fclose(f);
 }
 
-static void gate_remove(void)
+static void test_dir_remove(void)
 {
-    if (gate_dir[0] == '\0')
-        return;
-    unsetenv(GATE_VAR);
-    unlink(gate);
-    rmdir(gate_dir);
-    gate_dir[0] = '\0';
+    char path[64 + 256 + 2];
+    DIR *d = test_dir[0] != '\0' ? opendir(test_dir) : NULL;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof path, "%s/%s", test_dir, e->d_name);
+            unlink(path);
+        }
+    if (d != NULL)
+        closedir(d);
+    if (test_dir[0] != '\0')
+        rmdir(test_dir);
+    unsetenv(TEST_DIR_VAR);
+    test_dir[0] = '\0';
 }
 
 /* A tcp endpoint on 127.0.0.1 with a port the OS just called free. */
@@ -617,7 +662,7 @@ static int teardown(void **state)
             remote_pids[i] = 0;
         }
     remove_key_dir();
-    gate_remove();
+    test_dir_remove();
     return 0;
 }
 
@@ -744,66 +789,28 @@ static void test_task_error_crosses_the_process_boundary(void **state)
     collected_fini(c);
 }
 
-/* Kills a worker process of the run each time another `every` outputs
- * were read, until it killed `max_kills`: the kills fall in the middle of
- * the run however fast or slow it goes. Each kill is of a process not
- * killed before, so that every kill is one more death to replace. */
-typedef struct killer {
-    size_t every; /* outputs between kills */
-    int max_kills;
-    int kills;
-    pid_t killed[16]; /* the processes killed so far */
-    unsigned seed;
-} killer;
-
-static bool killed_before(const killer *k, pid_t pid)
-{
-    for (int i = 0; i < k->kills; i++)
-        if (k->killed[i] == pid)
-            return true;
-    return false;
-}
-
-/* The output hook: a kill once the run reached the next mark. */
-static void kill_at_marks(collected *c, void *ctx)
-{
-    killer *k = ctx;
-    pid_t pids[16], fresh[16];
-    size_t n = 0;
-    if (k->kills >= k->max_kills || c->n < (size_t)(k->kills + 1) * k->every)
-        return;
-    size_t found = find_workers(pids, 16);
-    for (size_t i = 0; i < found; i++)
-        if (!killed_before(k, pids[i]))
-            fresh[n++] = pids[i];
-    if (n == 0)
-        return; /* none is up just now: at the next output */
-    pid_t victim = fresh[rand_r(&k->seed) % n];
-    if (kill(victim, SIGKILL) == 0)
-        k->killed[k->kills++] = victim;
-}
-
 static void
 test_killed_worker_processes_are_replaced_and_lose_no_item(void **state)
 {
     fixture *f = *state;
     collected *c = &f->c;
-    /* Four kills, the last with 2000 items still to go: a small throttle
-     * keeps the run no more than a few items ahead of what was read. */
-    killer k = {.every = 750, .max_kills = 4, .seed = 20240611};
-    zp_pipeline *p = f->p = zp_pipe(
-        zp_task(numbers, .branch = true),
-        zp_task(slow_twice, .workers = 2, .mode = ZP_PROCESS, .throttle = 8));
-    collect_with(p, "[5000]", NULL, c, kill_at_marks, &k);
-    print_message("killed %d worker processes; %llu restarts; %lld ms\n",
-                  k.kills, (unsigned long long)c->st.restarts,
-                  (long long)c->ms);
+    /* Four deaths by SIGKILL, each of a worker on an item (which runs
+     * again), the last with 2000 items to go, however fast it all goes. */
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(numbers, .branch = true),
+                zp_task(twice_dying_once, .workers = 2, .mode = ZP_PROCESS));
+    test_dir_make();
+    collect(p, "[5000]", c);
+    int deaths = test_dir_count("died-on-");
+    print_message("%d worker processes killed; %llu restarts; %lld ms\n",
+                  deaths, (unsigned long long)c->st.restarts, (long long)c->ms);
     assert_run_ok(c);
     assert_each_once(c, 5000, 2, -1);
-    assert_int_equal(k.kills, 4);
-    assert_true(c->st.restarts >= (uint64_t)k.kills);
+    assert_int_equal(deaths, 4);
+    assert_true(c->st.restarts >= 4);
     assert_int_equal(c->st.items_out, 5000);
     collected_fini(c);
+    test_dir_remove();
 }
 
 static void
@@ -1006,7 +1013,7 @@ test_remote_workers_join_late_share_the_load_and_leave_early(void **state)
         zp_pipe(zp_task(numbers, .branch = true),
                 zp_task(whoami_at_the_gate, .mode = ZP_REMOTE));
     leaver l = {0, 0, 0};
-    gate_make();
+    test_dir_make();
     zp_run *run = begin_run(c, p, "[600]", &ro);
     /* The workers join late: once items wait for them. */
     assert_true(stats_soon(run, has_items));
@@ -1040,7 +1047,7 @@ test_remote_workers_join_late_share_the_load_and_leave_early(void **state)
     assert_int_equal(served_by(c, l.b), 50);
     stop_worker(l.b);
     collected_fini(c);
-    gate_remove();
+    test_dir_remove();
 }
 
 static void
