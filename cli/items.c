@@ -29,11 +29,21 @@
 
 typedef struct reader {
     int fd;
+    zp_call *call;                /* borrowed; the call emitting lines */
     const _Atomic bool *stop;     /* borrowed; the run's stop flag */
     char *buf;                    /* owned; buf[start, end) is unread */
     size_t cap, start, scan, end; /* scan: no '\n' in buf[start, scan) */
     bool eof;
 } reader;
+
+/* Sends the lines emitted so far on before the reader waits for more, as
+ * a worker does before it waits for items: otherwise lines that came in a
+ * burst would wait in a batch until the next burst, or the end. Parked
+ * outputs (process workers, ordered stages) go at the call's end. */
+static int flush_emitted(reader *r)
+{
+    return r->call->parked ? 0 : zp__worker_flush(r->call->w);
+}
 
 /* Reads more: 1 when bytes came, 0 at the end of the input, ZP_ECANCELED,
  * TOO_LONG, ZP_ENOMEM or ZP_EIO (errno set). */
@@ -55,13 +65,19 @@ static int fill(reader *r)
         r->buf = b;
         r->cap = cap;
     }
-    for (;;) {
+    for (bool flushed = false;;) {
         struct pollfd p = {.fd = r->fd, .events = POLLIN};
         if (atomic_load(r->stop))
             return ZP_ECANCELED;
-        int n = poll(&p, 1, LOOK_MS);
+        int n = poll(&p, 1, flushed ? LOOK_MS : 0);
         if (n < 0 && errno != EINTR)
             return ZP_EIO;
+        if (n == 0 && !flushed) { /* nothing yet: it will wait */
+            int rc = flush_emitted(r);
+            if (rc != 0)
+                return rc; /* ZP_ECANCELED or ZP_EIO */
+            flushed = true;
+        }
         if (n <= 0)
             continue;
         ssize_t got = read(r->fd, r->buf + r->end, r->cap - r->end);
@@ -171,6 +187,7 @@ int zp__emit_lines(zp_call *call, const char *path, bool json)
 {
     bool std_in = strcmp(path, "-") == 0;
     reader r = {.fd = std_in ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC),
+                .call = call,
                 .stop = &zp__call_run(call)->stop};
     if (r.fd < 0)
         return zp_fail(call, "cannot open '%s': %s", path, strerror(errno));

@@ -448,7 +448,7 @@ docker run --detach --name "$intruder" --network "${project}_default" \
     "$image" worker --connect tcp://coordinator:5555 --plugin zpipe-examples \
     --curve-server /keys/coordinator.pub --curve-secret /keys/intruder.key \
     >/dev/null 2>>"$tmp/run3.log" || { show "$tmp/run3.log"; die "run 3: no intruder"; }
-for _ in $(seq 1 100); do # grep -q would end docker logs early: pipefail
+for _ in $(seq 1 600); do # 60 s; grep -q would end docker logs early: pipefail
     if docker logs "$coordinator" 2>&1 | grep refused >/dev/null; then break; fi
     sleep 0.1
 done

@@ -7,35 +7,23 @@
 # seconds, then builds the Debian packages and checks them with lintian
 # (scripts/package.sh --lint), then the docker-compose cycle of
 # docker/test.sh with a real Docker engine, whose image installs those
-# packages. Also checks the formatting against .clang-format.
+# packages. Also checks the formatting against .clang-format. The builds
+# and their options are defined in scripts/builds.sh.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/builds.sh # the three builds and their options
 scripts/deps.sh
 jobs=$(nproc)
 
 echo "== format check"
 git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 
-echo "== build and test (-Werror)"
-cmake -S . -B build-ci -DZP_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-ci -j"$jobs"
-(cd build-ci && ctest --output-on-failure -j"$jobs")
-
-echo "== build and test (address + undefined sanitizers)"
-cmake -S . -B build-asan -DZP_WERROR=ON -DZP_SANITIZE=address \
-      -DZP_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-asan -j"$jobs"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
-   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-   ctest --output-on-failure -j"$jobs")
-
-echo "== build and test (thread sanitizer)"
-cmake -S . -B build-tsan -DZP_WERROR=ON -DZP_SANITIZE=thread \
-      -DZP_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-tsan -j"$jobs"
-(cd build-tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/../tests/tsan.supp" \
-   ctest --output-on-failure -j"$jobs")
+for b in "${ZP_BUILDS[@]}"; do
+  echo "== build and test ($(zp_build_title "$b"))"
+  zp_build "$b" "$jobs"
+  zp_ctest "$b" --output-on-failure -j"$jobs"
+done
 
 echo "== fuzz (brief)"
 # Each libFuzzer target for 20 s from an empty corpus; a crash leaves its

@@ -3,8 +3,9 @@
  * Tests of async tasks (ZP_ASYNC_TASK): calls on a libuv loop, many in
  * flight at once, ended by zp_done() or zp_fail() from loop callbacks.
  * Concurrency is read from the stage statistics (peak_in_flight), never
- * from timings. Process workers run async tasks too, which is why main()
- * calls zp_init() first.
+ * from timings: calls that must overlap are held until enough of them
+ * are in, or until the test lets them go. Process workers run async tasks
+ * too, which is why main() calls zp_init() first.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +23,11 @@
 #include <uv.h>
 
 #include "zpipe.h"
+
+/* How long a test waits for an event before it calls it a failure. */
+#define DEADLINE_MS 30000
+/* How long a test watches a stage to see that it takes nothing more. */
+#define QUIET_MS 200
 
 /* ---- Tasks ----------------------------------------------------------------
  */
@@ -76,10 +82,60 @@ ZP_ASYNC_TASK(echo_after_20ms)
     wait_then(call, loop, 20, 0, echo_later);
 }
 
-/* Emits its item after 200 ms. */
-ZP_ASYNC_TASK(echo_after_200ms)
+/*
+ * Calls held until they are let go together: once `held_want` of them are
+ * in at once, or once the test sets `let_go` (a timer of the loop looks
+ * every 10 ms), or at the latest after DEADLINE_MS, so that a stage that
+ * never runs that many at once fails its test instead of hanging it. One
+ * loop thread runs every call of an inproc async stage, so only the
+ * flag is shared with the test thread; hold_reset() comes before a run.
+ */
+static waiter *held[8192];
+static int nheld, held_want;
+static atomic_bool let_go;
+static uv_timer_t watcher;
+static bool watching;
+
+static void hold_reset(int want)
 {
-    wait_then(call, loop, 200, 0, echo_later);
+    nheld = 0;
+    held_want = want;
+    watching = false;
+    atomic_store(&let_go, false);
+}
+
+static void release_held(void)
+{
+    for (int i = 0; i < nheld; i++)
+        uv_timer_start(&held[i]->timer, echo_later, 0, 0);
+    nheld = 0;
+}
+
+static void held_too_long(uv_timer_t *t)
+{
+    (void)t;
+    release_held();
+}
+
+static void watch_let_go(uv_timer_t *t)
+{
+    if (atomic_load(&let_go))
+        release_held();
+    (void)t;
+}
+
+ZP_ASYNC_TASK(echo_when_released)
+{
+    if (!watching) {
+        uv_timer_init(loop, &watcher);
+        uv_timer_start(&watcher, watch_let_go, 10, 10);
+        watching = true;
+    }
+    if (nheld == (int)(sizeof held / sizeof *held))
+        release_held(); /* more than any test holds */
+    held[nheld++] = wait_then(call, loop, DEADLINE_MS, 0, held_too_long);
+    if (nheld == held_want)
+        release_held();
 }
 
 /* Emits and ends inside the task function itself. */
@@ -271,6 +327,30 @@ static void stats_of(zp_run *r, size_t stage, zp_stage_stats *st)
     assert_int_equal(zp_run_stats(r, stage, st), 0);
 }
 
+/* Reads a stage's statistics into *st until `cond` holds of them, for up
+ * to `ms`; whether it came to hold. */
+static bool stats_within(zp_run *r, size_t stage, zp_stage_stats *st,
+                         bool (*cond)(const zp_stage_stats *), int ms)
+{
+    for (int waited = 0;; waited++) {
+        stats_of(r, stage, st);
+        if (cond(st) || waited >= ms)
+            return cond(st);
+        nap_us(1000);
+    }
+}
+
+/* The output of test_slow_consumer_bounds_what_the_stage_takes_in. */
+static bool queue_is_full(const zp_stage_stats *st)
+{
+    return st->queue_hwm >= 16;
+}
+
+static bool all_5000_in_flight(const zp_stage_stats *st)
+{
+    return st->in_flight == 5000;
+}
+
 /* ---- Tests ----------------------------------------------------------------
  */
 
@@ -291,9 +371,13 @@ static void test_peak_in_flight_equals_workers(void **state)
     (void)state;
     const int workers[] = {1, 50, 2000};
     for (size_t i = 0; i < sizeof workers / sizeof *workers; i++) {
+        /* Calls end only once `workers` of them are in: the peak is
+         * reached however slowly the input comes, and a stage that runs
+         * fewer at once ends by the deadline with a lower peak. */
+        hold_reset(workers[i]);
         zp_pipeline *p =
             zp_pipe(zp_task(numbers, .branch = true),
-                    zp_async_task(echo_after_20ms, .workers = workers[i]));
+                    zp_async_task(echo_when_released, .workers = workers[i]));
         char args[32];
         int n = workers[i] == 1 ? 10 : 4 * workers[i];
         snprintf(args, sizeof args, "[%d]", n);
@@ -457,8 +541,11 @@ static void test_slow_consumer_bounds_what_the_stage_takes_in(void **state)
     zp_run *r = zp_start(p, "[1000]");
     const msgpack_object *o;
     assert_true(zp_run_next(r, &o)); /* the stage is running */
-    nap_us(200000);
+    /* Its output fills up, then it must stand still: what it took so far
+     * is checked once it had the time to take more. */
     zp_stage_stats st;
+    assert_true(stats_within(r, 1, &st, queue_is_full, DEADLINE_MS));
+    nap_us(QUIET_MS * 1000L);
     stats_of(r, 1, &st);
     assert_true(st.items_in <= 8 + 1);
     assert_true(st.queue_hwm <= 16);
@@ -477,18 +564,16 @@ static void test_slow_consumer_bounds_what_the_stage_takes_in(void **state)
 static void test_cancel_with_thousands_of_calls_in_flight(void **state)
 {
     (void)state;
-    zp_pipeline *p = zp_pipe(zp_task(numbers, .branch = true),
-                             zp_async_task(echo_after_200ms, .workers = 5000));
+    /* The calls stay in flight until the run was cancelled. */
+    hold_reset(0);
+    zp_pipeline *p =
+        zp_pipe(zp_task(numbers, .branch = true),
+                zp_async_task(echo_when_released, .workers = 5000));
     zp_run *r = zp_start(p, "[100000]");
     zp_stage_stats st;
-    for (int i = 0; i < 1000; i++) { /* until the calls are in flight */
-        stats_of(r, 1, &st);
-        if (st.in_flight == 5000)
-            break;
-        nap_us(1000);
-    }
-    assert_int_equal(st.in_flight, 5000);
+    assert_true(stats_within(r, 1, &st, all_5000_in_flight, DEADLINE_MS));
     zp_cancel(r);
+    atomic_store(&let_go, true);
     assert_int_equal(zp_finish(r), ZP_ECANCELED);
     stats_of(r, 1, &st);
     assert_int_equal(st.in_flight, 0);

@@ -30,7 +30,7 @@
 #include "zpipe.h"
 
 /* How long anything may take before a test calls it a hang. */
-#define DEADLINE_S 5
+#define DEADLINE_S 30
 
 /* ---- Helpers ------------------------------------------------------------- */
 
@@ -168,11 +168,62 @@ static void *produce(void *arg)
     return NULL;
 }
 
+/*
+ * Consumers that go at one pace, whatever the scheduler does: each takes
+ * one item per round, and none starts the next round before all took
+ * theirs. A round that does not fill within DEADLINE_S (a consumer was
+ * left without items) breaks the rounds for good, and the counts show it.
+ */
+typedef struct rounds {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int size, arrived;
+    uint64_t round;
+    bool broken;
+} rounds;
+
+static void rounds_init(rounds *r, int size)
+{
+    *r = (rounds){.size = size};
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+}
+
+static void rounds_fini(rounds *r)
+{
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->lock);
+}
+
+/* Waits for the other consumers to end the round. */
+static void rounds_wait(rounds *r)
+{
+    struct timespec t;
+    int rc = 0;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += DEADLINE_S;
+    pthread_mutex_lock(&r->lock);
+    uint64_t mine = r->round;
+    if (++r->arrived == r->size) {
+        r->arrived = 0;
+        r->round++;
+        pthread_cond_broadcast(&r->cond);
+    }
+    while (!r->broken && r->round == mine && rc == 0)
+        rc = pthread_cond_timedwait(&r->cond, &r->lock, &t);
+    if (r->round == mine) {
+        r->broken = true;
+        pthread_cond_broadcast(&r->cond);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
 /* A consumer thread: takes items until the end, recording each. */
 typedef struct consumer {
     pthread_t thread;
     zp__rx *rx;
     const zp__edge *e;
+    rounds *rounds;        /* borrowed; NULL when it goes its own pace */
     int work_us;           /* time "spent" per item */
     uint64_t *seqs, *vals; /* owned, `cap` of them */
     size_t n, cap;         /* items taken; room for `cap` */
@@ -194,14 +245,17 @@ static void *consume(void *arg)
         c->n++;
         if (c->work_us > 0)
             work(c->work_us);
+        if (c->rounds != NULL)
+            rounds_wait(c->rounds);
     }
     return NULL;
 }
 
-/* What exchange() saw, for the caller's own checks. */
-typedef struct exchange_result {
+/* More of exchange(): consumers in rounds (in), what each took (out). */
+typedef struct exchange_extra {
+    rounds *rounds;
     size_t per_consumer[8];
-} exchange_result;
+} exchange_extra;
 
 /*
  * Runs P producers of n items each into C consumer threads over an edge
@@ -212,7 +266,7 @@ typedef struct exchange_result {
  * item i at index i.
  */
 static void exchange(int P, int C, int n, int limit, bool slow, int work_us,
-                     exchange_result *res)
+                     exchange_extra *res)
 {
     fixture f;
     producer prod[8];
@@ -226,6 +280,7 @@ static void exchange(int P, int C, int n, int limit, bool slow, int work_us,
         cons[j].rx = f.e.rx[j];
         cons[j].e = &f.e;
         cons[j].work_us = work_us;
+        cons[j].rounds = res != NULL ? res->rounds : NULL;
         cons[j].cap = total;
         cons[j].seqs = calloc(total, sizeof(uint64_t));
         cons[j].vals = calloc(total, sizeof(uint64_t));
@@ -858,12 +913,16 @@ static void test_slow_items_go_to_the_least_loaded_consumer(void **state)
 static void test_slow_consumers_share_the_items(void **state)
 {
     (void)state;
-    exchange_result res;
-    memset(&res, 0, sizeof res);
-    /* 400 items of 200 us each over 4 consumers. */
+    rounds r;
+    exchange_extra res = {.rounds = &r};
+    /* 400 items of 200 us each over 4 consumers that go at one pace:
+     * each takes its share, however the scheduler runs them. */
+    rounds_init(&r, 4);
     exchange(1, 4, 400, 8, true, 200, &res);
+    rounds_fini(&r);
+    assert_false(r.broken);
     for (int j = 0; j < 4; j++)
-        if (res.per_consumer[j] < 50)
+        if (res.per_consumer[j] != 100)
             fail_msg("consumer %d took %zu of 400 slow items", j,
                      res.per_consumer[j]);
 }

@@ -31,7 +31,7 @@
 #include "zpipe.h"
 
 /* How long a test waits for an event before it calls it a failure. */
-#define DEADLINE_MS 5000
+#define DEADLINE_MS 30000
 
 /* ---- Helpers ----------------------------------------------------------------
  */

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Helpers shared by the test programs: deadlines for bounded waits, naps
- * that stand for slow work in tasks, and the sample tasks several suites
- * use. Header-only (static inline), so each test program stays one file.
+ * that stand for slow work in tasks, a reader of progress lines, and the
+ * sample tasks several suites use. Header-only (static inline), so each
+ * test program stays one file.
  */
 #ifndef ZP_TESTS_TESTUTIL_H
 #define ZP_TESTS_TESTUTIL_H
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <zpipe.h>
@@ -30,6 +34,24 @@ static inline void nap_us(long us)
     struct timespec t = {us / 1000000, (us % 1000000) * 1000L};
     while (nanosleep(&t, &t) != 0 && errno == EINTR)
         ;
+}
+
+/* Whether `text` holds a periodic progress line, "zpipe: 1.0s: " and then
+ * `rest`, printed at whatever second of the run. */
+static inline bool has_progress_line(const char *text, const char *rest)
+{
+    for (const char *l = text; l != NULL && *l != '\0';) {
+        char *end;
+        if (strncmp(l, "zpipe: ", 7) == 0) {
+            strtod(l + 7, &end);
+            if (end != l + 7 && strncmp(end, "s: ", 3) == 0 &&
+                strncmp(end + 3, rest, strlen(rest)) == 0)
+                return true;
+        }
+        l = strchr(l, '\n');
+        l = l != NULL ? l + 1 : NULL;
+    }
+    return false;
 }
 
 /* The first task: emits 0 .. n-1 for the run argument [n]. */

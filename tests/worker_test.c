@@ -268,22 +268,25 @@ static void test_slow_workers_say_their_input_is_slow(void **state)
 static void test_fast_workers_say_their_input_is_fast(void **state)
 {
     (void)state;
-    static int64_t out[20000];
+    const msgpack_object *o;
+    uint64_t seq;
+    int n = 0;
+    bool seen_fast = false;
     rig g;
     rig_start(&g, zp_task(plus_one), 1024);
+    zp__edge_set_slow(&g.in, true);
     feed(&g, 20000);
-    assert_int_equal(drain(&g, out, 20000), 20000);
-    bool slow = atomic_load(&g.in.slow);
+    /* "Fast" means under 20 us per call, timed by the worker over windows
+     * of calls: a window in which the worker was preempted (a busy
+     * machine, the thread sanitizer's slow atomics) measures slow, so
+     * the verdict is watched while the run goes, not only at its end. */
+    while (zp__rx_next(g.out.rx[0], true, &o, &seq) == 1) {
+        n++;
+        seen_fast = seen_fast || !atomic_load(&g.in.slow);
+    }
     assert_null(rig_stop(&g));
-#ifdef __SANITIZE_THREAD__
-    (void)slow;
-#else
-    /* "Fast" means under 20 us per call, timed by the worker: the thread
-     * sanitizer makes every atomic access slow enough that a preempted
-     * window of plus_one calls measures slow now and then. The other
-     * builds check it. */
-    assert_false(slow);
-#endif
+    assert_int_equal(n, 20000);
+    assert_true(seen_fast);
 }
 
 int main(void)
