@@ -42,7 +42,7 @@ typedef struct reader {
  * outputs (process workers, ordered stages) go at the call's end. */
 static int flush_emitted(reader *r)
 {
-    return r->call->parked ? 0 : zp__worker_flush(r->call->w);
+    return zp__call_flush(r->call);
 }
 
 /* Reads more: 1 when bytes came, 0 at the end of the input, ZP_ECANCELED,

@@ -45,6 +45,11 @@ void zp__call_fini(zp_call *c)
     c->error = NULL;
 }
 
+int zp__call_flush(zp_call *c)
+{
+    return c->parked || c->w == NULL ? 0 : zp__worker_flush(c->w);
+}
+
 void zp__call_drop(zp_call *c)
 {
     c->buf.size = 0;

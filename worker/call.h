@@ -101,6 +101,14 @@ int zp__call_item(zp_call *c, const msgpack_object *item, uint64_t index,
  */
 int zp__call_outcome(zp_call *c, int attempts);
 
+/*
+ * Sends on what the call emitted so far straight to its thread worker's
+ * batch, so that nothing waits in it (a task about to wait for its own
+ * input does this); parked outputs go at the call's end. Returns 0,
+ * ZP_ECANCELED or ZP_EIO.
+ */
+int zp__call_flush(zp_call *c);
+
 /* Drops the parked outputs of the current attempt. */
 void zp__call_drop(zp_call *c);
 
