@@ -82,6 +82,13 @@ ZP_TASK(twice)
     return zp_emit_int(call, 2 * item(call));
 }
 
+/* twice, taking 200 us of the task's own time an item. */
+ZP_TASK(slow_twice)
+{
+    nap_us(200);
+    return zp_emit_int(call, 2 * item(call));
+}
+
 /* The variable that names the tests' private directory to the worker
  * processes, which inherit it: the gate of whoami_at_the_gate and the
  * marks of twice_dying_once are files in it. */
