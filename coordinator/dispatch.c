@@ -260,8 +260,8 @@ static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
     if (w == NULL) {
         /* A worker of an earlier run, or of a coordinator that restarted:
          * a HELLO asks it to introduce itself. */
-        if (zp__msg_hello(&d->sb, "coordinator", (uint32_t)getpid(), 1, NULL,
-                          0) == 0)
+        if (zp__msg_hello(&d->sb, "coordinator", (uint32_t)getpid(), 1, NULL, 0,
+                          NULL) == 0)
             zp__hub_send(d->hub, hm->id, hm->id_len, d->sb.data, d->sb.size);
         msgpack_sbuffer_clear(&d->sb);
         return;

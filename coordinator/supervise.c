@@ -32,16 +32,6 @@ dworker *zp__dispatch_find_worker(zp__dispatch *d, const void *id, size_t len)
     return NULL;
 }
 
-static bool announces(const zp__msg *m, const char *name)
-{
-    for (uint32_t i = 0; i < m->tasks->via.array.size; i++) {
-        const msgpack_object_str *s = &m->tasks->via.array.ptr[i].via.str;
-        if (s->size == strlen(name) && memcmp(s->ptr, name, s->size) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* Counts the workers that can take items, for the statistics. */
 static void note_workers(zp__dispatch *d)
 {
@@ -156,7 +146,7 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
                    .pid = m->pid,
                    .credit = m->credit,
                    .threads = m->credit / ZP__PROTO_CREDIT_PER_THREAD,
-                   .has_task = announces(m, task(d))};
+                   .has_task = zp__msg_serves(m, task(d), pool(d))};
     memcpy(w->id, hm->id, hm->id_len);
     if (w->threads == 0)
         w->threads = 1;
@@ -285,10 +275,12 @@ static void check_waiting_for_workers(zp__dispatch *d, uint64_t now)
     }
     uint64_t limit = (uint64_t)d->cfg.wait_workers_ms * MS;
     if (limit > 0 && now - d->no_worker_since > limit)
-        fail_run(d, zp__strdupf("task '%s': no worker serving it connected "
-                                "to %s within %d ms",
-                                task(d), zp__hub_endpoint(d->hub),
-                                d->cfg.wait_workers_ms));
+        fail_run(d,
+                 zp__strdupf("task '%s': no worker serving it%s%s%s "
+                             "connected to %s within %d ms",
+                             task(d), pool(d) ? " in pool '" : "",
+                             pool(d) ? pool(d) : "", pool(d) ? "'" : "",
+                             zp__hub_endpoint(d->hub), d->cfg.wait_workers_ms));
 }
 
 void zp__dispatch_supervise(zp__dispatch *d, uint64_t now)

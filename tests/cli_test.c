@@ -330,6 +330,12 @@ static void test_usage_errors_exit_2_naming_the_offending_word(void **state)
                  "tcp://127.0.0.1:1", "--threads", "0");
     ASSERT_FAILS(2, "--curve-server needs --curve-secret", "worker",
                  "--connect", "tcp://127.0.0.1:1", "--curve-server", "k");
+    ASSERT_FAILS(2, "bad value 'a b' for --pool: expected a name of 1 to 64",
+                 "worker", "--connect", "tcp://127.0.0.1:1", "--pool", "a b");
+    setenv("ZPIPE_POOL", "x/y", 1);
+    ASSERT_FAILS(2, "bad value 'x/y' for --pool", "worker", "--connect",
+                 "tcp://127.0.0.1:1");
+    unsetenv("ZPIPE_POOL");
 }
 
 static void test_configuration_errors_exit_2(void **state)
@@ -343,6 +349,15 @@ static void test_configuration_errors_exit_2(void **state)
                  "run", "range branch | nosuch");
     ASSERT_FAILS(2, "bad value 'many' for workers", "run",
                  "range branch | identity workers=many");
+    /* Only a remote stage may name a task this zpipe does not have. */
+    ASSERT_FAILS(2, "unknown task 'nosuch' in stage 2", "run",
+                 "range branch | nosuch mode=process");
+    ASSERT_FAILS(2, "task 'nosuch' has mode=remote: give --listen", "run",
+                 "range branch | nosuch mode=remote", "[1]");
+    ASSERT_FAILS(2, "task 'identity': pool 'io' needs mode=remote", "run",
+                 "range branch | identity pool=io");
+    ASSERT_FAILS(2, "task 'identity': bad pool name 'a/b'", "run",
+                 "range branch | identity mode=remote pool=a/b");
     ASSERT_FAILS(2, "the first task cannot have workers > 1", "run",
                  "identity workers=2");
     ASSERT_FAILS(2, "invalid run arguments: invalid JSON at line 1, column 2",

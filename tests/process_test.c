@@ -1035,7 +1035,8 @@ static void *stranger_connects(const char *ep, void **zctx)
         junk[i] = (char)rand_r(&seed);
     assert_int_equal(zmq_send(s, junk, sizeof junk, 0), (int)sizeof junk);
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(zp__msg_hello(&sb, "stranger", 999999, 64, tasks, 1), 0);
+    assert_int_equal(zp__msg_hello(&sb, "stranger", 999999, 64, tasks, 1, NULL),
+                     0);
     assert_int_equal(sb.data[1], ZP__PROTO_VERSION); /* [version, ... */
     sb.data[1] = ZP__PROTO_VERSION + 1;
     assert_int_equal(zmq_send(s, sb.data, sb.size, 0), (int)sb.size);
@@ -1139,7 +1140,8 @@ static int64_t serve_with_forgeries(void *s, int64_t want)
     msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     assert_non_null(zone);
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(zp__msg_hello(&sb, "forger", 888888, 64, tasks, 1), 0);
+    assert_int_equal(zp__msg_hello(&sb, "forger", 888888, 64, tasks, 1, NULL),
+                     0);
     assert_int_equal(zmq_send(s, sb.data, sb.size, 0), (int)sb.size);
     zmq_msg_init(&in);
     while (served < want && now_ms() < deadline) {
