@@ -833,12 +833,11 @@ test_a_remote_stage_is_served_by_zpipe_workers_over_tcp(void **state)
 }
 
 /* `zpipe worker`s of the test plugin at `ep`, in pool `pool`. */
-static void start_pool_workers(proc *w, int n, const char *ep,
-                               const char *pool)
+static void start_pool_workers(proc *w, int n, const char *ep, const char *pool)
 {
     for (int i = 0; i < n; i++) {
-        const char *args[] = {"worker", "--connect", ep,     "--plugin", TASKS,
-                              "--pool", pool,        NULL};
+        const char *args[] = {"worker", "--connect", ep,   "--plugin",
+                              TASKS,    "--pool",    pool, NULL};
         start(&w[i], args);
     }
 }

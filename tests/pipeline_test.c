@@ -211,7 +211,8 @@ static void test_opts_of_another_size_are_detected(void **state)
     zp_pipeline_free(p);
 }
 
-/* ---- Remote-only tasks and pools ------------------------------------------ */
+/* ---- Remote-only tasks and pools ------------------------------------------
+ */
 
 static void test_a_remote_task_needs_no_function_and_is_remote(void **state)
 {
@@ -269,10 +270,9 @@ static void test_a_pool_is_copied_into_the_stage(void **state)
     assert_string_equal(p->stages[0].opts.pool, "gpu.a-1_B");
     assert_ptr_not_equal(p->stages[0].opts.pool, name);
     zp_pipeline_free(p);
-    p = zp_task_new("task_a", task_a,
-                    &(zp_opts){.size = sizeof(zp_opts),
-                               .mode = ZP_REMOTE,
-                               .pool = "io"});
+    p = zp_task_new(
+        "task_a", task_a,
+        &(zp_opts){.size = sizeof(zp_opts), .mode = ZP_REMOTE, .pool = "io"});
     assert_null(zp_pipeline_error(p));
     assert_string_equal(p->stages[0].opts.pool, "io");
     zp_pipeline_free(p);
@@ -282,7 +282,11 @@ static void test_a_pool_needs_a_remote_stage_and_a_good_name(void **state)
 {
     (void)state;
     static const char *bad[] = {
-        "", "a b", "a/b", "caf\xc3\xa9", "x\n",
+        "",
+        "a b",
+        "a/b",
+        "caf\xc3\xa9",
+        "x\n",
         "12345678901234567890123456789012345678901234567890123456789012345"};
     zp_pipeline *p = with_opts((zp_opts){.pool = "io"});
     assert_error_mentions(p, "task 'task_a': pool 'io' needs mode=remote",

@@ -417,7 +417,8 @@ static void test_pool_needs_remote_mode_and_a_good_name(void **state)
                            "task 'score': bad pool name 'a/b'", 2, 9, 5);
     assert_parse_error_has(
         "range | score mode=remote "
-        "pool=12345678901234567890123456789012345678901234567890123456789012345",
+        "pool="
+        "12345678901234567890123456789012345678901234567890123456789012345",
         "bad pool name", 2, 9, 5);
     assert_parse_error("range | score mode=remote pool=",
                        "missing value for option 'pool'", 2, 27, 4);
