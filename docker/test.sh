@@ -37,7 +37,7 @@ readonly workers=3
 readonly items1=${ZPIPE_DOCKER_ITEMS:-6000}
 readonly items2=2000 # slow_square: 10 ms each, 6 at once: ~4 s
 readonly items3=2000
-readonly items4=4000 # host_tag: 2 ms each, 4 at once per pool: ~2 s
+readonly items4=8000 # host_tag: 2 ms each, 4 at once per pool: ~4 s
 readonly spec1='range branch | host_tag mode=remote'
 readonly spec2='range branch | slow_square mode=remote'
 readonly spec4='range branch | host_tag mode=remote pool=io | host_tag mode=remote pool=cpu'
