@@ -293,9 +293,12 @@ ZP_EXPORT void zp_done(zp_call *c);
 /* Options of one run; all-zero is the default. Strings are copied. */
 typedef struct zp_run_opts {
     const char *listen;       /* where remote workers connect, e.g.
-                                 "tcp://0.0.0.0:5555"; NULL: $ZPIPE_LISTEN */
+                                 "tcp://0.0.0.0:5555": every remote stage
+                                 of the run is served through it; NULL:
+                                 $ZPIPE_LISTEN                           */
     int wait_workers_ms;      /* longest a remote stage with items waits
-                                 for a worker; 0: the default            */
+                                 for a worker that serves its task (in
+                                 its pool); 0: the default               */
     const char *curve_secret; /* CURVE: the coordinator's secret key file */
     const char *curve_allow;  /* CURVE: file of allowed worker public keys */
     bool progress;            /* print the live per-stage statistics on
