@@ -71,7 +71,9 @@ static const char run_help[] =
     "\n"
     "SPEC is 'stage | stage | ...', a stage being a task then its options:\n"
     "  branch join ordered workers=N throttle=N retries=N timeout=500ms|2s\n"
-    "  on_error=fail|skip mode=inproc|process|remote bind=JSON\n"
+    "  on_error=fail|skip mode=inproc|process|remote pool=NAME bind=JSON\n"
+    "a mode=remote stage may name a task that only its workers have, and\n"
+    "pool=NAME sends its items only to workers started with --pool NAME\n"
     "built-in tasks: range, lines, exec, sleep, identity (see zpipe tasks)\n"
     "\n"
     "options:\n"
@@ -119,6 +121,9 @@ static const char worker_help[] =
     "                        (repeatable, as for zpipe run)\n"
     "  --threads N           items run at once, 1 to 4096\n"
     "                        (default: $ZPIPE_THREADS, or 1)\n"
+    "  --pool NAME           join the pool NAME: serve the stages with\n"
+    "                        pool=NAME, and those without a pool\n"
+    "                        (default: $ZPIPE_POOL, or no pool)\n"
     "  --curve-server FILE   CURVE: the coordinator's public key file\n"
     "                        (default: $ZPIPE_CURVE_SERVER)\n"
     "  --curve-secret FILE   CURVE: this worker's secret key file\n"
@@ -303,6 +308,7 @@ enum {
     OPT_CONNECT,
     OPT_THREADS,
     OPT_CURVE_SERVER,
+    OPT_POOL,
 };
 
 static const struct option run_options[] = {
@@ -703,13 +709,14 @@ out:
 
 typedef struct worker_cfg {
     names plugins;
-    const char *connect, *threads, *curve_server, *curve_secret;
+    const char *connect, *threads, *pool, *curve_server, *curve_secret;
 } worker_cfg;
 
 static const struct option worker_options[] = {
     {"connect", required_argument, NULL, OPT_CONNECT},
     {"plugin", required_argument, NULL, OPT_PLUGIN},
     {"threads", required_argument, NULL, OPT_THREADS},
+    {"pool", required_argument, NULL, OPT_POOL},
     {"curve-server", required_argument, NULL, OPT_CURVE_SERVER},
     {"curve-secret", required_argument, NULL, OPT_CURVE_SECRET},
     {"help", no_argument, NULL, 'h'},
@@ -725,6 +732,8 @@ static int worker_option(void *cfg, int opt, char *arg)
         c->connect = arg;
     else if (opt == OPT_THREADS)
         c->threads = arg;
+    else if (opt == OPT_POOL)
+        c->pool = arg;
     else if (opt == OPT_CURVE_SERVER)
         c->curve_server = arg;
     else if (opt == OPT_CURVE_SECRET)
@@ -745,6 +754,7 @@ static int worker_check(worker_cfg *c, int argc, char **argv)
         return usage_error("worker", "unexpected argument '%s'", argv[optind]);
     c->connect = or_env(c->connect, "ZPIPE_WORKER");
     c->threads = or_env(c->threads, "ZPIPE_THREADS");
+    c->pool = or_env(c->pool, "ZPIPE_POOL");
     c->curve_server = or_env(c->curve_server, "ZPIPE_CURVE_SERVER");
     c->curve_secret = or_env(c->curve_secret, "ZPIPE_CURVE_SECRET");
     if (c->connect == NULL)
@@ -757,6 +767,11 @@ static int worker_check(worker_cfg *c, int argc, char **argv)
                            "bad value '%s' for --threads: expected a whole "
                            "number from 1 to 4096",
                            c->threads);
+    if (c->pool != NULL && !zp__pool_name_ok(c->pool, strlen(c->pool)))
+        return usage_error("worker",
+                           "bad value '%s' for --pool: expected a name of 1 "
+                           "to %d characters of A-Z a-z 0-9 _ . -",
+                           c->pool, ZP__POOL_MAX);
     if ((c->curve_server == NULL) != (c->curve_secret == NULL))
         return usage_error(
             "worker", "%s needs %s too",
@@ -774,7 +789,7 @@ static int parse_worker(worker_cfg *c, int argc, char **argv)
 
 static int cmd_worker(int argc, char **argv)
 {
-    worker_cfg c = {{NULL, 0}, NULL, NULL, NULL, NULL};
+    worker_cfg c = {{NULL, 0}, NULL, NULL, NULL, NULL, NULL};
     zp__plugins *ps = NULL;
     int rc = parse_worker(&c, argc, argv);
     if (rc == GO_ON)
@@ -785,6 +800,7 @@ static int cmd_worker(int argc, char **argv)
     if (rc == GO_ON) {
         zp__serve_opts o = {.endpoint = c.connect,
                             .threads = c.threads ? atoi(c.threads) : 1,
+                            .pool = c.pool,
                             .server_key = c.curve_server,
                             .secret_key = c.curve_secret};
         rc = zp__worker_serve(&o);

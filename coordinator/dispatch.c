@@ -309,8 +309,8 @@ static void on_fail(zp__dispatch *d, dworker *w, const zp__msg *m)
  * pause or a partition. */
 static void ask_hello(zp__dispatch *d, const zp__hub_msg *hm)
 {
-    if (zp__msg_hello(&d->sb, "coordinator", (uint32_t)getpid(), 1, NULL, 0) ==
-        0)
+    if (zp__msg_hello(&d->sb, "coordinator", (uint32_t)getpid(), 1, NULL, 0,
+                      NULL) == 0)
         zp__hub_send(d->hub, hm->id, hm->id_len, d->sb.data, d->sb.size);
     msgpack_sbuffer_clear(&d->sb);
 }
@@ -684,9 +684,12 @@ static void *dispatch_main(void *arg)
         step(d, zone);
     if (zone != NULL && !stopping(d))
         zp__tx_close(d->cfg.out->tx[0]);
-    /* Process workers stay only for this run; remote ones for the next. */
+    /* Process workers stay only for this run; remote ones for the next,
+     * and what they say now concerns the stage no more. */
     if (d->kids != NULL)
         say_bye(d);
+    else
+        zp__hub_destroy(&d->hub);
     if (zone != NULL)
         msgpack_zone_free(zone);
     return NULL;
@@ -695,52 +698,46 @@ static void *dispatch_main(void *arg)
 /* ---- The stage ------------------------------------------------------------
  */
 
-/* Where the stage's workers connect, malloc'ed into *out. */
+/* Where the process stage's workers connect, malloc'ed into *out. */
 static int endpoint_of(const zp__stage_cfg *cfg, char **out, char **why)
 {
-    if (cfg->def->opts.mode == ZP_PROCESS) {
-        const char *dir = NULL;
-        if (cfg->run->private_dir(cfg->run, &dir) != 0) {
-            *why = zp__strdupf("cannot make a private folder for its "
-                               "worker processes: %s",
-                               strerror(errno));
-            return ZP_EIO;
-        }
-        *out = zp__strdupf("ipc://%s/s%u", dir, cfg->index);
-        return *out != NULL ? 0 : ZP_ENOMEM;
+    const char *dir = NULL;
+    if (cfg->run->private_dir(cfg->run, &dir) != 0) {
+        *why = zp__strdupf("cannot make a private folder for its "
+                           "worker processes: %s",
+                           strerror(errno));
+        return ZP_EIO;
     }
-    const char *listen = cfg->listen ? cfg->listen : getenv("ZPIPE_LISTEN");
-    if (listen == NULL || listen[0] == '\0') {
-        *why = zp__strdupf("it has mode=remote but the run listens nowhere: "
-                           "set zp_run_opts.listen or $ZPIPE_LISTEN");
-        return ZP_EINVAL;
-    }
-    *out = zp__strdup(listen);
+    *out = zp__strdupf("ipc://%s/s%u", dir, cfg->index);
     return *out != NULL ? 0 : ZP_ENOMEM;
 }
 
-/* Binds the stage's endpoint and makes its children's slots. */
-static int set_up(zp__dispatch *d, char **why)
+/* Binds a process stage's endpoint and makes its children's slots. */
+static int set_up_children(zp__dispatch *d, char **why)
 {
     const zp__stage_cfg *cfg = &d->cfg;
     char *endpoint = NULL;
-    bool process = cfg->def->opts.mode == ZP_PROCESS;
     int rc = endpoint_of(cfg, &endpoint, why);
     if (rc != 0)
         return rc;
-    d->hub =
-        zp__hub_new(cfg->zctx, endpoint, process ? NULL : cfg->curve_secret,
-                    process ? NULL : cfg->curve_allow, why);
+    d->hub = zp__hub_new(cfg->zctx, endpoint, NULL, NULL, why);
     if (d->hub == NULL)
         rc = ZP_EIO;
-    else if (process &&
-             ((d->kids = zp__children_new(cfg->def->opts.workers, endpoint)) ==
-                  NULL ||
-              (d->greeted = zp__calloc((size_t)cfg->def->opts.workers,
-                                       sizeof(bool))) == NULL))
+    else if ((d->kids = zp__children_new(cfg->def->opts.workers, endpoint)) ==
+                 NULL ||
+             (d->greeted = zp__calloc((size_t)cfg->def->opts.workers,
+                                      sizeof(bool))) == NULL)
         rc = ZP_ENOMEM;
     free(endpoint);
     return rc;
+}
+
+/* A process stage binds its own endpoint; remote stages share the run's. */
+static int set_up(zp__dispatch *d, char **why)
+{
+    if (d->cfg.def->opts.mode == ZP_PROCESS)
+        return set_up_children(d, why);
+    return d->cfg.run->remote_hub(d->cfg.run, d->cfg.index, &d->hub, why);
 }
 
 static bool claims(const zp__stage_def *def)

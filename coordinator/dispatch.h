@@ -7,7 +7,10 @@
  * dispatcher thread: it takes the stage's input from its link, sends it in
  * batches to workers over the wire protocol, and sends each batch's
  * outputs on when the batch is done, so every output leaves exactly once
- * even when a crash made a batch run twice. Part of coordinator.
+ * even when a crash made a batch run twice. A process stage listens on an
+ * ipc endpoint of its own; the remote stages of a run, however many, share
+ * the run's listener (transport/listener.h) and so its one endpoint.
+ * Part of coordinator.
  */
 #ifndef ZP_COORDINATOR_DISPATCH_H
 #define ZP_COORDINATOR_DISPATCH_H

@@ -49,7 +49,7 @@ struct zp__dworker {
     char *death;     /* owned; how its process ended, until mourned */
     bool suspect;    /* runs a suspect batch, alone */
     uint64_t died;   /* when that was seen */
-    bool has_task;   /* it announced the stage's task */
+    bool has_task;   /* it serves the stage's task (in its pool) */
     bool configured; /* STAGE sent */
     bool gone;
 };
@@ -103,6 +103,12 @@ static inline void fail_run(zp__dispatch *d, char *msg)
 static inline const char *task(const zp__dispatch *d)
 {
     return d->cfg.def->name;
+}
+
+/* The stage's pool, or NULL. */
+static inline const char *pool(const zp__dispatch *d)
+{
+    return d->cfg.def->opts.pool;
 }
 
 /* ---- dispatch.c ---------------------------------------------------------- */

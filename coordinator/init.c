@@ -3,7 +3,8 @@
  * zp_init: the first line of main(). Part of coordinator. It owns zpipe's
  * command-line flags: with --zp-worker ENDPOINT (or $ZPIPE_WORKER) the
  * program becomes a worker that serves its registered tasks to the
- * coordinator at ENDPOINT and exits when done; otherwise it strips
+ * coordinator at ENDPOINT (in the pool --zp-pool NAME, or $ZPIPE_POOL,
+ * when given) and exits when done; otherwise it strips
  * zpipe's flags and returns. Process workers are started this way by their
  * coordinator; remote workers are started this way by people.
  */
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/pipeline.h"
 #include "worker/remote.h"
 #include "zpipe.h"
 
@@ -66,7 +68,8 @@ void zp_init(int *argc, char ***argv)
     flag flags[] = {{"--zp-worker", "ZPIPE_WORKER", NULL},
                     {"--zp-threads", "ZPIPE_THREADS", NULL},
                     {"--zp-curve-server", "ZPIPE_CURVE_SERVER", NULL},
-                    {"--zp-curve-secret", "ZPIPE_CURVE_SECRET", NULL}};
+                    {"--zp-curve-secret", "ZPIPE_CURVE_SECRET", NULL},
+                    {"--zp-pool", "ZPIPE_POOL", NULL}};
     if (argc != NULL && argv != NULL && *argv != NULL)
         parse(argc, *argv, flags, sizeof flags / sizeof flags[0]);
     if (flags[0].value == NULL)
@@ -81,8 +84,18 @@ void zp_init(int *argc, char ***argv)
         fprintf(stderr, "zpipe worker: --zp-threads must be 1 to 4096\n");
         exit(2);
     }
+    const char *pool = flags[4].value;
+    if (pool != NULL && !zp__pool_name_ok(pool, strlen(pool))) {
+        fprintf(stderr,
+                "zpipe worker: bad pool name '%s' for --zp-pool (or "
+                "$ZPIPE_POOL): expected 1 to %d characters of A-Z "
+                "a-z 0-9 _ . -\n",
+                pool, ZP__POOL_MAX);
+        exit(2);
+    }
     zp__serve_opts o = {.endpoint = flags[0].value,
                         .threads = threads,
+                        .pool = pool,
                         .server_key = flags[2].value,
                         .secret_key = flags[3].value,
                         .child = getenv("ZPIPE_WORKER_PARENT") != NULL};

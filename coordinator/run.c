@@ -28,12 +28,13 @@
 #include "core/value.h"
 #include "coordinator/progress.h"
 #include "coordinator/stage.h"
+#include "transport/listener.h"
 
 struct zp_run {
     zp__runctl ctl;              /* first: stages see the run through it      */
     zp_pipeline *p;              /* borrowed                                  */
     pthread_mutex_t lock;        /* guards code, error, zctx, children,
-                                    stages, nstarted, tmpdir                  */
+                                    stages, nstarted, tmpdir, listener        */
     int code;                    /* the first error's code, or 0              */
     char *error;                 /* owned; the first error's message          */
     void *zctx;                  /* owned ZeroMQ context; NULL once ended     */
@@ -63,6 +64,9 @@ struct zp_run {
     char *stats_path;       /* owned copy of zp_run_opts.stats_path    */
     uint64_t started;       /* ns, when the run was started            */
     uint64_t took;          /* ns, from start to the end of teardown   */
+    unsigned long id;       /* the run's id on the wire                */
+    zp__listener *listener; /* owned; where remote workers connect, made
+                               by the first remote stage, or NULL      */
 };
 
 /* What zp_start() returns when not even a run can be allocated: a run
@@ -169,20 +173,17 @@ static int plan(zp_run *r)
     return r->zctx != NULL ? 0 : ZP_ENOMEM;
 }
 
-static int start_stage(zp_run *r, size_t k, unsigned long id)
+static int start_stage(zp_run *r, size_t k)
 {
     const zp__stage_def *def = &r->p->stages[k];
     zp__stage_cfg cfg = {.def = def,
                          .run = &r->ctl,
-                         .run_id = id,
+                         .run_id = r->id,
                          .index = (uint32_t)k,
                          .in = k ? &r->edges[k - 1] : NULL,
                          .out = &r->edges[k],
                          .args = &r->args_obj,
                          .zctx = r->zctx,
-                         .listen = r->listen,
-                         .curve_secret = r->curve_secret,
-                         .curve_allow = r->curve_allow,
                          .wait_workers_ms = r->wait_workers_ms};
     char *why = NULL;
     zp__stage *st = NULL;
@@ -208,7 +209,7 @@ static int start_stage(zp_run *r, size_t k, unsigned long id)
 static int build(zp_run *r)
 {
     pthread_once(&run_id_once, seed_run_ids);
-    unsigned long id = atomic_fetch_add(&next_run_id, 1);
+    r->id = atomic_fetch_add(&next_run_id, 1);
     size_t n = r->p->n;
     r->kinds = zp__calloc(n, sizeof *r->kinds);
     r->shapes = zp__calloc(n, sizeof *r->shapes);
@@ -220,12 +221,12 @@ static int build(zp_run *r)
         return ZP_ENOMEM;
     int rc = plan(r);
     if (rc == 0)
-        rc = make_edges(r, id);
+        rc = make_edges(r, r->id);
     if (rc != 0)
         return rc;
     r->out = r->edges[n - 1].rx[0];
     for (size_t k = 0; k < n; k++)
-        if (start_stage(r, k, id) != 0)
+        if (start_stage(r, k) != 0)
             return ZP__REPORTED;
     return 0;
 }
@@ -243,6 +244,29 @@ static int private_dir(zp__runctl *ctl, const char **dir)
     *dir = r->tmpdir;
     pthread_mutex_unlock(&r->lock);
     return *dir != NULL ? 0 : ZP_EIO;
+}
+
+/* The listener of remote workers, made on first use, see zp__runctl. */
+static int remote_hub(zp__runctl *ctl, uint32_t stage, zp__hub **hub,
+                      char **why)
+{
+    zp_run *r = (zp_run *)ctl;
+    const char *listen = r->listen ? r->listen : getenv("ZPIPE_LISTEN");
+    int rc = 0;
+    pthread_mutex_lock(&r->lock);
+    if (r->listener == NULL && (listen == NULL || listen[0] == '\0')) {
+        *why = zp__strdupf("it has mode=remote but the run listens nowhere: "
+                           "set zp_run_opts.listen or $ZPIPE_LISTEN");
+        rc = ZP_EINVAL;
+    } else if (r->listener == NULL &&
+               (r->listener = zp__listener_new(r->zctx, listen, r->curve_secret,
+                                               r->curve_allow, r->id, why)) ==
+                   NULL) {
+        rc = *why != NULL ? ZP_EIO : ZP_ENOMEM;
+    }
+    zp__listener *l = r->listener;
+    pthread_mutex_unlock(&r->lock);
+    return rc == 0 ? zp__listener_join(l, stage, hub, why) : rc;
 }
 
 static void adopt(zp__runctl *parent, zp_run *child)
@@ -279,6 +303,7 @@ static zp_run *run_new(zp_pipeline *p)
         return NULL;
     r->ctl.fail = run_fail;
     r->ctl.private_dir = private_dir;
+    r->ctl.remote_hub = remote_hub;
     r->p = p;
     r->started = zp__now_ns();
     pthread_mutex_init(&r->lock, NULL);
@@ -447,6 +472,7 @@ static void teardown(zp_run *r)
         if (r->stages[k] != NULL)
             r->kinds[k]->destroy(&r->stages[k]);
     r->nstarted = 0;
+    zp__listener_destroy(&r->listener); /* after the stages' hubs */
     for (size_t k = 0; k < r->n; k++)
         zp__edge_fini(&r->edges[k]);
     pthread_mutex_lock(&r->lock);

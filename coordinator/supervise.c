@@ -35,16 +35,6 @@ dworker *zp__dispatch_find_worker(zp__dispatch *d, const void *id, size_t len)
     return NULL;
 }
 
-static bool announces(const zp__msg *m, const char *name)
-{
-    for (uint32_t i = 0; i < m->tasks->via.array.size; i++) {
-        const msgpack_object_str *s = &m->tasks->via.array.ptr[i].via.str;
-        if (s->size == strlen(name) && memcmp(s->ptr, name, s->size) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* Counts the workers that can take items, for the statistics. */
 static void note_workers(zp__dispatch *d)
 {
@@ -170,7 +160,7 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
                    .rtt_cur = UINT64_MAX,
                    .rtt_prev = UINT64_MAX,
                    .rtt_epoch = zp__now_ns(),
-                   .has_task = announces(m, task(d))};
+                   .has_task = zp__msg_serves(m, task(d), pool(d))};
     memcpy(w->id, hm->id, hm->id_len);
     size_t n =
         m->str_len < sizeof w->name - 1 ? m->str_len : sizeof w->name - 1;
@@ -361,10 +351,12 @@ static void check_waiting_for_workers(zp__dispatch *d, uint64_t now)
         return;
     }
     if (limit > 0 && now - d->no_worker_since > limit)
-        fail_run(d, zp__strdupf("task '%s': no worker serving it connected "
-                                "to %s within %d ms",
-                                task(d), zp__hub_endpoint(d->hub),
-                                d->cfg.wait_workers_ms));
+        fail_run(d,
+                 zp__strdupf("task '%s': no worker serving it%s%s%s "
+                             "connected to %s within %d ms",
+                             task(d), pool(d) ? " in pool '" : "",
+                             pool(d) ? pool(d) : "", pool(d) ? "'" : "",
+                             zp__hub_endpoint(d->hub), d->cfg.wait_workers_ms));
 }
 
 void zp__dispatch_supervise(zp__dispatch *d, uint64_t now)

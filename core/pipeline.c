@@ -35,6 +35,7 @@ static void stage_fini(zp__stage_def *s)
 {
     free(s->name);
     free(s->bind_json);
+    free(s->pool);
     if (s->bind_zone != NULL)
         msgpack_zone_free(s->bind_zone);
     zp_pipeline_free(s->inner);
@@ -94,6 +95,38 @@ static int check_elsewhere(zp_pipeline *p, const char *name, const zp_opts *o)
     return 0;
 }
 
+bool zp__pool_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > ZP__POOL_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* A pool takes remote workers only, and is named as workers name theirs. */
+static int check_pool(zp_pipeline *p, const char *name, const zp_opts *o)
+{
+    if (o->pool == NULL)
+        return 0;
+    if (!zp__pool_name_ok(o->pool, strlen(o->pool)))
+        return zp__pipeline_fail(p,
+                                 "task '%s': bad pool name '%.80s': expected "
+                                 "1 to %d characters of A-Z a-z 0-9 _ . -",
+                                 name, o->pool, ZP__POOL_MAX);
+    if (o->mode != ZP_REMOTE)
+        return zp__pipeline_fail(p,
+                                 "task '%s': pool '%s' needs mode=remote: "
+                                 "only remote workers join pools (zpipe "
+                                 "worker --pool %s)",
+                                 name, o->pool, o->pool);
+    return 0;
+}
+
 static int check_opts(zp_pipeline *p, const char *name, const zp_opts *o)
 {
     int rc = check_range(p, name, "workers", o->workers, 0, 1 << 20);
@@ -104,6 +137,7 @@ static int check_opts(zp_pipeline *p, const char *name, const zp_opts *o)
     rc = rc ? rc
             : check_range(p, name, "on_error", o->on_error, ZP_FAIL, ZP_SKIP);
     rc = rc ? rc : check_range(p, name, "mode", o->mode, ZP_INPROC, ZP_REMOTE);
+    rc = rc ? rc : check_pool(p, name, o);
     if (rc != 0)
         return rc;
     if (o->join && (o->ordered || o->retries > 0 || o->on_error == ZP_SKIP))
@@ -170,9 +204,46 @@ static void resolve_defaults(zp_opts *o)
         o->throttle = ZP_DEFAULT_THROTTLE;
 }
 
-zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
-                                zp_async_fn afn, const zp_opts *opts,
-                                zp_pipeline *inner)
+/* The stage's own copy of the pool's name, if any. */
+static int copy_pool(zp_pipeline *p, zp__stage_def *s, const char *pool)
+{
+    if (pool != NULL && (s->opts.pool = s->pool = zp__strdup(pool)) == NULL)
+        return zp__pipeline_fail(p, "out of memory");
+    return 0;
+}
+
+/* Checks a stage whose name is set; `name` is what the caller gave. */
+static void check_stage(zp_pipeline *p, zp__stage_def *s, const char *name,
+                        const zp_opts *opts, bool remote)
+{
+    if (remote && (name == NULL || name[0] == '\0'))
+        zp__pipeline_fail(p, "zp_remote_task: the task name is %s",
+                          name ? "empty" : "NULL");
+    else if (!remote && (s->fn == NULL) == (s->afn == NULL))
+        zp__pipeline_fail(p, "task '%s': the task function is NULL", s->name);
+    else if (opts != NULL && opts->size != sizeof(zp_opts))
+        zp__pipeline_fail(p,
+                          "task '%s': zp_opts built for another version of "
+                          "zpipe (size %zu, expected %zu)",
+                          s->name, opts->size, sizeof(zp_opts));
+    else if (s->afn != NULL && s->opts.join)
+        zp__pipeline_fail(p,
+                          "task '%s': an async task cannot be a join task: "
+                          "zp_next() waits for the stream and would block "
+                          "the event loop; make the join task a sync one",
+                          s->name);
+    else if (copy_pool(p, s, opts ? opts->pool : NULL) == 0 &&
+             check_opts(p, s->name, &s->opts) == 0 && opts && opts->bind)
+        set_bind(p, s, opts->bind);
+    /* Only remote-only stages may lack the task here. */
+    if (p->error == NULL && s->opts.mode != ZP_INPROC && !remote)
+        check_registered(p, s);
+}
+
+/* A stage of `fn` or `afn`, or of neither for a remote-only one. */
+static zp_pipeline *new_stage(const char *name, zp_task_fn fn, zp_async_fn afn,
+                              const zp_opts *opts, zp_pipeline *inner,
+                              bool remote)
 {
     zp_pipeline *p = zp__calloc(1, sizeof *p);
     zp__stage_def *s = zp__calloc(1, sizeof *s);
@@ -188,32 +259,32 @@ zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
     s->fn = fn;
     s->afn = afn;
     s->name = zp__strdup(name ? name : "(null)");
-    if (opts != NULL)
+    if (opts != NULL && opts->size == sizeof(zp_opts)) /* else: an error */
         s->opts = *opts;
     s->opts.size = sizeof(zp_opts);
-    s->opts.bind = NULL;
+    s->opts.bind = NULL; /* the copies, or nothing of the caller's */
+    s->opts.pool = NULL;
+    if (remote)
+        s->opts.mode = ZP_REMOTE;
     if (s->name == NULL)
         zp__pipeline_fail(p, "out of memory");
-    else if ((fn == NULL) == (afn == NULL))
-        zp__pipeline_fail(p, "task '%s': the task function is NULL", s->name);
-    else if (opts != NULL && opts->size != sizeof(zp_opts))
-        zp__pipeline_fail(p,
-                          "task '%s': zp_opts built for another version of "
-                          "zpipe (size %zu, expected %zu)",
-                          s->name, opts->size, sizeof(zp_opts));
-    else if (afn != NULL && s->opts.join)
-        zp__pipeline_fail(p,
-                          "task '%s': an async task cannot be a join task: "
-                          "zp_next() waits for the stream and would block "
-                          "the event loop; make the join task a sync one",
-                          s->name);
-    else if (check_opts(p, s->name, &s->opts) == 0 && opts && opts->bind)
-        set_bind(p, s, opts->bind);
-    if (p->error == NULL && s->opts.mode != ZP_INPROC)
-        check_registered(p, s);
+    else
+        check_stage(p, s, name, opts, remote);
     resolve_defaults(&s->opts);
     check_first_stage(p);
     return p;
+}
+
+zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
+                                zp_async_fn afn, const zp_opts *opts,
+                                zp_pipeline *inner)
+{
+    return new_stage(name, fn, afn, opts, inner, false);
+}
+
+zp_pipeline *zp_remote_task_new(const char *name, const zp_opts *opts)
+{
+    return new_stage(name, NULL, NULL, opts, NULL, true);
 }
 
 zp_pipeline *zp_task_new(const char *name, zp_task_fn fn, const zp_opts *opts)

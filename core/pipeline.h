@@ -13,10 +13,12 @@
 /* One stage of a pipeline. Owned by its pipeline. */
 typedef struct zp__stage_def {
     char *name;              /* owned; the task's name                      */
-    zp_task_fn fn;           /* the task, or NULL for an async one          */
+    zp_task_fn fn;           /* the task, or NULL for an async one or a
+                                remote-only one                             */
     zp_async_fn afn;         /* the async task, or NULL                     */
     zp_opts opts;            /* validated; workers and throttle resolved    */
     char *bind_json;         /* owned; opts.bind points here, or NULL       */
+    char *pool;              /* owned; opts.pool points here, or NULL       */
     msgpack_zone *bind_zone; /* owned; holds `bound`                        */
     msgpack_object bound;    /* the bind value, when bind_json != NULL      */
     zp_pipeline *inner;      /* owned; the nested pipeline of a
@@ -39,6 +41,11 @@ struct zp_pipeline {
 zp_pipeline *zp__pipeline_stage(const char *name, zp_task_fn fn,
                                 zp_async_fn afn, const zp_opts *opts,
                                 zp_pipeline *inner);
+
+/* Whether s[0..len) is a pool name: 1 to ZP__POOL_MAX characters of
+ * A-Z a-z 0-9 _ . - (workers and stages alike). */
+#define ZP__POOL_MAX 64
+bool zp__pool_name_ok(const char *s, size_t len);
 
 /* Records the first error of `p` (printf-style). Returns ZP_EINVAL. */
 int zp__pipeline_fail(zp_pipeline *p, const char *fmt, ...) ZP__PRINTF(2, 3);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The spec parser: "range branch | square workers=4 | total join" into a
- * pipeline of registered tasks. Part of core, used by the zpipe CLI and by
+ * pipeline of registered tasks (or, for a mode=remote stage, of a task only
+ * remote workers have). Part of core, used by the zpipe CLI and by
  * anyone who builds a pipeline from text. It reads the spec once, builds
  * each stage with zp_task_new() and chains the stages with zp_pipe_list();
  * option values are checked by the pipeline module, not repeated here. On a
@@ -38,12 +39,13 @@ typedef struct stage {
     char *name;       /* owned; the task's name                         */
     zp_task_fn fn;    /* the registered task, or NULL ...               */
     zp_async_fn afn;  /* ... when it is an async one                    */
-    zp_opts opts;     /* opts.bind points at `bind`                     */
+    zp_opts opts;     /* opts.bind points at `bind`, opts.pool at `pool` */
     char *bind;       /* owned; the bind JSON text, or NULL             */
+    char *pool;       /* owned; the pool's name, or NULL                */
     unsigned seen;    /* bit i set: options[i] was given                */
 } stage;
 
-enum kind { FLAG, NUMBER, DURATION, CHOICE, JSON };
+enum kind { FLAG, NUMBER, DURATION, CHOICE, JSON, WORD };
 
 typedef struct choice {
     const char *name;
@@ -53,7 +55,8 @@ typedef struct choice {
 typedef struct option {
     const char *name;
     enum kind kind;
-    size_t offset;         /* of its field in zp_opts; unused for JSON */
+    size_t offset;         /* of its field in zp_opts; unused for JSON
+                              and WORD                                */
     const choice *choices; /* CHOICE: the words it accepts             */
     const char *expected;  /* what a bad value should have looked like */
 } option;
@@ -81,6 +84,7 @@ static const option options[] = {
     {"on_error", CHOICE, offsetof(zp_opts, on_error), on_errors,
      "fail or skip"},
     {"bind", JSON, 0, NULL, NULL},
+    {"pool", WORD, 0, NULL, NULL},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -341,6 +345,20 @@ static int read_bind(parser *ps, stage *st)
     return 0;
 }
 
+/* Reads the pool's name at ps->at: the rest of the word. The pipeline
+ * module checks it. */
+static int read_pool(parser *ps, stage *st)
+{
+    const char *v = ps->at;
+    size_t len = (size_t)(word_end(v) - v);
+    st->pool = strndup(v, len);
+    if (st->pool == NULL)
+        return fail(ps, v, len, "out of memory");
+    st->opts.pool = st->pool;
+    ps->at = v + len;
+    return 0;
+}
+
 static int unknown_option(parser *ps, const char *start, const char *name_end)
 {
     /* "=4" has no name: quote the whole word instead. */
@@ -375,7 +393,9 @@ static int read_option(parser *ps, stage *st)
     if (*name_end != '=' || ends_word(name_end[1]))
         return fail(ps, start, len, "missing value for option '%s'", o->name);
     ps->at = name_end + 1;
-    return o->kind == JSON ? read_bind(ps, st) : read_value(ps, st, o);
+    if (o->kind == JSON)
+        return read_bind(ps, st);
+    return o->kind == WORD ? read_pool(ps, st) : read_value(ps, st, o);
 }
 
 /* Reads options up to the '|' or the end that closes the stage. */
@@ -413,7 +433,9 @@ static int add_stage(parser *ps, zp_pipeline **acc, const stage *st)
 {
     size_t len = strlen(st->name);
     zp_pipeline *one =
-        zp__pipeline_stage(st->name, st->fn, st->afn, &st->opts, NULL);
+        st->fn == NULL && st->afn == NULL
+            ? zp_remote_task_new(st->name, &st->opts)
+            : zp__pipeline_stage(st->name, st->fn, st->afn, &st->opts, NULL);
     if (one->error != NULL) {
         int rc = fail(ps, st->word, len, "%s", one->error);
         zp_pipeline_free(one);
@@ -434,26 +456,21 @@ static int read_stage(parser *ps, zp_pipeline **acc)
     size_t len = (size_t)(word_end(st.word) - st.word);
     if (len == 0)
         return empty_stage(ps);
-    int rc;
     st.name = strndup(st.word, len);
-    if (st.name == NULL) {
-        rc = fail(ps, st.word, len, "out of memory");
-        goto out;
-    }
+    if (st.name == NULL)
+        return fail(ps, st.word, len, "out of memory");
     st.fn = zp_lookup(st.name);
     st.afn = zp_lookup_async(st.name);
-    if (st.fn == NULL && st.afn == NULL) {
-        rc = fail(ps, st.word, len, "unknown task '%s'", st.name);
-        goto out_free_name;
-    }
     ps->at = st.word + len;
-    rc = read_options(ps, &st);
+    int rc = read_options(ps, &st);
+    /* Only remote workers need have the task of a mode=remote stage. */
+    if (rc == 0 && st.fn == NULL && st.afn == NULL && st.opts.mode != ZP_REMOTE)
+        rc = fail(ps, st.word, len, "unknown task '%s'", st.name);
     if (rc == 0)
         rc = add_stage(ps, acc, &st);
     free(st.bind);
-out_free_name:
+    free(st.pool);
     free(st.name);
-out:
     return rc;
 }
 

@@ -13,12 +13,16 @@
 #     them there: zpipe --version, zpipe run, python3's zpipe_worker (when the
 #     sources have it), and, in an image made from it with libzpipe-dev and
 #     a compiler added by apt-get, pkg-config and tests/consumer built with
-#     find_package(zpipe) and pkg-config; validates docker/compose.yml;
+#     find_package(zpipe) and pkg-config; validates the compose files;
 #  5. run 1: `docker-compose up --scale worker=3 --exit-code-from
 #     coordinator`: every item comes out exactly once, from several workers;
 #  6. run 2: a worker container is killed mid-run: nothing is lost;
 #  7. run 3: the CURVE variant (compose.curve.yml) with `zpipe keygen`
 #     keys: a worker with a key not on the allow-list is refused;
+#  8. run 4: two pools (compose.pools.yml), a coordinator without the
+#     workers' plugin, two remote stages: every item goes through one
+#     container of each pool, exactly once, though a container of one pool
+#     is killed mid-run;
 # then removes what it made: containers, networks, images, the daemon it
 # started, temporary files. Traffic between containers stays on a bridge
 # of this machine; only the image build reaches the Debian mirror.
@@ -33,8 +37,10 @@ readonly workers=3
 readonly items1=${ZPIPE_DOCKER_ITEMS:-6000}
 readonly items2=2000 # slow_square: 10 ms each, 6 at once: ~4 s
 readonly items3=2000
+readonly items4=8000 # host_tag: 2 ms each, 4 at once per pool: ~4 s
 readonly spec1='range branch | host_tag mode=remote'
 readonly spec2='range branch | slow_square mode=remote'
+readonly spec4='range branch | host_tag mode=remote pool=io | host_tag mode=remote pool=cpu'
 readonly project="zpipetest$$"
 readonly image="zpipe:test-$$"
 readonly build_image="zpipe-build:test-$$"
@@ -57,7 +63,9 @@ show() { echo "--- last lines of $1:" >&2; tail -n "${2:-40}" "$1" >&2 || true; 
 
 compose_cmd=(docker-compose --project-name "$project" -f docker/compose.yml)
 curve_cmd=("${compose_cmd[@]}" -f docker/compose.curve.yml)
+pools_cmd=(docker-compose --project-name "$project" -f docker/compose.pools.yml)
 compose() { "${compose_cmd[@]}" "$@"; }
+pools() { "${pools_cmd[@]}" "$@"; }
 compose_curve() { "${curve_cmd[@]}" "$@"; }
 
 # ---- Teardown -------------------------------------------------------------
@@ -94,6 +102,7 @@ cleanup() {
     if docker version >/dev/null 2>&1; then
         docker rm -f "$intruder" >/dev/null 2>&1
         ZPIPE_KEYS=$tmp compose_curve down --remove-orphans --volumes --timeout 3 >/dev/null 2>&1
+        pools down --remove-orphans --volumes --timeout 3 >/dev/null 2>&1
         docker rmi -f "$check_image" "$image" "$build_image" >/dev/null 2>&1
         if $imported_base; then docker rmi "$base" >/dev/null 2>&1; fi
     fi
@@ -143,7 +152,7 @@ if ! command -v docker >/dev/null ||
     need+=(docker.io)
 fi
 command -v docker-compose >/dev/null || need+=(docker-compose)
-command -v python3 >/dev/null || need+=(python3)
+[ -x /usr/bin/python3 ] || need+=(python3) # Debian's, for the checks of outputs
 if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /'
 
@@ -334,6 +343,7 @@ validate() {
 }
 validate compose
 ZPIPE_KEYS=/nonexistent validate compose_curve
+validate pools
 
 # ---- Runs -----------------------------------------------------------------
 
@@ -341,7 +351,7 @@ ZPIPE_KEYS=/nonexistent validate compose_curve
 # 'slow_square') makes of range($3): each output exactly once and, for
 # host_tag, from at least $4 workers (default 2).
 check() {
-    python3 - "$@" <<'EOF'
+    /usr/bin/python3 - "$@" <<'EOF'
 import collections, json, sys
 path, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 min_hosts = int(sys.argv[4]) if len(sys.argv) > 4 else 2
@@ -384,17 +394,19 @@ sys.exit(1 if problems else 0)
 EOF
 }
 
-# The containers of a service (docker-compose 1.x warns, on each call, that
-# it ignores the Swarm-only deploy.endpoint_mode).
-containers() { compose ps -q "$1" 2>/dev/null; }
-# The coordinator's stdout (its JSON lines), without its stderr.
-outputs() { docker logs "$(containers coordinator)" 2>/dev/null; }
+# The containers of service $1 of the files of $2 (compose, the default, or
+# pools); docker-compose 1.x warns, on each call, that it ignores the
+# Swarm-only deploy.endpoint_mode.
+containers() { "${2:-compose}" ps -q "$1" 2>/dev/null; }
+# The stdout (its JSON lines) of coordinator container $1 (default: that of
+# compose.yml), without its stderr.
+outputs() { docker logs "${1:-$(containers coordinator)}" 2>/dev/null; }
 # Waits for the coordinator of run $1 to end; keeps its outputs in
 # $tmp/run$1.jsonl and its log beside them; dies unless it exited with 0.
 finish_run() {
     local status
     status=$(timeout 120 docker wait "$coordinator") || die "run $1: the coordinator did not finish"
-    outputs >"$tmp/run$1.jsonl"
+    outputs "$coordinator" >"$tmp/run$1.jsonl"
     docker logs "$coordinator" >"$tmp/run$1.coordinator.log" 2>&1
     if [ "$status" != 0 ]; then
         show "$tmp/run$1.coordinator.log"
@@ -462,3 +474,77 @@ check "$tmp/run3.jsonl" host_tag "$items3" 1 || die "run 3: wrong outputs"
     die "run 3: the intruder served items"
 docker rm -f "$intruder" >/dev/null
 compose_curve down --remove-orphans --timeout 3 >/dev/null 2>&1
+
+# Checks run 4's JSON lines in $1, [[item, io host], cpu host] for each item
+# of range($2): each item exactly once, its stage 2 served by one of the
+# io containers (host names in $3, comma-separated) and its stage 3 by one
+# of the cpu containers ($4).
+check_pools() {
+    /usr/bin/python3 - "$@" <<'EOF'
+import collections, json, sys
+path, n = sys.argv[1], int(sys.argv[2])
+pools = {"io": set(sys.argv[3].split(",")), "cpu": set(sys.argv[4].split(","))}
+seen, bad, strays = collections.Counter(), 0, []
+served = {pool: collections.Counter() for pool in pools}
+with open(path) as f:
+    for line in f:
+        if not line.strip():
+            continue
+        try:
+            (item, io), cpu = json.loads(line)
+        except (TypeError, ValueError):
+            bad += 1
+            continue
+        seen[json.dumps(item)] += 1
+        for pool, host in (("io", io), ("cpu", cpu)):
+            served[pool][host] += 1
+            if host not in pools[pool]:
+                strays.append(f"{item} by {host} as {pool}")
+want = {json.dumps(i) for i in range(n)}
+missing, extra = want - set(seen), set(seen) - want
+dups = [k for k, c in seen.items() if c > 1]
+print(f"  {sum(seen.values())} outputs, {len(seen)} distinct of {n} expected")
+for pool in pools:
+    print(f"  pool {pool}: " + ", ".join(f"{h} ({c})" for h, c in served[pool].most_common()))
+problems = []
+if bad: problems.append(f"{bad} lines not of the form [[item, io host], cpu host]")
+if missing: problems.append(f"{len(missing)} missing, e.g. {sorted(missing)[:5]}")
+if extra: problems.append(f"{len(extra)} unexpected, e.g. {sorted(extra)[:5]}")
+if dups: problems.append(f"{len(dups)} more than once, e.g. {dups[:5]}")
+if strays: problems.append(f"{len(strays)} served by a container of the wrong pool, e.g. {strays[:5]}")
+for p in problems:
+    print("  FAIL: " + p)
+sys.exit(1 if problems else 0)
+EOF
+}
+
+# The host names of the containers of service $1 of compose.pools.yml,
+# comma-separated: what host_tag writes.
+hosts_of() {
+    local c
+    for c in $(containers "$1" pools); do
+        docker inspect -f '{{.Config.Hostname}}' "$c"
+    done | paste -sd, -
+}
+
+step "run 4: two pools (compose.pools.yml), '$spec4' [$items4], an io container killed mid-run"
+ZPIPE_SPEC=$spec4 ZPIPE_ARGS="[$items4]" pools up --no-build --detach \
+    --scale worker-io=2 --scale worker-cpu=2 >"$tmp/run4.log" 2>&1 ||
+    { show "$tmp/run4.log"; die "run 4: up failed"; }
+coordinator=$(containers coordinator pools)
+io_hosts=$(hosts_of worker-io)
+cpu_hosts=$(hosts_of worker-cpu)
+echo "  pool io: $io_hosts; pool cpu: $cpu_hosts"
+done_at_kill=0
+for _ in $(seq 1 300); do # 60 s for a fifth of the items
+    done_at_kill=$(outputs "$coordinator" | wc -l)
+    [ "$done_at_kill" -lt $((items4 / 5)) ] || break
+    sleep 0.2
+done
+victim=$(containers worker-io pools | sed -n 1p)
+docker kill "$victim" >/dev/null
+echo "  killed io worker $(docker inspect -f '{{.Config.Hostname}}' "$victim") after $done_at_kill outputs"
+finish_run 4
+[ "$done_at_kill" -lt "$items4" ] || die "run 4: the run was over before the kill"
+check_pools "$tmp/run4.jsonl" "$items4" "$io_hosts" "$cpu_hosts" || die "run 4: wrong outputs"
+pools down --remove-orphans --timeout 3 >/dev/null 2>&1

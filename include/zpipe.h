@@ -87,6 +87,9 @@ typedef struct zp_opts {
     const char *bind; /* JSON text handed to every call as msgpack          */
     void *user;       /* borrowed pointer handed to every call (in-process) */
     int mode;         /* ZP_INPROC, ZP_PROCESS or ZP_REMOTE                 */
+    const char *pool; /* mode=remote: only the workers that joined this pool
+                         (1 to 64 of A-Z a-z 0-9 _ . -; copied); NULL: any
+                         worker that serves the task                      */
 } zp_opts;
 
 /* The default throttle, used when zp_opts.throttle is 0. */
@@ -141,8 +144,9 @@ ZP_EXPORT zp_async_fn zp_lookup_async(const char *name);
  * The first line of main(). Removes zpipe's own flags from argv. With
  * `--zp-worker ENDPOINT` (or $ZPIPE_WORKER) the process becomes a worker:
  * it connects to the coordinator at ENDPOINT, serves its registered tasks
- * (`--zp-threads N` at once; CURVE with `--zp-curve-server FILE` and
- * `--zp-curve-secret FILE`) and exits when told to, never returning.
+ * (`--zp-threads N` at once; in the pool `--zp-pool NAME` or $ZPIPE_POOL;
+ * CURVE with `--zp-curve-server FILE` and `--zp-curve-secret FILE`) and
+ * exits when told to, never returning.
  * Process workers are started this way; so are remote ones.
  */
 ZP_EXPORT void zp_init(int *argc, char ***argv);
@@ -173,6 +177,20 @@ ZP_EXPORT zp_pipeline *zp_task_new(const char *name, zp_task_fn fn,
                       &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
 ZP_EXPORT zp_pipeline *zp_async_task_new(const char *name, zp_async_fn fn,
                                          const zp_opts *opts);
+
+/*
+ * zp_remote_task("score", .opts...) makes a one-stage pipeline of the task
+ * named "score" run by remote workers only (its mode is ZP_REMOTE whatever
+ * .mode says): this process need not have the task; the run waits up to
+ * zp_run_opts.wait_workers_ms for a worker that announces it (in .pool,
+ * when given), then fails naming it. Never NULL, as zp_task.
+ */
+#define zp_remote_task(...) ZP__REMOTE_TASK(__VA_ARGS__, )
+#define ZP__REMOTE_TASK(name, ...) \
+    zp_remote_task_new((name),     \
+                       &(const zp_opts){.size = sizeof(zp_opts), __VA_ARGS__})
+ZP_EXPORT zp_pipeline *zp_remote_task_new(const char *name,
+                                          const zp_opts *opts);
 
 /*
  * Chains pipelines: zp_pipe(a, b, c) runs a's outputs through b, then c.
@@ -275,9 +293,12 @@ ZP_EXPORT void zp_done(zp_call *c);
 /* Options of one run; all-zero is the default. Strings are copied. */
 typedef struct zp_run_opts {
     const char *listen;       /* where remote workers connect, e.g.
-                                 "tcp://0.0.0.0:5555"; NULL: $ZPIPE_LISTEN */
+                                 "tcp://0.0.0.0:5555": every remote stage
+                                 of the run is served through it; NULL:
+                                 $ZPIPE_LISTEN                           */
     int wait_workers_ms;      /* longest a remote stage with items waits
-                                 for a worker; 0: the default            */
+                                 for a worker that serves its task (in
+                                 its pool); 0: the default               */
     const char *curve_secret; /* CURVE: the coordinator's secret key file */
     const char *curve_allow;  /* CURVE: file of allowed worker public keys */
     bool progress;            /* print the live per-stage statistics on

@@ -352,6 +352,12 @@ static void test_usage_errors_exit_2_naming_the_offending_word(void **state)
                  "tcp://127.0.0.1:1", "--threads", "0");
     ASSERT_FAILS(2, "--curve-server needs --curve-secret", "worker",
                  "--connect", "tcp://127.0.0.1:1", "--curve-server", "k");
+    ASSERT_FAILS(2, "bad value 'a b' for --pool: expected a name of 1 to 64",
+                 "worker", "--connect", "tcp://127.0.0.1:1", "--pool", "a b");
+    setenv("ZPIPE_POOL", "x/y", 1);
+    ASSERT_FAILS(2, "bad value 'x/y' for --pool", "worker", "--connect",
+                 "tcp://127.0.0.1:1");
+    unsetenv("ZPIPE_POOL");
 }
 
 static void test_configuration_errors_exit_2(void **state)
@@ -365,6 +371,15 @@ static void test_configuration_errors_exit_2(void **state)
                  "run", "range branch | nosuch");
     ASSERT_FAILS(2, "bad value 'many' for workers", "run",
                  "range branch | identity workers=many");
+    /* Only a remote stage may name a task this zpipe does not have. */
+    ASSERT_FAILS(2, "unknown task 'nosuch' in stage 2", "run",
+                 "range branch | nosuch mode=process");
+    ASSERT_FAILS(2, "task 'nosuch' has mode=remote: give --listen", "run",
+                 "range branch | nosuch mode=remote", "[1]");
+    ASSERT_FAILS(2, "task 'identity': pool 'io' needs mode=remote", "run",
+                 "range branch | identity pool=io");
+    ASSERT_FAILS(2, "task 'identity': bad pool name 'a/b'", "run",
+                 "range branch | identity mode=remote pool=a/b");
     ASSERT_FAILS(2, "the first task cannot have workers > 1", "run",
                  "identity workers=2");
     ASSERT_FAILS(2, "invalid run arguments: invalid JSON at line 1, column 2",
@@ -873,6 +888,83 @@ test_a_remote_stage_is_served_by_zpipe_workers_over_tcp(void **state)
     assert_true(no_child_within(LEFTOVER_MS));
 }
 
+/* `zpipe worker`s of the test plugin at `ep`, in pool `pool`. */
+static void start_pool_workers(proc *w, int n, const char *ep, const char *pool)
+{
+    for (int i = 0; i < n; i++) {
+        const char *args[] = {"worker", "--connect", ep,   "--plugin",
+                              TASKS,    "--pool",    pool, NULL};
+        start(&w[i], args);
+    }
+}
+
+/* Whether `pid` is one of the workers w[0..n). */
+static bool one_of(const proc *w, int n, long pid)
+{
+    for (int i = 0; i < n; i++)
+        if (w[i].pid == pid)
+            return true;
+    return false;
+}
+
+static void
+test_two_pools_serve_two_remote_stages_the_coordinator_lacks(void **state)
+{
+    (void)state;
+    enum { N = 10000 };
+    char ep[64];
+    proc io[2], cpu[2], p;
+    unsigned char *seen = calloc(N, 1);
+    assert_non_null(seen);
+    free_endpoint(ep, sizeof ep);
+    /* Every worker has whoami, the coordinator none: the pools alone
+     * keep each worker to its stage. */
+    start_pool_workers(io, 2, ep, "io");
+    start_pool_workers(cpu, 2, ep, "cpu");
+    assert_int_equal(zpipe(&p, NULL, "run", "--listen", ep, "--wait-workers",
+                           "20s",
+                           "range branch | whoami mode=remote pool=io | "
+                           "whoami mode=remote pool=cpu",
+                           "10000", NULL),
+                     0);
+    size_t lines = 0;
+    for (const char *l = p.stdout_text; *l; l = strchr(l, '\n') + 1) {
+        long item, a, b;
+        assert_int_equal(sscanf(l, "[[%ld,%ld],%ld]", &item, &a, &b), 3);
+        assert_true(item >= 0 && item < N);
+        if (seen[item]++ > 0)
+            fail_msg("item %ld came twice", item);
+        if (!one_of(io, 2, a) || !one_of(cpu, 2, b))
+            fail_msg("item %ld went through %ld then %ld: not io then cpu",
+                     item, a, b);
+        lines++;
+    }
+    assert_int_equal(lines, N);
+    free(seen);
+    proc_free(&p);
+    stop_workers(io);
+    stop_workers(cpu);
+    assert_true(no_child_within(1000));
+}
+
+static void test_a_remote_task_no_worker_has_fails_naming_it(void **state)
+{
+    (void)state;
+    char ep[64], want[160];
+    proc p;
+    free_endpoint(ep, sizeof ep);
+    assert_int_equal(zpipe(&p, NULL, "run", "--listen", ep, "--wait-workers",
+                           "300ms", "range branch | nosuch mode=remote", "3",
+                           NULL),
+                     1);
+    snprintf(want, sizeof want,
+             "zpipe run: task 'nosuch': no worker serving it connected to %s "
+             "within 300 ms\n",
+             ep);
+    assert_contains(p.stderr_text, want);
+    proc_free(&p);
+}
+
 static void test_curve_keys_from_keygen_secure_a_remote_stage(void **state)
 {
     (void)state;
@@ -1160,6 +1252,8 @@ int main(void)
         TEST(test_a_process_stage_runs_plugin_tasks_in_zpipe_workers),
         TEST(test_a_remote_stage_is_served_by_zpipe_workers_over_tcp),
         TEST(test_curve_keys_from_keygen_secure_a_remote_stage),
+        TEST(test_two_pools_serve_two_remote_stages_the_coordinator_lacks),
+        TEST(test_a_remote_task_no_worker_has_fails_naming_it),
         TEST(test_stats_file_holds_the_final_statistics),
         TEST(test_progress_off_a_terminal_prints_plain_lines),
         TEST(test_sigint_stops_the_run_keeping_whole_outputs),

@@ -211,6 +211,102 @@ static void test_opts_of_another_size_are_detected(void **state)
     zp_pipeline_free(p);
 }
 
+/* ---- Remote-only tasks and pools ------------------------------------------
+ */
+
+static void test_a_remote_task_needs_no_function_and_is_remote(void **state)
+{
+    (void)state;
+    zp_pipeline *p = zp_remote_task("score", .mode = ZP_PROCESS, .retries = 3);
+    assert_null(zp_pipeline_error(p));
+    assert_int_equal(zp_pipeline_stages(p), 1);
+    assert_string_equal(p->stages[0].name, "score");
+    assert_null(p->stages[0].fn);
+    assert_null(p->stages[0].afn);
+    assert_int_equal(p->stages[0].opts.mode, ZP_REMOTE);
+    assert_int_equal(p->stages[0].opts.retries, 3);
+    assert_null(p->stages[0].opts.pool);
+    zp_pipeline_free(p);
+    p = zp_remote_task("score");
+    assert_null(zp_pipeline_error(p));
+    assert_int_equal(p->stages[0].opts.mode, ZP_REMOTE);
+    zp_pipeline_free(p);
+    /* A composition takes it like any stage. */
+    p = zp_pipe(zp_task_new("task_a", task_a, NULL), zp_remote_task("score"),
+                zp_task_new("task_b", task_b, NULL));
+    assert_null(zp_pipeline_error(p));
+    assert_int_equal(zp_pipeline_stages(p), 3);
+    zp_pipeline_free(p);
+}
+
+static void test_a_remote_task_keeps_the_rules_of_remote_stages(void **state)
+{
+    (void)state;
+    int x;
+    zp_pipeline *p = zp_remote_task("");
+    assert_error_mentions(p, "zp_remote_task: the task name is empty", NULL);
+    zp_pipeline_free(p);
+    p = zp_remote_task(NULL);
+    assert_error_mentions(p, "zp_remote_task: the task name is NULL", NULL);
+    zp_pipeline_free(p);
+    p = zp_remote_task("score", .user = &x);
+    assert_error_mentions(p, "task 'score'", "user pointer");
+    zp_pipeline_free(p);
+    p = zp_remote_task("score", .retries = -1);
+    assert_error_mentions(p, "task 'score'", "retries must be between");
+    zp_pipeline_free(p);
+    p = zp_remote_task("score", .bind = "{");
+    assert_error_mentions(p, "task 'score'", "bind is not valid JSON");
+    zp_pipeline_free(p);
+}
+
+static void test_a_pool_is_copied_into_the_stage(void **state)
+{
+    (void)state;
+    char name[] = "gpu.a-1_B";
+    zp_pipeline *p = zp_remote_task("score", .pool = name);
+    assert_null(zp_pipeline_error(p));
+    name[0] = 'x';
+    assert_string_equal(p->stages[0].opts.pool, "gpu.a-1_B");
+    assert_ptr_not_equal(p->stages[0].opts.pool, name);
+    zp_pipeline_free(p);
+    p = zp_task_new(
+        "task_a", task_a,
+        &(zp_opts){.size = sizeof(zp_opts), .mode = ZP_REMOTE, .pool = "io"});
+    assert_null(zp_pipeline_error(p));
+    assert_string_equal(p->stages[0].opts.pool, "io");
+    zp_pipeline_free(p);
+}
+
+static void test_a_pool_needs_a_remote_stage_and_a_good_name(void **state)
+{
+    (void)state;
+    static const char *bad[] = {
+        "",
+        "a b",
+        "a/b",
+        "caf\xc3\xa9",
+        "x\n",
+        "12345678901234567890123456789012345678901234567890123456789012345"};
+    zp_pipeline *p = with_opts((zp_opts){.pool = "io"});
+    assert_error_mentions(p, "task 'task_a': pool 'io' needs mode=remote",
+                          "zpipe worker --pool io");
+    zp_pipeline_free(p);
+    p = with_opts((zp_opts){.pool = "io", .mode = ZP_PROCESS});
+    assert_error_mentions(p, "pool 'io' needs mode=remote", NULL);
+    zp_pipeline_free(p);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        p = zp_remote_task("score", .pool = bad[i]);
+        assert_error_mentions(p, "task 'score': bad pool name",
+                              "1 to 64 characters of A-Z a-z 0-9 _ . -");
+        zp_pipeline_free(p);
+    }
+    assert_true(zp__pool_name_ok("a", 1));
+    assert_true(zp__pool_name_ok(bad[5], 64));
+    assert_false(zp__pool_name_ok(bad[5], 65));
+    assert_false(zp__pool_name_ok("io", 0));
+}
+
 /* ---- Bind values --------------------------------------------------------- */
 
 static void test_bind_is_parsed_once_into_the_stage(void **state)
@@ -455,6 +551,10 @@ int main(void)
             test_other_process_modes_refuse_user_pointers_and_joins),
         cmocka_unit_test(test_null_task_function_is_an_error),
         cmocka_unit_test(test_opts_of_another_size_are_detected),
+        cmocka_unit_test(test_a_remote_task_needs_no_function_and_is_remote),
+        cmocka_unit_test(test_a_remote_task_keeps_the_rules_of_remote_stages),
+        cmocka_unit_test(test_a_pool_is_copied_into_the_stage),
+        cmocka_unit_test(test_a_pool_needs_a_remote_stage_and_a_good_name),
         cmocka_unit_test(test_bind_is_parsed_once_into_the_stage),
         cmocka_unit_test(test_scalar_bind_is_a_scalar_value),
         cmocka_unit_test(test_invalid_bind_json_is_an_error_with_its_position),

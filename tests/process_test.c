@@ -229,6 +229,35 @@ ZP_TASK(whoami_at_the_gate)
     return whoami(call);
 }
 
+/* x -> [pid, x], and [...] -> [..., pid]: the processes that served each
+ * stage, in order, after the bind value's microseconds of work, if any. */
+ZP_TASK(tag)
+{
+    const msgpack_object *in = zp_input(call), *us = zp_bound(call);
+    msgpack_packer *pk = zp_out(call);
+    int64_t pid = (int64_t)getpid();
+    if (us != NULL)
+        nap_us((long)us->via.u64);
+    if (in->type != MSGPACK_OBJECT_ARRAY) { /* the first stage */
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_int64(pk, pid);
+        msgpack_pack_object(pk, *in);
+        return zp_emit(call);
+    }
+    msgpack_pack_array(pk, in->via.array.size + 1);
+    for (uint32_t i = 0; i < in->via.array.size; i++)
+        msgpack_pack_object(pk, in->via.array.ptr[i]);
+    msgpack_pack_int64(pk, pid);
+    return zp_emit(call);
+}
+
+/* Registered in worker processes only (see main()): the coordinator of the
+ * tests does not have it. x -> x + 1000. */
+static int only_in_workers(zp_call *call)
+{
+    return zp_emit_int(call, zp_input(call)->via.i64 + 1000);
+}
+
 /* ---- Child processes ---------------------------------------------------- */
 
 /* Directories of process workers' endpoints seen during the tests. */
@@ -330,18 +359,17 @@ static pid_t remote_pids[8];
 
 /*
  * Starts a remote worker: this binary, re-executed as `worker --zp-worker
- * ENDPOINT` with no ZPIPE_* variable, so that it is no child worker of a
- * run. fork() rather than posix_spawn(), for PR_SET_PDEATHSIG: the worker
- * dies with this test process instead of reconnecting forever after a
- * crash of the test.
+ * ENDPOINT` and the arguments `more` (NULL-terminated, may be NULL), with
+ * no ZPIPE_* variable, so that it is no child worker of a run. fork()
+ * rather than posix_spawn(), for PR_SET_PDEATHSIG: the worker dies with
+ * this test process instead of reconnecting forever after a crash of the
+ * test.
  */
-static pid_t start_worker(const char *endpoint, const char *server_pub,
-                          const char *secret)
+static pid_t start_worker_with(const char *endpoint, const char *const *more)
 {
-    char *argv[] = {"worker",           "--zp-worker",
-                    (char *)endpoint,   server_pub ? "--zp-curve-server" : NULL,
-                    (char *)server_pub, "--zp-curve-secret",
-                    (char *)secret,     NULL};
+    char *argv[16] = {"worker", "--zp-worker", (char *)endpoint};
+    for (size_t i = 0; more != NULL && more[i] != NULL; i++)
+        argv[3 + i] = (char *)more[i];
     size_t n = 0, k = 0;
     while (environ[n] != NULL)
         n++;
@@ -366,6 +394,22 @@ static pid_t start_worker(const char *endpoint, const char *server_pub,
         }
     fail_msg("too many remote workers");
     return -1;
+}
+
+/* A remote worker, a CURVE client when server_pub is not NULL. */
+static pid_t start_worker(const char *endpoint, const char *server_pub,
+                          const char *secret)
+{
+    const char *curve[] = {"--zp-curve-server", server_pub, "--zp-curve-secret",
+                           secret, NULL};
+    return start_worker_with(endpoint, server_pub ? curve : NULL);
+}
+
+/* A remote worker in the pool `pool`. */
+static pid_t start_pool_worker(const char *endpoint, const char *pool)
+{
+    const char *more[] = {"--zp-pool", pool, NULL};
+    return start_worker_with(endpoint, more);
 }
 
 static void forget_worker(pid_t pid)
@@ -535,10 +579,12 @@ static bool watchdog_stop(watchdog *w)
     return w->fired;
 }
 
-/* The outputs of a run: integers, or [pid, x] pairs from `whoami`. */
+/* The outputs of a run: integers, [pid, x] pairs from `whoami` or `tag`,
+ * or [pid, x, pid2] from two stages of `tag`. */
 typedef struct collected {
     int64_t *v;          /* output values (x of a pair)               */
     int64_t *pid;        /* the serving process of a pair, else 0     */
+    int64_t *pid2;       /* that of the second stage, else 0          */
     size_t n, cap;       /* outputs                                   */
     _Atomic size_t read; /* n, for other threads                      */
     int rc;              /* zp_finish's result                        */
@@ -558,12 +604,16 @@ static void keep(collected *c, const msgpack_object *out)
         c->cap = c->cap ? 2 * c->cap : 1024;
         c->v = realloc(c->v, c->cap * sizeof *c->v);
         c->pid = realloc(c->pid, c->cap * sizeof *c->pid);
+        c->pid2 = realloc(c->pid2, c->cap * sizeof *c->pid2);
         assert_non_null(c->v);
         assert_non_null(c->pid);
+        assert_non_null(c->pid2);
     }
-    bool pair = out->type == MSGPACK_OBJECT_ARRAY && out->via.array.size == 2;
-    c->v[c->n] = pair ? out->via.array.ptr[1].via.i64 : out->via.i64;
-    c->pid[c->n] = pair ? out->via.array.ptr[0].via.i64 : 0;
+    uint32_t size = out->type == MSGPACK_OBJECT_ARRAY ? out->via.array.size : 0;
+    const msgpack_object *a = out->via.array.ptr;
+    c->v[c->n] = size >= 2 ? a[1].via.i64 : out->via.i64;
+    c->pid[c->n] = size >= 2 ? a[0].via.i64 : 0;
+    c->pid2[c->n] = size == 3 ? a[2].via.i64 : 0;
     c->n++;
     atomic_store(&c->read, c->n);
 }
@@ -638,6 +688,7 @@ static void collected_fini(collected *c)
     }
     free(c->v);
     free(c->pid);
+    free(c->pid2);
     free(c->error);
     memset(c, 0, sizeof *c);
 }
@@ -1097,7 +1148,8 @@ static void *stranger_connects(const char *ep, void **zctx)
         junk[i] = (char)rand_r(&seed);
     assert_int_equal(zmq_send(s, junk, sizeof junk, 0), (int)sizeof junk);
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(zp__msg_hello(&sb, "stranger", 999999, 64, tasks, 1), 0);
+    assert_int_equal(zp__msg_hello(&sb, "stranger", 999999, 64, tasks, 1, NULL),
+                     0);
     assert_int_equal(sb.data[1], ZP__PROTO_VERSION); /* [version, ... */
     sb.data[1] = ZP__PROTO_VERSION + 1;
     assert_int_equal(zmq_send(s, sb.data, sb.size, 0), (int)sb.size);
@@ -1212,7 +1264,8 @@ static int64_t serve_with_forgeries(void *s, int64_t want)
     msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     assert_non_null(zone);
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(zp__msg_hello(&sb, "forger", 888888, 64, tasks, 1), 0);
+    assert_int_equal(zp__msg_hello(&sb, "forger", 888888, 64, tasks, 1, NULL),
+                     0);
     assert_int_equal(zmq_send(s, sb.data, sb.size, 0), (int)sb.size);
     zmq_msg_init(&in);
     while (served < want && now_ms() < deadline) {
@@ -1358,8 +1411,8 @@ static void *small_worker_main(void *arg)
     msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     assert_non_null(zone);
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(zp__msg_hello(&sb, "small", 777777, w->capacity, tasks, 1),
-                     0);
+    assert_int_equal(
+        zp__msg_hello(&sb, "small", 777777, w->capacity, tasks, 1, NULL), 0);
     assert_int_equal(zmq_send(w->s, sb.data, sb.size, 0), (int)sb.size);
     msgpack_sbuffer_clear(&sb);
     zmq_msg_init(&in);
@@ -1563,8 +1616,8 @@ static void test_a_flood_of_newcomers_holds_few_items(void **state)
     zp_run *run = begin_run(c, p, "[2000]", &ro);
     void *zctx = zmq_ctx_new();
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(zp__msg_hello(&sb, "fake", 555555, UINT32_MAX, tasks, 1),
-                     0);
+    assert_int_equal(
+        zp__msg_hello(&sb, "fake", 555555, UINT32_MAX, tasks, 1, NULL), 0);
     for (int i = 0; i < FAKES; i++) {
         socks[i] = zmq_socket(zctx, ZMQ_DEALER);
         zmq_setsockopt(socks[i], ZMQ_LINGER, &zero, sizeof zero);
@@ -1759,6 +1812,178 @@ test_a_worker_far_away_holds_enough_items_to_cover_the_trip(void **state)
     collected_fini(c);
 }
 
+/* ---- Several remote stages, pools, tasks only workers have ---------------
+ */
+
+/* Asserts that the process of every output's stage 1 is one of `in[0..2)`
+ * (pool `name`), and that of stage 2 one of `in2[0..2)`. */
+static void assert_served_in(const collected *c, const pid_t in[2],
+                             const pid_t in2[2])
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->pid[i] != in[0] && c->pid[i] != in[1])
+            fail_msg("item %lld went through process %lld at stage 1, "
+                     "which is none of its workers (%d, %d)",
+                     (long long)c->v[i], (long long)c->pid[i], (int)in[0],
+                     (int)in[1]);
+        if (c->pid2[i] != in2[0] && c->pid2[i] != in2[1])
+            fail_msg("item %lld went through process %lld at stage 2, "
+                     "which is none of its workers (%d, %d)",
+                     (long long)c->v[i], (long long)c->pid2[i], (int)in2[0],
+                     (int)in2[1]);
+    }
+}
+
+static void
+test_two_remote_stages_share_one_endpoint_each_with_its_pool(void **state)
+{
+    fixture *f = *state;
+    char ep[64];
+    collected *c = &f->c;
+    pid_t io[2], cpu[2];
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    /* Every worker has `tag`: only the pools keep them to their stage. */
+    for (int i = 0; i < 2; i++) {
+        io[i] = start_pool_worker(ep, "io");
+        cpu[i] = start_pool_worker(ep, "cpu");
+    }
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(numbers, .branch = true),
+                zp_task(tag, .mode = ZP_REMOTE, .pool = "io"),
+                zp_task(tag, .mode = ZP_REMOTE, .pool = "cpu"));
+    collect_with(p, "[10000]", &ro, c, NULL, NULL);
+    assert_run_ok(c);
+    assert_each_once(c, 10000, 1, -1);
+    assert_served_in(c, io, cpu);
+    collected_fini(c);
+    for (int i = 0; i < 2; i++) {
+        stop_worker(io[i]);
+        stop_worker(cpu[i]);
+    }
+}
+
+/* The kill test's hook: worker a is killed once the run is well under way,
+ * and worker b told to leave a little later. */
+typedef struct culler {
+    pid_t a, b;
+    size_t killed_at, left_at; /* outputs read then, or 0 */
+} culler;
+
+static void cull(collected *c, void *ctx)
+{
+    culler *k = ctx;
+    if (k->killed_at == 0 && c->n >= 100) {
+        assert_int_equal(kill(k->a, SIGKILL), 0);
+        k->killed_at = c->n;
+    } else if (k->left_at == 0 && c->n >= 200) {
+        assert_int_equal(kill(k->b, SIGTERM), 0);
+        k->left_at = c->n;
+    }
+}
+
+static void
+test_a_worker_that_dies_or_leaves_is_lost_by_every_stage(void **state)
+{
+    fixture *f = *state;
+    char ep[64];
+    collected *c = &f->c;
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    /* Three workers serve both stages; one dies, one leaves, one stays. */
+    culler k = {start_worker(ep, NULL, NULL), start_worker(ep, NULL, NULL), 0,
+                0};
+    pid_t stays = start_worker(ep, NULL, NULL);
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(numbers, .branch = true),
+                zp_task(tag, .mode = ZP_REMOTE, .bind = "2000"),
+                zp_task(tag, .mode = ZP_REMOTE, .bind = "2000"));
+    collect_with(p, "[1000]", &ro, c, cull, &k);
+    print_message("killed %d after %zu outputs, %d left after %zu; %zu "
+                  "outputs in %lld ms\n",
+                  (int)k.a, k.killed_at, (int)k.b, k.left_at, c->n,
+                  (long long)c->ms);
+    assert_run_ok(c);
+    assert_each_once(c, 1000, 1, -1);
+    assert_true(k.left_at > 0 && k.left_at < 1000);
+    int status;
+    assert_true(wait_exit(k.a, DEADLINE_MS, &status));
+    forget_worker(k.a);
+    reap_worker(k.b);
+    /* Each stage gave the items of the workers it lost to the one left. */
+    size_t late = 0;
+    for (size_t i = k.left_at; i < c->n; i++)
+        late += c->pid[i] == stays && c->pid2[i] == stays;
+    assert_true(late > 0);
+    stop_worker(stays);
+    collected_fini(c);
+}
+
+static void test_a_remote_only_task_needs_no_task_here(void **state)
+{
+    fixture *f = *state;
+    char ep[64];
+    collected *c = &f->c;
+    unsigned char seen[100] = {0};
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    assert_null(zp_lookup("only_in_workers")); /* the workers' alone */
+    pid_t w = start_worker(ep, NULL, NULL);
+    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                                    zp_remote_task("only_in_workers"));
+    assert_null(zp_pipeline_error(p));
+    collect_with(p, "[100]", &ro, c, NULL, NULL);
+    assert_run_ok(c);
+    assert_int_equal(c->n, 100);
+    for (size_t i = 0; i < c->n; i++) {
+        assert_true(c->v[i] >= 1000 && c->v[i] < 1100);
+        assert_int_equal(seen[c->v[i] - 1000]++, 0);
+    }
+    stop_worker(w);
+    collected_fini(c);
+}
+
+static void
+test_a_remote_task_no_worker_serves_fails_the_run_naming_it(void **state)
+{
+    fixture *f = *state;
+    char ep[64], want[160];
+    collected *c = &f->c;
+    free_endpoint(ep, sizeof ep);
+    zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
+    pid_t w = start_pool_worker(ep, "io");
+    /* The worker is there, and serves `tag` in its pool... */
+    zp_pipeline *p = f->p =
+        zp_pipe(zp_task(numbers, .branch = true),
+                zp_task(tag, .mode = ZP_REMOTE, .pool = "io"));
+    collect_with(p, "[10]", &ro, c, NULL, NULL);
+    assert_run_ok(c);
+    collected_fini(c);
+    /* ... but no other task, and in no other pool. */
+    ro.wait_workers_ms = 300;
+    zp_pipeline_free(f->p);
+    p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                       zp_remote_task("nobody_has_this"));
+    collect_with(p, "[10]", &ro, c, NULL, NULL);
+    assert_int_equal(c->rc, ZP_ETASK);
+    snprintf(want, sizeof want,
+             "task 'nobody_has_this': no worker serving it connected to %s "
+             "within 300 ms",
+             ep);
+    assert_error_has(c, want);
+    assert_int_equal(c->n, 0);
+    collected_fini(c);
+    zp_pipeline_free(f->p);
+    p = f->p = zp_pipe(zp_task(numbers, .branch = true),
+                       zp_remote_task("tag", .pool = "gpu"));
+    collect_with(p, "[10]", &ro, c, NULL, NULL);
+    assert_int_equal(c->rc, ZP_ETASK);
+    assert_error_has(c, "task 'tag': no worker serving it in pool 'gpu' "
+                        "connected to");
+    collected_fini(c);
+    stop_worker(w);
+}
+
 static void keygen(const char *name, char *pub, char *secret, size_t len)
 {
     char path[96], *why = NULL;
@@ -1836,6 +2061,10 @@ static void test_no_child_process_or_temp_dir_is_left_behind(void **state)
 
 int main(int argc, char **argv)
 {
+    /* A task that only the workers have: the coordinator has it not. */
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--zp-worker") == 0)
+            zp_register("only_in_workers", only_in_workers);
     zp_init(&argc, &argv); /* worker processes end inside */
     if (getenv("ZPIPE_WORKER_PARENT") != NULL ||
         (argc > 0 && strcmp(argv[0], "worker") == 0)) {
@@ -1874,6 +2103,10 @@ int main(int argc, char **argv)
         TEST(test_a_process_stage_reports_its_task_time),
         TEST(test_a_worker_far_away_holds_enough_items_to_cover_the_trip),
         TEST(test_curve_admits_allowed_worker_and_refuses_unknown_key),
+        TEST(test_two_remote_stages_share_one_endpoint_each_with_its_pool),
+        TEST(test_a_worker_that_dies_or_leaves_is_lost_by_every_stage),
+        TEST(test_a_remote_only_task_needs_no_task_here),
+        TEST(test_a_remote_task_no_worker_serves_fails_the_run_naming_it),
         cmocka_unit_test(test_no_child_process_or_temp_dir_is_left_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -94,8 +94,14 @@ static void assert_msg(const decoded *d, const zp__msg *want)
         assert_memory_equal(m->str, want->str, want->str_len);
     if (want->data_len > 0)
         assert_memory_equal(m->data, want->data, want->data_len);
+    assert_int_equal(m->pool_len, want->pool_len);
+    if (want->pool != NULL)
+        assert_memory_equal(m->pool, want->pool, want->pool_len);
+    else
+        assert_null(m->pool);
     assert_in_body(d, m->str, m->str_len);
     assert_in_body(d, m->data, m->data_len);
+    assert_in_body(d, m->pool, m->pool_len);
     if (want->type != ZP__HELLO)
         assert_null(m->tasks);
 }
@@ -230,7 +236,7 @@ static void pack_body(msgpack_sbuffer *sb, uint64_t version, uint64_t type,
 /*
  * What a field must be, as the tests see it: 'U' uint64, 'W' uint32, 'P'
  * uint32 >= 1, 'F' STAGE flags, 'S' str, 'N' non-empty str, 'B' bin, 'M'
- * non-empty bin, 'T' task list.
+ * non-empty bin, 'T' task list, 'O' pool name.
  */
 typedef struct layout {
     int type;
@@ -244,10 +250,10 @@ typedef struct layout {
 static const layout layouts[] = {
     {ZP__HELLO,
      "HELLO",
-     {"name", "pid", "capacity", "tasks"},
-     "SWPT",
-     {S("w"), U(1), U(1), TASKS("t", 2)},
-     0},
+     {"name", "pid", "capacity", "tasks", "pool"},
+     "SWPTO",
+     {S("w"), U(1), U(1), TASKS("t", 2), S("io")},
+     1},
     {ZP__READY, "READY", {"credit"}, "P", {U(1)}, 0},
     {ZP__STAGE,
      "STAGE",
@@ -293,6 +299,14 @@ static size_t wrong_values(char kind, val out[16])
     static const val not_uint[] = {S("7"), B("7"), K('a')};
     static const val not_u32[] = {U((uint64_t)UINT32_MAX + 1), U(UINT64_MAX)};
     static const val not_raw[] = {U(7), K('a'), TASKS("t", 1)};
+    static const val not_pool[] = {
+        S(""),
+        S("a b"),
+        S("x/y"),
+        S("caf\xc3\xa9"),
+        S("a\0b"),
+        S("12345678901234567890123456789012345678901234567890123456789012345"),
+        B("io")};
     static const val not_tasks[] = {S("t"),
                                     B("t"),
                                     U(1),
@@ -327,6 +341,10 @@ static size_t wrong_values(char kind, val out[16])
         out[n++] = (val)B("");
     if (kind == 'T')
         ADD(not_tasks);
+    if (kind == 'O') {
+        ADD(not_raw);
+        ADD(not_pool);
+    }
 #undef ADD
     assert_true(n <= 16);
     return n;
@@ -340,8 +358,9 @@ static size_t sample_bodies(msgpack_sbuffer sbs[16])
     size_t n = 0;
     for (size_t i = 0; i < 16; i++)
         msgpack_sbuffer_init(&sbs[i]);
-    zp__msg_hello(&sbs[n++], "host:1", 4242, 8, tasks, 2);
-    zp__msg_hello(&sbs[n++], "", UINT32_MAX, UINT32_MAX, NULL, 0);
+    zp__msg_hello(&sbs[n++], "host:1", 4242, 8, tasks, 2, NULL);
+    zp__msg_hello(&sbs[n++], "host:2", 1, 1, tasks, 1, "gpu.a-1_B");
+    zp__msg_hello(&sbs[n++], "", UINT32_MAX, UINT32_MAX, NULL, 0, NULL);
     zp__msg_ready(&sbs[n++], 300);
     zp__msg_stage(&sbs[n++], UINT64_MAX, 70000, "t", 3, 5, "\x92\x01\x02", 3);
     zp__msg_stage(&sbs[n++], 0, 0, "a task", 0, 0, NULL, 0);
@@ -371,7 +390,7 @@ static void test_hello_round_trips_with_edge_values(void **state)
     msgpack_sbuffer sb;
     decoded d;
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(zp__msg_hello(&sb, "host:42", 42, 1, tasks, 3), 0);
+    assert_int_equal(zp__msg_hello(&sb, "host:42", 42, 1, tasks, 3, NULL), 0);
     decode(&d, sb.data, sb.size);
     assert_msg(&d, &(zp__msg){.type = ZP__HELLO,
                               .str = "host:42",
@@ -381,10 +400,67 @@ static void test_hello_round_trips_with_edge_values(void **state)
     assert_tasks(&d.m, tasks, 3);
     undecode(&d);
     msgpack_sbuffer_clear(&sb);
-    assert_int_equal(zp__msg_hello(&sb, "", 0, UINT32_MAX, NULL, 0), 0);
+    assert_int_equal(zp__msg_hello(&sb, "", 0, UINT32_MAX, NULL, 0, NULL), 0);
     decode(&d, sb.data, sb.size);
     assert_msg(&d, &(zp__msg){.type = ZP__HELLO, .credit = UINT32_MAX});
     assert_tasks(&d.m, NULL, 0);
+    undecode(&d);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void test_hello_with_a_pool_round_trips(void **state)
+{
+    (void)state;
+    static const char *const tasks[] = {"score"};
+    static const char longest[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+    const char *pools[] = {"io", "0", "gpu.a-1_B", longest + 1};
+    msgpack_sbuffer sb;
+    decoded d;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(strlen(longest + 1), 64);
+    for (size_t i = 0; i < sizeof pools / sizeof *pools; i++) {
+        assert_int_equal(zp__msg_hello(&sb, "w:1", 1, 2, tasks, 1, pools[i]),
+                         0);
+        decode(&d, sb.data, sb.size);
+        assert_msg(&d, &(zp__msg){.type = ZP__HELLO,
+                                  .str = "w:1",
+                                  .str_len = 3,
+                                  .pid = 1,
+                                  .credit = 2,
+                                  .pool = pools[i],
+                                  .pool_len = strlen(pools[i])});
+        assert_tasks(&d.m, tasks, 1);
+        undecode(&d);
+        msgpack_sbuffer_clear(&sb);
+    }
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* A worker serves a stage whose task it announced, in the stage's pool when
+ * the stage has one; a stage without a pool takes any worker. */
+static void test_hello_says_which_stages_its_worker_serves(void **state)
+{
+    (void)state;
+    static const char *const tasks[] = {"score", "fetch"};
+    msgpack_sbuffer sb;
+    decoded d;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(zp__msg_hello(&sb, "w", 1, 1, tasks, 2, "gpu"), 0);
+    decode(&d, sb.data, sb.size);
+    assert_true(zp__msg_serves(&d.m, "score", "gpu"));
+    assert_true(zp__msg_serves(&d.m, "fetch", NULL));
+    assert_false(zp__msg_serves(&d.m, "score", "cpu"));
+    assert_false(zp__msg_serves(&d.m, "score", "gp"));
+    assert_false(zp__msg_serves(&d.m, "score", "gpus"));
+    assert_false(zp__msg_serves(&d.m, "other", "gpu"));
+    assert_false(zp__msg_serves(&d.m, "scor", NULL));
+    undecode(&d);
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(zp__msg_hello(&sb, "w", 1, 1, tasks, 2, NULL), 0);
+    decode(&d, sb.data, sb.size);
+    assert_true(zp__msg_serves(&d.m, "score", NULL));
+    assert_false(zp__msg_serves(&d.m, "score", "gpu"));
     undecode(&d);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -399,8 +475,9 @@ static void test_hello_with_the_most_tasks_allowed_round_trips(void **state)
     for (size_t i = 0; i < ZP__PROTO_MAX_TASKS; i++)
         tasks[i] = i % 2 ? "odd" : "a task with a longer name than most";
     msgpack_sbuffer_init(&sb);
-    assert_int_equal(
-        zp__msg_hello(&sb, "w", UINT32_MAX, 7, tasks, ZP__PROTO_MAX_TASKS), 0);
+    assert_int_equal(zp__msg_hello(&sb, "w", UINT32_MAX, 7, tasks,
+                                   ZP__PROTO_MAX_TASKS, NULL),
+                     0);
     decode(&d, sb.data, sb.size);
     assert_msg(&d, &(zp__msg){.type = ZP__HELLO,
                               .str = "w",
@@ -624,6 +701,18 @@ static void test_the_bytes_on_the_wire_are_as_documented(void **state)
     assert_memory_equal(sb.data, "\x96\x01\x04\x07\x00\x09\xc4\x03\x00\x01\x01",
                         11);
     msgpack_sbuffer_clear(&sb);
+    /* [1, 1, "w", 7, 1, ["t"]]: a HELLO without a pool has 4 fields */
+    static const char *const t[] = {"t"};
+    assert_int_equal(zp__msg_hello(&sb, "w", 7, 1, t, 1, NULL), 0);
+    assert_int_equal(sb.size, 10);
+    assert_memory_equal(sb.data, "\x96\x01\x01\xa1w\x07\x01\x91\xa1t", 10);
+    msgpack_sbuffer_clear(&sb);
+    /* [1, 1, "w", 7, 1, ["t"], "io"]: with one, 5 */
+    assert_int_equal(zp__msg_hello(&sb, "w", 7, 1, t, 1, "io"), 0);
+    assert_int_equal(sb.size, 13);
+    assert_memory_equal(sb.data, "\x97\x01\x01\xa1w\x07\x01\x91\xa1t\xa2io",
+                        13);
+    msgpack_sbuffer_clear(&sb);
     /* [1, 9, "ok"] */
     assert_int_equal(zp__msg_bye(&sb, "ok"), 0);
     assert_int_equal(sb.size, 6);
@@ -707,11 +796,17 @@ static void test_missing_and_extra_fields_are_rejected(void **state)
         msgpack_sbuffer sb;
         snprintf(want, sizeof want, "%s: expected", ly->name);
         memcpy(vals, ly->good, sizeof ly->good);
-        /* Every shorter list of fields, down to none, but for those
-         * that leave out only optional ones. */
-        for (size_t k = 0; k < n - ly->optional; k++) {
+        /* Every shorter list of fields, down to none, but those that
+         * only leave optional fields out. */
+        for (size_t k = 0; k < n; k++) {
+            decoded d;
             pack_body(&sb, 1, (uint64_t)ly->type, vals, k);
-            expect_rejected(sb.data, sb.size, want);
+            if (k < n - ly->optional) {
+                expect_rejected(sb.data, sb.size, want);
+            } else {
+                assert_int_equal(decode(&d, sb.data, sb.size), 0);
+                undecode(&d);
+            }
             msgpack_sbuffer_destroy(&sb);
         }
         /* One more field, of the kind of the last one or a nil. */
@@ -993,8 +1088,8 @@ static void test_a_zone_grows_by_a_small_multiple_of_the_body(void **state)
     for (int i = 0; i < N + 1; i++)
         msgpack_pack_nil(&pk);
     assert_int_equal(decode(&d, sb.data, sb.size), ZP_EPROTO);
-    assert_string_equal(d.why,
-                        "HELLO: expected 4 fields: name, pid, capacity, tasks");
+    assert_string_equal(d.why, "HELLO: expected 4 or 5 fields: name, pid, "
+                               "capacity, tasks[, pool]");
     assert_true(zone_in_use(d.zone) <= 32 * sb.size);
     undecode(&d);
     msgpack_sbuffer_destroy(&sb);
@@ -1061,6 +1156,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_round_trips_with_edge_values),
+        cmocka_unit_test(test_hello_with_a_pool_round_trips),
+        cmocka_unit_test(test_hello_says_which_stages_its_worker_serves),
         cmocka_unit_test(test_hello_with_the_most_tasks_allowed_round_trips),
         cmocka_unit_test(test_ready_round_trips_with_edge_values),
         cmocka_unit_test(test_stage_round_trips_with_edge_values),

@@ -373,6 +373,59 @@ static void test_unknown_task_points_at_its_name(void **state)
                        "unknown task 'workers=4'", 4, 31, 9);
 }
 
+static void test_a_remote_stage_may_name_a_task_not_here(void **state)
+{
+    (void)state;
+    zp_pipeline *p = parse_ok("range branch | score pool=gpu.1 mode=remote "
+                              "workers=2 | total join");
+    assert_int_equal(zp_pipeline_stages(p), 3);
+    assert_string_equal(p->stages[1].name, "score");
+    assert_null(p->stages[1].fn);
+    assert_null(p->stages[1].afn);
+    assert_int_equal(p->stages[1].opts.mode, ZP_REMOTE);
+    assert_int_equal(p->stages[1].opts.workers, 2);
+    assert_string_equal(p->stages[1].opts.pool, "gpu.1");
+    zp_pipeline_free(p);
+    /* A task that is here stays this one, remote or not. */
+    p = parse_ok("range | square mode=remote pool=io | total mode=remote");
+    assert_ptr_equal(p->stages[1].fn, square);
+    assert_string_equal(p->stages[1].opts.pool, "io");
+    assert_null(p->stages[2].opts.pool);
+    zp_pipeline_free(p);
+}
+
+static void test_a_task_not_here_is_unknown_unless_remote(void **state)
+{
+    (void)state;
+    assert_parse_error("range | score mode=process", "unknown task 'score'", 2,
+                       9, 5);
+    assert_parse_error("range | score mode=inproc workers=2",
+                       "unknown task 'score'", 2, 9, 5);
+    assert_parse_error("range | score pool=io", "unknown task 'score'", 2, 9,
+                       5);
+}
+
+static void test_pool_needs_remote_mode_and_a_good_name(void **state)
+{
+    (void)state;
+    assert_parse_error_has("range | square pool=io",
+                           "task 'square': pool 'io' needs mode=remote", 2, 9,
+                           6);
+    assert_parse_error_has("range | square mode=process pool=io",
+                           "pool 'io' needs mode=remote", 2, 9, 6);
+    assert_parse_error_has("range | score mode=remote pool=a/b",
+                           "task 'score': bad pool name 'a/b'", 2, 9, 5);
+    assert_parse_error_has(
+        "range | score mode=remote "
+        "pool="
+        "12345678901234567890123456789012345678901234567890123456789012345",
+        "bad pool name", 2, 9, 5);
+    assert_parse_error("range | score mode=remote pool=",
+                       "missing value for option 'pool'", 2, 27, 4);
+    assert_parse_error("range | score mode=remote pool=a pool=b",
+                       "repeated option 'pool'", 2, 34, 4);
+}
+
 static void test_empty_spec_points_at_column_one(void **state)
 {
     (void)state;
@@ -578,6 +631,9 @@ int main(void)
         cmocka_unit_test(test_unknown_option_gives_the_documented_message),
         cmocka_unit_test(test_unknown_option_points_at_its_name),
         cmocka_unit_test(test_unknown_task_points_at_its_name),
+        cmocka_unit_test(test_a_remote_stage_may_name_a_task_not_here),
+        cmocka_unit_test(test_a_task_not_here_is_unknown_unless_remote),
+        cmocka_unit_test(test_pool_needs_remote_mode_and_a_good_name),
         cmocka_unit_test(test_empty_spec_points_at_column_one),
         cmocka_unit_test(test_empty_stage_points_at_the_pipe),
         cmocka_unit_test(test_flag_given_a_value_is_an_error),

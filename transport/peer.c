@@ -301,3 +301,54 @@ int zp__hub_next(zp__hub *h, zp__hub_msg *m)
 {
     return hub_read(h, m);
 }
+
+zp__hub *zp__hub_pair(void *zctx, const char *name, bool bind,
+                      const char *shown, char **why)
+{
+    zp__hub *h = zp__calloc(1, sizeof *h);
+    if (h == NULL)
+        return NULL;
+    zmq_msg_init(&h->id);
+    zmq_msg_init(&h->body);
+    snprintf(h->endpoint, sizeof h->endpoint, "%s", shown);
+    h->router = zmq_socket(zctx, ZMQ_PAIR);
+    if (h->router == NULL) {
+        *why = zmq_why("cannot create a socket for", name);
+        goto out_destroy;
+    }
+    setint(h->router, ZMQ_LINGER, 0);
+    /* Credits bound what is in flight, as on the ROUTER. */
+    setint(h->router, ZMQ_SNDHWM, 0);
+    setint(h->router, ZMQ_RCVHWM, 0);
+    if ((bind ? zmq_bind(h->router, name) : zmq_connect(h->router, name)) !=
+        0) {
+        *why = zmq_why(bind ? "cannot bind" : "cannot connect to", name);
+        goto out_destroy;
+    }
+    return h;
+out_destroy:
+    zp__hub_destroy(&h);
+    return NULL;
+}
+
+void *zp__hub_socket(const zp__hub *h)
+{
+    return h->router;
+}
+
+int zp__hub_pass(zp__hub *from, zp__hub *to)
+{
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    int rc = zmq_msg_copy(&id, &from->id) == 0 &&
+                     zmq_msg_copy(&body, &from->body) == 0 &&
+                     zmq_msg_send(&id, to->router,
+                                  ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
+                     zmq_msg_send(&body, to->router, ZMQ_DONTWAIT) >= 0
+                 ? 0
+                 : ZP_EIO;
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+    return rc;
+}

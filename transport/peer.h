@@ -4,7 +4,9 @@
  * its coordinator: one DEALER, plus an outbox per executor thread through
  * which finished work is handed to the I/O thread that owns the DEALER. A
  * zp__hub is a coordinator's side: one ROUTER, bound where process or
- * remote workers connect, optionally CURVE with a ZAP allow-list. Part of
+ * remote workers connect, optionally CURVE with a ZAP allow-list; or, for
+ * a remote stage, its PAIR to the run's listener (listener.h), which owns
+ * the ROUTER that every remote stage of the run shares. Part of
  * transport; the bodies they carry are opaque here.
  */
 #ifndef ZP_TRANSPORT_PEER_H
@@ -84,5 +86,27 @@ int zp__hub_poll(zp__hub *h, zp__rx *const *rx, const bool *want, bool *ready,
 /* The next message already received, without waiting: 1 with *m filled,
  * or 0 when there is none. */
 int zp__hub_next(zp__hub *h, zp__hub_msg *m);
+
+/* ---- Hubs of the listener (transport/listener.c) -------------------------
+ * A hub may also be one end of an inproc PAIR: the same messages, routing
+ * id and body, between a stage and the listener that owns the ROUTER. */
+
+/*
+ * A hub on a PAIR socket at inproc endpoint `name`, bound or connected,
+ * whose zp__hub_endpoint() is `shown`. Returns NULL with *why on failure.
+ */
+zp__hub *zp__hub_pair(void *zctx, const char *name, bool bind,
+                      const char *shown, char **why);
+
+/* The hub's socket, for polling it with others. */
+void *zp__hub_socket(const zp__hub *h);
+
+/*
+ * Sends the message last read from `from` on to `to`, with its routing id,
+ * sharing its bytes rather than copying them; it stays readable in `from`.
+ * Returns 0, or ZP_EIO when `to` cannot take it (a worker that is gone, a
+ * PAIR whose other end is closed). Never blocks.
+ */
+int zp__hub_pass(zp__hub *from, zp__hub *to);
 
 #endif

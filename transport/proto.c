@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "core/pipeline.h"
 #include "transport/batch.h"
 
 #define STR_(x) #x
@@ -34,6 +35,7 @@ enum kind {
     BIN,       /* a bin, maybe empty: data, data_len                */
     BIN_FULL,  /* a non-empty bin: data, data_len                   */
     TASK_LIST, /* an array of non-empty strs, at most MAX_TASKS     */
+    POOL,      /* a str that names a pool: pool, pool_len           */
 };
 
 typedef struct field {
@@ -65,6 +67,9 @@ static const field hello_fields[] = {
     F(TASK_LIST, tasks,
       "HELLO: field 'tasks' must be an array of at most " XSTR(
           ZP__PROTO_MAX_TASKS) " non-empty strings"),
+    F(POOL, pool,
+      "HELLO: field 'pool' must be a string of 1 to " XSTR(
+          ZP__POOL_MAX) " characters of A-Z a-z 0-9 _ . -"),
 };
 
 static const field ready_fields[] = {
@@ -118,24 +123,25 @@ typedef struct layout {
     const char *name;
     const field *fields; /* after the version and the type */
     size_t n;
-    size_t min;      /* fields a body must have; those after are optional */
+    size_t optional; /* the last ones a body may leave out */
     const char *why; /* the reason when a body has another count */
 } layout;
 
-#define NFIELDS(fields) (sizeof fields / sizeof *fields)
-#define L(name, fields, why)                                \
-    {                                                       \
-        name, fields, NFIELDS(fields), NFIELDS(fields), why \
+#define L(name, fields, why)                                 \
+    {                                                        \
+        name, fields, sizeof fields / sizeof *fields, 0, why \
     }
 /* The last field is optional: older workers do not send it. */
-#define L_OPT(name, fields, why)                                \
-    {                                                           \
-        name, fields, NFIELDS(fields), NFIELDS(fields) - 1, why \
+#define L_OPT(name, fields, why)                             \
+    {                                                        \
+        name, fields, sizeof fields / sizeof *fields, 1, why \
     }
 
 static const layout layouts[] = {
-    [ZP__HELLO] = L("HELLO", hello_fields,
-                    "HELLO: expected 4 fields: name, pid, capacity, tasks"),
+    [ZP__HELLO] = {"HELLO", hello_fields,
+                   sizeof hello_fields / sizeof *hello_fields, 1,
+                   "HELLO: expected 4 or 5 fields: name, pid, capacity, "
+                   "tasks[, pool]"},
     [ZP__READY] = L("READY", ready_fields, "READY: expected 1 field: credit"),
     [ZP__STAGE] = L("STAGE", stage_fields,
                     "STAGE: expected 6 fields: run, stage, task, flags, "
@@ -208,15 +214,22 @@ static void put_str(enc *e, const char *s)
     put_raw(e, false, s, strlen(s));
 }
 
-static void start(enc *e, msgpack_sbuffer *sb, int type)
+/* Starts a message of `type` with `omitted` of its optional fields left
+ * out. */
+static void start_less(enc *e, msgpack_sbuffer *sb, int type, size_t omitted)
 {
     const layout *l = layout_of((uint64_t)type);
-    assert(sb != NULL && l != NULL);
+    assert(sb != NULL && l != NULL && omitted <= l->optional);
     *e = (enc){.sb = sb, .start = sb->size};
     msgpack_packer_init(&e->pk, sb, msgpack_sbuffer_write);
-    e->failed = msgpack_pack_array(&e->pk, 2 + l->n) != 0;
+    e->failed = msgpack_pack_array(&e->pk, 2 + l->n - omitted) != 0;
     put_uint(e, ZP__PROTO_VERSION);
     put_uint(e, (uint64_t)type);
+}
+
+static void start(enc *e, msgpack_sbuffer *sb, int type)
+{
+    start_less(e, sb, type, 0);
 }
 
 /* Ends the message; on failure sb is left as it was. */
@@ -230,11 +243,12 @@ static int finish(enc *e)
 }
 
 int zp__msg_hello(msgpack_sbuffer *sb, const char *name, uint32_t pid,
-                  uint32_t capacity, const char *const *tasks, size_t ntasks)
+                  uint32_t capacity, const char *const *tasks, size_t ntasks,
+                  const char *pool)
 {
     enc e;
     assert(tasks != NULL || ntasks == 0);
-    start(&e, sb, ZP__HELLO);
+    start_less(&e, sb, ZP__HELLO, pool == NULL);
     put_str(&e, name);
     put_uint(&e, pid);
     put_uint(&e, capacity);
@@ -243,6 +257,8 @@ int zp__msg_hello(msgpack_sbuffer *sb, const char *name, uint32_t pid,
         e.failed = msgpack_pack_array(&e.pk, ntasks) != 0;
     for (size_t i = 0; i < ntasks && !e.failed && !e.too_large; i++)
         put_str(&e, tasks[i]);
+    if (pool != NULL)
+        put_str(&e, pool);
     return finish(&e);
 }
 
@@ -333,6 +349,20 @@ int zp__msg_bye(msgpack_sbuffer *sb, const char *reason)
 
 /* ---- Decoding ------------------------------------------------------------ */
 
+bool zp__msg_serves(const zp__msg *m, const char *task, const char *pool)
+{
+    assert(m->type == ZP__HELLO);
+    if (pool != NULL &&
+        (m->pool_len != strlen(pool) || memcmp(m->pool, pool, m->pool_len)))
+        return false;
+    for (uint32_t i = 0; i < m->tasks->via.array.size; i++) {
+        const msgpack_object_str *s = &m->tasks->via.array.ptr[i].via.str;
+        if (s->size == strlen(task) && memcmp(s->ptr, task, s->size) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Unsigned integers and the ranges their member and kind allow. */
 static bool take_uint(const field *f, const msgpack_object *o, zp__msg *m)
 {
@@ -392,6 +422,9 @@ static bool take(const field *f, const msgpack_object *o, zp__msg *m)
         return take_raw(o, MSGPACK_OBJECT_BIN, f->kind == BIN_FULL, &m->data,
                         &m->data_len);
     case TASK_LIST: return take_tasks(o, m);
+    case POOL:
+        return take_raw(o, MSGPACK_OBJECT_STR, true, &m->pool, &m->pool_len) &&
+               zp__pool_name_ok(m->pool, m->pool_len);
     default: return take_uint(f, o, m);
     }
 }
@@ -452,9 +485,9 @@ static const char *check_fields(const msgpack_object *top, zp__msg *m)
 {
     const layout *l = layout_of((uint64_t)m->type);
     size_t n = top->via.array.size - 2; /* the header was checked */
-    if (n < l->min || n > l->n)
+    if (n > l->n || n < l->n - l->optional)
         return l->why;
-    if (l->min < l->n)
+    if (m->type == ZP__OUT || m->type == ZP__DONE || m->type == ZP__FAIL)
         m->busy = ZP__BUSY_UNSAID; /* the optional field, until read */
     for (size_t i = 0; i < n; i++)
         if (!take(&l->fields[i], &top->via.array.ptr[2 + i], m))

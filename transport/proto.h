@@ -78,6 +78,8 @@ typedef struct zp__msg {
                          STAGE: the bind value as msgpack, or empty     */
     size_t data_len;
     const msgpack_object *tasks; /* HELLO: array of task-name strings      */
+    const char *pool; /* HELLO: the worker's pool, or NULL for none     */
+    size_t pool_len;
 } zp__msg;
 
 /*
@@ -95,7 +97,8 @@ int zp__msg_decode(const void *body, size_t len, msgpack_zone *zone, zp__msg *m,
  * Return 0 or ZP_ENOMEM.
  */
 int zp__msg_hello(msgpack_sbuffer *sb, const char *name, uint32_t pid,
-                  uint32_t capacity, const char *const *tasks, size_t ntasks);
+                  uint32_t capacity, const char *const *tasks, size_t ntasks,
+                  const char *pool /* NULL: the field is left out */);
 int zp__msg_ready(msgpack_sbuffer *sb, uint32_t credit);
 int zp__msg_stage(msgpack_sbuffer *sb, uint64_t run, uint32_t stage,
                   const char *task, uint32_t flags, uint32_t retries,
@@ -111,6 +114,13 @@ int zp__msg_fail(msgpack_sbuffer *sb, uint64_t run, uint32_t stage,
                  uint64_t busy);
 int zp__msg_heartbeat(msgpack_sbuffer *sb);
 int zp__msg_bye(msgpack_sbuffer *sb, const char *reason);
+
+/*
+ * Whether the worker of HELLO `m` serves `task` for a stage of `pool`: it
+ * announced the task, and, when `pool` is not NULL, it joined that pool (a
+ * stage without a pool takes any worker).
+ */
+bool zp__msg_serves(const zp__msg *m, const char *task, const char *pool);
 
 /* The name of a message type, for logs ("HELLO"), or "unknown". */
 const char *zp__msg_type_name(int type);

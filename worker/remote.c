@@ -311,9 +311,10 @@ static int send_hello(server *s)
     snprintf(name, sizeof name, "%s:%d", host, (int)getpid());
     msgpack_sbuffer_init(&sb);
     zp__registry_each(add_name, &ns);
-    int rc = zp__msg_hello(
-        &sb, name, (uint32_t)getpid(),
-        (uint32_t)(s->o->threads * ZP__PROTO_CREDIT_PER_THREAD), ns.v, ns.n);
+    int rc =
+        zp__msg_hello(&sb, name, (uint32_t)getpid(),
+                      (uint32_t)(s->o->threads * ZP__PROTO_CREDIT_PER_THREAD),
+                      ns.v, ns.n, s->o->pool);
     if (rc == 0)
         rc = zp__peer_send(s->peer, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);

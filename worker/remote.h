@@ -13,6 +13,7 @@
 typedef struct zp__serve_opts {
     const char *endpoint;   /* the coordinator                          */
     int threads;            /* items run at once (>= 1)                 */
+    const char *pool;       /* the pool it joins (checked), or NULL     */
     const char *server_key; /* CURVE: the server's public key file      */
     const char *secret_key; /* CURVE: this worker's secret key file     */
     bool child;             /* spawned by its coordinator: die with it  */

@@ -28,19 +28,17 @@ typedef struct zp__stage {
 } zp__stage;
 
 /* What a stage is given to run. Everything is borrowed and outlives the
- * stage; strings may be NULL. */
+ * stage. */
 typedef struct zp__stage_cfg {
     const zp__stage_def *def;   /* the stage                               */
-    zp__runctl *run;            /* failures, stopping, the private folder  */
+    zp__runctl *run;            /* failures, stopping, the private folder,
+                                   the listener of remote workers          */
     uint64_t run_id;            /* tells this run from others on the wire  */
     uint32_t index;             /* the stage's place in the run, from 0    */
     zp__edge *in;               /* its input; NULL for the first stage     */
     zp__edge *out;              /* its output                              */
     const msgpack_object *args; /* the first stage's input                 */
     void *zctx;                 /* the run's ZeroMQ context                */
-    const char *listen;         /* where remote workers connect            */
-    const char *curve_secret;   /* CURVE server secret key file            */
-    const char *curve_allow;    /* allowed worker public keys              */
     int wait_workers_ms;        /* longest wait for a first remote worker  */
 } zp__stage_cfg;
 

@@ -55,10 +55,12 @@ static int encode_hello(const zp__msg *m, const char *name, msgpack_sbuffer *sb)
     char **names;
     size_t n;
     int rc = 1;
-    if (task_names(m, &names, &n))
+    char *pool = m->pool ? c_string(m->pool, m->pool_len) : NULL;
+    if (task_names(m, &names, &n) && (m->pool == NULL || pool != NULL))
         rc = zp__msg_hello(sb, name, m->pid, m->credit,
-                           (const char *const *)names, n);
+                           (const char *const *)names, n, pool);
     free_names(names, n);
+    free(pool);
     return rc;
 }
 

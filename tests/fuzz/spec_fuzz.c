@@ -5,7 +5,9 @@
  * either a pipeline or an error message, never a crash: the message quotes
  * the spec on its second line and points a caret into it on its third, and
  * a pipeline has a stage per '|'-separated task, each with a registered
- * task's name and options the pipeline module accepted.
+ * task's name (or, for a mode=remote stage, any name) and options the
+ * pipeline module accepted: a pool, if any, well named and on a remote
+ * stage.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +63,10 @@ static void check_pipeline(const zp_pipeline *p, const char *spec)
               (s->afn == zp_lookup_async(s->name)));
         CHECK(s->opts.workers >= 1 && s->opts.throttle >= 1);
         CHECK((s->bind_json == NULL) == (zp__stage_bound(s) == NULL));
+        CHECK(s->fn != NULL || s->afn != NULL || s->opts.mode == ZP_REMOTE);
+        CHECK(s->opts.pool == NULL ||
+              (s->opts.mode == ZP_REMOTE &&
+               zp__pool_name_ok(s->opts.pool, strlen(s->opts.pool))));
     }
 }
 
