@@ -15,6 +15,8 @@
 #  6. run 2: a worker container is killed mid-run: nothing is lost;
 #  7. run 3: the CURVE variant (compose.curve.yml) with `zpipe keygen`
 #     keys: a worker with a key not on the allow-list is refused;
+#  8. run 4: examples/python/compose.yml, a stage served by Python workers
+#     (skipped, saying so, while the image has no zpipe_worker);
 # then removes what it made: containers, networks, images, the daemon it
 # started, temporary files. Traffic between containers stays on a bridge
 # of this machine; only the image build reaches the Debian mirror.
@@ -52,6 +54,7 @@ show() { echo "--- last lines of $1:" >&2; tail -n "${2:-40}" "$1" >&2 || true; 
 
 compose_cmd=(docker-compose --project-name "$project" -f docker/compose.yml)
 curve_cmd=("${compose_cmd[@]}" -f docker/compose.curve.yml)
+python_cmd=(docker-compose --project-name "$project" -f examples/python/compose.yml)
 compose() { "${compose_cmd[@]}" "$@"; }
 compose_curve() { "${curve_cmd[@]}" "$@"; }
 
@@ -278,6 +281,7 @@ validate() {
 }
 validate compose
 ZPIPE_KEYS=/nonexistent validate compose_curve
+validate "${python_cmd[@]}"
 
 # ---- Runs -----------------------------------------------------------------
 
@@ -406,3 +410,22 @@ check "$tmp/run3.jsonl" host_tag "$items3" 1 || die "run 3: wrong outputs"
     die "run 3: the intruder served items"
 docker rm -f "$intruder" >/dev/null
 compose_curve down --remove-orphans --timeout 3 >/dev/null 2>&1
+
+step "run 4: examples/python/compose.yml, estimate_pi served by 2 Python workers"
+if docker run --rm --network none --entrypoint python3 "$image" -c 'import zpipe_worker' \
+    >/dev/null 2>&1; then
+    if ! ZPIPE_ITEMS='[40]' ZPIPE_POINTS=20000 timeout 300 "${python_cmd[@]}" up --no-build \
+        --no-color --timeout 3 --scale pyworker=2 --exit-code-from coordinator \
+        >"$tmp/run4.log" 2>&1; then
+        show "$tmp/run4.log"
+        die "run 4: the coordinator failed"
+    fi
+    docker logs "$("${python_cmd[@]}" ps -q coordinator 2>/dev/null)" 2>/dev/null >"$tmp/run4.jsonl"
+    python3 -c 'import json, sys; s = json.loads(open(sys.argv[1]).read())
+assert s["count"] == 40 and 3.0 < s["mean"] < 3.3, s
+print(f"  {s}")' "$tmp/run4.jsonl" || die "run 4: wrong summary"
+    "${python_cmd[@]}" down --remove-orphans --timeout 3 >/dev/null 2>&1
+else
+    echo "  skipped: python3 -c 'import zpipe_worker' fails in $image" \
+        "(python3 and the python3-zpipe-worker package are not in it)"
+fi
