@@ -19,6 +19,8 @@ naming it. Breaking a rule (a second output from a task whose stage is not
 
 import asyncio
 import functools
+import sys
+import traceback
 
 import msgpack
 
@@ -103,7 +105,8 @@ class Packer:
 class Ran:
     """What the items of a batch made: outs (for plain functions one per
     item, NOTHING for none; else all outputs, item i's ending at ends[i]),
-    the counts, and the first failure (index in the batch, message)."""
+    the counts, and the first failure: (index in the batch, message, the
+    exception or None)."""
 
     __slots__ = ("outs", "ends", "retried", "skipped", "failure")
 
@@ -144,7 +147,7 @@ def _run_plain(st, items):
                 outs.append(NOTHING)
                 ran.skipped += 1
             else:
-                ran.failure = (i, describe(err))
+                ran.failure = (i, describe(err), err)
                 return ran
 
 
@@ -162,14 +165,14 @@ def _run_gen(st, items):
             except Exception as e:
                 err = e
         if err is None and not st.branch and len(res) > 1 and _count(res) > 1:
-            ran.failure = (i, SECOND_OUTPUT)
+            ran.failure = (i, SECOND_OUTPUT, None)
             return ran
         if err is None:
             outs.extend(res)
         elif st.skip:
             ran.skipped += 1
         else:
-            ran.failure = (i, describe(err))
+            ran.failure = (i, describe(err), err)
             return ran
         ends.append(len(outs))
     return ran
@@ -213,16 +216,25 @@ def _slow(job, ran, skip, pk):
     return msgs
 
 
-def answer(job, seq, ran, skip, pk):
-    """The bodies that answer batch `job` (run, stage, batch, data) whose
-    items, from index seq, made `ran`."""
+def _report(name, index, err):
+    """Writes the traceback of an item's last failure on stderr."""
+    text = "".join(traceback.format_exception(err)).rstrip()
+    print(f"zpipe_worker: task '{name}' failed on item {index}:\n{text}",
+          file=sys.stderr, flush=True)
+
+
+def answer(job, seq, ran, st, pk):
+    """The bodies that answer batch `job` (run, stage, batch, data) of
+    stage st, whose items, from index seq, made `ran`."""
     run, stage, batch, _ = job
     if ran.failure is not None:
-        i, why = ran.failure
+        i, why, err = ran.failure
+        if err is not None:
+            _report(st.name, seq + i, err)
         return [proto.fail(run, stage, batch, seq + i, why)]
     packed = pk.pack_all(ran.outs)
     if packed is None:
-        return _slow(job, ran, skip, pk)
+        return _slow(job, ran, st.skip, pk)
     return [proto.outputs(proto.DONE, run, stage, batch, len(ran.outs),
                           (packed,), len(packed), ran.retried, ran.skipped)]
 
@@ -247,15 +259,15 @@ def run_sync(job, st, pk):
         return opened
     seq, items = opened
     ran = (_run_gen if st.task.is_gen else _run_plain)(st, items)
-    return answer(job, seq, ran, st.skip, pk)
+    return answer(job, seq, ran, st, pk)
 
 
 # ---- Async tasks -------------------------------------------------------------
 
 class _ItemFailed(Exception):
-    def __init__(self, index, why):
+    def __init__(self, index, why, err=None):
         super().__init__(why)
-        self.index, self.why = index, why
+        self.failure = (index, why, err)
 
 
 _SKIPPED = object()
@@ -275,7 +287,7 @@ async def _run_item(st, i, x, sem):
     else:
         if st.skip:
             return _SKIPPED, st.retries
-        raise _ItemFailed(i, describe(err))
+        raise _ItemFailed(i, describe(err), err)
     if gen and not st.branch and len(res) > 1 and _count(res) > 1:
         raise _ItemFailed(i, SECOND_OUTPUT)
     return res, attempt
@@ -297,8 +309,7 @@ async def run_async(job, st, sem, pk):
     except _ItemFailed as f:
         for t in tasks:
             t.cancel()
-        return answer(job, seq, Ran([], None, failure=(f.index, f.why)),
-                      st.skip, pk)
+        return answer(job, seq, Ran([], None, failure=f.failure), st, pk)
     ran = Ran([], [] if st.task.is_gen else None)
     for res, n in results:
         ran.retried += n
@@ -310,4 +321,4 @@ async def run_async(job, st, sem, pk):
             ran.ends.append(len(ran.outs))
         else:
             ran.outs.append(res)
-    return answer(job, seq, ran, st.skip, pk)
+    return answer(job, seq, ran, st, pk)

@@ -14,6 +14,7 @@ import traceback
 import zmq
 
 from . import _keys
+from ._proto import MAX_TASKS
 from ._serve import Worker
 from ._tasks import registry
 
@@ -88,13 +89,16 @@ def _threads(text):
     return int(text)
 
 
-def _load(name):
+def _load(name, loaded):
     """Imports a module file (a path ending in .py, or with a /) or an
-    importable module; its @task functions register themselves."""
+    importable module, once; its @task functions register themselves."""
     if name.endswith(".py") or os.sep in name:
-        path = os.path.abspath(name)
+        path = os.path.realpath(name)
         if not os.path.isfile(path):
             raise UsageError(f"--module {name}: no such file")
+        if path in loaded:
+            return
+        loaded.add(path)
         # Its neighbours are importable, as when it is run as a script.
         sys.path.insert(0, os.path.dirname(path))
         mod_name = os.path.splitext(os.path.basename(path))[0]
@@ -107,9 +111,10 @@ def _load(name):
 
 
 def _load_all(names):
+    loaded = set()
     for name in names:
         try:
-            _load(name)
+            _load(name, loaded)
         except UsageError:
             raise
         except Exception:
@@ -118,6 +123,9 @@ def _load_all(names):
     if not registry:
         raise UsageError("no tasks to serve: give --module FILE.py, a file "
                          "with functions decorated with @zpipe_worker.task")
+    if len(registry) > MAX_TASKS:
+        raise UsageError(f"{len(registry)} tasks, more than a worker may "
+                         f"announce ({MAX_TASKS})")
 
 
 def _config(argv):

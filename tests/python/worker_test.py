@@ -11,6 +11,8 @@ with $ZPIPE and $ZPIPE_CONFORMANCE_PLUGIN set, to `zpipe run`.
 """
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import signal
@@ -56,15 +58,20 @@ def answer(msgs):
     return [_proto.decode(m) for m in msgs]
 
 
-def run(fn, items, seq=0, **kw):
+def run(fn, items, seq=0, log=None, **kw):
     """Runs items through fn as a batch: ('DONE', outputs, retried,
-    skipped) or ('FAIL', seq, message)."""
+    skipped) or ('FAIL', seq, message). What it writes on stderr goes to
+    `log` (a list) when given."""
     st = stage(fn, **kw)
     job = (1, 2, 3, framed(seq, items))
-    if st.task.is_async:
-        msgs = asyncio.run(_await(job, st))
-    else:
-        msgs = _batch.run_sync(job, st, _batch.Packer())
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        if st.task.is_async:
+            msgs = asyncio.run(_await(job, st))
+        else:
+            msgs = _batch.run_sync(job, st, _batch.Packer())
+    if log is not None:
+        log.append(err.getvalue())
     return _result(answer(msgs))
 
 
@@ -117,8 +124,12 @@ class Tasks(unittest.TestCase):
             if x == 13:
                 raise RuntimeError()
             return x
-        self.assertEqual(run(f, [10, 11, 12], seq=10),
+        log = []
+        self.assertEqual(run(f, [10, 11, 12], seq=10, log=log),
                          ("FAIL", 12, "ValueError: 12 is bad"))
+        self.assertIn("zpipe_worker: task 'f' failed on item 12:\n"
+                      "Traceback (most recent call last):", log[0])
+        self.assertIn('raise ValueError(f"{x} is bad")', log[0])
         self.assertEqual(run(f, [13], seq=13), ("FAIL", 13, "RuntimeError"))
 
     def test_retries_run_an_item_again_and_are_counted(self):
@@ -455,7 +466,9 @@ class Worker(unittest.TestCase):
         self.stop(p)
 
     def test_a_worker_without_pool_sends_four_fields(self):
-        p = self.start("--connect", self.coord.endpoint, "--threads", "2")
+        # A module given twice is loaded once.
+        p = self.start("--connect", self.coord.endpoint, "--threads", "2",
+                       "--module", self.module.path)
         _, hello = self.coord.recv()
         self.assertEqual(hello[3:], [2 * 16384, ["gather", "twice"]])
         self.stop(p)
