@@ -10,11 +10,12 @@ header is then left out. Anything unusual (an output of NOTHING, one that
 cannot be packed, outputs over OUT_CHUNK bytes) takes a slower path that
 packs item by item.
 
-Item failures follow the C worker (worker/call.c): a task that raises is
-called again up to `retries` times; if it still raises, its item is
-dropped and counted with on_error=skip, otherwise the batch answers FAIL
-naming it. Breaking a rule (a second output from a task whose stage is not
-`branch`, outputs too large for a message) fails at once.
+Item failures follow the C worker (worker/call.c): a task that raises
+(anything, SystemExit included: the worker goes on) is called again up
+to `retries` times; if it still raises, its item is dropped and counted
+with on_error=skip, otherwise the batch answers FAIL naming it. Breaking
+a rule (a second output from a task whose stage is not `branch`, outputs
+too large for a message) fails at once.
 """
 
 import asyncio
@@ -125,7 +126,7 @@ def _again(fn, x, retries, err):
     for n in range(1, retries + 1):
         try:
             return fn(x), n, None
-        except Exception as e:
+        except BaseException as e:  # SystemExit too: the worker goes on
             err = e
     return None, retries, err
 
@@ -137,7 +138,7 @@ def _run_plain(st, items):
         try:
             outs.extend(map(fn, it))
             return ran
-        except Exception as e:
+        except BaseException as e:
             i = len(outs)
             out, n, err = _again(fn, items[i], st.retries, e)
             ran.retried += n
@@ -162,7 +163,7 @@ def _run_gen(st, items):
                 res = list(fn(x))
                 err = None
                 break
-            except Exception as e:
+            except BaseException as e:
                 err = e
         if err is None and not st.branch and len(res) > 1 and _count(res) > 1:
             ran.failure = (i, SECOND_OUTPUT, None)
@@ -262,7 +263,7 @@ def run_sync(job, st, pk):
     return answer(job, seq, ran, st, pk)
 
 
-# ---- Async tasks -------------------------------------------------------------
+# ---- Async tasks ------------------------------------------------------------
 
 class _ItemFailed(Exception):
     def __init__(self, index, why, err=None):
@@ -282,7 +283,9 @@ async def _run_item(st, i, x, sem):
             try:
                 res = [o async for o in fn(x)] if gen else await fn(x)
                 break
-            except Exception as e:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:
                 err = e
     else:
         if st.skip:

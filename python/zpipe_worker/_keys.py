@@ -43,26 +43,28 @@ def _read(path, what, secret):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY
                      | os.O_NONBLOCK)
     except OSError as e:
-        raise KeyFileError(f"cannot open {what} {path}: {e.strerror}") from None
+        raise KeyFileError(f"cannot open {what} {path}: {e.strerror}") \
+            from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(f"{path} is not a regular file")
         mode = st.st_mode & 0o777
         if secret and mode & 0o077:
-            raise KeyFileError(f"secret key file {path} is accessible to group "
-                            f"or others (mode {mode:03o}); refusing it: run "
-                            f"chmod 600 {path}")
+            raise KeyFileError(f"secret key file {path} is accessible to "
+                               f"group or others (mode {mode:03o}); refusing "
+                               f"it: run chmod 600 {path}")
         if st.st_size > KEY_FILE_MAX:
             raise KeyFileError(f"{path} is too large ({st.st_size} bytes, at "
-                            f"most {KEY_FILE_MAX})")
+                               f"most {KEY_FILE_MAX})")
         text = os.read(fd, KEY_FILE_MAX + 1)
     except OSError as e:
         raise KeyFileError(f"cannot read {path}: {e.strerror}") from None
     finally:
         os.close(fd)
     if len(text) > KEY_FILE_MAX:
-        raise KeyFileError(f"{path} is too large (at most {KEY_FILE_MAX} bytes)")
+        raise KeyFileError(f"{path} is too large (at most {KEY_FILE_MAX} "
+                           f"bytes)")
     if b"\0" in text:
         raise KeyFileError(f"{path} holds binary data, not text")
     return text

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""The wire protocol of docs/protocol.md, worker's side: pure bytes, no sockets.
+"""The wire protocol of docs/protocol.md, a worker's side: pure bytes.
 
 Message bodies are one msgpack array [version, type, field...]. The decoder
 checks every field as the C side does (transport/proto.c) and raises
@@ -54,7 +54,8 @@ _LAYOUTS = {
 }
 
 _WHAT = {
-    U32: "an unsigned 32-bit integer", U32_POS: "an unsigned 32-bit integer >= 1",
+    U32: "an unsigned 32-bit integer",
+    U32_POS: "an unsigned 32-bit integer >= 1",
     U64: "an unsigned integer", FLAGS: "an unsigned integer of known bits",
     STR: "a string", STR_FULL: "a non-empty string", BIN: "a bin",
     BIN_FULL: "a non-empty bin",

@@ -323,7 +323,8 @@ class Worker:
         """Waits for the threads to end; a second signal cuts it short."""
         self.executors.stop()
         self.aloop.stop()
-        while not self.hurry and (self.executors.alive() or self.aloop.alive()):
+        while not self.hurry and (self.executors.alive()
+                                  or self.aloop.alive()):
             select.select([self.rfd], [], [], 1.0)
             self._drain()
 

@@ -83,7 +83,8 @@ class Proc:
         self.argv, self.name = argv, name
         self.out_path = os.path.join(folder, f"{name}.out")
         self.err_path = os.path.join(folder, f"{name}.err")
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+        with open(self.out_path, "wb") as out, \
+                open(self.err_path, "wb") as err:
             self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                       stdout=out, stderr=err,
                                       preexec_fn=_die_with_parent)
@@ -208,7 +209,7 @@ def ended_cleanly(worker, signo=signal.SIGTERM):
            f"{signal.Signals(signo).name}, not 0")
 
 
-# ---- A scripted coordinator ---------------------------------------------------
+# ---- A scripted coordinator -------------------------------------------------
 
 class Coordinator:
     """A ROUTER socket at the check's endpoint that speaks the protocol as
@@ -271,7 +272,7 @@ def unframed(data):
     return seq, [u.unpack() for _ in range(count)], list(u)
 
 
-# ---- The checks ---------------------------------------------------------------
+# ---- The checks -------------------------------------------------------------
 
 CHECKS = []
 
@@ -545,7 +546,7 @@ def a_bad_key_file_is_a_usage_error(t):
     expect(rc == 2, f"--curve-server without --curve-secret: exit status {rc}")
 
 
-# ---- Running them ---------------------------------------------------------------
+# ---- Running them -----------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(

@@ -132,6 +132,11 @@ class Tasks(unittest.TestCase):
         self.assertIn('raise ValueError(f"{x} is bad")', log[0])
         self.assertEqual(run(f, [13], seq=13), ("FAIL", 13, "RuntimeError"))
 
+        def leaves(x):
+            raise SystemExit(3)
+        self.assertEqual(run(leaves, [1, 2], seq=1, flags=_proto.STAGE_SKIP,
+                             retries=1), ("DONE", [], 2, 2))
+
     def test_retries_run_an_item_again_and_are_counted(self):
         tries = {}
 
@@ -185,8 +190,8 @@ class Tasks(unittest.TestCase):
 
         def g(x):
             return [zpipe_worker.NOTHING]
-        self.assertEqual(run(g, [0]), ("FAIL", 0, "TypeError: "
-                                       "zpipe_worker.NOTHING inside an output"))
+        self.assertEqual(run(g, [0]), ("FAIL", 0, "TypeError: zpipe_worker."
+                                       "NOTHING inside an output"))
 
     def test_values_keep_their_msgpack_bytes(self):
         items = [b"\xff\xfe", "caf\u00e9", {1: [True, None, 1.5]},
@@ -319,7 +324,8 @@ class KeyFiles(unittest.TestCase):
         self.dir.cleanup()
 
     def write(self, text, mode=0o600):
-        path = os.path.join(self.dir.name, f"k{len(os.listdir(self.dir.name))}")
+        n = len(os.listdir(self.dir.name))
+        path = os.path.join(self.dir.name, f"k{n}")
         with open(path, "w") as f:
             f.write(text)
         os.chmod(path, mode)
@@ -345,7 +351,7 @@ class KeyFiles(unittest.TestCase):
             _keys.read_key(os.path.join(self.dir.name, "none"), False)
 
 
-# ---- Processes ------------------------------------------------------------------
+# ---- Processes --------------------------------------------------------------
 
 def free_endpoint():
     with socket.socket() as s:
