@@ -28,7 +28,8 @@ Serves the tasks of Python modules (functions decorated with
 ENDPOINT, a `zpipe run --listen`, as `zpipe worker` serves those of
 plugins. It waits for the coordinator to come, stays for its next runs,
 and ends on SIGINT or SIGTERM (telling the coordinator, which sends its
-items elsewhere at once), or when the coordinator tells it to.
+items elsewhere at once; the calls running may end first, unless a second
+signal comes), or when the coordinator tells it to.
 
 options:
   --connect ENDPOINT    the coordinator, such as tcp://host:5555
@@ -39,8 +40,10 @@ options:
                         and generator tasks, calls in flight on the
                         asyncio loop for async ones
                         (default: $ZPIPE_THREADS, or 1)
-  --pool NAME           join the worker pool NAME: serve only the stages
-                        that ask for it (default: $ZPIPE_POOL, or none)
+  --pool NAME           join the worker pool NAME, whose workers alone
+                        serve the stages with pool=NAME; needs a
+                        coordinator with worker pools
+                        (default: $ZPIPE_POOL, or none)
   --curve-server FILE   CURVE: the coordinator's public key file, from
                         zpipe keygen (default: $ZPIPE_CURVE_SERVER)
   --curve-secret FILE   CURVE: this worker's secret key file, mode 0600 or
@@ -51,7 +54,8 @@ A task's exception fails its item with the text `TypeName: message`;
 retries=N and on_error=skip of its stage apply as for C tasks.
 docs/python.md has the details.
 
-exit status: 0 after a clean end, 2 a usage or configuration error.
+exit status: 0 after a clean end, 2 a usage or configuration error,
+128+N when a second signal N ended it before its running calls returned.
 """
 
 
