@@ -10,6 +10,12 @@ same `zpipe run`, in the same invocation:
      (default 2000), served by 4 workers of 2 threads each, beside the
      ideal of 800 items/s.
 
+  3. where the Python worker's time goes: its batch runner alone, in this
+     process, over batches of 4096 integers (as the coordinator sends
+     trivial items): decoding the batch, calling `identity` on each item,
+     packing the outputs into DONE, beside the bare Python loop
+     `[identity(x) for x in items]`, which no worker can beat.
+
 Rates are steady rates: the outputs (msgpack, read from zpipe run's
 stdout as they come) from the 10th to the 90th percent, over the time
 between them, so that the workers' start and joining (a Python worker
@@ -30,6 +36,7 @@ or `cmake --build build --target python_bench`.
 
 import argparse
 import os
+import timeit
 import signal
 import socket
 import subprocess
@@ -127,6 +134,33 @@ class Bench:
             for w in ws:
                 cpu_of(w, signal.SIGTERM)
 
+    def breakdown(self):
+        """ns per item of each step of the batch runner, best of rounds."""
+        sys.dont_write_bytecode = True  # nothing left in the source tree
+        sys.path.insert(0, os.path.join(ROOT, "python"))
+        from zpipe_worker import _batch, _proto, _tasks
+
+        def identity(x):
+            return x
+        items = list(range(1 << 20, (1 << 20) + 4096))
+        data = (msgpack.packb(0) + msgpack.packb(len(items))
+                + b"".join(msgpack.packb(i) for i in items))
+        task = _tasks.Task("identity", identity)
+        st = _batch.Stage("identity", 0, 0, b"", {"identity": task})
+        pk, job = _batch.Packer(), (1, 2, 3, data)
+        ran = _batch._run_plain(st, items)
+        steps = [
+            ("decode the batch", lambda: _proto.open_batch(data)),
+            ("call the task", lambda: _batch._run_plain(st, items)),
+            ("pack the outputs, DONE",
+             lambda: _batch.answer(job, 0, ran, st, pk)),
+            ("the whole batch", lambda: _batch.run_sync(job, st, pk)),
+            ("bare loop [identity(x) for x in items]",
+             lambda: [identity(x) for x in items]),
+        ]
+        return [(name, min(timeit.repeat(fn, number=200, repeat=self.a.rounds))
+                 / 200 / len(items) * 1e9) for name, fn in steps]
+
     def best(self, measure, better):
         got = {"C": [], "Python": []}
         for _ in range(self.a.rounds):
@@ -172,6 +206,13 @@ def main():
               f"whole run)  [rounds: {rounds}]")
     print(f"  ratio Python / C: {best['Python'][0] / best['C'][0]:.3f}   "
           f"(target: 1, as fast as C)")
+
+    print(f"the Python worker's batch runner, batches of 4096 integers, "
+          f"best of {a.rounds}:")
+    steps = b.breakdown()
+    for name, ns in steps:
+        print(f"  {name:40} {ns:6.1f} ns/item")
+    print(f"  ratio whole batch / bare loop: {steps[3][1] / steps[4][1]:.2f}")
     return 0
 
 
