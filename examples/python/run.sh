@@ -18,6 +18,7 @@ build=${ZPIPE_BUILD:-build}
 items=${1:-200}
 workers=${2:-2}
 python=/usr/bin/python3
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in the checkout
 
 if [ ! -x "$build/zpipe" ] || [ ! -e "$build/examples/zpipe-examples.so" ]; then
     echo "building zpipe in $build" >&2
