@@ -160,7 +160,8 @@ def open_batch(data):
     if count == 0 or count >= 1 << 32:
         raise ValueError(f"a batch of {count} items")
     try:
-        items = unpack(b"\xdd" + count.to_bytes(4, "big") + data[off:])
+        items = unpack(b"\xdd" + count.to_bytes(4, "big")
+                       + memoryview(data)[off:])
     except msgpack.ExtraData:
         raise ValueError("bytes after its last item") from None
     except Exception as e:
