@@ -14,8 +14,13 @@
  *   slow_square  n -> n * n, after 10 ms of "work" (for scaling out)
  *   resolve      "host name" -> its first address, looked up without
  *                holding a thread (an async task on libuv's getaddrinfo)
+ *   summarize    a join task: the stream of numbers -> {"count", "mean",
+ *                "stdev", "min", "max"}
+ *   estimate_pi  only a name: the task runs in Python workers
+ *                (examples/python/tasks.py); see below
  */
 #include <arpa/inet.h>
+#include <math.h>
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,4 +109,72 @@ ZP_ASYNC_TASK(resolve)
         free(l);
         zp_fail(call, "cannot look it up: %s", uv_strerror(rc));
     }
+}
+
+/* ---- summarize: a join task ---------------------------------------------- */
+
+static bool number(const msgpack_object *o, double *v)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        *v = (double)o->via.u64;
+    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        *v = (double)o->via.i64;
+    else if (o->type == MSGPACK_OBJECT_FLOAT32 ||
+             o->type == MSGPACK_OBJECT_FLOAT64)
+        *v = o->via.f64;
+    else
+        return false;
+    return true;
+}
+
+static void pack_key(msgpack_packer *pk, const char *key)
+{
+    msgpack_pack_str_with_body(pk, key, strlen(key));
+}
+
+/* Reads the whole stream of numbers and emits its summary: count, mean,
+ * sample standard deviation (Welford's running sums), minimum, maximum. */
+ZP_TASK(summarize)
+{
+    const msgpack_object *item;
+    double x, mean = 0, m2 = 0, lo = INFINITY, hi = -INFINITY;
+    uint64_t n = 0;
+    while (zp_next(call, &item)) {
+        if (!number(item, &x))
+            return zp_fail(call,
+                           "summarize takes numbers; item %llu is not "
+                           "one",
+                           (unsigned long long)n);
+        double d = x - mean;
+        mean += d / (double)++n;
+        m2 += d * (x - mean);
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+    }
+    msgpack_packer *pk = zp_out(call);
+    msgpack_pack_map(pk, 5);
+    pack_key(pk, "count");
+    msgpack_pack_uint64(pk, n);
+    pack_key(pk, "mean");
+    msgpack_pack_double(pk, n > 0 ? mean : NAN);
+    pack_key(pk, "stdev");
+    msgpack_pack_double(pk, n > 1 ? sqrt(m2 / (double)(n - 1)) : NAN);
+    pack_key(pk, "min");
+    msgpack_pack_double(pk, n > 0 ? lo : NAN);
+    pack_key(pk, "max");
+    msgpack_pack_double(pk, n > 0 ? hi : NAN);
+    return zp_emit(call);
+}
+
+/*
+ * estimate_pi is written in Python (examples/python/tasks.py) and served
+ * by `python3 -m zpipe_worker` to a `mode=remote` stage. zpipe run needs
+ * the name of every task of its spec, so this plugin declares it; it is
+ * never called there, as remote stages run only in workers.
+ */
+ZP_TASK(estimate_pi)
+{
+    return zp_fail(call, "estimate_pi runs in Python workers: give its stage "
+                         "mode=remote and start python3 -m zpipe_worker "
+                         "--module examples/python/tasks.py");
 }

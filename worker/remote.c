@@ -76,7 +76,7 @@ typedef struct server {
     zp__outbox *async_ob;    /* owned; used by the async loop's thread  */
 } server;
 
-static volatile sig_atomic_t signalled;
+static atomic_int signalled; /* read by the watchdog thread too */
 
 static void on_signal(int sig)
 {
