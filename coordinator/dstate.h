@@ -26,6 +26,7 @@
 #define STUCK_MIN_NS (30000 * MS) /* a batch out this long may be stuck */
 #define STUCK_TIMES 10            /* ... and this many times a batch's time */
 #define MAX_THREADS 4096          /* a worker's capacity counts this many */
+#define NEW_THREADS 64            /* and, while it is new, this many      */
 
 typedef struct zp__dworker dworker;
 typedef zp__dbatch dbatch;

@@ -21,6 +21,7 @@ too large for a message) fails at once.
 import asyncio
 import functools
 import sys
+import time
 import traceback
 
 import msgpack
@@ -109,11 +110,12 @@ class Ran:
     the counts, and the first failure: (index in the batch, message, the
     exception or None)."""
 
-    __slots__ = ("outs", "ends", "retried", "skipped", "failure")
+    __slots__ = ("outs", "ends", "retried", "skipped", "failure", "busy")
 
     def __init__(self, outs, ends, retried=0, skipped=0, failure=None):
         self.outs, self.ends = outs, ends
         self.retried, self.skipped, self.failure = retried, skipped, failure
+        self.busy = 0  # ns the task ran on the batch
 
 
 def _count(res):
@@ -196,7 +198,8 @@ def _slow(job, ran, skip, pk):
         except Exception as e:
             if not skip:
                 return [proto.fail(run, stage, batch,
-                                   proto.batch_seq(data) + i, describe(e))]
+                                   proto.batch_seq(data) + i, describe(e),
+                                   ran.busy)]
             ran.skipped += 1
             continue
         total = sum(map(len, packed))
@@ -204,16 +207,17 @@ def _slow(job, ran, skip, pk):
             return [proto.fail(
                 run, stage, batch, proto.batch_seq(data) + i,
                 f"its outputs take {total} bytes, more than a message to "
-                f"the coordinator holds ({most})")]
+                f"the coordinator holds ({most})", ran.busy)]
         if size and size + total > proto.OUT_CHUNK:
             msgs.append(proto.outputs(proto.OUT, run, stage, batch, n, parts,
-                                      size, ran.retried, ran.skipped))
+                                      size, ran.retried, ran.skipped,
+                                      ran.busy))
             parts, size, n = [], 0, 0
         parts += packed
         size += total
         n += len(packed)
     msgs.append(proto.outputs(proto.DONE, run, stage, batch, n, parts, size,
-                              ran.retried, ran.skipped))
+                              ran.retried, ran.skipped, ran.busy))
     return msgs
 
 
@@ -232,12 +236,13 @@ def answer(job, seq, ran, st, pk):
         i, why, err = ran.failure
         if err is not None:
             _report(st.name, seq + i, err)
-        return [proto.fail(run, stage, batch, seq + i, why)]
+        return [proto.fail(run, stage, batch, seq + i, why, ran.busy)]
     packed = pk.pack_all(ran.outs)
     if packed is None:
         return _slow(job, ran, st.skip, pk)
     return [proto.outputs(proto.DONE, run, stage, batch, len(ran.outs),
-                          (packed,), len(packed), ran.retried, ran.skipped)]
+                          (packed,), len(packed), ran.retried, ran.skipped,
+                          ran.busy)]
 
 
 def _open(job, st):
@@ -259,7 +264,9 @@ def run_sync(job, st, pk):
     if isinstance(opened, list):
         return opened
     seq, items = opened
+    t0 = time.perf_counter_ns()
     ran = (_run_gen if st.task.is_gen else _run_plain)(st, items)
+    ran.busy = time.perf_counter_ns() - t0
     return answer(job, seq, ran, st, pk)
 
 
@@ -275,25 +282,29 @@ _SKIPPED = object()
 
 
 async def _run_item(st, i, x, sem):
-    """(output or outputs or _SKIPPED, retries made) of one item; raises
-    _ItemFailed. It holds a place of `sem` while the task runs."""
-    fn, gen = st.call, st.task.is_gen
+    """(output or outputs or _SKIPPED, retries made, ns its calls took) of
+    one item; raises _ItemFailed. It holds a place of `sem` while the task
+    runs."""
+    fn, gen, busy = st.call, st.task.is_gen, 0
     for attempt in range(st.retries + 1):
         async with sem:
+            t0 = time.perf_counter_ns()
             try:
                 res = [o async for o in fn(x)] if gen else await fn(x)
+                busy += time.perf_counter_ns() - t0
                 break
             except asyncio.CancelledError:
                 raise
             except BaseException as e:
+                busy += time.perf_counter_ns() - t0
                 err = e
     else:
         if st.skip:
-            return _SKIPPED, st.retries
+            return _SKIPPED, st.retries, busy
         raise _ItemFailed(i, describe(err), err)
     if gen and not st.branch and len(res) > 1 and _count(res) > 1:
         raise _ItemFailed(i, SECOND_OUTPUT)
-    return res, attempt
+    return res, attempt, busy
 
 
 async def run_async(job, st, sem, pk):
@@ -314,8 +325,9 @@ async def run_async(job, st, sem, pk):
             t.cancel()
         return answer(job, seq, Ran([], None, failure=f.failure), st, pk)
     ran = Ran([], [] if st.task.is_gen else None)
-    for res, n in results:
+    for res, n, busy in results:
         ran.retried += n
+        ran.busy += busy
         if res is _SKIPPED:
             ran.skipped += 1
             res = [] if st.task.is_gen else NOTHING

@@ -44,14 +44,18 @@ _LAYOUTS = {
             "retries", U32, "bind", BIN),
     ITEM: ("run", U64, "stage", U32, "batch", U64, "items", BIN_FULL),
     OUT: ("run", U64, "stage", U32, "batch", U64, "outputs", BIN,
-          "retried", U32, "skipped", U32),
+          "retried", U32, "skipped", U32, "busy", U64),
     DONE: ("run", U64, "stage", U32, "batch", U64, "outputs", BIN,
-           "retried", U32, "skipped", U32),
+           "retried", U32, "skipped", U32, "busy", U64),
     FAIL: ("run", U64, "stage", U32, "batch", U64, "seq", U64,
-           "message", STR),
+           "message", STR, "busy", U64),
     HEARTBEAT: (),
     BYE: ("reason", STR),
 }
+
+# The last fields a body may leave out: a DONE's, OUT's or FAIL's `busy`
+# (docs/protocol.md).
+_OPTIONAL = {OUT: 1, DONE: 1, FAIL: 1}
 
 _WHAT = {
     U32: "an unsigned 32-bit integer",
@@ -112,7 +116,8 @@ def decode(body):
     if layout is None:
         raise ProtocolError("unknown message type")
     name, fields = NAMES[top[1]], top[2:]
-    if len(fields) * 2 != len(layout):
+    least = len(layout) // 2 - _OPTIONAL.get(top[1], 0)
+    if not least <= len(fields) <= len(layout) // 2:
         names = layout[::2]
         raise ProtocolError(
             f"{name}: expected {len(names)} field"
@@ -194,19 +199,22 @@ def hello(name, pid, capacity, tasks, pool=None):
     return _packb(fields, unicode_errors="surrogateescape")
 
 
-def outputs(kind, run, stage, batch, count, parts, nbytes, retried, skipped):
+def outputs(kind, run, stage, batch, count, parts, nbytes, retried, skipped,
+            busy):
     """OUT or DONE carrying `count` outputs whose packed bytes, back to back,
-    are the bytes-like `parts` (nbytes in all)."""
+    are the bytes-like `parts` (nbytes in all); `busy`: the nanoseconds the
+    task ran on the batch so far."""
     head = b"\x00" + _packb(count)
     return b"".join([
-        bytes((0x98, VERSION, kind)), _packb(run), _packb(stage),
+        bytes((0x99, VERSION, kind)), _packb(run), _packb(stage),
         _packb(batch), bin_header(len(head) + nbytes), head, *parts,
-        _packb(retried), _packb(skipped)])
+        _packb(retried), _packb(skipped), _packb(busy)])
 
 
-def fail(run, stage, batch, seq, message):
-    return b"".join([bytes((0x97, VERSION, FAIL)), _packb(run), _packb(stage),
-                     _packb(batch), _packb(seq), _str(message)])
+def fail(run, stage, batch, seq, message, busy=0):
+    return b"".join([bytes((0x98, VERSION, FAIL)), _packb(run), _packb(stage),
+                     _packb(batch), _packb(seq), _str(message),
+                     _packb(busy)])
 
 
 def bye(reason):

@@ -318,7 +318,11 @@ def runs_a_batch_and_answers_done(t):
     coord.send(peer, ITEM, 7, 1, 42, framed(10, [5, 6, 7]))
     _, msg = coord.recv("DONE", beat_to=peer)
     expect(msg[0] == DONE, f"a batch of 3 whoami items got {msg!r}")
-    run, stage, batch, outputs, retried, skipped = msg[1:]
+    expect(len(msg) in (7, 8), f"DONE has {len(msg) - 1} fields, not 6 or 7")
+    run, stage, batch, outputs, retried, skipped = msg[1:7]
+    busy = msg[7] if len(msg) == 8 else None
+    expect(busy is None or (isinstance(busy, int) and busy >= 0),
+           f"DONE's busy is {busy!r}, not a count of nanoseconds")
     expect((run, stage, batch) == (7, 1, 42),
            f"DONE for run {run} stage {stage} batch {batch}, not 7 1 42")
     expect((retried, skipped) == (0, 0), f"retried {retried} skipped "
