@@ -39,10 +39,16 @@ for b in "${builds[@]}"; do
   zp_is_build "$b" || { echo "stress.sh: no build named '$b'" >&2; usage; }
 done
 
-# The load: two busy loops, ended on every way out of this script.
-load=()
+# The load (two busy loops) and the ctest in progress are ended on every
+# way out of this script. Background jobs get process groups of their own
+# (set -m), so that a signal to this script stops ctest and its test
+# programs at once instead of waiting for them: the script waits for ctest
+# with `wait`, which a trapped signal interrupts.
+set -m
+load=() tests=
 stop_load() {
   local pid
+  [[ -z $tests ]] || kill -TERM -- "-$tests" 2>/dev/null || true
   for pid in "${load[@]}"; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -67,13 +73,16 @@ results=() failed=0
 for b in "${builds[@]}"; do
   echo "== ctest --repeat until-fail:$repeats beside two 'yes' ($(zp_build_title "$b"))"
   start=$SECONDS
-  if zp_ctest "$b" --output-on-failure -j"$jobs" --repeat "until-fail:$repeats" \
-       "${regex[@]}" >"build-$b/stress.log" 2>&1; then
+  zp_ctest "$b" --output-on-failure -j"$jobs" --repeat "until-fail:$repeats" \
+    "${regex[@]}" </dev/null >"build-$b/stress.log" 2>&1 &
+  tests=$!
+  if wait "$tests"; then
     verdict=pass
   else
     verdict=FAIL failed=$((failed + 1))
     grep -E '(Failed|Timeout|Exception|\*\*\*)' "build-$b/stress.log" | sed 's/^/  /' || true
   fi
+  tests=
   tail -n 3 "build-$b/stress.log" | sed 's/^/  /'
   results+=("$b $verdict $((SECONDS - start)) s")
   echo "$b: $verdict in $((SECONDS - start)) s (log: build-$b/stress.log)"

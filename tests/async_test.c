@@ -119,9 +119,9 @@ static void held_too_long(uv_timer_t *t)
 
 static void watch_let_go(uv_timer_t *t)
 {
+    (void)t;
     if (atomic_load(&let_go))
         release_held();
-    (void)t;
 }
 
 ZP_ASYNC_TASK(echo_when_released)
@@ -340,7 +340,8 @@ static bool stats_within(zp_run *r, size_t stage, zp_stage_stats *st,
     }
 }
 
-/* The output of test_slow_consumer_bounds_what_the_stage_takes_in. */
+/* Whether the stage's output is full (a throttle of 16, as in
+ * test_slow_consumer_bounds_what_the_stage_takes_in). */
 static bool queue_is_full(const zp_stage_stats *st)
 {
     return st->queue_hwm >= 16;
