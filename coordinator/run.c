@@ -467,6 +467,8 @@ static void stats_of(zp_run *r, size_t i, zp_stage_stats *st)
     st->workers = s->def->opts.workers;
     st->throttle = (int)r->edges[i].limit;
     st->queue_hwm = atomic_load(&r->edges[i].hwm);
+    int64_t queued = atomic_load(&r->edges[i].queued);
+    st->queue_items = queued > 0 ? (uint64_t)queued : 0;
     zp__stage_stats(s, st);
     if (r->dispatch[i] != NULL) {
         st->workers = s->def->opts.workers;

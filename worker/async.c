@@ -42,7 +42,9 @@ typedef struct acall {
     size_t raw_cap;
     msgpack_zone zone;
     bool zone_ready;
-    uint64_t started; /* when the attempt began, ns */
+    uint64_t started; /* when the attempt began, ns        */
+    uint64_t begun;   /* when the first attempt began, ns  */
+    uint64_t took;    /* ended: the time of all its attempts */
     int attempt;
     bool live; /* started, not yet ended */
     bool hold; /* outputs wait in the call until it ends */
@@ -132,21 +134,16 @@ static void engine_fail(engine *e, int rc, char *msg)
 
 /* ---- Calls --------------------------------------------------------------- */
 
-/* The time for busy_ns: the coarse clock (a few ms of resolution, as the
- * loop's own) costs a memory read, where a precise one would cost as much
- * as a trivial call. Summed over many calls, its errors cancel out. */
-static uint64_t coarse_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
+/* Calls are timed on the precise clock, from their start to their
+ * zp_done or zp_fail: the histogram of a stage's item times needs
+ * microseconds, which the coarse clock (the loop's own, a few ms) lacks. */
 static void attempt(acall *a)
 {
     uv_loop_t *loop = &a->eng->loop;
     zp__call_begin(&a->call, a->item, a->call.index);
-    a->started = coarse_ns();
+    a->started = zp__now_ns();
+    if (a->attempt == 0)
+        a->begun = a->started;
     /* Calls start in bursts: without this, a timer started late in a
      * burst would count from the time the burst began, and the loop's
      * next wait would end late by the length of the burst. */
@@ -283,7 +280,8 @@ void zp__async_end(zp_call *c)
         return;
     }
     zp__wstats *s = &e->w->stats;
-    add(&s->busy_ns, coarse_ns() - a->started);
+    uint64_t now = zp__now_ns();
+    add(&s->busy_ns, now - a->started);
     if (stopping(e)) {
         release(e, a);
         return;
@@ -300,6 +298,8 @@ void zp__async_end(zp_call *c)
         e->retry_tail = a;
         return;
     }
+    a->took = now - a->begun;
+    zp__hist_record(&s->hist, a->took, 1, a->took);
     if (outcome != ZP__CALL_OK)
         add(&s->failed, 1);
     if (outcome == ZP__CALL_SKIPPED)
@@ -777,6 +777,8 @@ static int server_ended(engine *e, acall *a, int outcome)
     zp_call *c = &a->call;
     int rc = 0;
     job->retried += (uint32_t)a->attempt;
+    job->calls++;
+    job->busy_ns += a->took;
     if (outcome == ZP__CALL_SKIPPED)
         job->skipped++;
     if (outcome == ZP_ETASK)

@@ -51,6 +51,9 @@ typedef struct zp__async_job {
     uint64_t seq; /* which one                             */
     char *error;  /* owned; why                            */
     bool dropped; /* the server stopped first: no result   */
+    /* Calls that ended, and their time (all attempts). */
+    uint32_t calls;
+    uint64_t busy_ns;
     /* The server's. */
     struct zp__async_job *next;
     zp__stage_rt rt;

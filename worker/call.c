@@ -308,18 +308,42 @@ int zp__call_item(zp_call *c, const msgpack_object *item, uint64_t index,
     return ZP_ETASK;
 }
 
+/* Whether the worker's calls are one per item (not the first task's
+ * single call, nor a join's). */
+static bool per_item(const zp__worker *w)
+{
+    return w->rx != NULL && !w->stage->def->opts.join;
+}
+
+/* Closes the window at time t: its time is busy time, and each of its
+ * items took the window's average (a slow worker's windows are one item
+ * long, so its items are timed one by one). Returns the window's time. */
+static uint64_t close_window(zp__worker *w, uint64_t t)
+{
+    uint64_t spent = t - w->window_start;
+    atomic_store_explicit(&w->stats.busy_ns, w->stats.busy_ns + spent,
+                          memory_order_relaxed);
+    if (w->window_items > 0 && per_item(w))
+        zp__hist_record(&w->stats.hist, spent / w->window_items,
+                        w->window_items, spent);
+    w->window_start = t;
+    return spent;
+}
+
+void zp__worker_window_end(zp__worker *w)
+{
+    close_window(w, zp__now_ns());
+    w->window_items = 0;
+}
+
 int zp__worker_pace(zp__worker *w)
 {
     if (++w->window_items < WINDOW && !w->slow)
         return 0;
-    uint64_t t = zp__now_ns();
-    uint64_t spent = t - w->window_start;
-    atomic_store_explicit(&w->stats.busy_ns, w->stats.busy_ns + spent,
-                          memory_order_relaxed);
+    uint64_t spent = close_window(w, zp__now_ns());
     w->slow = spent > (uint64_t)SLOW_NS * w->window_items;
-    if (w->rx != NULL && !w->stage->def->opts.join)
+    if (per_item(w))
         zp__edge_set_slow(w->stage->in, w->slow);
-    w->window_start = t;
     w->window_items = 0;
     return w->slow ? zp__worker_flush(w) : zp__worker_nudge(w);
 }

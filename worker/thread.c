@@ -82,6 +82,7 @@ void zp__stage_stats(zp__stage_rt *st, zp_stage_stats *out)
         out->retried += atomic_load_explicit(&s->retried, memory_order_relaxed);
         out->skipped += atomic_load_explicit(&s->skipped, memory_order_relaxed);
         out->busy_ns += atomic_load_explicit(&s->busy_ns, memory_order_relaxed);
+        zp__hist_add_to(&s->hist, out->item_hist, &out->item_hist_ns);
     }
     out->in_flight += in_flight;
     out->workers_alive += atomic_load(&st->alive);
@@ -247,6 +248,7 @@ static int next_item(zp__worker *w, const msgpack_object **item, uint64_t *i)
     int rc = zp__rx_next(w->rx, false, item, i);
     if (rc != ZP__AGAIN)
         return rc;
+    zp__worker_window_end(w); /* the wait is no time of the task's */
     if ((rc = zp__worker_flush(w)) != 0)
         return rc;
     rc = zp__rx_next(w->rx, true, item, i);
@@ -265,22 +267,32 @@ static int run_items(zp__worker *w)
         if ((rc = run_item(w, item, index)) != 0 ||
             (rc = zp__worker_pace(w)) != 0)
             break;
+    zp__worker_window_end(w);
     return rc;
 }
 
-/* The first task, or a join task: one call for the whole stream. */
+/* The call of the first task, or of a join task, with its retries. */
+static int call_once(zp__worker *w)
+{
+    if (!w->stage->def->opts.join)
+        return run_item(w, w->stage->args, 0);
+    /* Joins have no retries and no skip: one attempt. */
+    int rc = zp__call_item(&w->call, NULL, 0, NULL);
+    if (rc == ZP_ETASK)
+        return fail_run(w);
+    return rc < 0 ? rc : commit(w);
+}
+
+/* The first task, or a join task: one call for the whole stream, which
+ * is the stage's one item in its histogram. */
 static int run_once(zp__worker *w)
 {
-    const zp__stage_def *def = w->stage->def;
-    w->window_start = zp__now_ns();
-    if (def->opts.join) {
-        /* Joins have no retries and no skip: one attempt. */
-        int rc = zp__call_item(&w->call, NULL, 0, NULL);
-        if (rc == ZP_ETASK)
-            return fail_run(w);
-        return rc < 0 ? rc : commit(w);
-    }
-    return run_item(w, w->stage->args, 0);
+    uint64_t start = zp__now_ns();
+    w->window_start = start;
+    int rc = call_once(w);
+    uint64_t took = zp__now_ns() - start;
+    zp__hist_record(&w->stats.hist, took, 1, took);
+    return rc;
 }
 
 /* Says this worker is done: its own sender closes, or the last worker of

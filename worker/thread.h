@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "core/hist.h"
 #include "core/pipeline.h"
 #include "transport/link.h"
 #include "worker/order.h"
@@ -27,6 +28,7 @@ typedef struct zp__runctl {
 typedef struct zp__wstats {
     _Atomic uint64_t in, out, failed, retried, skipped, busy_ns;
     _Atomic uint64_t in_flight, peak; /* calls in progress; most at once */
+    zp__hist hist;                    /* the task's time per item        */
 } zp__wstats;
 
 typedef struct zp__stage_rt zp__stage_rt;
