@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "coordinator/tally.h"
 #include "core/error.h"
 #include "transport/batch.h"
 #include "transport/peer.h"
@@ -55,6 +56,7 @@ typedef struct dworker {
     bool suspect;    /* runs a suspect batch, alone */
     uint64_t died;   /* when that was seen */
     bool has_task;   /* it announced the stage's task */
+    int tally;       /* its slot in the dispatcher's tally, or -1 */
     bool configured; /* STAGE sent */
     bool gone;
 } dworker;
@@ -107,6 +109,7 @@ struct zp__dispatch {
     _Atomic uint64_t items_out;  /* items in batches sent, not yet done  */
     _Atomic uint64_t items_peak; /* most ever                            */
     _Atomic int alive;           /* workers connected that run the task  */
+    zp__tally tally;             /* batches done per worker, by name     */
 };
 
 static bool stopping(const zp__dispatch *d)
@@ -470,6 +473,8 @@ static void lose_worker(zp__dispatch *d, dworker *w, char *why)
         tail = &b->next;
     }
     w->gone = true;
+    zp__tally_leave(&d->tally, w->tally, zp__now_ns());
+    w->tally = -1;
     note_workers(d);
     for (dbatch *b = mine, *next; b != NULL; b = next) {
         next = b->next;
@@ -513,6 +518,7 @@ static void on_hello(zp__dispatch *d, const zp__hub_msg *hm, const zp__msg *m)
                    .threads = m->credit / ZP__PROTO_CREDIT_PER_THREAD,
                    .has_task = announces(m, task(d))};
     memcpy(w->id, hm->id, hm->id_len);
+    w->tally = zp__tally_join(&d->tally, m->str, m->str_len, zp__now_ns());
     if (w->threads == 0)
         w->threads = 1;
     for (int i = 0; i < d->nchildren; i++)
@@ -568,6 +574,7 @@ static void on_done(zp__dispatch *d, dworker *w, const zp__msg *m)
     uint64_t since = w->inflight > 1 && w->done > b->sent ? w->done : b->sent;
     d->item_ns = (d->item_ns * 3 + (now - since) / b->n) / 4;
     w->done = now;
+    zp__tally_count(&d->tally, w->tally, 1);
     w->inflight--;
     w->suspect = false;
     w->credit += b->n; /* a DONE gives the batch's credit back */
@@ -1162,6 +1169,7 @@ zp__dispatch *zp__dispatch_new(const zp__dispatch_cfg *cfg, char **why)
     if (d == NULL)
         return NULL;
     d->cfg = *cfg;
+    zp__tally_init(&d->tally);
     d->endpoint = strdup(cfg->endpoint);
     if (d->endpoint == NULL)
         goto out_destroy;
@@ -1227,6 +1235,7 @@ void zp__dispatch_destroy(zp__dispatch **dp)
     msgpack_sbuffer_destroy(&d->sb);
     msgpack_sbuffer_destroy(&d->fill);
     free(d->endpoint);
+    zp__tally_fini(&d->tally);
     free(d);
     *dp = NULL;
 }
@@ -1243,4 +1252,9 @@ void zp__dispatch_stats(const zp__dispatch *d, zp_stage_stats *st)
     st->in_flight += atomic_load(&d->items_out);
     st->peak_in_flight += atomic_load(&d->items_peak);
     st->workers_alive += atomic_load(&d->alive);
+}
+
+zp__tally *zp__dispatch_tally(zp__dispatch *d)
+{
+    return &d->tally;
 }

@@ -67,4 +67,8 @@ void zp__dispatch_spawnattr_init(posix_spawnattr_t *at, short flags);
 /* Adds the stage's counters into *st. */
 void zp__dispatch_stats(const zp__dispatch *d, zp_stage_stats *st);
 
+/* The batches done by each of the stage's workers, by name (tally.h);
+ * valid until zp__dispatch_destroy(). */
+struct zp__tally *zp__dispatch_tally(zp__dispatch *d);
+
 #endif
