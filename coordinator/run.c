@@ -22,6 +22,7 @@
 
 #include "core/error.h"
 #include "coordinator/dispatch.h"
+#include "coordinator/metrics.h"
 #include "coordinator/progress.h"
 #include "core/value.h"
 #include "worker/call.h"
@@ -59,6 +60,8 @@ struct zp_run {
     char *stats_path;       /* owned copy of zp_run_opts.stats_path    */
     uint64_t started;       /* ns, when the run was started            */
     uint64_t took;          /* ns, from start to the end of teardown   */
+    /* owned; the metrics endpoint, or NULL */
+    zp__run_metrics *metrics;
 };
 
 /* Run ids start at a random point in every process: a remote worker that
@@ -368,6 +371,16 @@ static int set_opts(zp_run *r, const zp_run_opts *o)
     return r->curve_secret && !r->curve_allow ? ZP_EINVAL : 0;
 }
 
+/* The metrics endpoint, if asked for; failing to start it fails the run. */
+static void start_metrics(zp_run *r, const zp_run_opts *o)
+{
+    char *why = NULL;
+    int rc = zp__run_metrics_start(&r->metrics, r, r->dispatch, r->n, o, &why);
+    if (rc != 0)
+        failf(r, rc, "%s", why ? why : zp_strerror(rc));
+    free(why);
+}
+
 zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
                              const zp_run_opts *o, zp__runctl *parent)
 {
@@ -385,7 +398,9 @@ zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
     if (rc == 0)
         rc = build(r);
     if (rc == 0 && r->want_progress)
-        r->progress = zp__progress_start(r);
+        r->progress = zp__progress_start(r, o->progress_total);
+    if (rc == 0 && parent == NULL)
+        start_metrics(r, o);
     /* Only now may the parent's stop reach this run: its sockets exist. */
     if (parent != NULL)
         adopt(parent, r);
@@ -513,6 +528,7 @@ static void teardown(zp_run *r)
     pthread_mutex_unlock(&r->lock);
     /* Before anything it may be reading goes. */
     zp__progress_stop(&r->progress, r->final, r->n, code, r->took);
+    zp__run_metrics_stop(&r->metrics, r->final, r->n);
     for (size_t k = 0; r->dispatch != NULL && k < r->n; k++)
         zp__dispatch_destroy(&r->dispatch[k]);
     for (size_t k = 0; k < r->n; k++) {
