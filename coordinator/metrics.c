@@ -53,6 +53,8 @@ static bool split_addr(const char *addr, char *host, size_t hlen, char *port)
             return false;
         start = addr + 1;
         n = (size_t)(end - start);
+        if (n == 0)
+            return false;
         colon = end + 1;
     } else {
         colon = strchr(addr, ':');
