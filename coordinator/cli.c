@@ -97,7 +97,8 @@ static const char run_help[] =
     "                        while the run lasts, such as 127.0.0.1:9464\n"
     "                        or :9464 (default: $ZPIPE_METRICS)\n"
     "  --metrics-linger TIME once the run is over, serve its final figures\n"
-    "                        until scraped once more, TIME at most (15s)\n"
+    "                        until scraped once more, TIME at most, such\n"
+    "                        as 15s (default: 0, close at once)\n"
     "  --listen ENDPOINT     where mode=remote workers connect, such as\n"
     "                        tcp://*:5555 (default: $ZPIPE_LISTEN)\n"
     "  --wait-workers TIME   longest a remote stage waits for a worker,\n"
@@ -383,7 +384,8 @@ static int run_option(void *cfg, int opt, char *arg)
     case OPT_CURVE_ALLOW: c->curve_allow = arg; break;
     case OPT_METRICS: c->metrics = arg; break;
     case OPT_METRICS_LINGER:
-        if (!duration_ms(arg, &c->linger_ms))
+        c->linger_ms = 0;
+        if (strcmp(arg, "0") != 0 && !duration_ms(arg, &c->linger_ms))
             rc = usage_error("run",
                              "bad value '%s' for --metrics-linger: expected "
                              "a duration such as 500ms or 15s",
