@@ -99,6 +99,10 @@ struct engine {
     bool over;       /* the loop is ending */
     bool loop_ready; /* uv_loop_init succeeded */
     int rc;          /* the engine's own first error */
+    /* Clock readings for the calls' times (see start_time). */
+    uint64_t now;   /* the last reading, ns */
+    bool bursting;  /* inside start_more: calls start one after another */
+    bool just_read; /* `now` is when the call before ended, in the burst */
     /* The stage driver. */
     bool first_given; /* the first stage's one call started */
     backlog bl;
@@ -136,12 +140,23 @@ static void engine_fail(engine *e, int rc, char *msg)
 
 /* Calls are timed on the precise clock, from their start to their
  * zp_done or zp_fail: the histogram of a stage's item times needs
- * microseconds, which the coarse clock (the loop's own, a few ms) lacks. */
+ * microseconds, which the coarse clock (the loop's own, a few ms) lacks.
+ * A call that starts right after another one ended, in one burst of
+ * starts (a trivial call ends inside its task function), starts at that
+ * end: one reading of the clock per call, not two. */
+static uint64_t start_time(engine *e)
+{
+    if (!e->just_read)
+        e->now = zp__now_ns();
+    e->just_read = false;
+    return e->now;
+}
+
 static void attempt(acall *a)
 {
     uv_loop_t *loop = &a->eng->loop;
     zp__call_begin(&a->call, a->item, a->call.index);
-    a->started = zp__now_ns();
+    a->started = start_time(a->eng);
     if (a->attempt == 0)
         a->begun = a->started;
     /* Calls start in bursts: without this, a timer started late in a
@@ -280,7 +295,8 @@ void zp__async_end(zp_call *c)
         return;
     }
     zp__wstats *s = &e->w->stats;
-    uint64_t now = zp__now_ns();
+    uint64_t now = e->now = zp__now_ns();
+    e->just_read = e->bursting;
     add(&s->busy_ns, now - a->started);
     if (stopping(e)) {
         release(e, a);
@@ -348,7 +364,7 @@ static bool can_start(const engine *e)
 
 /* Starts calls while it can; true when it stopped because it could not
  * start one (no free slot, or outputs waiting), not for lack of input. */
-static bool start_more(engine *e)
+static bool start_calls(engine *e)
 {
     while (can_start(e) && !stopping(e)) {
         if (e->retry_head != NULL) {
@@ -377,6 +393,15 @@ static bool start_more(engine *e)
         return false;
     }
     return !stopping(e);
+}
+
+/* start_calls() as one burst of starts (see start_time). */
+static bool start_more(engine *e)
+{
+    e->bursting = true;
+    bool blocked = start_calls(e);
+    e->bursting = e->just_read = false;
+    return blocked;
 }
 
 static void on_readable(uv_poll_t *h, int status, int events);
