@@ -371,7 +371,7 @@ typedef struct zp_stage_stats {
                                 seen by readers of these statistics)   */
     int workers_alive;       /* workers running now (threads, the async loop's
                                 calls capacity, or connected worker processes) */
-    uint64_t queue_items; /* items waiting at the stage's output now */
+    uint64_t queue_items;    /* items waiting at the stage's output now */
     /* Items by the task's own time on each (buckets: ZP_HIST_BOUNDS_US),
      * and their total time. Thread and async stages; process and remote
      * stages leave them zero (their workers do not report their time yet). */
