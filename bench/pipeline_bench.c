@@ -6,7 +6,8 @@
  * raw ZeroMQ inproc PUSH/PULL chain with msgpack items, one per message and
  * 64 per message. Prints items/s of each and zpipe's ratio to each, and the
  * process's peak RSS after the zpipe run. Not a test: nothing is asserted
- * about speed. Usage: pipeline_bench [N] [ROUNDS]
+ * about speed. Usage: pipeline_bench [N] [ROUNDS]; ZPIPE_BENCH_METRICS=1
+ * serves and scrapes the metrics of every zpipe run (scrape.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <zpipe.h>
 
 #include "baselines.h"
+#include "scrape.h"
 
 ZP_TASK(range)
 {
@@ -51,9 +53,10 @@ static double zpipe_run(zp_pipeline *p, uint64_t n, uint64_t *sum_out)
 {
     char args[32];
     const msgpack_object *out;
+    zp_run_opts o = {.metrics_listen = zpb_metrics_addr()};
     snprintf(args, sizeof args, "[%llu]", (unsigned long long)n);
     double t0 = now();
-    zp_run *run = zp_start(p, args);
+    zp_run *run = zp_start_with(p, args, &o);
     while (zp_run_next(run, &out))
         *sum_out = out->via.u64;
     int rc = zp_finish(run);
@@ -106,6 +109,7 @@ int main(int argc, char **argv)
     report("raw zmq, 1 item/message", n, best[2], sums[2], best[0]);
     report("raw zmq, 64 items/message", n, best[3], sums[3], best[0]);
     printf("peak RSS of the process: %.1f MB\n", ru.ru_maxrss / 1024.0);
+    zpb_metrics_done();
     zp_pipeline_free(p);
     return 0;
 }

@@ -7,7 +7,9 @@
  * message; (2) CPU-bound speed-up with 1..N process workers (naive
  * fib(30) items); (3) round-trip latency of one item through a process
  * stage. Not a test: nothing is asserted.
- * Usage: process_bench [ITEMS [ROUNDS]] (5,000,000 and 3 by default).
+ * Usage: process_bench [ITEMS [ROUNDS]] (5,000,000 and 3 by default);
+ * ZPIPE_BENCH_METRICS=1 serves and scrapes the metrics of every zpipe run
+ * (scrape.h).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,6 +25,8 @@
 #include <zmq.h>
 
 #include <zpipe.h>
+
+#include "scrape.h"
 
 static double now(void)
 {
@@ -66,11 +70,13 @@ static double run(zp_task_fn fn, const char *name, int mode, int workers,
     const msgpack_object *out;
     int64_t got = 0;
     zp_opts opts = {.size = sizeof opts, .workers = workers, .mode = mode};
+    zp_run_opts with = o ? *o : (zp_run_opts){.listen = NULL};
+    with.metrics_listen = zpb_metrics_addr();
     zp_pipeline *p =
         zp_pipe(zp_task(numbers, .branch = true), zp_task_new(name, fn, &opts));
     snprintf(args, sizeof args, "[%lld, %lld]", (long long)n, (long long)v);
     double t0 = now(), first = 0;
-    zp_run *r = zp_start_with(p, args, o);
+    zp_run *r = zp_start_with(p, args, &with);
     while (zp_run_next(r, &out))
         if (got++ == 0)
             first = now();
@@ -299,5 +305,6 @@ int main(int argc, char **argv)
     throughput(n, rounds);
     speedup(400, rounds);
     latency();
+    zpb_metrics_done();
     return 0;
 }

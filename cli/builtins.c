@@ -87,18 +87,34 @@ static uint64_t range_count(int64_t start, int64_t stop, int64_t step)
     return 0;
 }
 
-/* [stop], [start, stop] or [start, stop, step], or a lone stop. */
-static int range(zp_call *call)
+/* Reads [stop], [start, stop] or [start, stop, step], or a lone stop,
+ * into a[] = {start, stop, step}. */
+static bool range_args(const msgpack_object *in, int64_t a[3])
 {
-    const msgpack_object *in = zp_input(call);
     bool list = in->type == MSGPACK_OBJECT_ARRAY;
     size_t n = list ? in->via.array.size : 1;
     const msgpack_object *v = list ? in->via.array.ptr : in;
-    int64_t a[3] = {0, 0, 1};
     bool ok = n >= 1 && n <= 3;
+    a[0] = 0;
+    a[2] = 1;
     for (size_t i = 0; ok && i < n; i++)
         ok = as_int(&v[i], &a[n == 1 ? 1 : i]);
-    if (!ok)
+    return ok;
+}
+
+bool zp__range_items(const msgpack_object *args, uint64_t *count)
+{
+    int64_t a[3];
+    if (!range_args(args, a) || a[2] == 0)
+        return false;
+    *count = range_count(a[0], a[1], a[2]);
+    return true;
+}
+
+static int range(zp_call *call)
+{
+    int64_t a[3];
+    if (!range_args(zp_input(call), a))
         return zp_fail(call, "range takes [STOP], [START, STOP] or [START, "
                              "STOP, STEP], whole numbers, as Python's does");
     if (a[2] == 0)

@@ -33,9 +33,11 @@
 #include "coordinator/spawn.h"
 #include "cli/items.h"
 #include "cli/plugin.h"
+#include "coordinator/metrics.h"
 #include "coordinator/run.h"
 #include "core/pipeline.h"
 #include "core/registry.h"
+#include "core/value.h"
 #include "transport/curve.h"
 #include "worker/remote.h"
 
@@ -90,8 +92,16 @@ static const char run_help[] =
     "                        json (default): a JSON value per line; lines:\n"
     "                        strings as they are, other values as JSON;\n"
     "                        msgpack: raw msgpack values back to back\n"
-    "  --progress            live per-stage statistics on stderr\n"
+    "  --progress            live per-stage statistics on stderr, with the\n"
+    "                        share done and the time left when the input\n"
+    "                        is a regular file or the first task is range\n"
     "  --stats FILE          write the final statistics to FILE as JSON\n"
+    "  --metrics ADDR:PORT   serve Prometheus metrics at GET /metrics there\n"
+    "                        while the run lasts, such as 127.0.0.1:9464\n"
+    "                        or :9464 (default: $ZPIPE_METRICS)\n"
+    "  --metrics-linger TIME once the run is over, serve its final figures\n"
+    "                        until scraped once more, TIME at most, such\n"
+    "                        as 15s (default: 0, close at once)\n"
     "  --listen ENDPOINT     where mode=remote workers connect, such as\n"
     "                        tcp://*:5555 (default: $ZPIPE_LISTEN)\n"
     "  --wait-workers TIME   longest a remote stage waits for a worker,\n"
@@ -128,6 +138,9 @@ static const char worker_help[] =
     "                        (default: $ZPIPE_CURVE_SERVER)\n"
     "  --curve-secret FILE   CURVE: this worker's secret key file\n"
     "                        (default: $ZPIPE_CURVE_SECRET)\n"
+    "  --metrics ADDR:PORT   serve this worker's Prometheus metrics at GET\n"
+    "                        /metrics there, such as :9464\n"
+    "                        (default: $ZPIPE_METRICS)\n"
     "  -h, --help            show this help\n"
     "\n"
     "exit status: 0 after a clean end, 2 a usage or configuration error.\n";
@@ -285,12 +298,12 @@ static zp__plugins *load_plugins(const char *cmd, const names *l)
 
 typedef struct run_cfg {
     names plugins;
-    const char *input, *output, *stats, *listen;
+    const char *input, *output, *stats, *listen, *metrics;
     const char *curve_secret, *curve_allow;
     const char *spec, *args;
     bool json_input, progress;
     zp__format format;
-    int wait_ms;
+    int wait_ms, linger_ms;
 } run_cfg;
 
 enum {
@@ -309,6 +322,8 @@ enum {
     OPT_THREADS,
     OPT_CURVE_SERVER,
     OPT_POOL,
+    OPT_METRICS,
+    OPT_METRICS_LINGER,
 };
 
 static const struct option run_options[] = {
@@ -323,6 +338,8 @@ static const struct option run_options[] = {
     {"wait-workers", required_argument, NULL, OPT_WAIT},
     {"curve-secret", required_argument, NULL, OPT_CURVE_SECRET},
     {"curve-allow", required_argument, NULL, OPT_CURVE_ALLOW},
+    {"metrics", required_argument, NULL, OPT_METRICS},
+    {"metrics-linger", required_argument, NULL, OPT_METRICS_LINGER},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -372,6 +389,15 @@ static int run_option(void *cfg, int opt, char *arg)
         break;
     case OPT_CURVE_SECRET: c->curve_secret = arg; break;
     case OPT_CURVE_ALLOW: c->curve_allow = arg; break;
+    case OPT_METRICS: c->metrics = arg; break;
+    case OPT_METRICS_LINGER:
+        c->linger_ms = 0;
+        if (strcmp(arg, "0") != 0 && !duration_ms(arg, &c->linger_ms))
+            rc = usage_error("run",
+                             "bad value '%s' for --metrics-linger: expected "
+                             "a duration such as 500ms or 15s",
+                             arg);
+        break;
     }
     return rc;
 }
@@ -642,6 +668,45 @@ static int run_status(zp_run *run, int code, int sig, int write_rc, int err)
     return code == ZP_EINVAL ? EXIT_USAGE : EXIT_FAILED;
 }
 
+/* The items of the built-in range for the run's arguments, or 0. */
+static uint64_t range_items(const char *args_json)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_zone zone;
+    msgpack_object args;
+    uint64_t n = 0;
+    size_t off = 0;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    bool zoned = msgpack_zone_init(&zone, 1024);
+    if (zoned && zp__json_pack_args(args_json, &pk, NULL) == 0 &&
+        msgpack_unpack(sb.data, sb.size, &off, &zone, &args) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        !zp__range_items(&args, &n))
+        n = 0;
+    if (zoned)
+        msgpack_zone_destroy(&zone);
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
+/* For --progress, the items the first task will emit when that can be
+ * told before the run: the lines of a regular --input file, or those of
+ * the built-in range; 0 otherwise. */
+static uint64_t items_expected(const run_cfg *c, const zp_pipeline *p)
+{
+    uint64_t n = 0;
+    if (!c->progress)
+        return 0;
+    if (c->input != NULL)
+        return strcmp(c->input, "-") != 0 &&
+                       zp__count_lines(c->input, c->json_input, &n) == 0
+                   ? n
+                   : 0;
+    return strcmp(p->stages[0].name, "range") == 0 ? range_items(c->args) : 0;
+}
+
 static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd)
 {
     zp_run_opts o = {.listen = c->listen,
@@ -649,7 +714,10 @@ static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd)
                      .curve_secret = c->curve_secret,
                      .curve_allow = c->curve_allow,
                      .progress = c->progress,
-                     .stats_path = c->stats};
+                     .stats_path = c->stats,
+                     .metrics_listen = c->metrics,
+                     .metrics_linger_ms = c->linger_ms,
+                     .progress_total = items_expected(c, p)};
     sigset_t set;
     watcher w;
     zp__writer out;
@@ -709,7 +777,8 @@ out:
 
 typedef struct worker_cfg {
     names plugins;
-    const char *connect, *threads, *pool, *curve_server, *curve_secret;
+    const char *connect, *threads, *pool, *curve_server, *curve_secret,
+        *metrics;
 } worker_cfg;
 
 static const struct option worker_options[] = {
@@ -719,6 +788,7 @@ static const struct option worker_options[] = {
     {"pool", required_argument, NULL, OPT_POOL},
     {"curve-server", required_argument, NULL, OPT_CURVE_SERVER},
     {"curve-secret", required_argument, NULL, OPT_CURVE_SECRET},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -738,6 +808,8 @@ static int worker_option(void *cfg, int opt, char *arg)
         c->curve_server = arg;
     else if (opt == OPT_CURVE_SECRET)
         c->curve_secret = arg;
+    else if (opt == OPT_METRICS)
+        c->metrics = arg;
     return GO_ON;
 }
 
@@ -757,6 +829,7 @@ static int worker_check(worker_cfg *c, int argc, char **argv)
     c->pool = or_env(c->pool, "ZPIPE_POOL");
     c->curve_server = or_env(c->curve_server, "ZPIPE_CURVE_SERVER");
     c->curve_secret = or_env(c->curve_secret, "ZPIPE_CURVE_SECRET");
+    c->metrics = or_env(c->metrics, "ZPIPE_METRICS");
     if (c->connect == NULL)
         return usage_error("worker", "--connect ENDPOINT is needed (or "
                                      "$ZPIPE_WORKER), such as "
@@ -787,14 +860,33 @@ static int parse_worker(worker_cfg *c, int argc, char **argv)
     return rc == GO_ON ? worker_check(c, argc, argv) : rc;
 }
 
+/* The worker's metrics endpoint, when asked for: true with *m (NULL when
+ * not asked for), false after saying why it cannot start. */
+static bool worker_metrics(const char *addr, zp__serve_stats *s,
+                           zp__metrics **m)
+{
+    char *why = NULL;
+    *m = addr ? zp__worker_metrics_new(addr, s, &why) : NULL;
+    if (addr != NULL && *m == NULL)
+        fprintf(stderr, "zpipe worker: %s\n", why ? why : "out of memory");
+    else if (*m != NULL)
+        fprintf(stderr, "zpipe worker: metrics at http://%s/metrics\n",
+                zp__metrics_where(*m));
+    free(why);
+    return addr == NULL || *m != NULL;
+}
+
 static int cmd_worker(int argc, char **argv)
 {
-    worker_cfg c = {{NULL, 0}, NULL, NULL, NULL, NULL, NULL};
+    worker_cfg c = {.plugins = {NULL, 0}};
     zp__plugins *ps = NULL;
+    zp__serve_stats stats = {0};
+    zp__metrics *m = NULL;
     int rc = parse_worker(&c, argc, argv);
     if (rc == GO_ON)
         rc = curve_files_ok("worker", c.curve_server, c.curve_secret) &&
-                     (ps = load_plugins("worker", &c.plugins)) != NULL
+                     (ps = load_plugins("worker", &c.plugins)) != NULL &&
+                     worker_metrics(c.metrics, &stats, &m)
                  ? GO_ON
                  : EXIT_USAGE;
     if (rc == GO_ON) {
@@ -802,9 +894,11 @@ static int cmd_worker(int argc, char **argv)
                             .threads = c.threads ? atoi(c.threads) : 1,
                             .pool = c.pool,
                             .server_key = c.curve_server,
-                            .secret_key = c.curve_secret};
+                            .secret_key = c.curve_secret,
+                            .stats = &stats};
         rc = zp__worker_serve(&o);
     }
+    zp__metrics_destroy(&m);
     zp__plugins_destroy(&ps);
     free(c.plugins.v);
     return rc;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/value.h"
@@ -195,6 +196,52 @@ int zp__emit_lines(zp_call *call, const char *path, bool json)
     if (!std_in)
         close(r.fd);
     free(r.buf);
+    return rc;
+}
+
+/* Lines counted so far, and the one under way. */
+typedef struct line_count {
+    uint64_t n;
+    bool open;  /* the current line has bytes */
+    bool solid; /* and some that are not blank */
+} line_count;
+
+static void count_chunk(line_count *k, const char *p, size_t len, bool json)
+{
+    const char *end = p + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl ? nl : end;
+        k->open = k->open || stop > p;
+        k->solid = k->solid || (json && !blank(p, (size_t)(stop - p)));
+        if (nl != NULL) {
+            k->n += json ? k->solid : 1;
+            k->open = k->solid = false;
+        }
+        p = nl ? nl + 1 : end;
+    }
+}
+
+int zp__count_lines(const char *path, bool json, uint64_t *count)
+{
+    struct stat st;
+    line_count k = {0, false, false};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *buf = fd >= 0 ? malloc(CHUNK) : NULL;
+    int rc = buf == NULL ? ZP_EIO : 0;
+    if (rc == 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)))
+        rc = ZP_EINVAL;
+    for (ssize_t got = 1; rc == 0 && got != 0;) {
+        got = read(fd, buf, CHUNK);
+        if (got > 0)
+            count_chunk(&k, buf, (size_t)got, json);
+        else if (got < 0 && errno != EINTR)
+            rc = ZP_EIO;
+    }
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    *count = k.n + (json ? k.solid : k.open);
     return rc;
 }
 

@@ -22,6 +22,14 @@
  */
 int zp__emit_lines(zp_call *call, const char *path, bool json);
 
+/*
+ * How many items zp__emit_lines() would emit from `path`, into *count:
+ * for `zpipe run --progress` to say how far the input is. One pass over
+ * the file at the speed of memchr. Returns 0, ZP_EINVAL when `path` is not
+ * a regular file (a pipe, stdin: its size is unknown), or ZP_EIO.
+ */
+int zp__count_lines(const char *path, bool json, uint64_t *count);
+
 /* The hidden first stage of `zpipe run --input`: its .user is this. */
 typedef struct zp__input {
     const char *path; /* borrowed; "-" is stdin                  */

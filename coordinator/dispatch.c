@@ -191,6 +191,7 @@ static void note_done(zp__dispatch *d, dworker *w, const dbatch *b,
     if (busy != ZP__BUSY_UNSAID) {
         zp__count(&d->stats.busy_ns, busy);
         item = busy / b->n;
+        zp__hist_record(&d->stats.hist, item, b->n, busy);
         note_rtt(w, now, out > busy ? out - busy : 0);
     } else { /* since its last DONE when it was busy all along */
         uint64_t since =
@@ -202,6 +203,7 @@ static void note_done(zp__dispatch *d, dworker *w, const dbatch *b,
     if (busy != ZP__BUSY_UNSAID)
         d->batch_ns = d->batch_ns == 0 ? busy : (d->batch_ns * 3 + busy) / 4;
     w->done = now;
+    zp__tally_count(&d->tally, w->tally, 1);
     w->inflight--;
     w->items -= b->n;
     w->credit += b->n;
@@ -760,6 +762,7 @@ static int start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
         return ZP_ENOMEM;
     d->base.ops = &zp__dispatch_stage_ops;
     d->cfg = *cfg;
+    zp__tally_init(&d->tally);
     msgpack_sbuffer_init(&d->sb);
     msgpack_sbuffer_init(&d->fill);
     d->no_worker_since = d->progressed = zp__now_ns();
@@ -811,6 +814,7 @@ static void destroy(zp__stage **sp)
     zp__dbatch_free_all(&d->held);
     msgpack_sbuffer_destroy(&d->sb);
     msgpack_sbuffer_destroy(&d->fill);
+    zp__tally_fini(&d->tally);
     free(d);
     *sp = NULL;
 }
@@ -825,6 +829,11 @@ static void stats(zp__stage *s, zp_stage_stats *st)
     st->workers_alive += atomic_load(&d->alive);
 }
 
+static struct zp__tally *tally(zp__stage *s)
+{
+    return &((zp__dispatch *)s)->tally;
+}
+
 const zp__stage_ops zp__dispatch_stage_ops = {
     .kind = "worker processes",
     .claims = claims,
@@ -834,4 +843,5 @@ const zp__stage_ops zp__dispatch_stage_ops = {
     .join = join,
     .stats = stats,
     .destroy = destroy,
+    .tally = tally,
 };

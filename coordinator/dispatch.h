@@ -21,4 +21,8 @@ typedef struct zp__dispatch zp__dispatch;
 
 extern const zp__stage_ops zp__dispatch_stage_ops;
 
+/* The batches done by each of the stage's workers, by name (tally.h);
+ * valid until zp__dispatch_destroy(). */
+struct zp__tally *zp__dispatch_tally(zp__dispatch *d);
+
 #endif

@@ -15,6 +15,7 @@
 #include "coordinator/dbatch.h"
 #include "coordinator/dispatch.h"
 #include "coordinator/spawn.h"
+#include "coordinator/tally.h"
 #include "transport/peer.h"
 #include "transport/proto.h"
 
@@ -51,6 +52,7 @@ struct zp__dworker {
     bool suspect;    /* runs a suspect batch, alone */
     uint64_t died;   /* when that was seen */
     bool has_task;   /* it serves the stage's task (in its pool) */
+    int tally;       /* its slot in the dispatcher's tally, or -1 */
     bool configured; /* STAGE sent */
     bool gone;
 };
@@ -89,6 +91,7 @@ struct zp__dispatch {
     _Atomic uint64_t items_out;  /* items in batches sent, not yet done  */
     _Atomic uint64_t items_peak; /* most ever                            */
     _Atomic int alive;           /* workers connected that run the task  */
+    zp__tally tally;             /* batches done per worker, by name     */
 };
 
 static inline bool stopping(const zp__dispatch *d)

@@ -41,6 +41,7 @@ struct zp__progress {
     double *rate;       /* owned, n; items out per second since then */
     zp_stage_stats *st; /* owned, n; the figures being printed */
     size_t drawn;       /* tty: lines of the table on the screen */
+    uint64_t total;     /* items the first task emits, or 0: unknown */
 };
 
 static double seconds(uint64_t ns)
@@ -54,6 +55,47 @@ static unsigned long long ull(uint64_t v)
 }
 
 /* ---- Printing ------------------------------------------------------------ */
+
+/* "4.2s", "42s", "4m02s", "4h02m". */
+static void duration(char *buf, size_t len, double s)
+{
+    unsigned long t = (unsigned long)(s + 0.5);
+    if (s < 9.95)
+        snprintf(buf, len, "%.1fs", s);
+    else if (t < 60)
+        snprintf(buf, len, "%lus", t);
+    else if (t < 3600)
+        snprintf(buf, len, "%lum%02lus", t / 60, t % 60);
+    else
+        snprintf(buf, len, "%luh%02lum", t / 3600, t / 60 % 60);
+}
+
+void zp__progress_eta(char *buf, size_t len, uint64_t done, uint64_t total,
+                      uint64_t ns)
+{
+    char left[32] = "? left";
+    if (done > total)
+        done = total;
+    if (done > 0) { /* the average rate so far, as GNU Parallel's --eta */
+        duration(left, sizeof left - 5,
+                 seconds(ns) * (double)(total - done) / (double)done);
+        strcat(left, " left");
+    }
+    snprintf(buf, len, "%.1f%% done, %llu of %llu items, %s",
+             total ? 100.0 * (double)done / (double)total : 100.0, ull(done),
+             ull(total), left);
+}
+
+/* The items of the input the pipeline is through with: those the second
+ * stage took in and no longer works on, or a one-stage pipeline's
+ * outputs. */
+static uint64_t through(const zp__progress *p)
+{
+    if (p->n == 1)
+        return p->st[0].items_out;
+    const zp_stage_stats *s = &p->st[1];
+    return s->items_in > s->in_flight ? s->items_in - s->in_flight : 0;
+}
 
 static void draw_table(zp__progress *p, const char *footer)
 {
@@ -83,6 +125,7 @@ static void draw_table(zp__progress *p, const char *footer)
 
 static void print_lines(zp__progress *p, uint64_t now)
 {
+    char eta[128];
     flockfile(stderr);
     for (size_t i = 0; i < p->n; i++) {
         const zp_stage_stats *s = &p->st[i];
@@ -92,6 +135,10 @@ static void print_lines(zp__progress *p, uint64_t now)
                 seconds(now - p->start), i + 1, s->task, ull(s->items_in),
                 ull(s->items_out), ull(s->failed), ull(s->retried),
                 ull(s->in_flight), s->workers_alive, s->workers, p->rate[i]);
+    }
+    if (p->total > 0) {
+        zp__progress_eta(eta, sizeof eta, through(p), p->total, now - p->start);
+        fprintf(stderr, "zpipe: %.1fs: %s\n", seconds(now - p->start), eta);
     }
     funlockfile(stderr);
     fflush(stderr);
@@ -131,9 +178,12 @@ static void report(zp__progress *p)
     }
     p->last = now;
     if (p->tty) {
-        char footer[64];
-        snprintf(footer, sizeof footer, "running for %.1fs",
-                 seconds(now - p->start));
+        char footer[192], eta[128] = "";
+        if (p->total > 0)
+            zp__progress_eta(eta, sizeof eta, through(p), p->total,
+                             now - p->start);
+        snprintf(footer, sizeof footer, "running for %.1fs%s%s",
+                 seconds(now - p->start), p->total ? ", " : "", eta);
         draw_table(p, footer);
     } else {
         print_lines(p, now);
@@ -179,7 +229,7 @@ static bool init_sync(zp__progress *p)
     return ok;
 }
 
-zp__progress *zp__progress_start(zp_run *r)
+zp__progress *zp__progress_start(zp_run *r, uint64_t total)
 {
     size_t n = zp_run_stages(r);
     zp__progress *p = zp__calloc(1, sizeof *p);
@@ -189,6 +239,7 @@ zp__progress *zp__progress_start(zp_run *r)
     }
     p->run = r;
     p->n = n;
+    p->total = total;
     p->prev_out = zp__calloc(n, sizeof *p->prev_out);
     p->rate = zp__calloc(n, sizeof *p->rate);
     p->st = zp__calloc(n, sizeof *p->st);

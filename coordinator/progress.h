@@ -15,10 +15,21 @@ typedef struct zp__progress zp__progress;
 /*
  * Starts the thread that prints the live statistics of `r` on stderr: a
  * table redrawn four times a second when stderr is a terminal, a line per
- * stage every second otherwise. `r` must have started its stages. Returns
- * NULL when the thread cannot start (the run then goes on without it).
+ * stage every second otherwise. With `total` (the items the first task
+ * will emit; 0 when unknown) it also shows the share of them the second
+ * stage is through with, and the time left (zp__progress_eta). `r` must have
+ * started its stages. Returns NULL when the thread cannot start (the run then
+ * goes on without it).
  */
-zp__progress *zp__progress_start(zp_run *r);
+zp__progress *zp__progress_start(zp_run *r, uint64_t total);
+
+/*
+ * Writes "45.0% done, 4500 of 10000 items, 12s left" into buf: `done` of
+ * `total` items done after `ns` nanoseconds, the time left at the average
+ * rate so far ("? left" before the first item is done).
+ */
+void zp__progress_eta(char *buf, size_t len, uint64_t done, uint64_t total,
+                      uint64_t ns);
 
 /*
  * Stops and joins the thread, then prints the summary: the final figures

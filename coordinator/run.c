@@ -26,6 +26,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/value.h"
+#include "coordinator/metrics.h"
 #include "coordinator/progress.h"
 #include "coordinator/stage.h"
 #include "transport/listener.h"
@@ -67,6 +68,8 @@ struct zp_run {
     unsigned long id;       /* the run's id on the wire                */
     zp__listener *listener; /* owned; where remote workers connect, made
                                by the first remote stage, or NULL      */
+    struct zp__tally **tallies; /* owned, p->n; each stage's, or NULL  */
+    zp__run_metrics *metrics;   /* owned; the metrics endpoint, or NULL */
 };
 
 /* What zp_start() returns when not even a run can be allocated: a run
@@ -330,6 +333,24 @@ static int set_opts(zp_run *r, const zp_run_opts *o)
     return r->curve_secret && !r->curve_allow ? ZP_EINVAL : 0;
 }
 
+/* The metrics endpoint, if asked for; failing to start it fails the run. */
+static void start_metrics(zp_run *r, const zp_run_opts *o)
+{
+    char *why = NULL;
+    r->tallies = zp__calloc(r->n ? r->n : 1, sizeof *r->tallies);
+    if (r->tallies == NULL) {
+        failf(r, ZP_ENOMEM, "cannot serve metrics: out of memory");
+        return;
+    }
+    for (size_t k = 0; k < r->nstarted; k++)
+        if (r->stages[k] != NULL && r->kinds[k]->tally != NULL)
+            r->tallies[k] = r->kinds[k]->tally(r->stages[k]);
+    int rc = zp__run_metrics_start(&r->metrics, r, r->tallies, r->n, o, &why);
+    if (rc != 0)
+        failf(r, rc, "%s", why ? why : zp_strerror(rc));
+    free(why);
+}
+
 zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
                              const zp_run_opts *o, zp__runctl *parent)
 {
@@ -349,7 +370,9 @@ zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
     if (rc == 0)
         rc = build(r);
     if (rc == 0 && r->want_progress)
-        r->progress = zp__progress_start(r);
+        r->progress = zp__progress_start(r, o->progress_total);
+    if (rc == 0 && parent == NULL)
+        start_metrics(r, o);
     /* Only now may the parent's stop reach this run: its sockets exist. */
     if (parent != NULL)
         adopt(parent, r);
@@ -428,6 +451,8 @@ static void stats_of(zp_run *r, size_t i, zp_stage_stats *st)
     st->workers = def->opts.workers;
     st->throttle = (int)r->edges[i].limit;
     st->queue_hwm = atomic_load(&r->edges[i].hwm);
+    int64_t queued = atomic_load(&r->edges[i].queued);
+    st->queue_items = queued > 0 ? (uint64_t)queued : 0;
     if (r->stages[i] != NULL)
         r->kinds[i]->stats(r->stages[i], st);
 }
@@ -468,6 +493,7 @@ static void teardown(zp_run *r)
     pthread_mutex_unlock(&r->lock);
     /* Before anything it may be reading goes. */
     zp__progress_stop(&r->progress, r->final, r->n, code, r->took);
+    zp__run_metrics_stop(&r->metrics, r->final, r->n);
     for (size_t k = 0; k < r->nstarted; k++)
         if (r->stages[k] != NULL)
             r->kinds[k]->destroy(&r->stages[k]);
@@ -551,6 +577,7 @@ void zp_run_free(zp_run *r)
         zp__run_detach(r, r->parent);
     free(r->kinds);
     free(r->shapes);
+    free(r->tallies);
     free(r->stages);
     free(r->final);
     free(r->tmpdir);

@@ -109,6 +109,8 @@ void zp__dispatch_lose_worker(zp__dispatch *d, dworker *w, char *why)
         zp__queue_push(&mine, &b->node);
     }
     w->gone = true;
+    zp__tally_leave(&d->tally, w->tally, zp__now_ns());
+    w->tally = -1;
     note_workers(d);
     for (dbatch *b; (b = zp__dbatch_of(zp__queue_pop(&mine))) != NULL;)
         if (b->blamed)
@@ -163,6 +165,7 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
                    .rtt_epoch = zp__now_ns(),
                    .has_task = zp__msg_serves(m, task(d), pool(d))};
     memcpy(w->id, hm->id, hm->id_len);
+    w->tally = zp__tally_join(&d->tally, m->str, m->str_len, zp__now_ns());
     size_t n =
         m->str_len < sizeof w->name - 1 ? m->str_len : sizeof w->name - 1;
     for (size_t i = 0; i < n; i++)

@@ -18,11 +18,6 @@ uint64_t zp__now_ns(void)
     return ns_of(CLOCK_MONOTONIC);
 }
 
-uint64_t zp__coarse_ns(void)
-{
-    return ns_of(CLOCK_MONOTONIC_COARSE);
-}
-
 void zp__deadline_after(struct timespec *t, uint64_t ns)
 {
     clock_gettime(CLOCK_MONOTONIC, t);

@@ -16,10 +16,6 @@
 /* Monotonic time in nanoseconds. */
 uint64_t zp__now_ns(void);
 
-/* Monotonic time with the coarse clock (a few ms of resolution): a memory
- * read, for figures summed over many events, where the errors cancel. */
-uint64_t zp__coarse_ns(void);
-
 /* Sets *t to `ns` from now on the monotonic clock, for timed waits on a
  * condition variable made by zp__cond_init_monotonic(). */
 void zp__deadline_after(struct timespec *t, uint64_t ns);

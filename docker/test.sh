@@ -13,10 +13,13 @@
 #     them there: zpipe --version, zpipe run, python3's zpipe_worker (when the
 #     sources have it), and, in an image made from it with libzpipe-dev and
 #     a compiler added by apt-get, pkg-config and tests/consumer built with
-#     find_package(zpipe) and pkg-config; validates the compose files;
+#     find_package(zpipe) and pkg-config; validates the compose files
+#     (with the CURVE and Prometheus variants) and docker/prometheus.yml
+#     (with promtool, when there);
 #  5. run 1: `docker-compose up --scale worker=3 --exit-code-from
 #     coordinator`: every item comes out exactly once, from several workers;
-#  6. run 2: a worker container is killed mid-run: nothing is lost;
+#  6. run 2: the coordinator's and a worker's metrics are read while the run
+#     goes; then a worker container is killed mid-run: nothing is lost;
 #  7. run 3: the CURVE variant (compose.curve.yml) with `zpipe keygen`
 #     keys: a worker with a key not on the allow-list is refused;
 #  8. run 4: two pools (compose.pools.yml), a coordinator without the
@@ -67,9 +70,11 @@ compose_cmd=(docker-compose --project-name "$project" -f docker/compose.yml)
 curve_cmd=("${compose_cmd[@]}" -f docker/compose.curve.yml)
 pools_cmd=(docker-compose --project-name "$project" -f docker/compose.pools.yml)
 python_cmd=(docker-compose --project-name "$project" -f examples/python/compose.yml)
+metrics_cmd=("${compose_cmd[@]}" -f docker/compose.metrics.yml)
 compose() { "${compose_cmd[@]}" "$@"; }
 pools() { "${pools_cmd[@]}" "$@"; }
 compose_curve() { "${curve_cmd[@]}" "$@"; }
+compose_metrics() { "${metrics_cmd[@]}" "$@"; }
 
 # ---- Teardown -------------------------------------------------------------
 
@@ -348,6 +353,10 @@ validate compose
 ZPIPE_KEYS=/nonexistent validate compose_curve
 validate pools
 validate "${python_cmd[@]}"
+validate compose_metrics # its Prometheus image is never pulled here
+if command -v promtool >/dev/null; then
+    promtool check config docker/prometheus.yml | sed 's/^/  /'
+fi
 
 # ---- Runs -----------------------------------------------------------------
 
@@ -405,6 +414,18 @@ containers() { "${2:-compose}" ps -q "$1" 2>/dev/null; }
 # The stdout (its JSON lines) of coordinator container $1 (default: that of
 # compose.yml), without its stderr.
 outputs() { docker logs "${1:-$(containers coordinator)}" 2>/dev/null; }
+# GET /metrics from port 9464 of container $1, at its address on the
+# compose network (the host is on that network's bridge).
+scrape() {
+    local ip
+    ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1")
+    /usr/bin/python3 - "$ip" <<'EOF'
+import sys, urllib.request
+url = "http://%s:9464/metrics" % sys.argv[1]
+with urllib.request.urlopen(url, timeout=10) as r:
+    sys.stdout.write(r.read().decode())
+EOF
+}
 # Waits for the coordinator of run $1 to end; keeps its outputs in
 # $tmp/run$1.jsonl and its log beside them; dies unless it exited with 0.
 finish_run() {
@@ -439,6 +460,17 @@ for _ in $(seq 1 300); do # 60 s for a fifth of the items
     sleep 0.2
 done
 victim=$(containers worker | sed -n 1p)
+scrape "$coordinator" >"$tmp/run2.coordinator.metrics" || die "run 2: no metrics from the coordinator"
+scrape "$victim" >"$tmp/run2.worker.metrics" || die "run 2: no metrics from a worker"
+grep -q '^zpipe_stage_items_out_total{stage="2",task="slow_square"} [1-9]' \
+    "$tmp/run2.coordinator.metrics" || die "run 2: the coordinator's metrics lack slow_square's outputs"
+served_by=$(grep -c '^zpipe_worker_batches_total{stage="2",task="slow_square",worker=' \
+    "$tmp/run2.coordinator.metrics" || true)
+[ "$served_by" -ge 2 ] || die "run 2: the coordinator's metrics name $served_by worker(s)"
+grep -q '^zpipe_worker_coordinator_connected 1$' "$tmp/run2.worker.metrics" ||
+    die "run 2: a worker's metrics say it is not connected"
+echo "  metrics: $(grep -c '^zpipe_' "$tmp/run2.coordinator.metrics") samples from the" \
+    "coordinator ($served_by workers), $(grep -c '^zpipe_' "$tmp/run2.worker.metrics") from a worker"
 docker kill "$victim" >/dev/null
 echo "  killed worker $(docker inspect -f '{{.Config.Hostname}}' "$victim") after $done_at_kill outputs"
 finish_run 2

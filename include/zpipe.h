@@ -310,6 +310,21 @@ typedef struct zp_run_opts {
                                  there as JSON (see docs/cli.md); failing
                                  to write them fails an otherwise good run
                                  with ZP_EIO                              */
+    /* "127.0.0.1:9464", ":9464" (every IPv4 address) or "[::1]:9464":
+     * serve GET /metrics there, in Prometheus's text format, while the run
+     * lasts (docs/cli.md lists the metrics); port 0 picks a free one.
+     * NULL: $ZPIPE_METRICS, or none. A bad address or one in use fails the
+     * run at its start with ZP_EINVAL, naming it. Nested runs (tasks made
+     * with zp_task_pipeline) never serve metrics. */
+    const char *metrics_listen;
+    /* Once the run is over, its endpoint serves the final figures
+     * (zpipe_run_up 0) until it has been scraped once more, or this long
+     * at most: zp_finish() waits for that. 0: it closes at once. */
+    int metrics_linger_ms;
+    /* The number of items the first task will emit, when known (0:
+     * unknown): `progress` then also shows the share of them the second
+     * stage is through with, and the time left. */
+    uint64_t progress_total;
 } zp_run_opts;
 
 /* How long a remote stage waits for a worker by default. */
@@ -348,6 +363,16 @@ ZP_EXPORT void zp_cancel(zp_run *r);
 /* Cancels the run if it is still going, finishes it and frees it. */
 ZP_EXPORT void zp_run_free(zp_run *r);
 
+/*
+ * The buckets of zp_stage_stats.item_hist: bucket i < ZP_HIST_BUCKETS - 1
+ * counts the items that took at most ZP_HIST_BOUNDS_US[i] microseconds
+ * (and more than the bound before it); the last bucket counts the rest.
+ * Use it as `static const uint64_t bounds[] = {ZP_HIST_BOUNDS_US};`.
+ */
+#define ZP_HIST_BUCKETS 9
+#define ZP_HIST_BOUNDS_US \
+    10, 100, 1000, 10000, 100000, 1000000, 10000000, 60000000
+
 /* Statistics of one stage of a run, readable while it runs and after. */
 typedef struct zp_stage_stats {
     const char *task;        /* the task's name (owned by the pipeline)       */
@@ -367,6 +392,12 @@ typedef struct zp_stage_stats {
                                 seen by readers of these statistics)   */
     int workers_alive;       /* workers running now (threads, the async loop's
                                 calls capacity, or connected worker processes) */
+    uint64_t queue_items;    /* items waiting at the stage's output now */
+    /* Items by the task's own time on each (buckets: ZP_HIST_BOUNDS_US),
+     * and their total time. Thread and async stages; process and remote
+     * stages leave them zero (their workers do not report their time yet). */
+    uint64_t item_hist[ZP_HIST_BUCKETS];
+    uint64_t item_hist_ns;
 } zp_stage_stats;
 
 /*

@@ -3,9 +3,12 @@
 # Installs the Debian 12 packages zpipe needs to build and test, only those
 # missing (so a machine that has them all needs no network). Run as root.
 set -euo pipefail
+# prometheus: the metrics test scrapes a run with a real Prometheus server
+# (and checks pages with its promtool).
 pkgs=(build-essential cmake pkg-config git libzmq3-dev libmsgpack-dev
-      libjansson-dev libuv1-dev libcmocka-dev clang-format clang libclang-rt-14-dev
-      dpkg-dev file lintian python3 python3-zmq python3-msgpack)
+      libjansson-dev libuv1-dev libmicrohttpd-dev libcmocka-dev clang-format
+      clang libclang-rt-14-dev dpkg-dev file lintian python3 python3-zmq
+      python3-msgpack prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -6,7 +6,8 @@
  * (tests/plugins/). Every command, every error exit status, JSON lines in
  * and out, the built-in tasks, process stages and remote stages served by
  * `zpipe worker` processes over tcp on 127.0.0.1, the statistics file
- * (read back with jansson), progress lines off a terminal, and signals.
+ * (read back with jansson), progress lines off a terminal, the metrics
+ * endpoints of `zpipe run` and `zpipe worker`, and signals.
  *
  * This process is a child subreaper: whatever zpipe leaves running when
  * it exits (a worker, a command of exec) becomes our child, so "nothing is
@@ -20,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "tests/http.h"
 #include "tests/testutil.h"
 
 #include <arpa/inet.h>
@@ -1065,6 +1067,132 @@ static void test_progress_off_a_terminal_prints_plain_lines(void **state)
     proc_free(&p);
 }
 
+static void test_progress_knows_the_size_of_a_range_or_an_input(void **state)
+{
+    (void)state;
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run", "--progress",
+                           "range branch | sleep bind=400", "[1, 5]", NULL),
+                     0);
+    assert_contains(p.stderr_text, "% done, ");
+    assert_contains(p.stderr_text, " of 4 items, ");
+    proc_free(&p);
+    /* JSON input: the blank line is no item; raw lines: it is one. */
+    const char *in = write_file("in.jsonl", "1\n\n2\n3");
+    assert_int_equal(zpipe(&p, NULL, "run", "--progress", "--input", in,
+                           "sleep bind=400", NULL),
+                     0);
+    assert_contains(p.stderr_text, " of 3 items, ");
+    proc_free(&p);
+    assert_int_equal(zpipe(&p, NULL, "run", "--progress", "--input", in,
+                           "--input-format", "lines", "sleep bind=300", NULL),
+                     0);
+    assert_contains(p.stderr_text, " of 4 items, ");
+    proc_free(&p);
+    /* From stdin, the size is unknown. */
+    assert_int_equal(zpipe(&p, "1\n2\n3\n", "run", "--progress", "--input", "-",
+                           "sleep bind=400", NULL),
+                     0);
+    assert_null(strstr(p.stderr_text, "% done"));
+    proc_free(&p);
+}
+
+/* ---- Metrics ------------------------------------------------------------- */
+
+/* The "ADDRESS:PORT" a zpipe process said it serves its metrics on. */
+static void metrics_at(proc *p, char *where, size_t len)
+{
+    if (!pump(p, DEADLINE_MS, "/metrics\n", true))
+        fail_msg("no metrics address from zpipe: %s", p->stderr_text);
+    const char *at = strstr(p->stderr_text, "metrics at http://");
+    assert_non_null(at);
+    at += strlen("metrics at http://");
+    snprintf(where, len, "%.*s", (int)strcspn(at, "/"), at);
+}
+
+/* The value of a sample without labels on the page at `where`. */
+static double metric(const char *where, const char *name)
+{
+    http_reply r;
+    char key[128];
+    if (http_call(where, "GET", "/metrics", NULL, &r) != 200)
+        fail_msg("GET http://%s/metrics: %d", where, r.status);
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *line = strstr(r.body, key);
+    if (line == NULL)
+        fail_msg("no %s in %s", name, r.body);
+    double v = strtod(line + strlen(key), NULL);
+    http_reply_free(&r);
+    return v;
+}
+
+static void test_a_worker_serves_its_own_metrics(void **state)
+{
+    (void)state;
+    char ep[64], where[64];
+    proc w[2] = {{.pid = -1}, {.pid = -1}}, p; /* one worker: run_remote's */
+    free_endpoint(ep, sizeof ep);
+    const char *wargs[] = {"worker",      "--connect", ep,  "--plugin",
+                           TASKS,         "--threads", "2", "--metrics",
+                           "127.0.0.1:0", NULL};
+    start(&w[0], wargs);
+    metrics_at(&w[0], where, sizeof where);
+    assert_true(metric(where, "zpipe_worker_coordinator_connected") == 0);
+    /* Connected while a run goes, and counting what it ran. */
+    const char *run_args[] = {"run",
+                              "--listen",
+                              ep,
+                              "--plugin",
+                              TASKS,
+                              "range branch | nap bind=20 mode=remote "
+                              "workers=2",
+                              "100",
+                              NULL};
+    start(&p, run_args);
+    for (int i = 0; metric(where, "zpipe_worker_coordinator_connected") != 1;
+         i++) {
+        assert_true(i < DEADLINE_MS / 10);
+        nap_us(10000);
+    }
+    assert_int_equal(finish(&p), 0);
+    proc_free(&p);
+    assert_true(metric(where, "zpipe_worker_items_total") == 100);
+    assert_true(metric(where, "zpipe_worker_batches_total") >= 1);
+    assert_true(metric(where, "zpipe_worker_busy_seconds_total") >= 2 * 0.02);
+    /* A second run: the link to it is made anew. */
+    run_remote(w, ep, 10, NULL);
+    assert_true(metric(where, "zpipe_worker_items_total") == 110);
+    assert_true(metric(where, "zpipe_worker_reconnects_total") >= 1);
+    kill(w[0].pid, SIGTERM);
+    assert_int_equal(finish(&w[0]), 0);
+    proc_free(&w[0]);
+}
+
+static void test_metrics_errors_name_the_address_and_exit_2(void **state)
+{
+    (void)state;
+    char where[64];
+    proc p;
+    ASSERT_FAILS(2, "bad metrics address 'nonsense'", "run", "--metrics",
+                 "nonsense", "range branch | identity", "3");
+    ASSERT_FAILS(2, "bad value '5x' for --metrics-linger", "run",
+                 "--metrics-linger", "5x", "identity");
+    ASSERT_FAILS(2, "bad metrics address 'nonsense'", "worker", "--connect",
+                 "tcp://127.0.0.1:1", "--metrics", "nonsense");
+    /* A port in use: that of a run still going. */
+    const char *args[] = {"run",         "--metrics",
+                          "127.0.0.1:0", "range branch | sleep bind=100",
+                          "100",         NULL};
+    start(&p, args);
+    metrics_at(&p, where, sizeof where);
+    ASSERT_FAILS(2, where, "run", "--metrics", where, "identity");
+    ASSERT_FAILS(2, "Address already in use", "run", "--metrics", where,
+                 "identity");
+    kill(p.pid, SIGTERM);
+    finish(&p);
+    proc_free(&p);
+}
+
 /* ---- Signals ------------------------------------------------------------- */
 
 /* Every line of `text` is a whole JSON integer. */
@@ -1256,6 +1384,9 @@ int main(void)
         TEST(test_a_remote_task_no_worker_has_fails_naming_it),
         TEST(test_stats_file_holds_the_final_statistics),
         TEST(test_progress_off_a_terminal_prints_plain_lines),
+        TEST(test_progress_knows_the_size_of_a_range_or_an_input),
+        TEST(test_a_worker_serves_its_own_metrics),
+        TEST(test_metrics_errors_name_the_address_and_exit_2),
         TEST(test_sigint_stops_the_run_keeping_whole_outputs),
         TEST(test_sigterm_leaves_no_worker_process_behind),
         TEST(test_a_second_sigint_stops_at_once),

@@ -5,7 +5,8 @@
  * back here with jansson, for runs that end well, fail, are cancelled or
  * never start, and an unwritable path fails the run; zp_run_opts.progress
  * prints lines and a summary on a stderr that is not a terminal (a file
- * here), and its thread ends with the run on every path.
+ * here), with the share done and the time left when the run's total is
+ * known, and its thread ends with the run on every path.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,8 @@
 #include <cmocka.h>
 
 #include "tests/testutil.h"
+
+#include "coordinator/progress.h"
 
 #include <fcntl.h>
 #include <jansson.h>
@@ -237,14 +240,15 @@ static void test_unwritable_stats_file_fails_a_good_run(void **state)
 
 /* Runs p with progress on and stderr going to `path`; returns what was
  * printed (malloc'ed). */
-static char *progress_of(zp_pipeline *p, const char *args, const char *path)
+static char *progress_of(zp_pipeline *p, const char *args, const char *path,
+                         uint64_t total)
 {
     int saved = dup(STDERR_FILENO);
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     assert_true(saved >= 0 && fd >= 0);
     fflush(stderr);
     assert_true(dup2(fd, STDERR_FILENO) >= 0);
-    zp_run_opts o = {.progress = true};
+    zp_run_opts o = {.progress = true, .progress_total = total};
     zp_run *run = zp_start_with(p, args, &o);
     int rc = zp_finish(run);
     zp_run_free(run);
@@ -267,7 +271,7 @@ test_progress_prints_lines_then_a_summary_off_a_terminal(void **state)
     zp_pipeline *p =
         zp_pipe(zp_task(numbers, .branch = true), zp_task(until_reported));
     progress_path = f->path;
-    char *text = progress_of(p, "[3]", f->path);
+    char *text = progress_of(p, "[3]", f->path, 0);
     /* A line per stage every second, while the run goes ... */
     assert_true(has_progress_line(text, "stage 1 numbers: in 1, out "));
     assert_true(has_progress_line(text, "stage 2 until_reported: in "));
@@ -304,6 +308,44 @@ static void test_progress_thread_ends_when_a_run_is_freed_early(void **state)
     zp_pipeline_free(p);
 }
 
+static void test_the_eta_says_the_share_done_and_the_time_left(void **state)
+{
+    (void)state;
+    char text[128];
+    const uint64_t s = 1000000000ull;
+    zp__progress_eta(text, sizeof text, 0, 100, s);
+    assert_string_equal(text, "0.0% done, 0 of 100 items, ? left");
+    zp__progress_eta(text, sizeof text, 25, 100, 2 * s);
+    assert_string_equal(text, "25.0% done, 25 of 100 items, 6.0s left");
+    zp__progress_eta(text, sizeof text, 50, 100, 30 * s);
+    assert_string_equal(text, "50.0% done, 50 of 100 items, 30s left");
+    zp__progress_eta(text, sizeof text, 1, 1000, s);
+    assert_string_equal(text, "0.1% done, 1 of 1000 items, 16m39s left");
+    zp__progress_eta(text, sizeof text, 1, 100000, s);
+    assert_string_equal(text, "0.0% done, 1 of 100000 items, 27h46m left");
+    zp__progress_eta(text, sizeof text, 120, 100, s); /* more than said */
+    assert_string_equal(text, "100.0% done, 100 of 100 items, 0.0s left");
+}
+
+static void test_progress_with_a_total_shows_the_time_left(void **state)
+{
+    fixture *f = *state;
+    zp_pipeline *p =
+        zp_pipe(zp_task(numbers, .branch = true), zp_task(until_reported));
+    progress_path = f->path;
+    char *text = progress_of(p, "[4]", f->path, 4);
+    /* A line a second; its figures depend on the machine's pace. */
+    assert_non_null(strstr(text, "% done, "));
+    assert_non_null(strstr(text, " of 4 items, "));
+    assert_non_null(strstr(text, " left\n"));
+    free(text);
+    /* Without a total, no share and no time left. */
+    text = progress_of(p, "[3]", f->path, 0);
+    assert_null(strstr(text, "% done"));
+    free(text);
+    zp_pipeline_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -322,6 +364,9 @@ int main(void)
             test_progress_prints_lines_then_a_summary_off_a_terminal, setup,
             teardown),
         cmocka_unit_test(test_progress_thread_ends_when_a_run_is_freed_early),
+        cmocka_unit_test(test_the_eta_says_the_share_done_and_the_time_left),
+        cmocka_unit_test_setup_teardown(
+            test_progress_with_a_total_shows_the_time_left, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include "transport/peer.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,11 @@ struct zp__peer {
     void *outbox;  /* owned PULL; what executors post */
     char name[64]; /* inproc endpoint of the outbox */
     zmq_msg_t msg; /* the last message received */
+    /* The link's events, from the monitor; `up` since a handshake
+     * succeeded with no loss after it, `links` counts handshakes. */
+    void *monitor; /* owned PAIR */
+    _Atomic bool up;
+    _Atomic uint64_t links;
 };
 
 struct zp__outbox {
@@ -46,6 +52,56 @@ static char *zmq_why(const char *what, const char *endpoint)
 static void setint(void *s, int opt, int v)
 {
     zmq_setsockopt(s, opt, &v, sizeof v);
+}
+
+/* Connection events of the dealer come to the monitor socket: a link is
+ * up once its handshake succeeded (CURVE's too), down when it is lost. */
+static int watch_links(zp__peer *p, char **why)
+{
+    char name[80];
+    snprintf(name, sizeof name, "inproc://zp-monitor-%p", (void *)p);
+    if (zmq_socket_monitor(p->dealer, name,
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                               ZMQ_EVENT_DISCONNECTED) != 0 ||
+        (p->monitor = zmq_socket(p->zctx, ZMQ_PAIR)) == NULL ||
+        zmq_connect(p->monitor, name) != 0) {
+        *why = zmq_why("cannot watch the link of", name);
+        return ZP_EIO;
+    }
+    setint(p->monitor, ZMQ_LINGER, 0);
+    return 0;
+}
+
+void zp__peer_watch(zp__peer *p)
+{
+    zmq_msg_t ev, addr;
+    zmq_msg_init(&ev);
+    zmq_msg_init(&addr);
+    /* Each event is two frames: 16-bit event and 32-bit value, then the
+     * endpoint. */
+    while (zmq_msg_recv(&ev, p->monitor, ZMQ_DONTWAIT) >= 0) {
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= sizeof event)
+            memcpy(&event, zmq_msg_data(&ev), sizeof event);
+        while (zmq_msg_more(&ev) &&
+               zmq_msg_recv(&addr, p->monitor, ZMQ_DONTWAIT) >= 0 &&
+               zmq_msg_more(&addr))
+            ;
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            atomic_fetch_add(&p->links, 1);
+            atomic_store(&p->up, true);
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            atomic_store(&p->up, false);
+        }
+    }
+    zmq_msg_close(&ev);
+    zmq_msg_close(&addr);
+}
+
+void zp__peer_link(const zp__peer *p, bool *up, uint64_t *links)
+{
+    *up = atomic_load(&p->up);
+    *links = atomic_load(&p->links);
 }
 
 zp__peer *zp__peer_new(const char *endpoint, const char *server_key,
@@ -79,6 +135,8 @@ zp__peer *zp__peer_new(const char *endpoint, const char *server_key,
         *why = zmq_why("cannot bind", p->name);
         goto out_destroy;
     }
+    if (watch_links(p, why) != 0)
+        goto out_destroy;
     if (zmq_connect(p->dealer, endpoint) != 0) {
         *why = zmq_why("cannot connect to", endpoint);
         goto out_destroy;
@@ -95,8 +153,12 @@ void zp__peer_destroy(zp__peer **pp)
     if (p == NULL)
         return;
     zmq_msg_close(&p->msg);
-    if (p->dealer != NULL)
+    if (p->monitor != NULL)
+        zmq_close(p->monitor);
+    if (p->dealer != NULL) {
+        zmq_socket_monitor(p->dealer, NULL, 0);
         zmq_close(p->dealer);
+    }
     if (p->outbox != NULL)
         zmq_close(p->outbox);
     if (p->zctx != NULL)
@@ -128,14 +190,17 @@ static int forward_posts(zp__peer *p)
 
 int zp__peer_recv(zp__peer *p, int timeout_ms, const void **body, size_t *len)
 {
-    zmq_pollitem_t items[2] = {{p->dealer, 0, ZMQ_POLLIN, 0},
-                               {p->outbox, 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[3] = {{p->dealer, 0, ZMQ_POLLIN, 0},
+                               {p->outbox, 0, ZMQ_POLLIN, 0},
+                               {p->monitor, 0, ZMQ_POLLIN, 0}};
     for (;;) {
-        int n = zmq_poll(items, 2, timeout_ms);
+        int n = zmq_poll(items, 3, timeout_ms);
         if (n < 0)
             return zmq_errno() == EINTR ? ZP__AGAIN : ZP_EIO;
         if (items[1].revents & ZMQ_POLLIN)
             forward_posts(p);
+        if (items[2].revents & ZMQ_POLLIN)
+            zp__peer_watch(p);
         if (items[0].revents & ZMQ_POLLIN &&
             zmq_msg_recv(&p->msg, p->dealer, ZMQ_DONTWAIT) >= 0) {
             *body = zmq_msg_data(&p->msg);

@@ -40,6 +40,19 @@ int zp__peer_send(zp__peer *p, const void *body, size_t len);
  */
 int zp__peer_recv(zp__peer *p, int timeout_ms, const void **body, size_t *len);
 
+/*
+ * Reads the events of the link to the coordinator that came since the
+ * last look (zp__peer_recv looks on its own). I/O thread only, or whoever
+ * holds the peer's sockets meanwhile.
+ */
+void zp__peer_watch(zp__peer *p);
+
+/*
+ * Whether the link to the coordinator is up now (its handshake done, not
+ * lost since), and how many times it came up so far. Any thread.
+ */
+void zp__peer_link(const zp__peer *p, bool *up, uint64_t *links);
+
 /* An executor thread's way to the coordinator. Make it on that thread. */
 zp__outbox *zp__outbox_new(zp__peer *p);
 void zp__outbox_destroy(zp__outbox **o);

@@ -45,7 +45,9 @@ typedef struct acall {
     size_t raw_cap;
     msgpack_zone zone;
     bool zone_ready;
-    uint64_t started; /* when the attempt began, ns */
+    uint64_t started; /* when the attempt began, ns          */
+    uint64_t begun;   /* when the first attempt began, ns    */
+    uint64_t took;    /* ended: the time of all its attempts */
     int attempt;
     bool live; /* started, not yet ended */
     void *tag; /* the driver's: the call's batch */
@@ -98,7 +100,11 @@ struct engine {
     bool starved;         /* the last look at the input found nothing */
     bool over;            /* the loop is ending */
     bool loop_ready;      /* uv_loop_init succeeded */
-    int rc;               /* the engine's own first error */
+    int rc;          /* the engine's own first error */
+    /* Clock readings for the calls' times (see start_time). */
+    uint64_t now;   /* the last reading, ns */
+    bool bursting;  /* inside start_more: calls start one after another */
+    bool just_read; /* `now` is when the call before ended, in the burst */
     /* The stage driver: what zp__stage_cfg says, and its sockets. */
     const zp__stage_cfg *cfg;
     zp__rx *rx; /* NULL for the first stage */
@@ -130,13 +136,27 @@ static void engine_fail(engine *e, int rc, char *msg)
 
 /* ---- Calls --------------------------------------------------------------- */
 
+/* Calls are timed on the precise clock, from their start to their
+ * zp_done or zp_fail: the histogram of a stage's item times needs
+ * microseconds, which the coarse clock (the loop's own, a few ms) lacks.
+ * A call that starts right after another one ended, in one burst of
+ * starts (a trivial call ends inside its task function), starts at that
+ * end: one reading of the clock per call, not two. */
+static uint64_t start_time(engine *e)
+{
+    if (!e->just_read)
+        e->now = zp__now_ns();
+    e->just_read = false;
+    return e->now;
+}
+
 static void attempt(acall *a)
 {
     uv_loop_t *loop = &a->eng->loop;
     zp__call_begin(&a->call, a->item, a->call.index);
-    /* The coarse clock, as the loop's own: a precise one would cost as
-     * much as a trivial call. */
-    a->started = zp__coarse_ns();
+    a->started = start_time(a->eng);
+    if (a->attempt == 0)
+        a->begun = a->started;
     /* Calls start in bursts: without this, a timer started late in a
      * burst would count from the time the burst began, and the loop's
      * next wait would end late by the length of the burst. */
@@ -254,7 +274,9 @@ void zp__async_end(zp_call *c)
         return;
     }
     zp__wstats *s = e->stats;
-    zp__count(&s->busy_ns, zp__coarse_ns() - a->started);
+    uint64_t now = e->now = zp__now_ns();
+    e->just_read = e->bursting;
+    zp__count(&s->busy_ns, now - a->started);
     if (stopping(e)) {
         release(e, a);
         return;
@@ -267,6 +289,8 @@ void zp__async_end(zp_call *c)
         zp__queue_push(&e->retries, &a->node);
         return;
     }
+    a->took = now - a->begun;
+    zp__hist_record(&s->hist, a->took, 1, a->took);
     if (outcome != ZP__CALL_OK)
         zp__count(&s->failed, 1);
     if (outcome == ZP__CALL_SKIPPED)
@@ -311,7 +335,7 @@ static bool can_start(const engine *e)
 
 /* Starts calls while it can; true when it stopped because it could not
  * start one (no free slot, or outputs waiting), not for lack of input. */
-static bool start_more(engine *e)
+static bool start_calls(engine *e)
 {
     while (can_start(e) && !stopping(e)) {
         zp__qnode *again = zp__queue_pop(&e->retries);
@@ -337,6 +361,15 @@ static bool start_more(engine *e)
         return false;
     }
     return !stopping(e);
+}
+
+/* start_calls() as one burst of starts (see start_time). */
+static bool start_more(engine *e)
+{
+    e->bursting = true;
+    bool blocked = start_calls(e);
+    e->bursting = e->just_read = false;
+    return blocked;
 }
 
 static void on_readable(uv_poll_t *h, int status, int events);
@@ -837,7 +870,8 @@ static int server_ended(engine *e, acall *a, int outcome)
     zp_call *c = &a->call;
     int rc = 0;
     job->retried += (uint32_t)a->attempt;
-    job->busy += zp__coarse_ns() - a->started;
+    job->busy += a->took;
+    job->calls++;
     if (outcome == ZP__CALL_SKIPPED)
         job->skipped++;
     if (outcome == ZP_ETASK)

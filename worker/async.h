@@ -41,7 +41,8 @@ typedef struct zp__async_job {
     msgpack_sbuffer out; /* outputs back to back                  */
     uint32_t n;          /* outputs                               */
     uint32_t retried, skipped;
-    uint64_t busy; /* ns its calls took, summed                */
+    uint64_t busy;  /* ns its calls took, summed (all attempts) */
+    uint32_t calls; /* calls that ended                         */
     bool failed;   /* an item failed for good: the batch fails */
     uint64_t seq;  /* which one                             */
     char *error;   /* owned; why                            */

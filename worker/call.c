@@ -303,4 +303,5 @@ void zp__wstats_add(const zp__wstats *w, zp_stage_stats *st)
     st->skipped += atomic_load_explicit(&w->skipped, memory_order_relaxed);
     st->busy_ns += atomic_load_explicit(&w->busy_ns, memory_order_relaxed);
     st->in_flight += atomic_load_explicit(&w->in_flight, memory_order_relaxed);
+    zp__hist_add_to(&w->hist, st->item_hist, &st->item_hist_ns);
 }

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 
 #include "core/clock.h"
+#include "core/hist.h"
 #include "core/pipeline.h"
 
 struct zp__hub; /* transport/peer.h */
@@ -45,9 +46,11 @@ typedef struct zp__runctl {
 typedef struct zp__wstats {
     _Atomic uint64_t in, out, failed, retried, skipped, busy_ns;
     _Atomic uint64_t in_flight, peak; /* calls in progress; most at once */
+    zp__hist hist;                    /* the task's time per item        */
 } zp__wstats;
 
-/* Adds the counters into *st (calls in flight included, not the peak). */
+/* Adds the counters into *st (calls in flight and the histogram of item
+ * times included, not the peak). */
 void zp__wstats_add(const zp__wstats *w, zp_stage_stats *st);
 
 typedef struct zp__worker zp__worker;

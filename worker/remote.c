@@ -53,6 +53,8 @@ typedef struct job {
 
 typedef struct server {
     const zp__serve_opts *o;
+    zp__serve_stats *stats; /* o->stats, or `own` */
+    zp__serve_stats own;
     zp__peer *peer;       /* owned */
     zp__runctl ctl;       /* stop: the process is leaving */
     pthread_mutex_t lock; /* guards jobs, stages, busy */
@@ -117,7 +119,8 @@ typedef struct result {
     msgpack_sbuffer out; /* outputs back to back */
     uint32_t n;          /* how many */
     uint32_t retried, skipped;
-    uint64_t busy; /* ns the task ran on the batch so far */
+    uint64_t busy;  /* ns the task ran on the batch so far */
+    uint32_t items; /* items run */
 } result;
 
 /* Where a batch's messages go: the outbox of the thread that runs it, or
@@ -222,6 +225,7 @@ static int run_items(server *s, const sink *ob, const job *j,
         rc = post_fail(ob, j, 0, "malformed batch of items", 0) ? ZP_EIO : 1;
     while (rc == 0 && (rc = zp__batch_next(&rd, &item, &seq)) == 1) {
         uint64_t t0 = zp__now_ns();
+        res->items++;
         rc = zp__call_item(&call, item, seq, &res->retried);
         res->busy += zp__now_ns() - t0;
         if (rc == ZP__CALL_OK) {
@@ -238,6 +242,15 @@ static int run_items(server *s, const sink *ob, const job *j,
     zp__call_fini(&call);
     zp__batch_reader_fini(&rd);
     return rc;
+}
+
+/* Counts a finished batch for the worker's metrics. */
+static void count_batch(server *s, uint64_t items, uint64_t busy_ns)
+{
+    atomic_fetch_add_explicit(&s->stats->batches, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->stats->items, items, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->stats->busy_ns, busy_ns,
+                              memory_order_relaxed);
 }
 
 static void run_job(server *s, const sink *ob, const job *j)
@@ -260,6 +273,7 @@ static void run_job(server *s, const sink *ob, const job *j)
         post_outputs(ob, j, &res, ZP__DONE);
     }
     msgpack_sbuffer_destroy(&res.out);
+    count_batch(s, res.items, res.busy);
 }
 
 static void *executor(void *arg)
@@ -432,6 +446,8 @@ static void async_done(void *arg, zp__async_job *aj)
     job *j = aj->arg;
     if (!aj->dropped && s->async_ob == NULL)
         s->async_ob = zp__outbox_new(s->peer);
+    if (!aj->dropped)
+        count_batch(s, aj->calls, aj->busy);
     if (!aj->dropped && s->async_ob != NULL) {
         sink to = {s, s->async_ob};
         if (aj->failed)
@@ -574,6 +590,16 @@ static bool orphaned(const server *s)
     return s->parent > 0 && getppid() != s->parent;
 }
 
+/* The state of the link to the coordinator, for the worker's metrics. */
+static void note_link(server *s)
+{
+    bool up;
+    uint64_t links;
+    zp__peer_link(s->peer, &up, &links);
+    atomic_store(&s->stats->connected, up);
+    atomic_store(&s->stats->reconnects, links > 1 ? links - 1 : 0);
+}
+
 static void beat_if_due(server *s, uint64_t now)
 {
     if (now - s->beat >= HEARTBEAT_MS * 1000000ull) {
@@ -598,6 +624,7 @@ static void serve(server *s)
         } else if (rc < 0 && rc != ZP__AGAIN) {
             break;
         }
+        note_link(s);
         uint64_t now = zp__now_ns();
         if (!s->greeted)
             s->greeted = send_hello(s) == 0;
@@ -628,8 +655,11 @@ static void *watchdog(void *arg)
         if (signalled || orphaned(s)) {
             atomic_store(&s->ctl.stop, true);
         } else if (pthread_mutex_trylock(&s->io) == 0) {
-            if (atomic_load(&s->running_since) != 0)
+            if (atomic_load(&s->running_since) != 0) {
                 beat_if_due(s, zp__now_ns());
+                zp__peer_watch(s->peer);
+                note_link(s);
+            }
             pthread_mutex_unlock(&s->io);
         }
         pthread_mutex_lock(&s->lock);
@@ -707,6 +737,7 @@ static int start(server *s)
 int zp__worker_serve(const zp__serve_opts *o)
 {
     server s = {.o = o, .ctl = {.fail = no_fail}};
+    s.stats = o->stats ? o->stats : &s.own;
     char *why = NULL;
     if (o->child) { /* die with the coordinator that spawned us */
         prctl(PR_SET_PDEATHSIG, SIGKILL);

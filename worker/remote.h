@@ -8,7 +8,19 @@
 #ifndef ZP_WORKER_REMOTE_H
 #define ZP_WORKER_REMOTE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
+
+/* What a worker has done, for its metrics endpoint: written by the
+ * worker's threads, read by any thread. Zeroed to start. */
+typedef struct zp__serve_stats {
+    _Atomic uint64_t batches;    /* batches finished (DONE or FAIL sent) */
+    _Atomic uint64_t items;      /* items run                            */
+    _Atomic uint64_t busy_ns;    /* time running batches, all threads    */
+    _Atomic uint64_t reconnects; /* links to a coordinator after the 1st */
+    _Atomic bool connected;      /* linked to a coordinator now          */
+} zp__serve_stats;
 
 typedef struct zp__serve_opts {
     const char *endpoint;   /* the coordinator                          */
@@ -17,6 +29,7 @@ typedef struct zp__serve_opts {
     const char *server_key; /* CURVE: the server's public key file      */
     const char *secret_key; /* CURVE: this worker's secret key file     */
     bool child;             /* spawned by its coordinator: die with it  */
+    zp__serve_stats *stats; /* borrowed; filled while it serves, or NULL */
 } zp__serve_opts;
 
 /*

@@ -21,6 +21,7 @@
 #include "worker/thread.h"
 
 typedef struct zp__stage_ops zp__stage_ops;
+struct zp__tally; /* coordinator/tally.h: batches done per worker */
 
 /* The head of every kind's stage: a kind's struct begins with it. */
 typedef struct zp__stage {
@@ -73,6 +74,10 @@ struct zp__stage_ops {
     void (*stats)(zp__stage *s, zp_stage_stats *st);
     /* Joins if needed, frees, sets *s to NULL. NULL-safe. */
     void (*destroy)(zp__stage **s);
+    /* The batches each of its workers did, by name, for the metrics;
+     * valid until destroy. NULL (the op or its result) when the kind has
+     * no workers of its own to name. */
+    struct zp__tally *(*tally)(zp__stage *s);
 };
 
 /* The kinds this layer implements. */

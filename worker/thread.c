@@ -186,6 +186,7 @@ static int next_item(zp__worker *w, const msgpack_object **item, uint64_t *i)
     int rc = zp__rx_next(w->rx, false, item, i);
     if (rc != ZP__AGAIN)
         return rc;
+    zp__worker_window_end(w); /* the wait is no time of the task's */
     if ((rc = zp__worker_flush(w)) != 0)
         return rc;
     rc = zp__rx_next(w->rx, true, item, i);
@@ -204,22 +205,32 @@ static int run_items(zp__worker *w)
         if ((rc = run_item(w, item, index)) != 0 ||
             (rc = zp__worker_pace(w)) != 0)
             break;
+    zp__worker_window_end(w);
     return rc;
 }
 
-/* The first task, or a join task: one call for the whole stream. */
+/* The call of the first task, or of a join task, with its retries. */
+static int call_once(zp__worker *w)
+{
+    if (!w->stage->cfg.def->opts.join)
+        return run_item(w, w->stage->cfg.args, 0);
+    /* Joins have no retries and no skip: one attempt. */
+    int rc = zp__call_item(&w->call, NULL, 0, NULL);
+    if (rc == ZP_ETASK)
+        return fail_run(w);
+    return rc < 0 ? rc : commit(w);
+}
+
+/* The first task, or a join task: one call for the whole stream, which
+ * is the stage's one item in its histogram. */
 static int run_once(zp__worker *w)
 {
-    const zp__stage_def *def = w->stage->cfg.def;
-    w->window_start = zp__now_ns();
-    if (def->opts.join) {
-        /* Joins have no retries and no skip: one attempt. */
-        int rc = zp__call_item(&w->call, NULL, 0, NULL);
-        if (rc == ZP_ETASK)
-            return fail_run(w);
-        return rc < 0 ? rc : commit(w);
-    }
-    return run_item(w, w->stage->cfg.args, 0);
+    uint64_t start = zp__now_ns();
+    w->window_start = start;
+    int rc = call_once(w);
+    uint64_t took = zp__now_ns() - start;
+    zp__hist_record(&w->stats.hist, took, 1, took);
+    return rc;
 }
 
 /* Says this worker is done: its own sender closes, or the last worker of
@@ -254,17 +265,41 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Whether the worker's calls are one per item (not the first task's
+ * single call, nor a join's). */
+static bool per_item(const zp__worker *w)
+{
+    return w->rx != NULL && !w->stage->cfg.def->opts.join;
+}
+
+/* Closes the window at time t: its time is busy time, and each of its
+ * items took the window's average (a slow worker's windows are one item
+ * long, so its items are timed one by one). Returns the window's time. */
+static uint64_t close_window(zp__worker *w, uint64_t t)
+{
+    uint64_t spent = t - w->window_start;
+    zp__count(&w->stats.busy_ns, spent);
+    if (w->window_items > 0 && per_item(w))
+        zp__hist_record(&w->stats.hist, spent / w->window_items,
+                        w->window_items, spent);
+    w->window_start = t;
+    return spent;
+}
+
+void zp__worker_window_end(zp__worker *w)
+{
+    close_window(w, zp__now_ns());
+    w->window_items = 0;
+}
+
 int zp__worker_pace(zp__worker *w)
 {
     if (++w->window_items < WINDOW && !w->slow)
         return 0;
-    uint64_t t = zp__now_ns();
-    uint64_t spent = t - w->window_start;
-    zp__count(&w->stats.busy_ns, spent);
+    uint64_t spent = close_window(w, zp__now_ns());
     w->slow = spent > (uint64_t)SLOW_NS * w->window_items;
-    if (w->rx != NULL && !w->stage->cfg.def->opts.join)
+    if (per_item(w))
         zp__edge_set_slow(w->stage->cfg.in, w->slow);
-    w->window_start = t;
     w->window_items = 0;
     return w->slow ? zp__worker_flush(w) : zp__worker_nudge(w);
 }

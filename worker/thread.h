@@ -47,4 +47,11 @@ int zp__worker_nudge(zp__worker *w);
  */
 int zp__worker_pace(zp__worker *w);
 
+/*
+ * Ends the current pacing window now, before a wait for input: its time
+ * goes to the worker's busy time and, for a stage of items (not the
+ * first, not a join), its items to the histogram.
+ */
+void zp__worker_window_end(zp__worker *w);
+
 #endif
