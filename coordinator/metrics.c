@@ -438,17 +438,17 @@ void zp__metrics_worker_page(zp__prom *p, const zp__serve_stats *s)
 /* ---- A run's endpoint ---------------------------------------------------- */
 
 struct zp__run_metrics {
-    zp__metrics *server;           /* owned */
-    zp_run *run;                   /* borrowed */
-    zp__tally *const *tallies;     /* borrowed, n; NULL for stages of
-                                      no workers of their own */
-    size_t n;                      /* stages */
-    int linger_ms;                 /* zp_run_opts.metrics_linger_ms */
-    pthread_mutex_t lock;          /* guards final and n */
-    const zp_stage_stats *final;   /* borrowed, once the run is over */
-    zp_stage_stats *st;            /* owned, n: a page's figures */
-    zp__tally_row *rows;           /* owned, ZP__METRICS_MAX_WORKERS */
-    zp__metrics_worker *w;         /* owned, ZP__METRICS_MAX_WORKERS */
+    zp__metrics *server;         /* owned */
+    zp_run *run;                 /* borrowed */
+    zp__tally *const *tallies;   /* borrowed, n; NULL for stages of
+                                    no workers of their own */
+    size_t n;                    /* stages */
+    int linger_ms;               /* zp_run_opts.metrics_linger_ms */
+    pthread_mutex_t lock;        /* guards final and n */
+    const zp_stage_stats *final; /* borrowed, once the run is over */
+    zp_stage_stats *st;          /* owned, n: a page's figures */
+    zp__tally_row *rows;         /* owned, ZP__METRICS_MAX_WORKERS */
+    zp__metrics_worker *w;       /* owned, ZP__METRICS_MAX_WORKERS */
 };
 
 /* Gathers the workers of every dispatched stage; returns how many. */

@@ -60,14 +60,14 @@ struct zp_run {
     int wait_workers_ms;
     zp_run **children; /* owned array of borrowed nested runs       */
     size_t nchildren;
-    bool want_progress;     /* zp_run_opts.progress                    */
-    zp__progress *progress; /* owned; the progress thread, or NULL     */
-    char *stats_path;       /* owned copy of zp_run_opts.stats_path    */
-    uint64_t started;       /* ns, when the run was started            */
-    uint64_t took;          /* ns, from start to the end of teardown   */
-    unsigned long id;       /* the run's id on the wire                */
-    zp__listener *listener; /* owned; where remote workers connect, made
-                               by the first remote stage, or NULL      */
+    bool want_progress;         /* zp_run_opts.progress                    */
+    zp__progress *progress;     /* owned; the progress thread, or NULL     */
+    char *stats_path;           /* owned copy of zp_run_opts.stats_path    */
+    uint64_t started;           /* ns, when the run was started            */
+    uint64_t took;              /* ns, from start to the end of teardown   */
+    unsigned long id;           /* the run's id on the wire                */
+    zp__listener *listener;     /* owned; where remote workers connect, made
+                                   by the first remote stage, or NULL      */
     struct zp__tally **tallies; /* owned, p->n; each stage's, or NULL  */
     zp__run_metrics *metrics;   /* owned; the metrics endpoint, or NULL */
 };

@@ -158,8 +158,8 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
                    .pid = m->pid,
                    .credit = credit,
                    .threads = threads,
-                   .granted = (threads < NEW_THREADS ? threads
-                                                     : NEW_THREADS) + 1,
+                   .granted =
+                       (threads < NEW_THREADS ? threads : NEW_THREADS) + 1,
                    .rtt_cur = UINT64_MAX,
                    .rtt_prev = UINT64_MAX,
                    .rtt_epoch = zp__now_ns(),

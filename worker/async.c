@@ -100,7 +100,7 @@ struct engine {
     bool starved;         /* the last look at the input found nothing */
     bool over;            /* the loop is ending */
     bool loop_ready;      /* uv_loop_init succeeded */
-    int rc;          /* the engine's own first error */
+    int rc;               /* the engine's own first error */
     /* Clock readings for the calls' times (see start_time). */
     uint64_t now;   /* the last reading, ns */
     bool bursting;  /* inside start_more: calls start one after another */

@@ -43,10 +43,10 @@ typedef struct zp__async_job {
     uint32_t retried, skipped;
     uint64_t busy;  /* ns its calls took, summed (all attempts) */
     uint32_t calls; /* calls that ended                         */
-    bool failed;   /* an item failed for good: the batch fails */
-    uint64_t seq;  /* which one                             */
-    char *error;   /* owned; why                            */
-    bool dropped;  /* the server stopped first: no result   */
+    bool failed;    /* an item failed for good: the batch fails */
+    uint64_t seq;   /* which one                             */
+    char *error;    /* owned; why                            */
+    bool dropped;   /* the server stopped first: no result   */
     /* The server's. */
     zp__qnode node;
     zp__batch_reader rd;
