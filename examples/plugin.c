@@ -16,8 +16,6 @@
  *                holding a thread (an async task on libuv's getaddrinfo)
  *   summarize    a join task: the stream of numbers -> {"count", "mean",
  *                "stdev", "min", "max"}
- *   estimate_pi  only a name: the task runs in Python workers
- *                (examples/python/tasks.py); see below
  */
 #include <arpa/inet.h>
 #include <math.h>
@@ -164,17 +162,4 @@ ZP_TASK(summarize)
     pack_key(pk, "max");
     msgpack_pack_double(pk, n > 0 ? hi : NAN);
     return zp_emit(call);
-}
-
-/*
- * estimate_pi is written in Python (examples/python/tasks.py) and served
- * by `python3 -m zpipe_worker` to a `mode=remote` stage. zpipe run needs
- * the name of every task of its spec, so this plugin declares it; it is
- * never called there, as remote stages run only in workers.
- */
-ZP_TASK(estimate_pi)
-{
-    return zp_fail(call, "estimate_pi runs in Python workers: give its stage "
-                         "mode=remote and start python3 -m zpipe_worker "
-                         "--module examples/python/tasks.py");
 }
