@@ -678,7 +678,7 @@ static void test_thread_and_async_stages_time_every_item(void **state)
     assert_int_equal(n[2], 100);
     assert_int_equal(n[3], 100);
     assert_int_equal(n[4], 100); /* from the task time workers report */
-    assert_int_equal(n[5], 1); /* the join task's one call */
+    assert_int_equal(n[5], 1);   /* the join task's one call */
     zp_run_free(run);
     zp_pipeline_free(p);
 }
