@@ -135,6 +135,7 @@ static const char worker_help[] =
     "                        pool=NAME, and those without a pool\n"
     "                        (default: $ZPIPE_POOL, or no pool)\n"
     "  --curve-server FILE   CURVE: the coordinator's public key file\n"
+    "                        (its NAME.pub, never its NAME.key)\n"
     "                        (default: $ZPIPE_CURVE_SERVER)\n"
     "  --curve-secret FILE   CURVE: this worker's secret key file\n"
     "                        (default: $ZPIPE_CURVE_SECRET)\n"
@@ -163,8 +164,9 @@ static const char keygen_help[] =
     "its --curve-allow file; a worker uses its own .key with --curve-secret\n"
     "and the coordinator's .pub with --curve-server.\n"
     "\n"
-    "exit status: 0, 1 when a file cannot be written, 2 a usage error or a\n"
-    "file that exists already.\n";
+    "exit status: 0, 1 when writing a created file fails (a full disk), 2 a\n"
+    "usage error, or a file that exists already or cannot be created (no\n"
+    "such folder, no permission).\n";
 
 /* ---- Messages ------------------------------------------------------------ */
 

@@ -747,11 +747,18 @@ static bool claims(const zp__stage_def *def)
     return def->opts.mode != ZP_INPROC;
 }
 
+/* Descriptors of a dispatched stage besides its workers' connections: the
+ * hub's listener and sockets, its monitor, the ZAP handler's sockets. */
+#define HUB_FILES 8
+
 static void shape(const zp__stage_def *def, size_t index, zp__stage_shape *out)
 {
-    (void)def;
     (void)index;
-    *out = (zp__stage_shape){.senders = 1, .receivers = 1, .io_thread = true};
+    int children = def->opts.mode == ZP_PROCESS ? def->opts.workers : 0;
+    *out = (zp__stage_shape){.senders = 1,
+                             .receivers = 1,
+                             .io_thread = true,
+                             .files = HUB_FILES + children};
 }
 
 static int start(const zp__stage_cfg *cfg, zp__stage **out, char **why)

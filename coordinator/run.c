@@ -25,6 +25,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/fds.h"
 #include "core/value.h"
 #include "coordinator/metrics.h"
 #include "coordinator/progress.h"
@@ -176,6 +177,48 @@ static int plan(zp_run *r)
     return r->zctx != NULL ? 0 : ZP_ENOMEM;
 }
 
+/* Descriptors a run needs beyond its stages': its ZeroMQ context's, its
+ * threads' and the caller's next few. */
+#define FILES_SLACK 32
+
+/*
+ * Whether the descriptors the stages need (an eventfd per edge socket,
+ * and what each says it holds besides) fit what the process may open, its
+ * soft limit raised to the hard one first; if not, fails the run at once,
+ * naming the stage that needs the most, rather than letting it fail on
+ * "too many open files" when some socket or worker cannot be made.
+ */
+static bool files_suffice(zp_run *r)
+{
+    long total = FILES_SLACK, most = 0;
+    size_t big = 0;
+    for (size_t k = 0; k < r->p->n; k++) {
+        const zp__stage_shape *sh = &r->shapes[k];
+        long need = (long)sh->senders + sh->receivers + sh->files;
+        total += need;
+        if (need > most) {
+            most = need;
+            big = k;
+        }
+    }
+    zp__fds_raise_limit();
+    long limit = zp__fds_limit(), used;
+    if (limit < 0 || total <= limit / 2) /* no need to count them */
+        return true;
+    if ((used = zp__fds_in_use()) > 0)
+        total += used;
+    if (total <= limit)
+        return true;
+    failf(r, ZP_EINVAL,
+          "task '%s' (workers=%d) needs about %ld open files, and the run "
+          "about %ld with those already open, but this process may open "
+          "%ld (its limit, ulimit -n, raised to the hard limit): use fewer "
+          "workers, or raise the hard limit (ulimit -Hn)",
+          r->p->stages[big].name, r->p->stages[big].opts.workers, most, total,
+          limit);
+    return false;
+}
+
 static int start_stage(zp_run *r, size_t k)
 {
     const zp__stage_def *def = &r->p->stages[k];
@@ -223,6 +266,8 @@ static int build(zp_run *r)
         r->edges == NULL || r->final == NULL)
         return ZP_ENOMEM;
     int rc = plan(r);
+    if (rc == 0 && !files_suffice(r))
+        return ZP__REPORTED;
     if (rc == 0)
         rc = make_edges(r, r->id);
     if (rc != 0)

@@ -45,7 +45,10 @@ typedef struct stage {
     unsigned seen;    /* bit i set: options[i] was given                */
 } stage;
 
-enum kind { FLAG, NUMBER, DURATION, CHOICE, JSON, WORD };
+/* COUNT: a NUMBER of at least 1. A stage's zp_opts take 0 for "not set",
+ * but `workers=0` written in a spec asks for something else than the one
+ * worker it would get: a mistake, and said so. */
+enum kind { FLAG, NUMBER, COUNT, DURATION, CHOICE, JSON, WORD };
 
 typedef struct choice {
     const char *name;
@@ -69,12 +72,14 @@ static const choice on_errors[] = {
     {"fail", ZP_FAIL}, {"skip", ZP_SKIP}, {NULL, 0}};
 
 #define NUMBER_EXPECTED "a whole number (digits only, at most 2147483647)"
+#define COUNT_EXPECTED \
+    "a whole number, at least 1 (digits only, at most 2147483647)"
 
 static const option options[] = {
     {"branch", FLAG, offsetof(zp_opts, branch), NULL, NULL},
     {"join", FLAG, offsetof(zp_opts, join), NULL, NULL},
     {"ordered", FLAG, offsetof(zp_opts, ordered), NULL, NULL},
-    {"workers", NUMBER, offsetof(zp_opts, workers), NULL, NUMBER_EXPECTED},
+    {"workers", COUNT, offsetof(zp_opts, workers), NULL, COUNT_EXPECTED},
     {"throttle", NUMBER, offsetof(zp_opts, throttle), NULL, NUMBER_EXPECTED},
     {"retries", NUMBER, offsetof(zp_opts, retries), NULL, NUMBER_EXPECTED},
     {"timeout", DURATION, offsetof(zp_opts, timeout_ms), NULL,
@@ -300,15 +305,15 @@ static const option *find_option(const char *name, size_t len)
     return NULL;
 }
 
-/* Reads the value of a NUMBER, DURATION or CHOICE option at ps->at. */
+/* Reads the value of a NUMBER, COUNT, DURATION or CHOICE option at ps->at. */
 static int read_value(parser *ps, stage *st, const option *o)
 {
     const char *v = ps->at;
     size_t len = (size_t)(word_end(v) - v);
     int *value = field(&st->opts, o->offset);
     bool ok;
-    if (o->kind == NUMBER)
-        ok = parse_int(v, len, value);
+    if (o->kind == NUMBER || o->kind == COUNT)
+        ok = parse_int(v, len, value) && (o->kind == NUMBER || *value >= 1);
     else if (o->kind == DURATION)
         ok = parse_duration(v, len, value);
     else

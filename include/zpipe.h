@@ -218,7 +218,9 @@ ZP_EXPORT zp_pipeline *zp_task_pipeline_new(zp_pipeline *inner,
  * Parses a one-line spec, "range branch | square workers=4 | total join",
  * against the registered tasks. Returns a pipeline, or NULL with *err set to
  * a malloc'ed message (free() it) that quotes the spec and points at the
- * offending word. `err` may be NULL.
+ * offending word. `err` may be NULL. A value written in a spec is the
+ * value meant: `workers=0` is an error there (0 is zp_opts' "not set"),
+ * while `throttle=0`, `retries=0` and `timeout=0` are their defaults.
  */
 ZP_EXPORT zp_pipeline *zp_parse(const char *spec, char **err);
 
@@ -336,6 +338,12 @@ typedef struct zp_run_opts {
  * arguments) as the first task's input. Borrows `p`: keep it until
  * zp_run_free(). One pipeline may be run many times, also at once. Never
  * NULL: a configuration error comes back from zp_finish()/zp_error().
+ *
+ * Open files: the first run raises the process's soft limit of open files
+ * (RLIMIT_NOFILE) to its hard limit, once, as worker mode does; processes
+ * started afterwards inherit it. A run whose stages need more descriptors
+ * than that (two per thread worker, one per process worker) fails at once
+ * with ZP_EINVAL, naming the stage.
  */
 ZP_EXPORT zp_run *zp_start(zp_pipeline *p, const char *args_json);
 ZP_EXPORT zp_run *zp_start_with(zp_pipeline *p, const char *args_json,

@@ -63,14 +63,15 @@ typedef struct proc {
     int status; /* once reaped */
 } proc;
 
-/* Starts zpipe with the NULL-terminated arguments `args`. */
-static void start(proc *p, const char *const *args)
+/* Starts the program argv[0] with the NULL-terminated arguments `args`
+ * after argv[0 .. first). */
+static void spawn(proc *p, const char **argv, size_t first,
+                  const char *const *args)
 {
     int in[2], out[2], err[2];
-    const char *argv[64] = {ZPIPE_BIN};
-    size_t n = 1;
-    for (; args[n - 1] != NULL && n < 63; n++)
-        argv[n] = args[n - 1];
+    size_t n = first;
+    for (; args[n - first] != NULL && n < 63; n++)
+        argv[n] = args[n - first];
     argv[n] = NULL;
     assert_int_equal(pipe2(in, O_CLOEXEC), 0);
     assert_int_equal(pipe2(out, O_CLOEXEC), 0);
@@ -80,14 +81,32 @@ static void start(proc *p, const char *const *args)
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-    assert_int_equal(posix_spawn(&p->pid, ZPIPE_BIN, &fa, NULL,
-                                 (char *const *)argv, environ),
-                     0);
+    assert_int_equal(
+        posix_spawn(&p->pid, argv[0], &fa, NULL, (char *const *)argv, environ),
+        0);
     posix_spawn_file_actions_destroy(&fa);
     close(in[0]);
     close(out[1]);
     close(err[1]);
     *p = (proc){.pid = p->pid, .in = in[1], .out = out[0], .err = err[0]};
+}
+
+/* Starts zpipe with the NULL-terminated arguments `args`. */
+static void start(proc *p, const char *const *args)
+{
+    const char *argv[64] = {ZPIPE_BIN};
+    spawn(p, argv, 1, args);
+}
+
+/* Starts zpipe as start() does, but allowed at most `files` open files
+ * (soft and hard limits, which it cannot raise). */
+static void start_limited(proc *p, int files, const char *const *args)
+{
+    char script[64];
+    snprintf(script, sizeof script, "ulimit -n %d && exec \"$0\" \"$@\"",
+             files);
+    const char *argv[64] = {"/bin/sh", "-c", script, ZPIPE_BIN};
+    spawn(p, argv, 4, args);
 }
 
 static void append(int *fd, char **text, size_t *len)
@@ -384,6 +403,13 @@ static void test_configuration_errors_exit_2(void **state)
                  "range branch | identity mode=remote pool=a/b");
     ASSERT_FAILS(2, "the first task cannot have workers > 1", "run",
                  "identity workers=2");
+    ASSERT_FAILS(2,
+                 "bad value '0' for workers: expected a whole number, at "
+                 "least 1 (digits only, at most 2147483647) in stage 2 "
+                 "(column 33)\n"
+                 "  range branch | identity workers=0\n"
+                 "                                  ^",
+                 "run", "range branch | identity workers=0");
     ASSERT_FAILS(2, "invalid run arguments: invalid JSON at line 1, column 2",
                  "run", "identity", "[x]");
     ASSERT_FAILS(2, "task 'identity' has mode=remote: give --listen", "run",
@@ -977,8 +1003,10 @@ static void test_curve_keys_from_keygen_secure_a_remote_stage(void **state)
     assert_contains(p.stdout_text, "wrote server.key");
     proc_free(&p);
     ASSERT_FAILS(2, "server.key exists", "keygen", "server");
-    ASSERT_FAILS(1, "cannot create /nonexistent/dir/k.key", "keygen",
-                 "/nonexistent/dir/k");
+    ASSERT_FAILS(2,
+                 "cannot create /nonexistent/dir/k.key: there is no folder "
+                 "'/nonexistent/dir'",
+                 "keygen", "/nonexistent/dir/k");
     assert_int_equal(zpipe(&p, NULL, "keygen", "worker", NULL), 0);
     proc_free(&p);
     struct stat st;
@@ -992,9 +1020,213 @@ static void test_curve_keys_from_keygen_secure_a_remote_stage(void **state)
     start_workers(w, ep, worker_keys);
     run_remote(w, ep, 100, server_keys);
     stop_workers(w);
-    ASSERT_FAILS(2, "worker.pub", "worker", "--connect", ep, "--curve-server",
-                 "server.pub", "--curve-secret", "worker.pub");
+    ASSERT_FAILS(2, "worker.pub is a public key", "worker", "--connect", ep,
+                 "--curve-server", "server.pub", "--curve-secret",
+                 "worker.pub");
+    /* --curve-server wants the server's public key, not its secret one. */
+    ASSERT_FAILS(2,
+                 "zpipe worker: server.key is a secret key (its line '# zpipe "
+                 "CURVE secret key' says so), where a public key is wanted",
+                 "worker", "--connect", ep, "--curve-server", "server.key",
+                 "--curve-secret", "worker.key");
+    ASSERT_FAILS(2, "server.pub is a public key", "run", "--listen", ep,
+                 "--curve-secret", "server.pub", "--curve-allow", "worker.pub",
+                 "range branch | identity mode=remote", "3");
     assert_int_equal(chdir("/"), 0);
+}
+
+/* ---- Descriptors ----------------------------------------------------------
+ */
+
+/* zpipe() for a zpipe allowed at most `files` open files. */
+static int zpipe_limited(proc *p, int files, ...)
+{
+    const char *args[64];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, files);
+    while ((args[n] = va_arg(ap, const char *)) != NULL && n < 63)
+        n++;
+    va_end(ap);
+    args[n] = NULL;
+    start_limited(p, files, args);
+    return finish(p);
+}
+
+static void test_more_workers_than_open_files_allow_fail_at_once(void **state)
+{
+    (void)state;
+    proc p;
+    /* A process worker's connection takes a descriptor, a thread worker's
+     * sockets two: neither stage can start, and none of it starts. */
+    assert_int_equal(zpipe_limited(&p, 256, "run", "--plugin", TASKS,
+                                   "range branch | nap mode=process "
+                                   "workers=100000 bind=1",
+                                   "10", NULL),
+                     2);
+    assert_contains(p.stderr_text,
+                    "zpipe run: task 'nap' (workers=100000) needs about ");
+    assert_contains(p.stderr_text, "but this process may open 256 ");
+    assert_contains(p.stderr_text, "raise the hard limit (ulimit -Hn)");
+    assert_string_equal(p.stdout_text, "");
+    proc_free(&p);
+    assert_int_equal(zpipe_limited(&p, 256, "run", "--plugin", TASKS,
+                                   "range branch | nap workers=200 bind=1",
+                                   "10", NULL),
+                     2);
+    assert_contains(p.stderr_text, "task 'nap' (workers=200) needs about 4");
+    proc_free(&p);
+    /* What fits runs. */
+    long pids[16];
+    size_t lines;
+    assert_int_equal(zpipe_limited(&p, 256, "run", "--plugin", TASKS,
+                                   "range branch | whoami mode=process "
+                                   "workers=10",
+                                   "30", NULL),
+                     0);
+    pids_of(p.stdout_text, pids, 16, &lines);
+    assert_int_equal(lines, 30);
+    proc_free(&p);
+    assert_true(no_child_within(1000));
+}
+
+/* The port of a tcp endpoint on 127.0.0.1. */
+static struct sockaddr_in address_of(const char *ep)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_port = htons((uint16_t)atoi(strrchr(ep, ':') + 1));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return a;
+}
+
+/* Opens n connections to `ep` without waiting for them to be accepted,
+ * and never says a word on them. */
+static void open_silent(const char *ep, int *fds, int n)
+{
+    struct sockaddr_in a = address_of(ep);
+    for (int i = 0; i < n; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        assert_true(fds[i] >= 0);
+        if (connect(fds[i], (struct sockaddr *)&a, sizeof a) != 0)
+            assert_int_equal(errno, EINPROGRESS);
+    }
+}
+
+/* How many times `part` occurs in `text`. */
+static int occurrences(const char *text, const char *part)
+{
+    int n = 0;
+    for (const char *at = text; (at = strstr(at, part)) != NULL; at++)
+        n++;
+    return n;
+}
+
+/* The number of lines of `text`. */
+static size_t count_lines(const char *text)
+{
+    size_t n = 0;
+    for (; text != NULL && *text; text++)
+        n += *text == '\n';
+    return n;
+}
+
+/* Reads the process's output until it wrote `n` lines. */
+static void await_lines(proc *p, size_t n)
+{
+    for (int waited = 0; count_lines(p->stdout_text) < n; waited += 100) {
+        if ((p->out < 0 && p->err < 0) || waited > DEADLINE_MS)
+            fail_msg("%zu lines, not %zu: %s", count_lines(p->stdout_text), n,
+                     p->stderr_text);
+        pump(p, 100, NULL, false);
+    }
+}
+
+static void
+test_a_coordinator_out_of_files_says_so_once_and_serves_on(void **state)
+{
+    (void)state;
+    char ep[64], said[160], want[4096];
+    proc w[2], p;
+    int fds[200];
+    free_endpoint(ep, sizeof ep);
+    start_workers(w, ep, NULL);
+    const char *args[] = {"run",
+                          "--listen",
+                          ep,
+                          "--plugin",
+                          TASKS,
+                          "--wait-workers",
+                          "20s",
+                          "range branch | nap mode=remote "
+                          "bind=20",
+                          "400",
+                          NULL};
+    start_limited(&p, 128, args);
+    await_lines(&p, 20); /* it runs */
+    /* More connections than it has descriptors left for, which it closes
+     * 5 s later as none says a word. */
+    open_silent(ep, fds, 200);
+    snprintf(said, sizeof said,
+             "zpipe: cannot accept more connections on %s: too many open "
+             "files (limit 128)",
+             ep);
+    if (!pump(&p, DEADLINE_MS, said, true))
+        fail_msg("it did not say '%s': %s", said, p.stderr_text);
+    assert_int_equal(finish(&p), 0);
+    for (int i = 0; i < 200; i++)
+        close(fds[i]);
+    /* Once; later lines only count the failures since. */
+    assert_int_equal(occurrences(p.stderr_text, "(limit 128)\n"), 1);
+    /* Its workers served every item, once. */
+    size_t len = 0;
+    for (int i = 0; i < 400; i++)
+        len += (size_t)snprintf(want + len, sizeof want - len, "%d\n", i);
+    char *a = sorted_lines(p.stdout_text), *b = sorted_lines(want);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    proc_free(&p);
+    stop_workers(w);
+    assert_true(no_child_within(1000));
+}
+
+static void test_a_connection_that_never_handshakes_is_closed(void **state)
+{
+    (void)state;
+    char ep[64], buf[256];
+    proc p;
+    int fd;
+    free_endpoint(ep, sizeof ep);
+    const char *args[] = {
+        "run", "--listen", ep, "--input", "-", "identity mode=remote", NULL};
+    start(&p, args);
+    struct sockaddr_in a = address_of(ep);
+    for (int i = 0;; i++) { /* until it listens */
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            break;
+        close(fd);
+        assert_true(i < DEADLINE_MS / 10);
+        nap_us(10000);
+    }
+    /* It greets, then gives up on a peer that never greets back: after
+     * 5 s, well before ZeroMQ's default of 30 s. */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ssize_t got = 1;
+    for (long left = 25000; got > 0 && left > 0;) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, (int)left) > 0)
+            got = read(fd, buf, sizeof buf);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left = 25000 - ((t.tv_sec - t0.tv_sec) * 1000 +
+                        (t.tv_nsec - t0.tv_nsec) / 1000000);
+    }
+    assert_true(got == 0 || (got < 0 && errno == ECONNRESET));
+    close(fd);
+    assert_int_equal(finish(&p), 0);
+    assert_string_equal(p.stdout_text, "");
+    proc_free(&p);
 }
 
 /* ---- Statistics and progress --------------------------------------------- */
@@ -1382,6 +1614,9 @@ int main(void)
         TEST(test_curve_keys_from_keygen_secure_a_remote_stage),
         TEST(test_two_pools_serve_two_remote_stages_the_coordinator_lacks),
         TEST(test_a_remote_task_no_worker_has_fails_naming_it),
+        TEST(test_more_workers_than_open_files_allow_fail_at_once),
+        TEST(test_a_coordinator_out_of_files_says_so_once_and_serves_on),
+        TEST(test_a_connection_that_never_handshakes_is_closed),
         TEST(test_stats_file_holds_the_final_statistics),
         TEST(test_progress_off_a_terminal_prints_plain_lines),
         TEST(test_progress_knows_the_size_of_a_range_or_an_input),

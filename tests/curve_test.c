@@ -398,8 +398,12 @@ test_keygen_refuses_an_empty_name_and_a_missing_directory(void **state)
     free(why);
     why = NULL;
     assert_int_equal(zp__curve_keygen(NULL, NULL), ZP_EINVAL);
-    assert_int_equal(zp__curve_keygen(in_dir("no/such/dir/k"), &why), ZP_EIO);
+    /* A folder that does not exist is the caller's mistake. */
+    assert_int_equal(zp__curve_keygen(in_dir("no/such/dir/k"), &why),
+                     ZP_EINVAL);
     assert_non_null(strstr(why, "no/such/dir/k.key"));
+    assert_non_null(strstr(why, "there is no folder '"));
+    assert_non_null(strstr(why, "/no/such/dir'"));
     free(why);
 }
 
@@ -510,6 +514,30 @@ test_read_key_refuses_a_secret_key_open_to_group_or_others(void **state)
     assert_string_equal(key, a);
 }
 
+static void test_read_key_tells_a_secret_key_from_a_public_one(void **state)
+{
+    char key[41], *why = NULL;
+    (void)state;
+    /* The server's secret key where its public key is wanted, as in
+     * `zpipe worker --curve-server server.key`, and the reverse. */
+    expect_refused("s.key", false,
+                   "s.key is a secret key (its line '# zpipe CURVE secret "
+                   "key' says so), where a public key is wanted");
+    expect_refused("s.pub", true,
+                   "s.pub is a public key (its line '# zpipe CURVE public "
+                   "key' says so), where a secret key is wanted");
+    assert_int_equal(zp__curve_read_key(in_dir("s.key"), true, key, &why), 0);
+    assert_int_equal(zp__curve_read_key(in_dir("s.pub"), false, key, &why), 0);
+    /* Without keygen's mark, a key is taken for what the caller wants. */
+    char *text = slurp(in_dir("s.key"));
+    assert_non_null(text);
+    write_file("unmarked", strchr(text, '\n') + 1, 0600);
+    assert_int_equal(zp__curve_read_key(in_dir("unmarked"), false, key, &why),
+                     0);
+    free(text);
+    assert_null(why);
+}
+
 static void test_curve_sockets_refuse_bad_key_files(void **state)
 {
     void *zctx = zmq_ctx_new();
@@ -521,9 +549,9 @@ static void test_curve_sockets_refuse_bad_key_files(void **state)
     assert_non_null(strstr(why, "missing.key"));
     free(why);
     why = NULL;
-    /* a.pub is 0644: as a secret key it is refused. */
+    /* a.pub, as a secret key, is refused for what it is. */
     assert_int_equal(zp__curve_server(s, in_dir("a.pub"), &why), ZP_EINVAL);
-    assert_non_null(strstr(why, "chmod 600"));
+    assert_non_null(strstr(why, "a.pub is a public key"));
     free(why);
     why = NULL;
     assert_int_equal(zp__curve_client(s, in_dir("s.pub"), NULL, &why),
@@ -706,6 +734,16 @@ static void test_zap_new_refuses_bad_allow_files(void **state)
     assert_null(zp__zap_new(zctx, in_dir("bad-allow"), &why));
     assert_non_null(strstr(why, "bad-allow:4:"));
     free(why);
+    /* A secret key after its mark (`cat *.key` for `cat *.pub`) is refused,
+     * though the public key of the same pair is welcome. */
+    char *pub = slurp(in_dir("b.pub")), *sec = slurp(in_dir("b.key"));
+    snprintf(text, sizeof text, "%s%s%s", pub, sec, pub);
+    write_file("secret-allow", text, 0644);
+    assert_null(zp__zap_new(zctx, in_dir("secret-allow"), &why));
+    assert_non_null(strstr(why, "secret-allow:4: a secret key"));
+    free(why);
+    free(pub);
+    free(sec);
     write_file("empty-allow", "# nobody\n", 0644);
     assert_null(zp__zap_new(zctx, in_dir("empty-allow"), &why));
     assert_non_null(strstr(why, "lists no public keys"));
@@ -888,6 +926,7 @@ int main(void)
         cmocka_unit_test(test_read_key_refuses_missing_empty_and_odd_files),
         cmocka_unit_test(
             test_read_key_refuses_a_secret_key_open_to_group_or_others),
+        cmocka_unit_test(test_read_key_tells_a_secret_key_from_a_public_one),
         cmocka_unit_test(test_curve_sockets_refuse_bad_key_files),
         cmocka_unit_test_teardown(test_the_zap_handler_follows_rfc_27,
                                   restore_stderr),

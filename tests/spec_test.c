@@ -152,6 +152,8 @@ static zp_pipeline *parse_ok(const char *spec)
 
 #define NUMBER_WANTED \
     "expected a whole number (digits only, at most 2147483647)"
+#define COUNT_WANTED \
+    "expected a whole number, at least 1 (digits only, at most 2147483647)"
 
 /* ---- Building ------------------------------------------------------------ */
 
@@ -190,7 +192,7 @@ test_three_stage_spec_builds_three_stages_with_their_options(void **state)
 static void test_zero_values_and_inproc_mode_are_the_defaults(void **state)
 {
     (void)state;
-    zp_pipeline *p = parse_ok("range | square mode=inproc workers=0 throttle=0 "
+    zp_pipeline *p = parse_ok("range | square mode=inproc throttle=0 "
                               "retries=0 timeout=0 on_error=fail | total "
                               "timeout=0ms | label timeout=0s");
     assert_int_equal(zp_pipeline_stages(p), 4);
@@ -485,14 +487,30 @@ static void test_numbers_must_be_plain_decimal_ints(void **state)
         char spec[64], head[160];
         snprintf(spec, sizeof spec, "range | square workers=%s ordered",
                  bad[i]);
-        snprintf(head, sizeof head,
-                 "bad value '%s' for workers: " NUMBER_WANTED, bad[i]);
+        snprintf(head, sizeof head, "bad value '%s' for workers: " COUNT_WANTED,
+                 bad[i]);
         assert_parse_error(spec, head, 2, 24, (int)strlen(bad[i]));
     }
     assert_parse_error("range | square throttle=1k",
                        "bad value '1k' for throttle: " NUMBER_WANTED, 2, 25, 2);
     assert_parse_error("range | square retries=x",
                        "bad value 'x' for retries: " NUMBER_WANTED, 2, 24, 1);
+}
+
+static void test_workers_0_is_a_mistake_pointing_at_the_value(void **state)
+{
+    (void)state;
+    /* In the C API 0 means "not set" (one worker); written in a spec it
+     * asks for something else, so it is refused rather than read as 1. */
+    assert_parse_error("range | square workers=0 ordered",
+                       "bad value '0' for workers: expected a whole number, "
+                       "at least 1 (digits only, at most 2147483647)",
+                       2, 24, 1);
+    assert_parse_error("range | square workers=00",
+                       "bad value '00' for workers: expected a whole number, "
+                       "at least 1 (digits only, at most 2147483647)",
+                       2, 24, 2);
+    zp_pipeline_free(parse_ok("range | square workers=1 | total"));
 }
 
 static void
@@ -639,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_flag_given_a_value_is_an_error),
         cmocka_unit_test(test_option_missing_its_value_is_an_error),
         cmocka_unit_test(test_numbers_must_be_plain_decimal_ints),
+        cmocka_unit_test(test_workers_0_is_a_mistake_pointing_at_the_value),
         cmocka_unit_test(
             test_an_int_out_of_the_option_range_fails_at_the_task_name),
         cmocka_unit_test(test_mode_and_on_error_take_only_their_words),

@@ -32,6 +32,9 @@
 #define ZAP_MAX_FRAMES 8   /* RFC 27 requests have 6 + credentials    */
 #define ZAP_MAX_LOGGED 256 /* refused keys remembered, not to log twice */
 #define ZAP_DOMAIN "zpipe" /* of our CURVE servers' ZAP requests */
+/* The first lines of zpipe keygen's files, which tell the kinds apart. */
+#define SECRET_MARK "# zpipe CURVE secret key"
+#define PUBLIC_MARK "# zpipe CURVE public key"
 
 /*
  * ZMQ_ZAP_ENFORCE_DOMAIN, a draft option of libzmq since 4.2.3 (its header
@@ -76,21 +79,17 @@ static int fail(char **why, int err, const char *fmt, ...)
 
 /* ---- Reading files ------------------------------------------------------ */
 
-/* Checks that fd is a regular file, private when `secret`, within `max`. */
-static int check_file(int fd, const char *path, bool secret, size_t max,
+/* Checks that fd is a regular file within `max`; *mode gets its mode. */
+static int check_file(int fd, const char *path, size_t max, mode_t *mode,
                       char **why)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)
         return fail(why, ZP_EINVAL, "cannot read %s: %s", path,
                     strerror(errno));
+    *mode = st.st_mode;
     if (!S_ISREG(st.st_mode))
         return fail(why, ZP_EINVAL, "%s is not a regular file", path);
-    if (secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-        return fail(why, ZP_EINVAL,
-                    "secret key file %s is accessible to group or others "
-                    "(mode %03o); refusing it: run chmod 600 %s",
-                    path, (unsigned)(st.st_mode & 0777), path);
     if (st.st_size < 0 || (uintmax_t)st.st_size > max)
         return fail(why, ZP_EINVAL, "%s is too large (%jd bytes, at most %zu)",
                     path, (intmax_t)st.st_size, max);
@@ -114,14 +113,25 @@ static int read_all(int fd, char *buf, size_t max, size_t *len)
     return 0;
 }
 
+/* Refuses a secret key file that others than its owner may read. */
+static int check_private(const char *path, mode_t mode, char **why)
+{
+    if ((mode & (S_IRWXG | S_IRWXO)) == 0)
+        return 0;
+    return fail(why, ZP_EINVAL,
+                "secret key file %s is accessible to group or others "
+                "(mode %03o); refusing it: run chmod 600 %s",
+                path, (unsigned)(mode & 0777), path);
+}
+
 /*
  * Reads the whole text file at `path` (at most `max` bytes, no NUL byte)
  * into *text (malloc'ed, NUL-terminated; *size is its allocation, for
- * wiping). `what` names the file in messages. Returns 0, ZP_EINVAL or
- * ZP_ENOMEM with *why.
+ * wiping); *mode gets the file's mode. `what` names the file in messages.
+ * Returns 0, ZP_EINVAL or ZP_ENOMEM with *why.
  */
-static int read_text(const char *path, const char *what, bool secret,
-                     size_t max, char **text, size_t *size, char **why)
+static int read_text(const char *path, const char *what, size_t max,
+                     char **text, size_t *size, mode_t *mode, char **why)
 {
     size_t len = 0;
     int rc = ZP_EINVAL;
@@ -131,7 +141,7 @@ static int read_text(const char *path, const char *what, bool secret,
     if (fd < 0)
         return fail(why, ZP_EINVAL, "cannot open %s %s: %s", what, path,
                     strerror(errno));
-    if ((rc = check_file(fd, path, secret, max, why)) != 0)
+    if ((rc = check_file(fd, path, max, mode, why)) != 0)
         goto out_close;
     *size = max + 2;
     if ((*text = zp__malloc(*size)) == NULL) {
@@ -231,10 +241,37 @@ static int bad_line(const char *path, int lineno, size_t len, char **why)
                 path, lineno);
 }
 
-/* Finds the one key of a key file's text; comments may only precede it. */
-static int parse_key_file(const char *text, const char *path, char out[41],
-                          char **why)
+/* Whether a trimmed line is the comment `mark`. */
+static bool is_mark(const char *s, size_t len, const char *mark)
 {
+    return len == strlen(mark) && memcmp(s, mark, len) == 0;
+}
+
+/* A key file whose mark says it holds the other kind of key. */
+static int wrong_kind(const char *path, bool secret, char **why)
+{
+    if (secret)
+        return fail(why, ZP_EINVAL,
+                    "%s is a public key (its line '" PUBLIC_MARK "' says "
+                    "so), where a secret key is wanted: a NAME.key file of "
+                    "zpipe keygen",
+                    path);
+    return fail(why, ZP_EINVAL,
+                "%s is a secret key (its line '" SECRET_MARK "' says so), "
+                "where a public key is wanted: the NAME.pub file of the pair "
+                "(the NAME.key stays with its owner)",
+                path);
+}
+
+/*
+ * Finds the one key of a key file's text; comments may only precede it.
+ * A file of the other kind (`secret` says which is wanted), as its mark
+ * from zpipe keygen tells, is refused.
+ */
+static int parse_key_file(const char *text, const char *path, bool secret,
+                          char out[41], char **why)
+{
+    const char *other = secret ? PUBLIC_MARK : SECRET_MARK;
     line_reader r = {text, 0};
     uint8_t key[KEY_BYTES];
     const char *s;
@@ -245,6 +282,8 @@ static int parse_key_file(const char *text, const char *path, char out[41],
         enum line_kind kind = classify(s, len, key);
         if (kind == LINE_BAD)
             rc = bad_line(path, r.lineno, len, why);
+        else if (kind == LINE_COMMENT && is_mark(s, len, other))
+            rc = wrong_kind(path, secret, why);
         else if (kind != LINE_BLANK && found)
             rc = fail(why, ZP_EINVAL,
                       "%s:%d: nothing may follow the key of a key file", path,
@@ -266,9 +305,12 @@ int zp__curve_read_key(const char *path, bool secret, char out[41], char **why)
     const char *what = secret ? "secret key file" : "public key file";
     char *text = NULL;
     size_t size = 0;
-    int rc = read_text(path, what, secret, KEY_FILE_MAX, &text, &size, why);
+    mode_t mode = 0;
+    int rc = read_text(path, what, KEY_FILE_MAX, &text, &size, &mode, why);
     if (rc == 0)
-        rc = parse_key_file(text, path, out, why);
+        rc = parse_key_file(text, path, secret, out, why);
+    if (rc == 0 && secret)
+        rc = check_private(path, mode, why);
     if (rc != 0)
         explicit_bzero(out, ZP__CURVE_KEY_LEN + 1);
     wipe_free(text, size);
@@ -292,20 +334,33 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
-/* Creates `path` (never over an existing file) holding one key. */
-static int write_key_file(const char *path, const char *kind, const char *key,
+/* Why `path` cannot be created (errno says): a path that names no
+ * folder, an existing file, no permission... all mistakes of the caller's
+ * (ZP_EINVAL), unlike a write that fails once the file exists. */
+static int cannot_create(const char *path, char **why)
+{
+    const char *slash = strrchr(path, '/');
+    if (errno == EEXIST)
+        return fail(why, ZP_EINVAL, "%s exists; refusing to overwrite a key",
+                    path);
+    if (errno == ENOENT && slash != NULL)
+        return fail(why, ZP_EINVAL,
+                    "cannot create %s: there is no folder '%.*s'", path,
+                    slash == path ? 1 : (int)(slash - path), path);
+    return fail(why, ZP_EINVAL, "cannot create %s: %s", path, strerror(errno));
+}
+
+/* Creates `path` (never over an existing file) holding one key after its
+ * mark. */
+static int write_key_file(const char *path, const char *mark, const char *key,
                           mode_t mode, char **why)
 {
     char text[128];
     int fd =
         open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0 && errno == EEXIST)
-        return fail(why, ZP_EINVAL, "%s exists; refusing to overwrite a key",
-                    path);
     if (fd < 0)
-        return fail(why, ZP_EIO, "cannot create %s: %s", path, strerror(errno));
-    int n =
-        snprintf(text, sizeof text, "# zpipe CURVE %s key\n%s\n", kind, key);
+        return cannot_create(path, why);
+    int n = snprintf(text, sizeof text, "%s\n%s\n", mark, key);
     int rc = 0;
     /* The mode is exact, whatever the umask. */
     if (fchmod(fd, mode) != 0 || write_all(fd, text, (size_t)n) != 0)
@@ -326,8 +381,9 @@ static int write_pair(const char *key_path, const char *pub_path, char **why)
     if (zmq_curve_keypair(pub, sec) != 0)
         return fail(why, ZP_EINVAL, "cannot make a CURVE key pair: %s",
                     zmq_strerror(zmq_errno()));
-    rc = write_key_file(key_path, "secret", sec, 0600, why);
-    if (rc == 0 && (rc = write_key_file(pub_path, "public", pub, 0644, why)))
+    rc = write_key_file(key_path, SECRET_MARK, sec, 0600, why);
+    if (rc == 0 &&
+        (rc = write_key_file(pub_path, PUBLIC_MARK, pub, 0644, why)) != 0)
         unlink(key_path);
     explicit_bzero(sec, sizeof sec);
     return rc;
@@ -436,7 +492,10 @@ static int allow_add(zp__zap *z, const uint8_t key[KEY_BYTES], size_t *cap)
     return 0;
 }
 
-/* Fills the allow-list from the text of `path`. */
+/* Fills the allow-list from the text of `path`. A key after the mark of
+ * a secret key file (`cat *.key` where `cat *.pub` was meant) is refused:
+ * its owner's secret would be no secret anymore, and nobody could connect
+ * with it. */
 static int parse_allow_file(zp__zap *z, const char *text, const char *path,
                             char **why)
 {
@@ -444,13 +503,24 @@ static int parse_allow_file(zp__zap *z, const char *text, const char *path,
     uint8_t key[KEY_BYTES];
     const char *s;
     size_t len, cap = 0;
+    bool secret = false; /* the key that follows is a secret key */
     int rc = 0;
     while (rc == 0 && next_line(&r, &s, &len)) {
         enum line_kind kind = classify(s, len, key);
+        if (kind == LINE_COMMENT &&
+            (is_mark(s, len, SECRET_MARK) || is_mark(s, len, PUBLIC_MARK)))
+            secret = is_mark(s, len, SECRET_MARK);
         if (kind == LINE_BAD)
             rc = bad_line(path, r.lineno, len, why);
+        else if (kind == LINE_KEY && secret)
+            rc = fail(why, ZP_EINVAL,
+                      "%s:%d: a secret key (after the line '" SECRET_MARK
+                      "'): an allow file lists public keys, from NAME.pub "
+                      "files",
+                      path, r.lineno);
         else if (kind == LINE_KEY && allow_add(z, key, &cap) != 0)
             rc = fail(why, ZP_ENOMEM, "out of memory reading %s", path);
+        secret = secret && kind != LINE_KEY; /* a mark marks one key */
     }
     if (rc == 0 && z->n_allow == 0)
         rc = fail(why, ZP_EINVAL,
@@ -462,8 +532,9 @@ static int load_allow(zp__zap *z, const char *path, char **why)
 {
     char *text = NULL;
     size_t size = 0;
-    int rc = read_text(path, "CURVE allow file", false, ALLOW_FILE_MAX, &text,
-                       &size, why);
+    mode_t mode = 0;
+    int rc = read_text(path, "CURVE allow file", ALLOW_FILE_MAX, &text, &size,
+                       &mode, why);
     if (rc == 0)
         rc = parse_allow_file(z, text, path, why);
     wipe_free(text, size);

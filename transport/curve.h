@@ -23,7 +23,10 @@
 /*
  * Reads the key file at `path` into `out` (40 Z85 characters and a NUL).
  * `secret` says the file holds a secret key: then it must be a regular file
- * whose mode grants nothing to group or others. Returns 0, or ZP_EINVAL
+ * whose mode grants nothing to group or others. A file that zpipe keygen
+ * marked as the other kind (its comment line "# zpipe CURVE public key" or
+ * "... secret key") is refused: a secret key given where the server's
+ * public key is wanted, or the reverse. Returns 0, or ZP_EINVAL
  * with *why (malloc'ed, the caller frees it; untouched when `why` is NULL)
  * naming the file and what is wrong with it. Blocks on file I/O only;
  * thread-safe.
@@ -33,9 +36,10 @@ int zp__curve_read_key(const char *path, bool secret, char out[41], char **why);
 /*
  * Makes a new key pair: NAME.key (the secret key, mode 0600) and NAME.pub
  * (the public key, mode 0644), each a comment line and the Z85 key. Refuses
- * to overwrite either file. Returns 0, ZP_EINVAL (bad name, a file exists,
- * no CURVE in libzmq), ZP_EIO (a file could not be written) or ZP_ENOMEM,
- * with *why; on failure this call leaves neither file behind.
+ * to overwrite either file. Returns 0, ZP_EINVAL (bad name, a file exists
+ * or cannot be created: no such folder, no permission; no CURVE in libzmq),
+ * ZP_EIO (writing a created file failed) or ZP_ENOMEM, with *why; on
+ * failure this call leaves neither file behind.
  */
 int zp__curve_keygen(const char *name, char **why);
 

@@ -18,7 +18,12 @@
 #include "core/log.h"
 #include "core/error.h"
 #include "transport/curve.h"
+#include "transport/monitor.h"
 #include "transport/proto.h"
+
+#define HANDSHAKE_MS 5000     /* to complete a ZeroMQ handshake */
+#define PING_MS 1000          /* ZeroMQ's pings to each worker, every */
+#define PING_TIMEOUT_MS 10000 /* then a connection unanswered is closed */
 
 struct zp__peer {
     void *zctx;    /* owned */
@@ -40,6 +45,7 @@ struct zp__outbox {
 struct zp__hub {
     void *router;       /* owned */
     zp__zap *zap;       /* owned; NULL without CURVE */
+    zp__monitor *mon;   /* owned; tells when accepting fails */
     char endpoint[256]; /* as bound */
     zmq_msg_t id, body; /* the last message received */
 };
@@ -269,6 +275,14 @@ zp__hub *zp__hub_new(void *zctx, const char *endpoint, const char *curve_secret,
     setint(h->router, ZMQ_RCVHWM, 0);
     int64_t max = (int64_t)ZP__PROTO_MAX_MSG + 1024;
     zmq_setsockopt(h->router, ZMQ_MAXMSGSIZE, &max, sizeof max);
+    /* A connection that never completes its handshake gives its
+     * descriptor back soon; so does one whose peer stops answering
+     * ZeroMQ's own pings (a host gone, a frozen process), and workers drop
+     * a coordinator that stops answering theirs likewise (TTL). */
+    setint(h->router, ZMQ_HANDSHAKE_IVL, HANDSHAKE_MS);
+    setint(h->router, ZMQ_HEARTBEAT_IVL, PING_MS);
+    setint(h->router, ZMQ_HEARTBEAT_TIMEOUT, PING_TIMEOUT_MS);
+    setint(h->router, ZMQ_HEARTBEAT_TTL, PING_TIMEOUT_MS);
     if (curve_secret != NULL &&
         ((h->zap = zp__zap_new(zctx, curve_allow, why)) == NULL ||
          zp__curve_server(h->router, curve_secret, why) != 0))
@@ -279,6 +293,8 @@ zp__hub *zp__hub_new(void *zctx, const char *endpoint, const char *curve_secret,
         goto out_destroy;
     }
     zmq_getsockopt(h->router, ZMQ_LAST_ENDPOINT, h->endpoint, &n);
+    if ((h->mon = zp__monitor_new(zctx, h->router, h->endpoint, why)) == NULL)
+        goto out_destroy;
     return h;
 out_destroy:
     zp__hub_destroy(&h);
@@ -292,6 +308,7 @@ void zp__hub_destroy(zp__hub **hp)
         return;
     zmq_msg_close(&h->id);
     zmq_msg_close(&h->body);
+    zp__monitor_destroy(&h->mon);
     if (h->router != NULL)
         zmq_close(h->router);
     zp__zap_destroy(&h->zap);

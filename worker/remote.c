@@ -23,6 +23,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/error.h"
+#include "core/fds.h"
 #include "core/list.h"
 #include "core/registry.h"
 #include "transport/batch.h"
@@ -739,7 +740,8 @@ int zp__worker_serve(const zp__serve_opts *o)
     server s = {.o = o, .ctl = {.fail = no_fail}};
     s.stats = o->stats ? o->stats : &s.own;
     char *why = NULL;
-    if (o->child) { /* die with the coordinator that spawned us */
+    zp__fds_raise_limit(); /* a socket per executor thread, and more */
+    if (o->child) {        /* die with the coordinator that spawned us */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         const char *parent = getenv("ZPIPE_WORKER_PARENT");
         s.parent = parent ? (pid_t)atoi(parent) : 0;

@@ -50,6 +50,9 @@ typedef struct zp__stage_shape {
     bool late_release; /* gives input credits back only when the outputs
                           of those items leave (zp__edge.defer_release) */
     bool io_thread;    /* its sockets need ZeroMQ's I/O thread          */
+    int files;         /* descriptors it holds besides its edges' sockets
+                          (one eventfd each): its own sockets, its worker
+                          processes' connections                       */
 } zp__stage_shape;
 
 struct zp__stage_ops {
