@@ -8,7 +8,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git libzmq3-dev libmsgpack-dev
       libjansson-dev libuv1-dev libmicrohttpd-dev libcmocka-dev clang-format
       clang libclang-rt-14-dev dpkg-dev file lintian python3 python3-zmq
-      python3-msgpack prometheus)
+      python3-msgpack prometheus iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -6,7 +6,8 @@
  *   fail_on    fails on the item equal to bind, passes the others on
  *   nap        waits bind milliseconds, whatever happens, then passes its
  *              item on: a task that cannot be interrupted
- *   whoami     item -> [item, the pid of the process that ran it]
+ *   whoami     item -> [item, the pid of the process that ran it], after
+ *              waiting bind milliseconds when bind is given
  */
 #include <time.h>
 #include <unistd.h>
@@ -27,18 +28,25 @@ ZP_TASK(fail_on)
     return zp_emit_obj(call, in);
 }
 
-ZP_TASK(nap)
+/* Waits the milliseconds bound to the call, if any, whatever happens. */
+static void wait_bound(zp_call *call)
 {
     const msgpack_object *ms = zp_bound(call);
     long n = ms != NULL ? (long)ms->via.i64 : 0;
     struct timespec t = {n / 1000, (n % 1000) * 1000000L};
     while (nanosleep(&t, &t) != 0)
         ;
+}
+
+ZP_TASK(nap)
+{
+    wait_bound(call);
     return zp_emit_obj(call, zp_input(call));
 }
 
 ZP_TASK(whoami)
 {
+    wait_bound(call);
     msgpack_packer *pk = zp_out(call);
     msgpack_pack_array(pk, 2);
     msgpack_pack_object(pk, *zp_input(call));
