@@ -1148,6 +1148,8 @@ test_a_coordinator_out_of_files_says_so_once_and_serves_on(void **state)
     char ep[64], said[160], want[4096];
     proc w[2], p;
     int fds[200];
+    if (ZP_TEST_TSAN) /* zpipe's own reports of libzmq's hand-offs, which */
+        skip();       /* tsan.supp cannot match without descriptors left */
     free_endpoint(ep, sizeof ep);
     start_workers(w, ep, NULL);
     const char *args[] = {"run",

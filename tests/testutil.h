@@ -16,6 +16,15 @@
 
 #include <zpipe.h>
 
+/* Whether the program is built with the thread sanitizer, whose reports
+ * under a low limit of open files cannot be symbolized, and so cannot be
+ * matched by tests/tsan.supp either. */
+#if defined(__SANITIZE_THREAD__)
+#define ZP_TEST_TSAN 1
+#else
+#define ZP_TEST_TSAN 0
+#endif
+
 /* *t = now + ms on CLOCK_REALTIME, for pthread_cond_timedwait. */
 static inline void deadline_in(struct timespec *t, int ms)
 {
