@@ -22,6 +22,10 @@
 #define HANDSHAKE_MS 5000     /* to complete a ZeroMQ handshake */
 #define PING_MS 1000          /* ZeroMQ's pings to each worker, every */
 #define PING_TIMEOUT_MS 10000 /* then a connection unanswered is closed */
+/* A worker's sockets: an outbox per executor thread (zpipe worker
+ * --threads and --zp-threads take at most 4096), its link's own, the
+ * async loop's. */
+#define PEER_MAX_SOCKETS (4096 + 64)
 
 struct zp__peer {
     void *zctx;    /* owned */
@@ -62,6 +66,8 @@ zp__peer *zp__peer_new(const char *endpoint, const char *server_key,
     zmq_msg_init(&p->msg);
     snprintf(p->name, sizeof p->name, "inproc://zp-outbox-%p", (void *)p);
     p->zctx = zmq_ctx_new();
+    if (p->zctx != NULL) /* ZeroMQ's default, 1023, would cap the threads */
+        zmq_ctx_set(p->zctx, ZMQ_MAX_SOCKETS, PEER_MAX_SOCKETS);
     p->dealer = p->zctx ? zmq_socket(p->zctx, ZMQ_DEALER) : NULL;
     p->outbox = p->zctx ? zmq_socket(p->zctx, ZMQ_PULL) : NULL;
     if (p->dealer == NULL || p->outbox == NULL) {
