@@ -217,8 +217,9 @@ zp__hub *zp__hub_new(void *zctx, const char *endpoint, const char *curve_secret,
     zmq_setsockopt(h->router, ZMQ_MAXMSGSIZE, &max, sizeof max);
     /* A connection that never completes its handshake gives its
      * descriptor back soon; so does one whose peer stops answering
-     * ZeroMQ's own pings (a host gone, a frozen process), and workers drop
-     * a coordinator that stops answering theirs likewise (TTL). */
+     * ZeroMQ's own pings (a host gone, a frozen process); and the pings
+     * tell workers to drop a connection on which the coordinator has been
+     * silent as long (TTL), then to connect again. */
     setint(h->router, ZMQ_HANDSHAKE_IVL, HANDSHAKE_MS);
     setint(h->router, ZMQ_HEARTBEAT_IVL, PING_MS);
     setint(h->router, ZMQ_HEARTBEAT_TIMEOUT, PING_TIMEOUT_MS);
