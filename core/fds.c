@@ -36,9 +36,11 @@ static void raise_limit(void)
         return;
     rlim_t soft = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0 || rl.rlim_max != RLIM_INFINITY)
+        return;
     /* An infinite hard limit cannot be had: the kernel's bound can. */
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && rl.rlim_max == RLIM_INFINITY &&
-        (rl.rlim_cur = nr_open()) > soft)
+    rl.rlim_cur = nr_open();
+    if (rl.rlim_cur > soft)
         setrlimit(RLIMIT_NOFILE, &rl);
 }
 

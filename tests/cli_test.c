@@ -1090,6 +1090,45 @@ static void test_more_workers_than_open_files_allow_fail_at_once(void **state)
     assert_true(no_child_within(1000));
 }
 
+/* The entries of /proc/PID/`what` (its threads, its open files), or -1. */
+static int count_of(pid_t pid, const char *what)
+{
+    char path[64];
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, what);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void test_a_worker_runs_every_thread_it_announces(void **state)
+{
+    (void)state;
+    char ep[64];
+    proc w;
+    free_endpoint(ep, sizeof ep); /* nobody there: it waits */
+    const char *args[] = {"worker", "--connect", ep,     "--plugin",
+                          TASKS,    "--threads", "2048", NULL};
+    start(&w, args);
+    /* Each executor thread has a socket, which holds an eventfd: more
+     * than ZeroMQ's default of 1023 sockets per context, and than the
+     * usual soft limit of 1024 open files. */
+    for (int i = 0;
+         count_of(w.pid, "fd") < 2048 || count_of(w.pid, "task") < 2048; i++) {
+        if (i > DEADLINE_MS / 10 || count_of(w.pid, "fd") < 0)
+            fail_msg("%d threads, %d open files: %s", count_of(w.pid, "task"),
+                     count_of(w.pid, "fd"), w.stderr_text);
+        pump(&w, 10, NULL, false);
+    }
+    kill(w.pid, SIGTERM);
+    assert_int_equal(finish(&w), 0);
+    proc_free(&w);
+}
+
 /* The port of a tcp endpoint on 127.0.0.1. */
 static struct sockaddr_in address_of(const char *ep)
 {
@@ -1618,6 +1657,7 @@ int main(void)
         TEST(test_a_remote_task_no_worker_has_fails_naming_it),
         TEST(test_more_workers_than_open_files_allow_fail_at_once),
         TEST(test_a_coordinator_out_of_files_says_so_once_and_serves_on),
+        TEST(test_a_worker_runs_every_thread_it_announces),
         TEST(test_a_connection_that_never_handshakes_is_closed),
         TEST(test_stats_file_holds_the_final_statistics),
         TEST(test_progress_off_a_terminal_prints_plain_lines),

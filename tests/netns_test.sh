@@ -21,7 +21,7 @@
 #
 # usage: netns_test.sh ZPIPE PLUGIN   (the zpipe program, cli_tasks.so)
 # Needs root and iproute2; exits 77 (skipped) without them, or when the
-# kernel refuses network namespaces or veth pairs. Waits are bounded polls;
+# kernel (or a container) refuses network namespaces or veth pairs. Waits are bounded polls;
 # every namespace, link and process is removed on every way out.
 
 set -uo pipefail
@@ -80,6 +80,8 @@ trap 'exit 143' TERM
 command -v ip >/dev/null || skip "needs iproute2 (ip); scripts/deps.sh installs it"
 ip netns add "$NS_C" 2>"$TMP/ip.err" ||
     skip "ip netns add fails here: $(cat "$TMP/ip.err")"
+ip netns exec "$NS_C" true 2>"$TMP/ip.err" ||
+    skip "ip netns exec fails here: $(cat "$TMP/ip.err")"
 if ! { ip netns add "$NS_1" && ip netns add "$NS_2"; }; then
     fail "ip netns add"
 fi

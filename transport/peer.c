@@ -24,6 +24,10 @@
 #define HANDSHAKE_MS 5000     /* to complete a ZeroMQ handshake */
 #define PING_MS 1000          /* ZeroMQ's pings to each worker, every */
 #define PING_TIMEOUT_MS 10000 /* then a connection unanswered is closed */
+/* A worker's sockets: an outbox per executor thread (zpipe worker
+ * --threads and --zp-threads take at most 4096), its link's own, the
+ * async loop's. */
+#define PEER_MAX_SOCKETS (4096 + 64)
 
 struct zp__peer {
     void *zctx;    /* owned */
@@ -119,6 +123,8 @@ zp__peer *zp__peer_new(const char *endpoint, const char *server_key,
     zmq_msg_init(&p->msg);
     snprintf(p->name, sizeof p->name, "inproc://zp-outbox-%p", (void *)p);
     p->zctx = zmq_ctx_new();
+    if (p->zctx != NULL) /* ZeroMQ's default, 1023, would cap the threads */
+        zmq_ctx_set(p->zctx, ZMQ_MAX_SOCKETS, PEER_MAX_SOCKETS);
     p->dealer = p->zctx ? zmq_socket(p->zctx, ZMQ_DEALER) : NULL;
     p->outbox = p->zctx ? zmq_socket(p->zctx, ZMQ_PULL) : NULL;
     if (p->dealer == NULL || p->outbox == NULL) {
@@ -277,8 +283,9 @@ zp__hub *zp__hub_new(void *zctx, const char *endpoint, const char *curve_secret,
     zmq_setsockopt(h->router, ZMQ_MAXMSGSIZE, &max, sizeof max);
     /* A connection that never completes its handshake gives its
      * descriptor back soon; so does one whose peer stops answering
-     * ZeroMQ's own pings (a host gone, a frozen process), and workers drop
-     * a coordinator that stops answering theirs likewise (TTL). */
+     * ZeroMQ's own pings (a host gone, a frozen process); and the pings
+     * tell workers to drop a connection on which the coordinator has been
+     * silent as long (TTL), then to connect again. */
     setint(h->router, ZMQ_HANDSHAKE_IVL, HANDSHAKE_MS);
     setint(h->router, ZMQ_HEARTBEAT_IVL, PING_MS);
     setint(h->router, ZMQ_HEARTBEAT_TIMEOUT, PING_TIMEOUT_MS);
