@@ -40,9 +40,9 @@ cd "$(dirname "$0")/.."
 readonly base=debian:bookworm-slim
 readonly workers=3
 readonly items1=${ZPIPE_DOCKER_ITEMS:-6000}
-readonly items2=2000 # slow_square: 10 ms each, 6 at once: ~4 s
+readonly items2=3000 # slow_square: 10 ms each, 3 at once: >= 10 s
 readonly items3=2000
-readonly items4=8000 # host_tag: 2 ms each, 4 at once per pool: ~4 s
+readonly items4=8000 # host_tag: 2 ms each, 2 at once per pool: >= 8 s
 readonly spec1='range branch | host_tag mode=remote'
 readonly spec2='range branch | slow_square mode=remote'
 readonly spec4='range branch | host_tag mode=remote pool=io | host_tag mode=remote pool=cpu'
@@ -450,16 +450,21 @@ check "$tmp/run1.jsonl" host_tag "$items1" || { show "$tmp/run1.log"; die "run 1
 compose down --remove-orphans --timeout 3 >/dev/null 2>&1
 
 step "run 2: '$spec2' [$items2], one of $workers workers killed mid-run"
-ZPIPE_SPEC=$spec2 ZPIPE_ARGS="[$items2]" compose up --no-build --detach \
-    --scale worker="$workers" >"$tmp/run2.log" 2>&1 || { show "$tmp/run2.log"; die "run 2: up failed"; }
+# One thread per worker: the run takes at least items2 * 10 ms / 3 = 10 s
+# whatever the machine, time enough to scrape and kill while it goes; the
+# containers are looked up before the outputs are counted (each
+# docker-compose call takes a second or so).
+ZPIPE_WORKER_THREADS=1 ZPIPE_SPEC=$spec2 ZPIPE_ARGS="[$items2]" compose up \
+    --no-build --detach --scale worker="$workers" >"$tmp/run2.log" 2>&1 ||
+    { show "$tmp/run2.log"; die "run 2: up failed"; }
 coordinator=$(containers coordinator)
+victim=$(containers worker | sed -n 1p)
 done_at_kill=0
-for _ in $(seq 1 300); do # 60 s for a fifth of the items
-    done_at_kill=$(outputs | wc -l)
-    [ "$done_at_kill" -lt $((items2 / 5)) ] || break
+for _ in $(seq 1 300); do # 60 s for a tenth of the items
+    done_at_kill=$(outputs "$coordinator" | wc -l)
+    [ "$done_at_kill" -lt $((items2 / 10)) ] || break
     sleep 0.2
 done
-victim=$(containers worker | sed -n 1p)
 scrape "$coordinator" >"$tmp/run2.coordinator.metrics" || die "run 2: no metrics from the coordinator"
 scrape "$victim" >"$tmp/run2.worker.metrics" || die "run 2: no metrics from a worker"
 grep -q '^zpipe_stage_items_out_total{stage="2",task="slow_square"} [1-9]' \
@@ -564,22 +569,26 @@ hosts_of() {
 }
 
 step "run 4: two pools (compose.pools.yml), '$spec4' [$items4], an io container killed mid-run"
-ZPIPE_SPEC=$spec4 ZPIPE_ARGS="[$items4]" pools up --no-build --detach \
-    --scale worker-io=2 --scale worker-cpu=2 >"$tmp/run4.log" 2>&1 ||
-    { show "$tmp/run4.log"; die "run 4: up failed"; }
+# One thread per worker: the run takes at least items4 * 2 ms / 2 = 8 s
+# whatever the machine, and the containers are looked up before the
+# outputs are counted (each docker-compose call takes a second or so), so
+# the kill comes mid-run; the killed container stays listed by ps.
+ZPIPE_WORKER_THREADS=1 ZPIPE_SPEC=$spec4 ZPIPE_ARGS="[$items4]" pools up \
+    --no-build --detach --scale worker-io=2 --scale worker-cpu=2 \
+    >"$tmp/run4.log" 2>&1 || { show "$tmp/run4.log"; die "run 4: up failed"; }
 coordinator=$(containers coordinator pools)
-io_hosts=$(hosts_of worker-io)
-cpu_hosts=$(hosts_of worker-cpu)
-echo "  pool io: $io_hosts; pool cpu: $cpu_hosts"
+victim=$(containers worker-io pools | sed -n 1p)
 done_at_kill=0
 for _ in $(seq 1 300); do # 60 s for a fifth of the items
     done_at_kill=$(outputs "$coordinator" | wc -l)
     [ "$done_at_kill" -lt $((items4 / 5)) ] || break
     sleep 0.2
 done
-victim=$(containers worker-io pools | sed -n 1p)
 docker kill "$victim" >/dev/null
 echo "  killed io worker $(docker inspect -f '{{.Config.Hostname}}' "$victim") after $done_at_kill outputs"
+io_hosts=$(hosts_of worker-io)
+cpu_hosts=$(hosts_of worker-cpu)
+echo "  pool io: $io_hosts; pool cpu: $cpu_hosts"
 finish_run 4
 [ "$done_at_kill" -lt "$items4" ] || die "run 4: the run was over before the kill"
 check_pools "$tmp/run4.jsonl" "$items4" "$io_hosts" "$cpu_hosts" || die "run 4: wrong outputs"
