@@ -1565,17 +1565,28 @@ static void test_a_second_sigint_stops_at_once(void **state)
 {
     (void)state;
     proc p;
-    char workers[300] = "";
+    char workers[300] = "", where[64];
+    const char *nap = "zpipe_stage_in_flight{stage=\"2\",task=\"nap\"}";
     const char *args[] = {
-        "run", "--plugin",
-        TASKS, "range branch | nap bind=3600000 | identity mode=process",
-        "2",   NULL};
+        "run",
+        "--plugin",
+        TASKS,
+        "--metrics",
+        "127.0.0.1:0",
+        "range branch | nap bind=3600000 | identity mode=process",
+        "2",
+        NULL};
     start(&p, args);
-    for (int waited = 0;
-         waited < DEADLINE_MS && !workers_dir(p.pid, workers, sizeof workers);
+    metrics_at(&p, where, sizeof where);
+    /* The process workers started and nap holds an item: the first SIGINT
+     * finds a call that it must wait for. */
+    for (int waited = 0; waited < DEADLINE_MS &&
+                         (!workers_dir(p.pid, workers, sizeof workers) ||
+                          metric(where, nap) < 1);
          waited += 50)
         assert_false(pump(&p, 50, "never", false));
-    assert_true(workers[0] != '\0'); /* process workers started */
+    assert_true(workers[0] != '\0');
+    assert_true(metric(where, nap) >= 1);
     kill(p.pid, SIGINT); /* the run waits for nap, which takes an hour */
     assert_false(pump(&p, 300, "never", false));
     assert_true(p.out >= 0); /* still running */
