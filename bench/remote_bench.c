@@ -9,15 +9,17 @@
  * (tests/latency_proxy), against no proxy; (4) 400 items of 10 ms over 4
  * remote workers behind the 10 ms proxy, against the ideal (the work
  * spread evenly, plus two round trips). Rates count from the first output,
- * when the workers are up (a remote worker reconnects to each new run);
- * the whole run's figure is in parentheses. Not a test: nothing is
- * asserted.
+ * which the first stage holds back until every worker of the measured
+ * stage has joined the run; the whole run's figure, with the workers'
+ * start-up (a remote worker reconnects to each new run), is in
+ * parentheses. Not a test: nothing is asserted.
  * Usage: remote_bench [ITEMS [ROUNDS]] (2,000,000 and 3 by default).
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +37,29 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* The run being measured, and how many workers its second stage must
+ * have before the first stage starts: the figures are the stage's, not
+ * those of its workers' start-up (64 processes loading on two cores). */
+static zp_run *_Atomic current;
+static _Atomic int awaited;
+
+static void await_workers(void)
+{
+    zp_stage_stats st;
+    zp_run *r;
+    struct timespec ms = {0, 1000 * 1000};
+    double give_up = now() + 60;
+    while (((r = atomic_load(&current)) == NULL ||
+            (zp_run_stats(r, 1, &st) == 0 &&
+             st.workers_alive < atomic_load(&awaited))) &&
+           now() < give_up)
+        nanosleep(&ms, NULL);
+}
+
 ZP_TASK(numbers)
 {
     int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
+    await_workers();
     for (int64_t i = 0; i < n; i++)
         if (zp_emit_int(call, i) != 0)
             return -1;
@@ -61,9 +83,10 @@ typedef struct timing {
     double whole, flowing; /* seconds; -1 when the run failed */
 } timing;
 
-/* numbers(n) | task on `workers` workers of `mode`. */
+/* numbers(n) | task on `workers` workers of `mode`, from the moment `up`
+ * workers serve the stage. */
 static timing run(zp_task_fn fn, const char *name, int mode, int workers,
-                  int64_t n, const char *listen)
+                  int up, int64_t n, const char *listen)
 {
     char args[32];
     const msgpack_object *out;
@@ -73,8 +96,10 @@ static timing run(zp_task_fn fn, const char *name, int mode, int workers,
     zp_pipeline *p =
         zp_pipe(zp_task(numbers, .branch = true), zp_task_new(name, fn, &opts));
     snprintf(args, sizeof args, "[%lld]", (long long)n);
+    atomic_store(&awaited, up);
     double t0 = now(), first = 0;
     zp_run *r = zp_start_with(p, args, &o);
+    atomic_store(&current, r);
     while (zp_run_next(r, &out))
         if (got++ == 0)
             first = now();
@@ -84,6 +109,7 @@ static timing run(zp_task_fn fn, const char *name, int mode, int workers,
         fprintf(stderr, "run failed: %s\n", zp_error(r) ? zp_error(r) : "?");
         t = (timing){-1, -1};
     }
+    atomic_store(&current, NULL);
     zp_run_free(r);
     zp_pipeline_free(p);
     return t;
@@ -168,7 +194,7 @@ static void process_workers(int64_t n, int rounds)
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < 4; i++)
             t[i] = best_of(t[i], run(plus_one, "plus_one", ZP_PROCESS,
-                                     counts[i], n, NULL));
+                                     counts[i], counts[i], n, NULL));
     for (int i = 0; i < 4; i++) {
         char what[64];
         snprintf(what, sizeof what, "process stage, %d worker(s)", counts[i]);
@@ -189,7 +215,7 @@ static timing remote(zp_task_fn fn, const char *name, int nworkers, int64_t n,
         proxy = start_proxy(wport, port, ms);
     }
     start_workers(pids, nworkers, wport);
-    timing t = run(fn, name, ZP_REMOTE, 1, n, listen);
+    timing t = run(fn, name, ZP_REMOTE, 1, nworkers, n, listen);
     stop_all(pids, nworkers);
     if (proxy > 0)
         stop_all(&proxy, 1);

@@ -490,13 +490,13 @@ static void dispatch_waiting(zp__dispatch *d)
         if (w == NULL)
             return;
         /* A batch larger than the worker can take goes in parts, to a
-         * worker that would run dry without it or has room for a quarter
-         * of its window; else it waits for room, so that batches keep
-         * their size (parts cut to whatever room each DONE leaves would
-         * grow ever smaller, and more of them cost more messages). */
+         * worker that would run dry without it or has room for half of
+         * it; else it waits for room, so that batches keep their size
+         * (parts cut to whatever room each DONE leaves would grow ever
+         * smaller, and more of them cost more messages). */
         int64_t r = room(d, w);
         if ((int64_t)b->n > r) {
-            if (w->items >= b->n && 4 * r < window(d, w))
+            if (w->items >= b->n && 2 * r < (int64_t)b->n)
                 return;
             if ((b = cut(d, b, (uint32_t)r)) == NULL)
                 return;

@@ -402,8 +402,8 @@ typedef struct zp_stage_stats {
                                 calls capacity, or connected worker processes) */
     uint64_t queue_items;    /* items waiting at the stage's output now */
     /* Items by the task's own time on each (buckets: ZP_HIST_BOUNDS_US),
-     * and their total time. Thread and async stages; process and remote
-     * stages leave them zero (their workers do not report their time yet). */
+     * and their total time. Process and remote stages count each item of
+     * a batch at the batch's average, from the time its worker reports. */
     uint64_t item_hist[ZP_HIST_BUCKETS];
     uint64_t item_hist_ns;
 } zp_stage_stats;
