@@ -165,12 +165,16 @@ void zp__peer_destroy(zp__peer **pp)
     if (p == NULL)
         return;
     zmq_msg_close(&p->msg);
+    /* The monitor stops before its reader goes: ZeroMQ's I/O thread sends
+     * an event (a link lost, say) blocking, with the monitor's lock held,
+     * and with no reader on the other end it would wait forever, and so
+     * would the stop, which takes that lock. */
+    if (p->dealer != NULL)
+        zmq_socket_monitor(p->dealer, NULL, 0);
     if (p->monitor != NULL)
         zmq_close(p->monitor);
-    if (p->dealer != NULL) {
-        zmq_socket_monitor(p->dealer, NULL, 0);
+    if (p->dealer != NULL)
         zmq_close(p->dealer);
-    }
     if (p->outbox != NULL)
         zmq_close(p->outbox);
     if (p->zctx != NULL)
