@@ -30,7 +30,8 @@
 #include "transport/peer.h"
 #include "transport/proto.h"
 
-#define BATCH_MAX 4096                /* items per ITEM message, at most */
+#define BATCH_MAX 4096 /* items per ITEM message, at most */
+#define FEW_ITEMS 16   /* a batch of fewer goes to the first worker ready */
 #define BATCH_BYTES ((size_t)1 << 20) /* and bytes, but for a single item */
 #define FAST_ITEM_NS (200 * 1000ull)  /* faster items travel in batches */
 #define QUEUE_MIN_NS (2 * MS)    /* work queued per thread: at least this  */
@@ -209,6 +210,7 @@ static void note_done(zp__dispatch *d, dworker *w, const dbatch *b,
     w->credit += b->n;
     w->granted = w->granted < INT64_MAX / 2 ? w->granted * 2 : INT64_MAX;
     d->progressed = now;
+    zp__dispatch_offer(d, w);
 }
 
 /*
@@ -350,9 +352,10 @@ static void on_message(zp__dispatch *d, const zp__hub_msg *hm,
                                  "stage");
         return;
     }
-    if (m.type == ZP__READY)
+    if (m.type == ZP__READY) {
         w->credit += m.credit;
-    else if (m.type == ZP__OUT || m.type == ZP__DONE)
+        zp__dispatch_offer(d, w);
+    } else if (m.type == ZP__OUT || m.type == ZP__DONE)
         on_done(d, w, &m);
     else if (m.type == ZP__FAIL)
         on_fail(d, w, &m);
@@ -407,20 +410,52 @@ static int64_t room(const zp__dispatch *d, const dworker *w)
     return r < w->credit ? r : w->credit;
 }
 
-/*
- * The worker that should take batch b (or its first part), or NULL: the
- * one with the most room. A suspect (a batch that was running when a
- * worker crashed) runs alone on an idle worker, so that if it crashes
- * again there is no doubt which item did it.
- */
-static dworker *pick_worker(zp__dispatch *d, const dbatch *b)
+void zp__dispatch_offer(zp__dispatch *d, dworker *w)
+{
+    if (w->queued)
+        return;
+    zp__queue_push(&d->ready, &w->ready);
+    w->queued = true;
+    d->nready++;
+}
+
+void zp__dispatch_unready(zp__dispatch *d, dworker *w)
+{
+    zp__qnode *prev = NULL;
+    for (zp__qnode *n = d->ready.head; w->queued && n != NULL; n = n->next) {
+        if (n == &w->ready) {
+            zp__queue_unlink(&d->ready, prev, n);
+            w->queued = false;
+            d->nready--;
+        }
+        prev = n;
+    }
+}
+
+static dworker *pop_ready(zp__dispatch *d)
+{
+    zp__qnode *n = zp__queue_pop(&d->ready);
+    if (n == NULL)
+        return NULL;
+    dworker *w = zp__container_of(n, dworker, ready);
+    w->queued = false;
+    d->nready--;
+    return w;
+}
+
+static bool can_serve(const dworker *w)
+{
+    return !w->gone && !w->death && w->has_task && !w->suspect;
+}
+
+/* The worker with the most room, or NULL; only idle ones for `alone`. */
+static dworker *most_room(zp__dispatch *d, bool alone)
 {
     dworker *best = NULL;
     int64_t most = 0;
     for (size_t i = 0; i < d->nworkers; i++) {
         dworker *w = d->workers[i];
-        if (w->gone || w->death || !w->has_task || w->suspect ||
-            (b->kills > 0 && w->inflight > 0))
+        if (!can_serve(w) || (alone && w->inflight > 0))
             continue;
         int64_t r = room(d, w);
         if (r > most) {
@@ -429,6 +464,49 @@ static dworker *pick_worker(zp__dispatch *d, const dbatch *b)
         }
     }
     return best;
+}
+
+/* Whether worker w takes batch b now, whole or in part: a batch larger
+ * than its room goes in parts if it would run dry without it (it holds
+ * fewer items than the batch) or has room for half of it; else it waits,
+ * so that batches keep their size (parts cut to whatever room each DONE
+ * leaves would grow ever smaller, and cost more messages). */
+static bool takes(const zp__dispatch *d, const dworker *w, const dbatch *b)
+{
+    int64_t r = room(d, w);
+    return r >= (int64_t)b->n || w->items < b->n || 2 * r >= (int64_t)b->n;
+}
+
+/*
+ * The worker that should take batch b (or its first part), or NULL.
+ * - A suspect (a batch that was running when a worker crashed) runs alone
+ *   on an idle worker, so that if it crashes again there is no doubt which
+ *   item did it. Rare enough to look at every worker.
+ * - A batch of many items goes to the worker with the most room, which
+ *   keeps the workers' queues level; looking at every worker costs little
+ *   for each of its items.
+ * - Items that travel few at a time (slow ones, or any in a stage with a
+ *   timeout) go to the first worker in the ready queue with room, in
+ *   constant time however many workers there are: a worker leaves the
+ *   queue when it has no room, until its next DONE or READY.
+ */
+static dworker *pick_worker(zp__dispatch *d, const dbatch *b)
+{
+    if (b->kills > 0)
+        return most_room(d, true);
+    if (b->n >= FEW_ITEMS) {
+        dworker *w = most_room(d, false);
+        return w != NULL && takes(d, w, b) ? w : NULL;
+    }
+    for (size_t tries = d->nready; tries > 0; tries--) {
+        dworker *w = pop_ready(d);
+        if (!can_serve(w) || room(d, w) <= 0)
+            continue;
+        zp__dispatch_offer(d, w); /* back in line, behind the others */
+        if (takes(d, w, b))
+            return w;
+    }
+    return NULL;
 }
 
 static int configure(zp__dispatch *d, dworker *w)
@@ -489,18 +567,9 @@ static void dispatch_waiting(zp__dispatch *d)
         dworker *w = pick_worker(d, b);
         if (w == NULL)
             return;
-        /* A batch larger than the worker can take goes in parts, to a
-         * worker that would run dry without it or has room for half of
-         * it; else it waits for room, so that batches keep their size
-         * (parts cut to whatever room each DONE leaves would grow ever
-         * smaller, and more of them cost more messages). */
         int64_t r = room(d, w);
-        if ((int64_t)b->n > r) {
-            if (w->items >= b->n && 2 * r < (int64_t)b->n)
-                return;
-            if ((b = cut(d, b, (uint32_t)r)) == NULL)
-                return;
-        }
+        if ((int64_t)b->n > r && (b = cut(d, b, (uint32_t)r)) == NULL)
+            return;
         dequeue(d);
         if (send_batch(d, w, b) != 0) {
             zp__dispatch_enqueue(d, b, true);
@@ -580,26 +649,41 @@ static bool idle_worker(const zp__dispatch *d)
 }
 
 /*
- * Room for more input: what the workers can take now (twice that for
- * fast items, which wait in batches), and two full batches' bytes per
- * worker. While items are slow, or not timed yet, each travels alone and
- * no more than the workers' windows wait.
+ * Room for more input, in *items and *bytes waiting: what the workers can
+ * take now (twice that for fast items, which wait in batches), and two
+ * full batches' bytes per worker. While items are slow, or not timed yet,
+ * each travels alone and no more than the workers' windows wait. Looks at
+ * every worker: once per turn of the loop, which takes every message that
+ * arrived meanwhile, so that a busier dispatcher pays it more rarely.
  */
-static bool want_input(const zp__dispatch *d)
+static void input_room(const zp__dispatch *d, int64_t *items, size_t *bytes)
 {
     bool alone = !fast(d) && d->cfg.def->afn == NULL;
     int64_t want = alone ? 1 : BATCH_MAX;
-    size_t bytes = 2 * BATCH_BYTES;
+    *bytes = 2 * BATCH_BYTES;
     for (size_t i = 0; i < d->nworkers; i++) {
         const dworker *w = d->workers[i];
         if (!w->gone && w->has_task) {
             int64_t r = room(d, w);
             want += r > 0 ? r : 0;
-            bytes += 2 * BATCH_BYTES;
+            *bytes += 2 * BATCH_BYTES;
         }
     }
+    *items = alone ? want : 2 * want;
+}
+
+static bool room_for_input(const zp__dispatch *d, int64_t items, size_t bytes)
+{
     return !d->ended && d->waiting_bytes < bytes &&
-           (int64_t)d->nwaiting < (alone ? want : 2 * want);
+           (int64_t)d->nwaiting < items;
+}
+
+static bool want_input(const zp__dispatch *d)
+{
+    int64_t items;
+    size_t bytes;
+    input_room(d, &items, &bytes);
+    return room_for_input(d, items, bytes);
 }
 
 static void read_input(zp__dispatch *d)
@@ -610,10 +694,13 @@ static void read_input(zp__dispatch *d)
     size_t len;
     uint32_t n = 1;
     uint64_t seq;
+    int64_t items;
+    size_t bytes;
     int rc = 1;
+    input_room(d, &items, &bytes); /* once: it looks at every worker */
     /* Batched items are taken as they came, a batch at a time; others
      * one by one, each to be sent alone. */
-    while (rc == 1 && want_input(d)) {
+    while (rc == 1 && room_for_input(d, items, bytes)) {
         if (batched(d))
             rc = zp__rx_take(rx, false, BATCH_BYTES, &raw, &len, &n, &seq);
         else if ((rc = zp__rx_next(rx, false, &o, &seq)) == 1)
@@ -824,6 +911,7 @@ static void destroy(zp__stage **sp)
         free(d->workers[i]);
     }
     free(d->workers);
+    zp__idmap_fini(&d->ids);
     zp__dbatch_free_all(&d->waiting);
     zp__dbatch_free_all(&d->inflight);
     zp__dbatch_free_all(&d->held);

@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 
+#include "core/idmap.h"
 #include "coordinator/dbatch.h"
 #include "coordinator/dispatch.h"
 #include "coordinator/spawn.h"
@@ -55,6 +56,8 @@ struct zp__dworker {
     int tally;       /* its slot in the dispatcher's tally, or -1 */
     bool configured; /* STAGE sent */
     bool gone;
+    zp__qnode ready; /* in the dispatcher's ready queue, when `queued` */
+    bool queued;
 };
 
 struct zp__dispatch {
@@ -65,6 +68,9 @@ struct zp__dispatch {
     bool started;
     dworker **workers; /* owned */
     size_t nworkers;
+    zp__idmap ids;   /* their routing ids to them */
+    zp__queue ready; /* workers that may have room, oldest first */
+    size_t nready;
     zp__queue waiting;    /* owned dbatches to send                */
     zp__queue inflight;   /* owned dbatches sent, oldest first     */
     zp__queue held;       /* owned dbatches done, ordered stages   */
@@ -123,6 +129,14 @@ void zp__dispatch_enqueue(zp__dispatch *d, dbatch *b, bool front);
 
 /* Unlinks in-flight batch b; prev is the one before it. */
 dbatch *zp__dispatch_unlink_inflight(zp__dispatch *d, dbatch *prev, dbatch *b);
+
+/* Puts a worker that may have room (it said HELLO or READY, or returned a
+ * batch) in the ready queue, where the next batches look for a worker,
+ * unless it is there already. */
+void zp__dispatch_offer(zp__dispatch *d, dworker *w);
+
+/* Takes a worker out of the ready queue, before it is freed or reset. */
+void zp__dispatch_unready(zp__dispatch *d, dworker *w);
 
 /* Splits a suspect batch in two suspects queued at the front (consumes b).
  * Returns 0 or ZP_ENOMEM. */

@@ -28,11 +28,7 @@ int zp__dispatch_send(zp__dispatch *d, dworker *w)
 
 dworker *zp__dispatch_find_worker(zp__dispatch *d, const void *id, size_t len)
 {
-    for (size_t i = 0; i < d->nworkers; i++)
-        if (d->workers[i]->id_len == len &&
-            memcmp(d->workers[i]->id, id, len) == 0)
-            return d->workers[i];
-    return NULL;
+    return zp__idmap_get(&d->ids, id, len);
 }
 
 /* Counts the workers that can take items, for the statistics. */
@@ -142,9 +138,13 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
             return;
         }
         d->workers = v;
-        d->workers[d->nworkers++] = w;
         memcpy(w->id, hm->id, hm->id_len);
         w->id_len = hm->id_len;
+        if (zp__idmap_put(&d->ids, w->id, w->id_len, w) != 0) {
+            free(w);
+            return;
+        }
+        d->workers[d->nworkers++] = w;
     }
     free(w->death);
     /* A claim of capacity is believed up to MAX_THREADS threads; the items
@@ -154,6 +154,7 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
     uint32_t credit = m->credit;
     if (credit > (uint32_t)MAX_THREADS * ZP__PROTO_CREDIT_PER_THREAD)
         credit = (uint32_t)MAX_THREADS * ZP__PROTO_CREDIT_PER_THREAD;
+    zp__dispatch_unready(d, w);
     *w = (dworker){.id_len = w->id_len,
                    .pid = m->pid,
                    .credit = credit,
@@ -175,6 +176,7 @@ void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
         d->greeted[slot] = true;
     w->heard = w->beat = zp__now_ns();
     note_workers(d);
+    zp__dispatch_offer(d, w);
 }
 
 static dworker *worker_of_pid(zp__dispatch *d, pid_t pid)
@@ -280,9 +282,11 @@ static void sweep(zp__dispatch *d)
     size_t k = 0;
     for (size_t i = 0; i < d->nworkers; i++) {
         dworker *w = d->workers[i];
-        if (w->gone && w->death == NULL)
+        if (w->gone && w->death == NULL) {
+            zp__dispatch_unready(d, w);
+            zp__idmap_del(&d->ids, w->id, w->id_len);
             free(w);
-        else
+        } else
             d->workers[k++] = w;
     }
     d->nworkers = k;

@@ -18,8 +18,9 @@
 #include <zmq.h>
 
 #include "core/alloc.h"
-#include "core/log.h"
 #include "core/error.h"
+#include "core/idmap.h"
+#include "core/log.h"
 #include "transport/proto.h"
 
 #define BURST 1024 /* messages taken from one socket before the others */
@@ -56,6 +57,7 @@ struct zp__listener {
     size_t nports;
     worker *workers; /* owned */
     size_t nworkers;
+    zp__idmap ids; /* a worker's routing id to its index + 1 in workers */
     zmq_pollitem_t *items; /* owned; the ROUTER, wake_rx, the ports */
     msgpack_zone *zone;    /* owned; decoding */
     msgpack_sbuffer hello; /* the coordinator's HELLO */
@@ -66,11 +68,16 @@ struct zp__listener {
 
 static worker *find_worker(zp__listener *l, const void *id, size_t len)
 {
-    for (size_t i = 0; i < l->nworkers; i++)
-        if (l->workers[i].id_len == len &&
-            memcmp(l->workers[i].id, id, len) == 0)
-            return &l->workers[i];
-    return NULL;
+    uintptr_t i = (uintptr_t)zp__idmap_get(&l->ids, id, len);
+    return i > 0 ? &l->workers[i - 1] : NULL;
+}
+
+/* Files the worker at index i under its id. Returns 0 or ZP_ENOMEM (never
+ * for an id filed already). */
+static int file_worker(zp__listener *l, size_t i)
+{
+    return zp__idmap_put(&l->ids, l->workers[i].id, l->workers[i].id_len,
+                         (void *)(uintptr_t)(i + 1));
 }
 
 /* Keeps the worker's HELLO for the stages that join later. */
@@ -92,8 +99,14 @@ static void remember(zp__listener *l, const zp__hub_msg *hm)
         }
         memcpy(id, hm->id, hm->id_len);
         l->workers = v;
-        w = &v[l->nworkers++];
+        w = &v[l->nworkers];
         *w = (worker){.id = id, .id_len = hm->id_len};
+        if (file_worker(l, l->nworkers) != 0) {
+            free(id);
+            free(hello);
+            return;
+        }
+        l->nworkers++;
     }
     free(w->hello);
     w->hello = hello;
@@ -102,9 +115,13 @@ static void remember(zp__listener *l, const zp__hub_msg *hm)
 
 static void forget(zp__listener *l, worker *w)
 {
+    size_t i = (size_t)(w - l->workers);
+    zp__idmap_del(&l->ids, w->id, w->id_len);
     free(w->id);
     free(w->hello);
     *w = l->workers[--l->nworkers];
+    if (i < l->nworkers)
+        file_worker(l, i); /* the last one, moved to i */
 }
 
 /* ---- Routing ------------------------------------------------------------- */
@@ -378,6 +395,7 @@ void zp__listener_destroy(zp__listener **lp)
     free(l->fresh);
     free(l->ports);
     free(l->workers);
+    zp__idmap_fini(&l->ids);
     free(l->items);
     zp__hub_destroy(&l->router);
     if (l->wake_tx != NULL)
