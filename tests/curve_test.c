@@ -30,6 +30,7 @@
 #include <zmq.h>
 
 #include "transport/curve.h"
+#include "transport/zap.h"
 #include "zpipe.h"
 
 /* How long anything may take before a test calls it a hang. */
