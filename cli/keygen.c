@@ -4,10 +4,11 @@
  * never over an existing file. Part of cli/; the key files are
  * transport/curve.h's.
  */
+#include "cli/cli.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cli/cli.h"
 #include "transport/curve.h"
 
 const char zp__cli_keygen_help[] =

@@ -11,11 +11,12 @@
  * This file registers the built-in tasks and hands the command line to
  * its command (cli.h lists them), or prints the help or the version.
  */
+#include "cli/cli.h"
+
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/builtins.h"
-#include "cli/cli.h"
 
 static const char main_help[] =
     "usage: zpipe COMMAND [OPTION]...\n"

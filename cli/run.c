@@ -12,6 +12,8 @@
  * on a failure (threads joined, workers reaped, outputs already written
  * left whole); the second ends the process at once.
  */
+#include "cli/cli.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -26,7 +28,6 @@
 #include <unistd.h>
 
 #include "cli/builtins.h"
-#include "cli/cli.h"
 #include "cli/items.h"
 #include "cli/plugin.h"
 #include "coordinator/run.h"

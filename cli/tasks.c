@@ -3,11 +3,12 @@
  * `zpipe tasks` (docs/cli.md is the reference): lists the tasks that run
  * and worker can use with the given plugins, one a line. Part of cli/.
  */
+#include "cli/cli.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
 #include "cli/plugin.h"
 #include "core/registry.h"
 

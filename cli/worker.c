@@ -6,11 +6,12 @@
  * are this program again. Part of cli/. The serving itself is the
  * library's (worker/remote.h).
  */
+#include "cli/cli.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
 #include "cli/plugin.h"
 #include "coordinator/worker_metrics.h"
 #include "core/pipeline.h"
