@@ -14,6 +14,7 @@
  */
 #include "cli/builtins.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -356,6 +357,7 @@ static child *children; /* borrowed nodes, on the stacks of exec calls */
 
 static void track(child *c)
 {
+    assert(c->pid > 0); /* a started command: its group is its pid */
     pthread_mutex_lock(&children_lock);
     c->next = children;
     children = c;
@@ -364,13 +366,17 @@ static void track(child *c)
 
 static void untrack(child *c)
 {
+    bool found = false;
     pthread_mutex_lock(&children_lock);
     for (child **p = &children; *p != NULL; p = &(*p)->next)
         if (*p == c) {
             *p = c->next;
+            found = true;
             break;
         }
     pthread_mutex_unlock(&children_lock);
+    assert(found); /* a tracked command, untracked once */
+    (void)found;
 }
 
 void zp__exec_kill_all(void)

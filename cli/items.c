@@ -9,6 +9,7 @@
  */
 #include "cli/items.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -96,6 +97,7 @@ static int fill(reader *r)
 static int next_line(reader *r, const char **line, size_t *len)
 {
     for (;;) {
+        assert(r->start <= r->scan && r->scan <= r->end && r->end <= r->cap);
         char *nl = r->scan < r->end
                        ? memchr(r->buf + r->scan, '\n', r->end - r->scan)
                        : NULL;

@@ -1,58 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The metrics endpoint: an HTTP server (libmicrohttpd, on a thread of its
- * own) that answers GET /metrics with a page in Prometheus's text format
- * (prom.h), 404 on any other path and 405 to any other method, and the
- * pages a run and a worker serve there. Part of coordinator.
+ * The metrics of a run: its page (the metrics of docs/cli.md, in
+ * Prometheus's text format, prom.h) and the endpoint that serves it while
+ * the run goes and, for a while, once it is over (on the server of
+ * http.h). Part of coordinator.
  *
  * A scrape only reads what the item path already keeps: the atomic
- * counters behind zp_run_stats(), the dispatchers' tallies (tally.h) and
- * a worker's counters. It never takes a lock the item path takes, so the
- * endpoint cannot slow a run down; a slow or stuck client holds one of
- * the server's connections, nothing else.
+ * counters behind zp_run_stats() and the dispatchers' tallies (tally.h).
+ * It never takes a lock the item path takes, so the endpoint cannot slow
+ * a run down.
  */
 #ifndef ZP_COORDINATOR_METRICS_H
 #define ZP_COORDINATOR_METRICS_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "zpipe.h"
 #include "coordinator/prom.h"
 #include "coordinator/tally.h"
-#include "worker/remote.h"
 
-/* ---- The server ---------------------------------------------------------- */
-
-typedef struct zp__metrics zp__metrics;
-
-/*
- * Writes the page of one scrape into `p`; returns whether it is a page
- * the owner waits for (zp__metrics_wait). Called on the server's thread,
- * one scrape at a time.
- */
-typedef bool (*zp__metrics_render)(void *arg, zp__prom *p);
-
-/*
- * Listens on `addr` ("HOST:PORT", ":PORT" for every IPv4 address,
- * "[V6]:PORT"; port 0 picks a free one) and serves there until destroyed.
- * Returns NULL with *why (malloc'ed) naming the address and the reason
- * when the address is malformed, unknown or in use.
- */
-zp__metrics *zp__metrics_new(const char *addr, zp__metrics_render render,
-                             void *arg, char **why);
-
-/* Stops the server (open connections are closed) and frees it. NULL-safe;
- * *m becomes NULL. */
-void zp__metrics_destroy(zp__metrics **m);
-
-/* The address and port listened on, such as "127.0.0.1:9464". */
-const char *zp__metrics_where(const zp__metrics *m);
-
-/*
- * Waits until a page for which the render said true was sent whole to a
- * client, or `timeout_ms` passed. Returns true for the former.
- */
-bool zp__metrics_wait(zp__metrics *m, int timeout_ms);
-
-/* ---- Pages --------------------------------------------------------------- */
+/* ---- The page ------------------------------------------------------------ */
 
 /* One row of zpipe_worker_batches_total: a worker of a dispatched stage. */
 typedef struct zp__metrics_worker {
@@ -70,16 +38,6 @@ typedef struct zp__metrics_worker {
  */
 void zp__metrics_run_page(zp__prom *p, const zp_stage_stats *st, size_t n,
                           const zp__metrics_worker *w, size_t nw, bool up);
-
-/* The page of `zpipe worker --metrics`. */
-void zp__metrics_worker_page(zp__prom *p, const zp__serve_stats *s);
-
-/*
- * Serves the page of a worker whose counters are `s` (borrowed: it must
- * outlive the server) on `addr`, as zp__metrics_new().
- */
-zp__metrics *zp__worker_metrics_new(const char *addr, zp__serve_stats *s,
-                                    char **why);
 
 /* ---- A run's endpoint ---------------------------------------------------- */
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of CURVE security (transport/curve.c): key files are written
- * with the right modes and never overwritten; bad key and allow files are
- * refused with a reason; the ZAP handler follows RFC 27, answers malformed
+ * Unit tests of CURVE security (transport/curve.c, zap.c): key files are
+ * written with the right modes and never overwritten; bad key and allow files
+ * are refused with a reason; the ZAP handler follows RFC 27, answers malformed
  * requests with 500 and keeps serving; over tcp://127.0.0.1 an allowed
  * client talks to a CURVE server while an unknown key and a plain client
  * are refused (and the unknown key is logged once); the handler stops
@@ -30,6 +30,7 @@
 #include <zmq.h>
 
 #include "transport/curve.h"
+#include "transport/zap.h"
 #include "zpipe.h"
 
 /* How long anything may take before a test calls it a hang. */

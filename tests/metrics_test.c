@@ -27,9 +27,11 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "coordinator/http.h"
 #include "coordinator/metrics.h"
 #include "coordinator/prom.h"
 #include "coordinator/tally.h"
+#include "coordinator/worker_metrics.h"
 #include "core/hist.h"
 
 #define DEADLINE_MS 30000

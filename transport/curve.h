@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * CURVE security for sockets that cross machines: key files, CURVE server
- * and client sockets, and a ZAP handler (RFC 27) that admits only the
- * public keys of an allow-list. Key files are a Z85 key of 40 characters
- * on one line, optionally after '#' comment lines; a secret key file must
- * not be accessible to group or others. Every file is untrusted input:
- * anything else in it is refused with a message naming the file.
+ * CURVE security for sockets that cross machines: key files (made by
+ * zpipe keygen, read and checked), allow files (the public keys a CURVE
+ * server admits) and CURVE server and client sockets; the ZAP handler
+ * that applies an allow-list is zap.h. Key files are a Z85 key of 40
+ * characters on one line, optionally after '#' comment lines; a secret
+ * key file must not be accessible to group or others. Every file is
+ * untrusted input: anything else in it is refused with a message naming
+ * the file.
  *
  * Part of transport (it includes <zmq.h>). It never shuts down or
  * terminates a ZeroMQ context: contexts belong to their callers.
@@ -14,11 +16,15 @@
 #define ZP_TRANSPORT_CURVE_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "zpipe.h"
 
 /* Length of a Z85 CURVE key, without its NUL. */
 #define ZP__CURVE_KEY_LEN 40
+/* Bytes of a CURVE key, decoded. */
+#define ZP__CURVE_KEY_BYTES 32
 
 /*
  * Reads the key file at `path` into `out` (40 Z85 characters and a NUL).
@@ -61,32 +67,26 @@ int zp__curve_server(void *sock, const char *secret_path, char **why);
 int zp__curve_client(void *sock, const char *server_pub_path,
                      const char *secret_path, char **why);
 
-/*
- * The ZAP handler of one ZeroMQ context: an actor thread answering on
- * inproc://zeromq.zap.01. It admits CURVE clients whose public key is listed
- * in the allow file (one Z85 key per line; blank lines and '#' comments
- * ignored) and refuses every other key and mechanism with status 400,
- * logging the first refusal of each key or mechanism to stderr. Malformed
- * requests get status 500. Admitted messages carry the client's Z85 public
- * key as their "User-Id" property.
- */
-typedef struct zp__zap zp__zap;
+/* The public keys of an allow file: the clients a CURVE server admits. */
+typedef struct zp__curve_allow {
+    uint8_t (*keys)[ZP__CURVE_KEY_BYTES]; /* owned, n keys */
+    size_t n;
+} zp__curve_allow;
 
 /*
- * Reads `allow_path` and starts the handler in `zctx` (borrowed; it needs
- * an I/O thread for the sockets it guards). Returns once the handler is
- * bound, or NULL with *why: a bad allow file (naming file and line), out of
- * memory, or a handler already bound in this context (one per context).
- * Destroy it before terminating the context.
+ * Reads the allow file at `path` into `a` (one Z85 public key per line;
+ * blank lines and '#' comments ignored; a key after zpipe keygen's mark of
+ * a secret key is refused, and so is a file of no key). Returns 0, or
+ * ZP_EINVAL/ZP_ENOMEM with *why (as zp__curve_read_key) naming the file
+ * and line, and `a` empty. Free it with zp__curve_allow_fini().
  */
-zp__zap *zp__zap_new(void *zctx, const char *allow_path, char **why);
+int zp__curve_allow_read(zp__curve_allow *a, const char *path, char **why);
 
-/*
- * Stops the handler and joins its thread; *zap becomes NULL. NULL and a
- * NULL *zap are harmless. Prompt, also after the context was shut down;
- * the context stays usable. Sockets it guarded admit nobody new afterwards
- * (where libzmq supports enforcing ZAP, see zp__curve_server).
- */
-void zp__zap_destroy(zp__zap **zap);
+/* Whether `key` (decoded) is one of `a`. Thread-safe for readers. */
+bool zp__curve_allow_has(const zp__curve_allow *a,
+                         const uint8_t key[ZP__CURVE_KEY_BYTES]);
+
+/* Frees the keys of `a` and empties it. NULL-safe, idempotent. */
+void zp__curve_allow_fini(zp__curve_allow *a);
 
 #endif

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/error.h"
 #include "transport/curve.h"
+#include "transport/zap.h"
 #include "transport/monitor.h"
 #include "transport/proto.h"
 

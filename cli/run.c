@@ -1,0 +1,540 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `zpipe run` (docs/cli.md is the reference): reads its options, builds
+ * the pipeline from the spec, checks what it can before the run (plugins,
+ * files, endpoints), feeds the input in, writes the outputs out and turns
+ * the run's end into an exit status. Part of cli/. It never handles items
+ * itself, besides converting them at the two ends.
+ *
+ * Signals: it blocks SIGINT and SIGTERM before it starts the run (so every
+ * thread of the run inherits the mask) and a watcher thread reads them
+ * from a signalfd: the first cancels the run, which then ends as it would
+ * on a failure (threads joined, workers reaped, outputs already written
+ * left whole); the second ends the process at once.
+ */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cli/builtins.h"
+#include "cli/items.h"
+#include "cli/plugin.h"
+#include "coordinator/run.h"
+#include "coordinator/spawn.h"
+#include "core/pipeline.h"
+#include "core/value.h"
+
+const char zp__cli_run_help[] =
+    "usage: zpipe run [OPTION]... SPEC [ARGS_JSON]\n"
+    "\n"
+    "Runs the pipeline SPEC and writes its outputs on stdout, one JSON value\n"
+    "per line. ARGS_JSON is the first task's input: a JSON array, or one\n"
+    "value that becomes a one-element array (default: []). Put -- before an\n"
+    "ARGS_JSON that starts with '-'.\n"
+    "\n"
+    "SPEC is 'stage | stage | ...', a stage being a task then its options:\n"
+    "  branch join ordered workers=N throttle=N retries=N timeout=500ms|2s\n"
+    "  on_error=fail|skip mode=inproc|process|remote pool=NAME bind=JSON\n"
+    "a mode=remote stage may name a task that only its workers have, and\n"
+    "pool=NAME sends its items only to workers started with --pool NAME\n"
+    "built-in tasks: range, lines, exec, sleep, identity (see zpipe tasks)\n"
+    "\n"
+    "options:\n"
+    "  --plugin LIB          load the tasks of the shared library LIB\n"
+    "                        (repeatable; a bare name is looked for in\n"
+    "                        $ZPIPE_PLUGIN_PATH, then in zpipe's plugin dir)\n"
+    "  --input FILE|-        stream the lines of FILE (- is stdin) into the\n"
+    "                        first task, which may then have workers=N\n"
+    "  --input-format json|lines\n"
+    "                        json (default): a JSON value per line;\n"
+    "                        lines: each line is a string item\n"
+    "  --output FILE|-       write the outputs to FILE (default: stdout)\n"
+    "  --format json|lines|msgpack\n"
+    "                        json (default): a JSON value per line; lines:\n"
+    "                        strings as they are, other values as JSON;\n"
+    "                        msgpack: raw msgpack values back to back\n"
+    "  --progress            live per-stage statistics on stderr, with the\n"
+    "                        share done and the time left when the input\n"
+    "                        is a regular file or the first task is range\n"
+    "  --stats FILE          write the final statistics to FILE as JSON\n"
+    "  --metrics ADDR:PORT   serve Prometheus metrics at GET /metrics there\n"
+    "                        while the run lasts, such as 127.0.0.1:9464\n"
+    "                        or :9464 (default: $ZPIPE_METRICS)\n"
+    "  --metrics-linger TIME once the run is over, serve its final figures\n"
+    "                        until scraped once more, TIME at most, such\n"
+    "                        as 15s (default: 0, close at once)\n"
+    "  --listen ENDPOINT     where mode=remote workers connect, such as\n"
+    "                        tcp://*:5555 (default: $ZPIPE_LISTEN)\n"
+    "  --wait-workers TIME   longest a remote stage waits for a worker,\n"
+    "                        such as 500ms or 10s (default: 30s)\n"
+    "  --curve-secret FILE   CURVE: the coordinator's secret key file\n"
+    "  --curve-allow FILE    CURVE: the public keys of the workers let in\n"
+    "  -h, --help            show this help\n"
+    "\n"
+    "exit status: 0 done, 1 the run failed (a task failed, a malformed input\n"
+    "line...), 2 a usage or configuration error, 128+N stopped by signal N.\n"
+    "SIGINT or SIGTERM stops the run, keeping the outputs written so far\n"
+    "whole; a second one stops zpipe at once.\n";
+
+/* ---- zpipe run: options -------------------------------------------------- */
+
+typedef struct run_cfg {
+    zp__cli_names plugins;
+    const char *input, *output, *stats, *listen, *metrics;
+    const char *curve_secret, *curve_allow;
+    const char *spec, *args;
+    bool json_input, progress;
+    zp__format format;
+    int wait_ms, linger_ms;
+} run_cfg;
+
+static const struct option run_options[] = {
+    {"plugin", required_argument, NULL, OPT_PLUGIN},
+    {"input", required_argument, NULL, OPT_INPUT},
+    {"input-format", required_argument, NULL, OPT_INPUT_FORMAT},
+    {"output", required_argument, NULL, OPT_OUTPUT},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"stats", required_argument, NULL, OPT_STATS},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"wait-workers", required_argument, NULL, OPT_WAIT},
+    {"curve-secret", required_argument, NULL, OPT_CURVE_SECRET},
+    {"curve-allow", required_argument, NULL, OPT_CURVE_ALLOW},
+    {"metrics", required_argument, NULL, OPT_METRICS},
+    {"metrics-linger", required_argument, NULL, OPT_METRICS_LINGER},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int run_choice(const char *opt, const char *value,
+                      const char *const *words, const char *expected, int *out)
+{
+    *out = zp__cli_choice(value, words);
+    if (*out < 0)
+        return zp__cli_usage_error("run", "bad value '%s' for %s: expected %s",
+                                   value, opt, expected);
+    return GO_ON;
+}
+
+/* One option of zpipe run. Returns GO_ON, or the exit status. */
+static int run_option(void *cfg, int opt, char *arg)
+{
+    run_cfg *c = cfg;
+    static const char *const inputs[] = {"json", "lines", NULL};
+    static const char *const formats[] = {"json", "lines", "msgpack", NULL};
+    int pick, rc = GO_ON;
+    switch (opt) {
+    case OPT_PLUGIN:
+        if (!zp__cli_names_add(&c->plugins, arg))
+            rc = zp__cli_usage_error("run", "out of memory");
+        break;
+    case OPT_INPUT: c->input = arg; break;
+    case OPT_INPUT_FORMAT:
+        rc = run_choice("--input-format", arg, inputs, "json or lines", &pick);
+        c->json_input = pick == 0;
+        break;
+    case OPT_OUTPUT: c->output = arg; break;
+    case OPT_FORMAT:
+        rc = run_choice("--format", arg, formats, "json, lines or msgpack",
+                        &pick);
+        c->format = (zp__format)pick;
+        break;
+    case OPT_PROGRESS: c->progress = true; break;
+    case OPT_STATS: c->stats = arg; break;
+    case OPT_LISTEN: c->listen = arg; break;
+    case OPT_WAIT:
+        if (!zp__cli_duration_ms(arg, &c->wait_ms))
+            rc = zp__cli_usage_error(
+                "run",
+                "bad value '%s' for --wait-workers: expected a "
+                "duration such as 500ms or 10s",
+                arg);
+        break;
+    case OPT_CURVE_SECRET: c->curve_secret = arg; break;
+    case OPT_CURVE_ALLOW: c->curve_allow = arg; break;
+    case OPT_METRICS: c->metrics = arg; break;
+    case OPT_METRICS_LINGER:
+        c->linger_ms = 0;
+        if (strcmp(arg, "0") != 0 && !zp__cli_duration_ms(arg, &c->linger_ms))
+            rc = zp__cli_usage_error(
+                "run",
+                "bad value '%s' for --metrics-linger: expected "
+                "a duration such as 500ms or 15s",
+                arg);
+        break;
+    }
+    return rc;
+}
+
+/* The SPEC and ARGS_JSON operands, and the options they exclude. */
+static int run_operands(run_cfg *c, int argc, char **argv)
+{
+    int left = argc - optind;
+    if (left < 1)
+        return zp__cli_usage_error("run",
+                                   "missing the SPEC of the pipeline, such "
+                                   "as 'range branch | identity'");
+    if (left > 2)
+        return zp__cli_usage_error(
+            "run",
+            "unexpected argument '%s' (quote the SPEC as one "
+            "argument; ARGS_JSON is one JSON value)",
+            argv[optind + 2]);
+    c->spec = argv[optind];
+    c->args = left == 2 ? argv[optind + 1] : NULL;
+    if (c->args != NULL && c->input != NULL)
+        return zp__cli_usage_error(
+            "run",
+            "ARGS_JSON '%s' and --input exclude each other: "
+            "with --input the first task reads the input",
+            c->args);
+    if ((c->curve_secret == NULL) != (c->curve_allow == NULL))
+        return zp__cli_usage_error(
+            "run", "%s needs %s too",
+            c->curve_secret ? "--curve-secret" : "--curve-allow",
+            c->curve_secret ? "--curve-allow" : "--curve-secret");
+    return GO_ON;
+}
+
+static int parse_run(run_cfg *c, int argc, char **argv)
+{
+    int rc = zp__cli_parse_options("run", zp__cli_run_help, run_options,
+                                   run_option, c, argc, argv);
+    return rc == GO_ON ? run_operands(c, argc, argv) : rc;
+}
+
+/* ---- zpipe run: checks before the run ------------------------------------ */
+
+/* The pipeline of the spec, behind the input stage when there is --input;
+ * NULL after saying why. */
+static zp_pipeline *build_pipeline(const run_cfg *c, zp__input *in)
+{
+    char *err = NULL;
+    zp_pipeline *p = zp_parse(c->spec, &err);
+    if (p == NULL) {
+        fprintf(stderr, "zpipe run: %s\n", err ? err : "out of memory");
+        free(err);
+        return NULL;
+    }
+    if (c->input != NULL) {
+        zp_opts o = {.size = sizeof o, .branch = true, .user = in};
+        *in = (zp__input){c->input, c->json_input};
+        p = zp_pipe(zp_task_new("<input>", zp__input_task, &o), p);
+    }
+    const char *why = zp_pipeline_error(p);
+    if (why != NULL) {
+        /* The first task runs once, unless --input streams items in. */
+        bool hint = p->error == NULL && p->stages[0].opts.workers > 1;
+        fprintf(stderr, "zpipe run: %s%s\n", why,
+                hint ? "; --input streams items into a first task" : "");
+        zp_pipeline_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* A file zpipe will write, opened or created now so that a bad path is a
+ * usage error rather than a failure at the end. Returns the descriptor, or
+ * -1 after saying why. */
+static int open_for_writing(const char *what, const char *path, bool truncate)
+{
+    int fd = open(
+        path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0666);
+    if (fd < 0)
+        fprintf(stderr, "zpipe run: cannot write %s '%s': %s\n", what, path,
+                strerror(errno));
+    return fd;
+}
+
+/* A remote stage needs an endpoint to listen on, and one ZeroMQ can bind
+ * workers of other processes to. */
+static bool listen_ok(const run_cfg *c, const zp_pipeline *p)
+{
+    const char *ep = c->listen ? c->listen : getenv("ZPIPE_LISTEN");
+    for (size_t k = 0; k < p->n; k++) {
+        if (p->stages[k].opts.mode != ZP_REMOTE)
+            continue;
+        if (ep == NULL || ep[0] == '\0') {
+            zp__cli_usage_error(
+                "run",
+                "task '%s' has mode=remote: give --listen ENDPOINT "
+                "(or $ZPIPE_LISTEN), such as tcp://*:5555",
+                p->stages[k].name);
+            return false;
+        }
+    }
+    if (c->listen != NULL && strncmp(c->listen, "tcp://", 6) != 0 &&
+        strncmp(c->listen, "ipc://", 6) != 0) {
+        zp__cli_usage_error(
+            "run",
+            "bad value '%s' for --listen: expected tcp://HOST:PORT "
+            "(such as tcp://*:5555) or ipc://PATH",
+            c->listen);
+        return false;
+    }
+    return true;
+}
+
+static bool run_files_ok(const run_cfg *c)
+{
+    if (c->curve_allow != NULL && access(c->curve_allow, R_OK) != 0) {
+        fprintf(stderr, "zpipe run: cannot read --curve-allow '%s': %s\n",
+                c->curve_allow, strerror(errno));
+        return false;
+    }
+    if (!zp__cli_curve_files_ok("run", NULL, c->curve_secret))
+        return false;
+    int fd = c->stats ? open_for_writing("--stats", c->stats, false) : -2;
+    if (fd >= 0)
+        close(fd);
+    return fd != -1;
+}
+
+/* ---- zpipe run: signals -------------------------------------------------- */
+
+typedef struct watcher {
+    zp_run *run; /* borrowed */
+    pthread_t thread;
+    int sfd, efd;      /* signals in; "stop watching" in */
+    _Atomic int signo; /* the first signal, or 0 */
+} watcher;
+
+static void *watch(void *arg)
+{
+    watcher *w = arg;
+    struct pollfd p[2] = {{.fd = w->sfd, .events = POLLIN},
+                          {.fd = w->efd, .events = POLLIN}};
+    struct signalfd_siginfo si;
+    for (;;) {
+        p[0].revents = p[1].revents = 0;
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (p[1].revents != 0)
+            break;
+        if (read(w->sfd, &si, sizeof si) != sizeof si) /* non-blocking */
+            continue;
+        int sig = (int)si.ssi_signo, first = 0;
+        if (!atomic_compare_exchange_strong(&w->signo, &first, sig)) {
+            zp__exec_kill_all(); /* process workers die with us */
+            zp__run_remove_tmpdir(w->run);
+            _exit(128 + sig);
+        }
+        fprintf(stderr,
+                "zpipe: SIG%s: stopping the run (again to stop at once)\n",
+                sigabbrev_np(sig));
+        zp_cancel(w->run);
+    }
+    return NULL;
+}
+
+/* Blocks SIGINT and SIGTERM in this thread and the threads it will make. */
+static void block_stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+/* Opens the watcher's descriptors before any thread of the run exists
+ * (a descriptor number a run thread has just closed would otherwise come
+ * back here). */
+static bool watcher_open(watcher *w, const sigset_t *set)
+{
+    atomic_init(&w->signo, 0);
+    w->sfd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
+    w->efd = eventfd(0, EFD_CLOEXEC);
+    if (w->sfd >= 0 && w->efd >= 0)
+        return true;
+    fprintf(stderr, "zpipe run: cannot watch for signals: %s\n",
+            strerror(errno));
+    if (w->sfd >= 0)
+        close(w->sfd);
+    if (w->efd >= 0)
+        close(w->efd);
+    return false;
+}
+
+static bool watcher_start(watcher *w, zp_run *run)
+{
+    w->run = run;
+    int err = pthread_create(&w->thread, NULL, watch, w);
+    if (err == 0)
+        return true;
+    fprintf(stderr, "zpipe run: cannot watch for signals: %s\n", strerror(err));
+    close(w->sfd);
+    close(w->efd);
+    return false;
+}
+
+/* Stops the watcher; returns the signal it saw first, or 0. */
+static int watcher_stop(watcher *w)
+{
+    uint64_t one = 1;
+    (void)!write(w->efd, &one, sizeof one);
+    pthread_join(w->thread, NULL);
+    close(w->sfd);
+    close(w->efd);
+    return atomic_load(&w->signo);
+}
+
+/* ---- zpipe run: the run -------------------------------------------------- */
+
+/* Writes the run's outputs; flushes whenever the run has none ready.
+ * Returns 0, or the writer's error with errno in *err; the run is then
+ * cancelled. */
+static int write_outputs(zp_run *run, zp__writer *w, int *err)
+{
+    const msgpack_object *o;
+    int rc = 0;
+    for (;;) {
+        int got = zp__run_poll(run, &o);
+        if (got == ZP__AGAIN) {
+            if ((rc = zp__writer_flush(w)) != 0)
+                break;
+            got = zp_run_next(run, &o);
+        }
+        if (got != 1 || (rc = zp__writer_put(w, o)) != 0)
+            break;
+    }
+    if (rc == 0)
+        rc = zp__writer_flush(w);
+    *err = errno;
+    if (rc != 0)
+        zp_cancel(run);
+    return rc;
+}
+
+/* The exit status of a run, after saying what went wrong. */
+static int run_status(zp_run *run, int code, int sig, int write_rc, int err)
+{
+    if (sig != 0)
+        return 128 + sig;
+    if (write_rc != 0 && err == EPIPE)
+        return 128 + SIGPIPE; /* the reader is gone: as if killed by it */
+    if (write_rc != 0) {
+        fprintf(stderr, "zpipe run: writing the outputs: %s\n",
+                write_rc == ZP_ENOMEM ? "out of memory" : strerror(err));
+        return EXIT_FAILED;
+    }
+    if (code == 0)
+        return EXIT_OK;
+    fprintf(stderr, "zpipe run: %s\n", zp_error(run));
+    return code == ZP_EINVAL ? EXIT_USAGE : EXIT_FAILED;
+}
+
+/* The items of the built-in range for the run's arguments, or 0. */
+static uint64_t range_items(const char *args_json)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_zone zone;
+    msgpack_object args;
+    uint64_t n = 0;
+    size_t off = 0;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    bool zoned = msgpack_zone_init(&zone, 1024);
+    if (zoned && zp__json_pack_args(args_json, &pk, NULL) == 0 &&
+        msgpack_unpack(sb.data, sb.size, &off, &zone, &args) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        !zp__range_items(&args, &n))
+        n = 0;
+    if (zoned)
+        msgpack_zone_destroy(&zone);
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
+/* For --progress, the items the first task will emit when that can be
+ * told before the run: the lines of a regular --input file, or those of
+ * the built-in range; 0 otherwise. */
+static uint64_t items_expected(const run_cfg *c, const zp_pipeline *p)
+{
+    uint64_t n = 0;
+    if (!c->progress)
+        return 0;
+    if (c->input != NULL)
+        return strcmp(c->input, "-") != 0 &&
+                       zp__count_lines(c->input, c->json_input, &n) == 0
+                   ? n
+                   : 0;
+    return strcmp(p->stages[0].name, "range") == 0 ? range_items(c->args) : 0;
+}
+
+static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd)
+{
+    zp_run_opts o = {.listen = c->listen,
+                     .wait_workers_ms = c->wait_ms,
+                     .curve_secret = c->curve_secret,
+                     .curve_allow = c->curve_allow,
+                     .progress = c->progress,
+                     .stats_path = c->stats,
+                     .metrics_listen = c->metrics,
+                     .metrics_linger_ms = c->linger_ms,
+                     .progress_total = items_expected(c, p)};
+    sigset_t set;
+    watcher w;
+    zp__writer out;
+    signal(SIGPIPE, SIG_IGN); /* a closed output is an EPIPE, handled */
+    block_stop_signals(&set);
+    if (!watcher_open(&w, &set))
+        return EXIT_FAILED;
+    zp_run *run = zp_start_with(p, c->args, &o);
+    if (!watcher_start(&w, run)) {
+        zp_run_free(run);
+        return EXIT_FAILED;
+    }
+    zp__writer_init(&out, out_fd, c->format);
+    int err = 0, write_rc = write_outputs(run, &out, &err);
+    int code = zp_finish(run);
+    int status = run_status(run, code, watcher_stop(&w), write_rc, err);
+    zp__writer_fini(&out);
+    zp_run_free(run);
+    return status;
+}
+
+int zp__cli_run(int argc, char **argv)
+{
+    run_cfg c = {.json_input = true, .format = ZP__FORMAT_JSON};
+    zp__input in;
+    zp_pipeline *p = NULL;
+    zp__plugins *ps = NULL;
+    int out_fd = -1, rc = parse_run(&c, argc, argv);
+    if (rc != GO_ON)
+        goto out;
+    rc = EXIT_USAGE;
+    if ((ps = zp__cli_load_plugins("run", &c.plugins)) == NULL ||
+        (p = build_pipeline(&c, &in)) == NULL || !listen_ok(&c, p) ||
+        !run_files_ok(&c))
+        goto out;
+    bool to_stdout = c.output == NULL || strcmp(c.output, "-") == 0;
+    out_fd = to_stdout ? STDOUT_FILENO
+                       : open_for_writing("--output", c.output, true);
+    if (out_fd < 0)
+        goto out;
+    zp__spawn_set_worker_args(zp__plugins_args(ps));
+    rc = start_and_wait(&c, p, out_fd);
+    zp__spawn_set_worker_args(NULL);
+    if (!to_stdout && close(out_fd) != 0 && rc == EXIT_OK) {
+        fprintf(stderr, "zpipe run: writing '%s': %s\n", c.output,
+                strerror(errno));
+        rc = EXIT_FAILED;
+    }
+out:
+    zp_pipeline_free(p);
+    zp__plugins_destroy(&ps);
+    free(c.plugins.v);
+    return rc;
+}
