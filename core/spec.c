@@ -71,6 +71,11 @@ static const choice modes[] = {{"inproc", ZP_INPROC},
 static const choice on_errors[] = {
     {"fail", ZP_FAIL}, {"skip", ZP_SKIP}, {NULL, 0}};
 
+/* read_value writes CHOICE fields, zp_mode and zp_on_error, as ints. */
+_Static_assert(sizeof(zp_mode) == sizeof(int) &&
+                   sizeof(zp_on_error) == sizeof(int),
+               "zp_opts' enum fields are the size of an int");
+
 #define NUMBER_EXPECTED "a whole number (digits only, at most 2147483647)"
 #define COUNT_EXPECTED \
     "a whole number, at least 1 (digits only, at most 2147483647)"

@@ -220,7 +220,7 @@ static void add_port(zp__listener *l, port p)
     if (v != NULL)
         l->ports = v;
     if (items == NULL) {
-        fprintf(stderr, "zpipe: out of memory: stage %u hears no worker\n",
+        zp__log(ZP_LOG_ERROR, "zpipe: out of memory: stage %u hears no worker",
                 p.stage);
         zp__hub_destroy(&p.hub);
         return;

@@ -23,6 +23,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/fds.h"
+#include "core/log.h"
 
 #define EVERY_NS (5000 * 1000000ull) /* a line at most this often */
 
@@ -53,12 +54,12 @@ static void say(zp__monitor *m, uint64_t now)
     else
         snprintf(why, sizeof why, "%s", strerror(m->err));
     if (m->said == 0)
-        fprintf(stderr, "zpipe: cannot accept more connections on %s: %s\n",
+        zp__log(ZP_LOG_ERROR, "zpipe: cannot accept more connections on %s: %s",
                 m->endpoint, why);
     else
-        fprintf(stderr,
+        zp__log(ZP_LOG_ERROR,
                 "zpipe: cannot accept more connections on %s: %s (%llu "
-                "more failures in %.0f s)\n",
+                "more failures in %.0f s)",
                 m->endpoint, why, (unsigned long long)m->failed,
                 (double)(now - m->said) / 1e9);
     m->said = now;
