@@ -9,6 +9,7 @@
  */
 #include "transport/monitor.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -46,6 +47,7 @@ static bool for_want_of_resources(int err)
 static void say(zp__monitor *m, uint64_t now)
 {
     char why[128];
+    assert(m->failed > 0); /* only failures are told */
     if (m->err == EMFILE)
         snprintf(why, sizeof why, "too many open files (limit %ld)",
                  zp__fds_limit());
