@@ -43,15 +43,22 @@ typedef struct heard {
     bool echo;               /* say a line from inside the hook */
 } heard;
 
-static void heard_init(heard *h)
+static void hear(void *user, zp_log_level level, const char *line);
+
+/* Sets the hook to `hear`, into *h. */
+static void hook_on(heard *h)
 {
     memset(h, 0, sizeof *h);
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->cond, NULL);
+    zp_log_set(hear, h);
 }
 
-static void heard_fini(heard *h)
+/* Gives the lines back to stderr; no two hooks ever ran at once. */
+static void hook_off(heard *h)
 {
+    zp_log_set(NULL, NULL);
+    assert_false(atomic_load(&h->overlapped));
     pthread_cond_destroy(&h->cond);
     pthread_mutex_destroy(&h->lock);
 }
@@ -82,12 +89,12 @@ static bool heard_soon(heard *h, int n)
     struct timespec t;
     deadline_in(&t, 10000);
     pthread_mutex_lock(&h->lock);
-    int rc = 0;
-    while (h->n < n && rc == 0)
-        rc = pthread_cond_timedwait(&h->cond, &h->lock, &t);
-    bool ok = h->n >= n;
+    while (h->n < n)
+        if (pthread_cond_timedwait(&h->cond, &h->lock, &t) != 0)
+            break;
+    int got = h->n;
     pthread_mutex_unlock(&h->lock);
-    return ok;
+    return got >= n;
 }
 
 /* ---- stderr, captured through a pipe ------------------------------------- */
@@ -180,8 +187,7 @@ static void test_a_dropped_message_reaches_the_hook_as_a_warning(void **state)
 {
     (void)state;
     heard h;
-    heard_init(&h);
-    zp_log_set(hear, &h);
+    hook_on(&h);
     char *why = NULL;
     void *zctx = zp__zctx_new(16, true);
     assert_non_null(zctx);
@@ -206,9 +212,7 @@ static void test_a_dropped_message_reaches_the_hook_as_a_warning(void **state)
     zp__hub_destroy(&hub);
     zp__listener_destroy(&l);
     zp__zctx_term(zctx);
-    zp_log_set(NULL, NULL);
-    assert_false(atomic_load(&h.overlapped));
-    heard_fini(&h);
+    hook_off(&h);
 }
 
 static void test_null_gives_the_lines_back_to_stderr(void **state)
@@ -216,10 +220,9 @@ static void test_null_gives_the_lines_back_to_stderr(void **state)
     (void)state;
     static zp__ratelog rl = ZP__RATELOG_INIT;
     heard h;
-    heard_init(&h);
-    zp_log_set(hear, &h);
+    hook_on(&h);
     zp__log(ZP_LOG_ERROR, "zpipe: to the hook");
-    zp_log_set(NULL, NULL);
+    hook_off(&h);
     capture c;
     char got[512];
     capture_start(&c);
@@ -233,7 +236,6 @@ static void test_null_gives_the_lines_back_to_stderr(void **state)
     assert_int_equal(h.n, 1);
     assert_string_equal(h.last, "zpipe: to the hook");
     assert_int_equal(h.level, ZP_LOG_ERROR);
-    heard_fini(&h);
 }
 
 static void test_the_rate_limit_holds_through_the_hook(void **state)
@@ -241,8 +243,7 @@ static void test_the_rate_limit_holds_through_the_hook(void **state)
     (void)state;
     static zp__ratelog rl = ZP__RATELOG_INIT;
     heard h;
-    heard_init(&h);
-    zp_log_set(hear, &h);
+    hook_on(&h);
     assert_true(zp__ratelog_say(&rl, "worker %d stopped answering", 1));
     for (int i = 0; i < 99; i++)
         assert_false(zp__ratelog_say(&rl, "worker %d stopped answering", 1));
@@ -254,24 +255,19 @@ static void test_the_rate_limit_holds_through_the_hook(void **state)
     rl.last = zp__now_ns() - (ZP__RATELOG_SECONDS + 1) * 1000000000ull;
     pthread_mutex_unlock(&rl.lock);
     assert_true(zp__ratelog_say(&rl, "worker %d stopped answering", 1));
-    zp_log_set(NULL, NULL);
+    hook_off(&h);
     assert_int_equal(h.n, 2);
     assert_string_equal(h.last,
                         "zpipe: worker 1 stopped answering (and 99 more like "
                         "it since the last such line, 5 s or more ago)");
-    heard_fini(&h);
 }
 
-typedef struct sayer {
-    int index;
-    pthread_t thread;
-} sayer;
-
+/* Says LINES lines as thread number (intptr_t)arg. */
 static void *say_lines(void *arg)
 {
-    sayer *s = arg;
+    int t = (int)(intptr_t)arg;
     for (int i = 0; i < LINES; i++)
-        zp__log(ZP_LOG_INFO, "zpipe: thread %d line %d", s->index, i);
+        zp__log(ZP_LOG_INFO, "zpipe: thread %d line %d", t, i);
     return NULL;
 }
 
@@ -279,22 +275,18 @@ static void test_lines_from_many_threads_all_arrive_one_at_a_time(void **state)
 {
     (void)state;
     heard h;
-    sayer s[THREADS];
-    heard_init(&h);
-    zp_log_set(hear, &h);
-    for (int t = 0; t < THREADS; t++) {
-        s[t].index = t;
-        assert_int_equal(pthread_create(&s[t].thread, NULL, say_lines, &s[t]),
-                         0);
-    }
+    pthread_t threads[THREADS];
+    hook_on(&h);
     for (int t = 0; t < THREADS; t++)
-        pthread_join(s[t].thread, NULL);
-    zp_log_set(NULL, NULL);
+        assert_int_equal(
+            pthread_create(&threads[t], NULL, say_lines, (void *)(intptr_t)t),
+            0);
+    for (int t = 0; t < THREADS; t++)
+        pthread_join(threads[t], NULL);
+    hook_off(&h);
     assert_int_equal(h.n, THREADS * LINES);
     for (int t = 0; t < THREADS; t++)
         assert_int_equal(h.per_thread[t], LINES);
-    assert_false(atomic_load(&h.overlapped));
-    heard_fini(&h);
 }
 
 static void test_a_long_line_arrives_whole(void **state)
@@ -304,14 +296,12 @@ static void test_a_long_line_arrives_whole(void **state)
     heard h;
     memset(word, 'x', sizeof word - 1);
     word[sizeof word - 1] = '\0';
-    heard_init(&h);
-    zp_log_set(hear, &h);
+    hook_on(&h);
     zp__log(ZP_LOG_ERROR, "zpipe: bad pool name '%s'", word);
-    zp_log_set(NULL, NULL);
+    hook_off(&h);
     assert_int_equal(h.n, 1);
     assert_int_equal(strlen(h.last), strlen("zpipe: bad pool name ''") + 3000);
     assert_true(strncmp(h.last + 22, word, 3000) == 0);
-    heard_fini(&h);
 }
 
 static void test_a_line_said_inside_the_hook_goes_to_stderr(void **state)
@@ -320,17 +310,15 @@ static void test_a_line_said_inside_the_hook_goes_to_stderr(void **state)
     heard h;
     capture c;
     char got[512];
-    heard_init(&h);
+    hook_on(&h);
     h.echo = true;
-    zp_log_set(hear, &h);
     capture_start(&c);
     zp__log(ZP_LOG_WARN, "zpipe: to the hook");
     capture_end(&c, got, sizeof got);
-    zp_log_set(NULL, NULL);
+    hook_off(&h);
     assert_int_equal(h.n, 1);
     assert_string_equal(h.last, "zpipe: to the hook");
     assert_string_equal(got, "zpipe: said inside the hook\n");
-    heard_fini(&h);
 }
 
 int main(void)
