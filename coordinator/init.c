@@ -8,10 +8,10 @@
  * zpipe's flags and returns. Process workers are started this way by their
  * coordinator; remote workers are started this way by people.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "core/pipeline.h"
 #include "worker/remote.h"
 #include "zpipe.h"
@@ -75,21 +75,22 @@ void zp_init(int *argc, char ***argv)
     if (flags[0].value == NULL)
         return;
     if (flags[0].value[0] == '\0') {
-        fprintf(stderr, "zpipe worker: --zp-worker (or $ZPIPE_WORKER) needs "
-                        "the coordinator's endpoint, e.g. tcp://host:5555\n");
+        zp__log(ZP_LOG_ERROR,
+                "zpipe worker: --zp-worker (or $ZPIPE_WORKER) needs "
+                "the coordinator's endpoint, e.g. tcp://host:5555");
         exit(2);
     }
     int threads = flags[1].value ? atoi(flags[1].value) : 1;
     if (threads < 1 || threads > 4096) {
-        fprintf(stderr, "zpipe worker: --zp-threads must be 1 to 4096\n");
+        zp__log(ZP_LOG_ERROR, "zpipe worker: --zp-threads must be 1 to 4096");
         exit(2);
     }
     const char *pool = flags[4].value;
     if (pool != NULL && !zp__pool_name_ok(pool, strlen(pool))) {
-        fprintf(stderr,
+        zp__log(ZP_LOG_ERROR,
                 "zpipe worker: bad pool name '%s' for --zp-pool (or "
                 "$ZPIPE_POOL): expected 1 to %d characters of A-Z "
-                "a-z 0-9 _ . -\n",
+                "a-z 0-9 _ . -",
                 pool, ZP__POOL_MAX);
         exit(2);
     }
@@ -100,9 +101,10 @@ void zp_init(int *argc, char ***argv)
                         .secret_key = flags[3].value,
                         .child = getenv("ZPIPE_WORKER_PARENT") != NULL};
     if ((o.server_key == NULL) != (o.secret_key == NULL)) {
-        fprintf(stderr, "zpipe worker: CURVE needs both --zp-curve-server "
-                        "(the coordinator's public key) and "
-                        "--zp-curve-secret (this worker's secret key)\n");
+        zp__log(ZP_LOG_ERROR,
+                "zpipe worker: CURVE needs both --zp-curve-server "
+                "(the coordinator's public key) and "
+                "--zp-curve-secret (this worker's secret key)");
         exit(2);
     }
     exit(zp__worker_serve(&o));

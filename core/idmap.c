@@ -2,6 +2,7 @@
 /* The id map, see idmap.h. */
 #include "core/idmap.h"
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ static zp__idslot *find(const zp__idmap *m, const void *key, size_t len,
 {
     if (m->cap == 0)
         return NULL;
+    assert((m->cap & (m->cap - 1)) == 0); /* a power of two */
     for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
         zp__idslot *s = &m->slots[i];
         if (empty(s))
@@ -54,6 +56,7 @@ static zp__idslot *find(const zp__idmap *m, const void *key, size_t len,
 /* Puts a key known to be absent, with room for it. */
 static void place(zp__idmap *m, const zp__idslot *from)
 {
+    assert(from->val != NULL && m->used + m->dead < m->cap);
     size_t i = from->hash & (m->cap - 1);
     while (m->slots[i].val != NULL)
         i = (i + 1) & (m->cap - 1);
@@ -96,6 +99,7 @@ void *zp__idmap_get(const zp__idmap *m, const void *key, size_t len)
 
 int zp__idmap_put(zp__idmap *m, const void *key, size_t len, void *val)
 {
+    assert(val != NULL); /* NULL is what get says of a missing key */
     uint64_t h = hash_of(key, len);
     zp__idslot *s = find(m, key, len, h);
     if (s != NULL) {
@@ -112,6 +116,7 @@ int zp__idmap_put(zp__idmap *m, const void *key, size_t len, void *val)
             return ZP_ENOMEM;
     }
     place(m, &(zp__idslot){.key = key, .len = len, .hash = h, .val = val});
+    assert(2 * (m->used + m->dead) <= m->cap);
     return 0;
 }
 
@@ -120,6 +125,7 @@ void zp__idmap_del(zp__idmap *m, const void *key, size_t len)
     zp__idslot *s = find(m, key, len, hash_of(key, len));
     if (s == NULL)
         return;
+    assert(m->used > 0);
     s->key = s; /* deleted, not empty: probes go on past it */
     s->val = NULL;
     m->used--;

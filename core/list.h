@@ -7,6 +7,7 @@
 #ifndef ZP_CORE_LIST_H
 #define ZP_CORE_LIST_H
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -30,6 +31,8 @@ static inline bool zp__queue_empty(const zp__queue *q)
 /* Appends `n` at the tail. */
 static inline void zp__queue_push(zp__queue *q, zp__qnode *n)
 {
+    assert((q->head == NULL) == (q->tail == NULL));
+    assert(q->tail == NULL || q->tail->next == NULL);
     n->next = NULL;
     if (q->tail != NULL)
         q->tail->next = n;
@@ -41,6 +44,7 @@ static inline void zp__queue_push(zp__queue *q, zp__qnode *n)
 /* Puts `n` at the head. */
 static inline void zp__queue_push_front(zp__queue *q, zp__qnode *n)
 {
+    assert((q->head == NULL) == (q->tail == NULL));
     n->next = q->head;
     q->head = n;
     if (q->tail == NULL)
@@ -55,6 +59,7 @@ static inline void zp__queue_insert_after(zp__queue *q, zp__qnode *prev,
         zp__queue_push_front(q, n);
         return;
     }
+    assert(prev->next != NULL || q->tail == prev); /* prev is in q */
     n->next = prev->next;
     prev->next = n;
     if (q->tail == prev)
@@ -65,6 +70,7 @@ static inline void zp__queue_insert_after(zp__queue *q, zp__qnode *prev,
 static inline zp__qnode *zp__queue_pop(zp__queue *q)
 {
     zp__qnode *n = q->head;
+    assert((n == NULL) == (q->tail == NULL));
     if (n != NULL && (q->head = n->next) == NULL)
         q->tail = NULL;
     if (n != NULL)
@@ -75,6 +81,7 @@ static inline zp__qnode *zp__queue_pop(zp__queue *q)
 /* Unlinks `n`, whose predecessor is `prev` (NULL: `n` is the head). */
 static inline void zp__queue_unlink(zp__queue *q, zp__qnode *prev, zp__qnode *n)
 {
+    assert(prev != NULL ? prev->next == n : q->head == n);
     if (prev != NULL)
         prev->next = n->next;
     else

@@ -7,6 +7,7 @@
  */
 #include "core/pipeline.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,6 +350,7 @@ zp_pipeline *zp_pipe_list(zp_pipeline *first, ...)
  */
 static void check_first_stage(zp_pipeline *p)
 {
+    assert(p != &oom_pipeline && p->n > 0);
     free_message(p->first_error);
     p->first_error = NULL;
     const zp__stage_def *s = &p->stages[0];
@@ -387,6 +389,9 @@ const msgpack_object *zp__stage_bound(const zp__stage_def *s)
 
 int zp__pipeline_bind_packed(zp_pipeline *p, const void *data, size_t len)
 {
+    if (p == &oom_pipeline)
+        return ZP_ENOMEM;
+    assert(p->n == 1); /* a worker's pipeline of the one task it serves */
     zp__stage_def *s = &p->stages[0];
     size_t off = 0;
     if (s->bind_zone == NULL)

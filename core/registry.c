@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,8 @@ static entry *find(const char *name)
 
 static int append(const char *name, zp_task_fn fn, zp_async_fn afn)
 {
+    assert((fn == NULL) != (afn == NULL)); /* sync or async, never both */
+    assert(count <= cap);
     if (count == cap) {
         size_t ncap = cap ? cap * 2 : 32;
         entry *t = zp__realloc(table, ncap * sizeof *t);

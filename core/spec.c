@@ -13,6 +13,7 @@
  */
 #include "zpipe.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -71,6 +72,11 @@ static const choice modes[] = {{"inproc", ZP_INPROC},
 static const choice on_errors[] = {
     {"fail", ZP_FAIL}, {"skip", ZP_SKIP}, {NULL, 0}};
 
+/* read_value writes CHOICE fields, zp_mode and zp_on_error, as ints. */
+_Static_assert(sizeof(zp_mode) == sizeof(int) &&
+                   sizeof(zp_on_error) == sizeof(int),
+               "zp_opts' enum fields are the size of an int");
+
 #define NUMBER_EXPECTED "a whole number (digits only, at most 2147483647)"
 #define COUNT_EXPECTED \
     "a whole number, at least 1 (digits only, at most 2147483647)"
@@ -93,6 +99,9 @@ static const option options[] = {
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
+
+_Static_assert(N_OPTIONS <= sizeof(unsigned) * CHAR_BIT,
+               "stage.seen has a bit for every option");
 
 /* ---- Characters and words ------------------------------------------------ */
 
@@ -183,6 +192,7 @@ static char *render(const parser *ps, const char *head, const char *at,
         *w++ = '^';
         w = put_run(w, '~', width > 1 ? width - 1 : 0);
         *w = '\0';
+        assert((size_t)(w - msg) < size);
     }
     free(line1);
     return msg;
@@ -308,6 +318,8 @@ static const option *find_option(const char *name, size_t len)
 /* Reads the value of a NUMBER, COUNT, DURATION or CHOICE option at ps->at. */
 static int read_value(parser *ps, stage *st, const option *o)
 {
+    assert(o->kind == NUMBER || o->kind == COUNT || o->kind == DURATION ||
+           o->kind == CHOICE);
     const char *v = ps->at;
     size_t len = (size_t)(word_end(v) - v);
     int *value = field(&st->opts, o->offset);
@@ -376,6 +388,7 @@ static int unknown_option(parser *ps, const char *start, const char *name_end)
 /* Reads one option at ps->at, which is at the start of a word. */
 static int read_option(parser *ps, stage *st)
 {
+    assert(!ends_word(*ps->at));
     const char *start = ps->at;
     const char *name_end = start;
     while (!ends_word(*name_end) && *name_end != '=')
@@ -420,6 +433,7 @@ static int read_options(parser *ps, stage *st)
 /* The stage has no task name: ps->at is at its closing '|' or the end. */
 static int empty_stage(parser *ps)
 {
+    assert(*ps->at == '|' || *ps->at == '\0');
     if (*ps->at == '|')
         return fail(ps, ps->at, 1,
                     "empty stage: expected a task name before '|'");

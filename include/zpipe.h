@@ -24,12 +24,25 @@
 extern "C" {
 #endif
 
+/* ZP__CONSTRUCTOR runs a function when the program or plugin is loaded:
+ * ZP_TASK and ZP_ASYNC_TASK register tasks with it, and need GCC or Clang
+ * (or a compiler that passes for them). Without one, those two macros fail
+ * to compile with a message that says so; everything else works. */
 #if defined(__GNUC__)
 #define ZP_EXPORT __attribute__((visibility("default")))
 #define ZP__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define ZP__CONSTRUCTOR __attribute__((constructor))
 #else
 #define ZP_EXPORT
 #define ZP__PRINTF(f, a)
+#if defined(__cplusplus)
+#define ZP__CONSTRUCTOR static_assert(false, ZP__NO_CONSTRUCTOR);
+#else
+#define ZP__CONSTRUCTOR _Static_assert(0, ZP__NO_CONSTRUCTOR);
+#endif
+#define ZP__NO_CONSTRUCTOR                                                 \
+    "ZP_TASK and ZP_ASYNC_TASK need __attribute__((constructor)) (GCC or " \
+    "Clang): call zp_register() or zp_register_async() instead"
 #endif
 
 /* ZP_VERSION_MAJOR, ZP_VERSION_MINOR, ZP_VERSION_PATCH and ZP_VERSION_STRING
@@ -65,8 +78,10 @@ typedef int (*zp_task_fn)(zp_call *call);
 typedef struct uv_loop_s uv_loop_t;
 typedef void (*zp_async_fn)(zp_call *call, uv_loop_t *loop);
 
-enum zp_mode { ZP_INPROC = 0, ZP_PROCESS = 1, ZP_REMOTE = 2 };
-enum zp_on_error { ZP_FAIL = 0, ZP_SKIP = 1 };
+/* Where a stage's workers run (zp_opts.mode), and what a failed item does
+ * (zp_opts.on_error). */
+typedef enum zp_mode { ZP_INPROC = 0, ZP_PROCESS = 1, ZP_REMOTE = 2 } zp_mode;
+typedef enum zp_on_error { ZP_FAIL = 0, ZP_SKIP = 1 } zp_on_error;
 
 /*
  * Options of one stage. Every field's zero value is the sensible default, so
@@ -75,21 +90,22 @@ enum zp_on_error { ZP_FAIL = 0, ZP_SKIP = 1 };
  * `size` is filled in by the macros; leave it alone.
  */
 typedef struct zp_opts {
-    size_t size;      /* sizeof(zp_opts), set by the macros                 */
-    int workers;      /* concurrent executions (async: calls in flight); 0=1 */
-    bool branch;      /* the task may emit any number of outputs per input  */
-    bool join;        /* called once, pulls the whole stream with zp_next   */
-    bool ordered;     /* outputs leave in input order                       */
-    int throttle;     /* max items waiting at the output; 0 = default 4096  */
-    int retries;      /* extra attempts of a failed item                    */
-    int timeout_ms;   /* per item, process and remote modes only            */
-    int on_error;     /* ZP_FAIL (stop the run) or ZP_SKIP (drop, count)    */
-    const char *bind; /* JSON text handed to every call as msgpack          */
-    void *user;       /* borrowed pointer handed to every call (in-process) */
-    int mode;         /* ZP_INPROC, ZP_PROCESS or ZP_REMOTE                 */
-    const char *pool; /* mode=remote: only the workers that joined this pool
-                         (1 to 64 of A-Z a-z 0-9 _ . -; copied); NULL: any
-                         worker that serves the task                      */
+    size_t size;          /* sizeof(zp_opts), set by the macros          */
+    int workers;          /* concurrent executions (async: calls in
+                             flight); 0 = 1                              */
+    bool branch;          /* may emit any number of outputs per input    */
+    bool join;            /* called once, pulls the stream with zp_next  */
+    bool ordered;         /* outputs leave in input order                */
+    int throttle;         /* max items waiting at the output; 0 = 4096   */
+    int retries;          /* extra attempts of a failed item             */
+    int timeout_ms;       /* per item, process and remote modes only     */
+    zp_on_error on_error; /* ZP_FAIL (stop the run), ZP_SKIP (drop, count) */
+    const char *bind;     /* JSON text handed to every call as msgpack   */
+    void *user;           /* borrowed, handed to every call (in-process) */
+    zp_mode mode;         /* ZP_INPROC, ZP_PROCESS or ZP_REMOTE          */
+    const char *pool;     /* mode=remote: only the workers that joined
+                             this pool (1 to 64 of A-Z a-z 0-9 _ . -;
+                             copied); NULL: any worker serving the task  */
 } zp_opts;
 
 /* The default throttle, used when zp_opts.throttle is 0. */
@@ -117,12 +133,12 @@ ZP_EXPORT zp_async_fn zp_lookup_async(const char *name);
  * ZP_TASK(fn); at file scope declares `int fn(zp_call *call)` and registers
  * it under its own name when the program (or plugin) is loaded.
  */
-#define ZP_TASK(fn)                                                  \
-    int fn(zp_call *call);                                           \
-    __attribute__((constructor)) static void zp__register_##fn(void) \
-    {                                                                \
-        (void)zp_register(#fn, fn);                                  \
-    }                                                                \
+#define ZP_TASK(fn)                                     \
+    int fn(zp_call *call);                              \
+    ZP__CONSTRUCTOR static void zp__register_##fn(void) \
+    {                                                   \
+        (void)zp_register(#fn, fn);                     \
+    }                                                   \
     int fn(zp_call *call)
 
 /*
@@ -132,12 +148,12 @@ ZP_EXPORT zp_async_fn zp_lookup_async(const char *name);
  * callback on the same loop emits the outputs and ends the call with
  * exactly one zp_done() or zp_fail().
  */
-#define ZP_ASYNC_TASK(fn)                                                  \
-    void fn(zp_call *call, uv_loop_t *loop);                               \
-    __attribute__((constructor)) static void zp__register_async_##fn(void) \
-    {                                                                      \
-        (void)zp_register_async(#fn, fn);                                  \
-    }                                                                      \
+#define ZP_ASYNC_TASK(fn)                                     \
+    void fn(zp_call *call, uv_loop_t *loop);                  \
+    ZP__CONSTRUCTOR static void zp__register_async_##fn(void) \
+    {                                                         \
+        (void)zp_register_async(#fn, fn);                     \
+    }                                                         \
     void fn(zp_call *call, uv_loop_t *loop)
 
 /*
@@ -419,6 +435,43 @@ ZP_EXPORT int zp_run_stats(zp_run *r, size_t i, zp_stage_stats *st);
 
 /* Number of stages of the run (0 when it failed to start). */
 ZP_EXPORT size_t zp_run_stages(zp_run *r);
+
+/* ---- Logging ------------------------------------------------------------ */
+
+/* How much a log line matters. The values are syslog's priorities. */
+typedef enum zp_log_level {
+    ZP_LOG_ERROR = 3, /* something failed: a worker cannot start, a
+                         connection cannot be accepted                   */
+    ZP_LOG_WARN = 4,  /* something was dropped, ignored or lost, and the
+                         run goes on: a malformed message, a silent worker */
+    ZP_LOG_INFO = 6,  /* news: where something is served                 */
+} zp_log_level;
+
+/*
+ * A log hook: receives one line of the library's log at `level`. `line` is
+ * the whole line as stderr would show it ("zpipe: ..." or "zpipe worker:
+ * ..."), without its newline, valid only during the call (copy it to keep
+ * it). `user` is what zp_log_set() was given.
+ */
+typedef void (*zp_log_fn)(void *user, zp_log_level level, const char *line);
+
+/*
+ * Sends every line the library logs in this process (the coordinator, its
+ * thread and async workers, and worker mode) to `fn` instead of stderr.
+ * fn NULL restores the default, which writes each line and a newline to
+ * stderr. `user` is borrowed, handed to every call of fn.
+ *
+ * Thread-safe: lines come from many threads, and fn runs on the thread
+ * that logs, for one line at a time (never twice at once). Once
+ * zp_log_set() returns, the previous hook is not running and will not be
+ * called again, so its `user` may be freed. fn must be quick (other
+ * threads that log wait for it) and must not call back into zpipe: not
+ * into a run (zp_run_next, zp_cancel...) and not zp_log_set(). Lines a
+ * peer can provoke are rate-limited before they reach fn, as on stderr.
+ * Process workers run this program again: a hook set before zp_init()
+ * takes their lines there too.
+ */
+ZP_EXPORT void zp_log_set(zp_log_fn fn, void *user);
 
 #ifdef __cplusplus
 }

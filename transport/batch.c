@@ -6,6 +6,7 @@
  */
 #include "transport/batch.h"
 
+#include <assert.h>
 #include <string.h>
 
 static size_t put_uint(char *out, uint64_t v)
@@ -24,7 +25,9 @@ size_t zp__batch_header(char out[ZP__BATCH_HEADER_MAX], uint64_t seq,
                         uint32_t count)
 {
     size_t n = put_uint(out, seq);
-    return n + put_uint(out + n, count);
+    n += put_uint(out + n, count);
+    assert(n <= ZP__BATCH_HEADER_MAX);
+    return n;
 }
 
 bool zp__batch_is_eos(const void *data, size_t len)
@@ -212,6 +215,7 @@ static msgpack_unpack_return unpack(zp__batch_reader *r)
 int zp__batch_next(zp__batch_reader *r, const msgpack_object **item,
                    uint64_t *seq)
 {
+    assert(r->off <= r->len); /* the reader never reads past the end */
     if (r->left == 0)
         return r->off == r->len ? 0 : ZP_EPROTO;
     r->start = r->off;
@@ -243,6 +247,7 @@ int zp__batch_skip(zp__batch_reader *r, uint32_t max, size_t max_bytes,
         r->off += size;
         r->seq++;
     }
+    assert(r->off <= r->len);
     if (r->left == 0 && r->off != r->len)
         return ZP_EPROTO;
     *items = r->data + start;

@@ -7,6 +7,7 @@
  */
 #include "transport/link.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,6 +186,7 @@ int zp__edge_init(zp__edge *e, void *zctx, const char *name, int producers,
 
 void zp__edge_fini(zp__edge *e)
 {
+    assert(atomic_load(&e->waiters) == 0); /* no thread uses it anymore */
     for (int i = 0; e->tx != NULL && i < e->producers; i++)
         tx_destroy(e->tx[i]);
     for (int j = 0; e->rx != NULL && j < e->consumers; j++)
@@ -216,6 +218,9 @@ void zp__edge_wake(zp__edge *e)
 
 void zp__edge_release(zp__edge *e, int64_t n)
 {
+    /* Not `queued >= n`: a receiver counts what a batch's header says, and
+     * the bytes of a batch are not ours to trust. */
+    assert(n >= 0);
     atomic_fetch_sub(&e->queued, n);
     /* Pairs with the waiter's increment before its last check; the loop
      * arms before its last check too. */
@@ -311,6 +316,7 @@ void zp__tx_discard(zp__tx *tx)
 static int pick(zp__tx *tx)
 {
     int c = tx->e->consumers, best = tx->next;
+    assert(c > 0 && best >= 0 && best < c);
     int64_t least = INT64_MAX;
     for (int k = 0; k < c && least > 0; k++) {
         int j = (tx->next + k) % c;
@@ -514,5 +520,7 @@ void zp__rx_set_waiting(zp__rx *rx, bool waiting)
     if (rx->waiting == waiting)
         return;
     rx->waiting = waiting;
-    atomic_fetch_add(&rx->e->waiting, waiting ? 1 : -1);
+    int before = atomic_fetch_add(&rx->e->waiting, waiting ? 1 : -1);
+    assert(waiting || before > 0); /* never negative */
+    (void)before;
 }

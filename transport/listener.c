@@ -9,6 +9,7 @@
  */
 #include "transport/listener.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -69,6 +70,7 @@ struct zp__listener {
 static worker *find_worker(zp__listener *l, const void *id, size_t len)
 {
     uintptr_t i = (uintptr_t)zp__idmap_get(&l->ids, id, len);
+    assert(i <= l->nworkers);
     return i > 0 ? &l->workers[i - 1] : NULL;
 }
 
@@ -116,6 +118,7 @@ static void remember(zp__listener *l, const zp__hub_msg *hm)
 static void forget(zp__listener *l, worker *w)
 {
     size_t i = (size_t)(w - l->workers);
+    assert(w >= l->workers && i < l->nworkers); /* one of the table's */
     zp__idmap_del(&l->ids, w->id, w->id_len);
     free(w->id);
     free(w->hello);
@@ -220,7 +223,7 @@ static void add_port(zp__listener *l, port p)
     if (v != NULL)
         l->ports = v;
     if (items == NULL) {
-        fprintf(stderr, "zpipe: out of memory: stage %u hears no worker\n",
+        zp__log(ZP_LOG_ERROR, "zpipe: out of memory: stage %u hears no worker",
                 p.stage);
         zp__hub_destroy(&p.hub);
         return;

@@ -9,6 +9,7 @@
  */
 #include "transport/monitor.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,6 +24,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/fds.h"
+#include "core/log.h"
 
 #define EVERY_NS (5000 * 1000000ull) /* a line at most this often */
 
@@ -45,6 +47,7 @@ static bool for_want_of_resources(int err)
 static void say(zp__monitor *m, uint64_t now)
 {
     char why[128];
+    assert(m->failed > 0); /* only failures are told */
     if (m->err == EMFILE)
         snprintf(why, sizeof why, "too many open files (limit %ld)",
                  zp__fds_limit());
@@ -53,12 +56,12 @@ static void say(zp__monitor *m, uint64_t now)
     else
         snprintf(why, sizeof why, "%s", strerror(m->err));
     if (m->said == 0)
-        fprintf(stderr, "zpipe: cannot accept more connections on %s: %s\n",
+        zp__log(ZP_LOG_ERROR, "zpipe: cannot accept more connections on %s: %s",
                 m->endpoint, why);
     else
-        fprintf(stderr,
+        zp__log(ZP_LOG_ERROR,
                 "zpipe: cannot accept more connections on %s: %s (%llu "
-                "more failures in %.0f s)\n",
+                "more failures in %.0f s)",
                 m->endpoint, why, (unsigned long long)m->failed,
                 (double)(now - m->said) / 1e9);
     m->said = now;

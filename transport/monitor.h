@@ -3,11 +3,12 @@
  * Accept failures of a listening socket, told once: when the process runs
  * out of descriptors, ZeroMQ cannot accept a new connection and would say
  * nothing about it. A monitor is a small thread that reads the socket's
- * ZeroMQ monitor events (ZMQ_EVENT_ACCEPT_FAILED) and writes one line on
- * stderr, "zpipe: cannot accept more connections on ENDPOINT: too many
- * open files (limit N)", then at most one line every few seconds with the
- * count of failures since, while they go on. Connections already made are
- * served meanwhile: only new ones wait. Part of transport.
+ * ZeroMQ monitor events (ZMQ_EVENT_ACCEPT_FAILED) and logs one error
+ * (core/log.h: stderr, or the program's hook), "zpipe: cannot accept more
+ * connections on ENDPOINT: too many open files (limit N)", then at most
+ * one line every few seconds with the count of failures since, while they
+ * go on. Connections already made are served meanwhile: only new ones
+ * wait. Part of transport.
  *
  * Why a thread of its own rather than a socket in the hub's poll loop:
  * ZeroMQ's I/O thread sends monitor events with a blocking send, and
