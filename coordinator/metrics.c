@@ -19,6 +19,7 @@
 #include "coordinator/http.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/log.h"
 
 /* ---- The page ------------------------------------------------------------ */
 
@@ -229,7 +230,7 @@ int zp__run_metrics_start(zp__run_metrics **mp, zp_run *r,
         run_metrics_free(m);
         return ZP_EINVAL;
     }
-    fprintf(stderr, "zpipe: metrics at http://%s/metrics\n",
+    zp__log(ZP_LOG_INFO, "zpipe: metrics at http://%s/metrics",
             zp__metrics_where(m->server));
     *mp = m;
     return 0;

@@ -20,6 +20,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "transport/curve.h"
 
 #define KEY_BYTES ZP__CURVE_KEY_BYTES /* a CURVE key, decoded */
@@ -125,8 +126,8 @@ static void log_key(zp__zap *z, zap_request *r, const uint8_t *key)
             return;
     if (z->n_logged == ZAP_MAX_LOGGED) {
         if (!z->logged_full)
-            fprintf(stderr, "zpipe: refused more unknown CURVE clients; "
-                            "not logging them anymore\n");
+            zp__log(ZP_LOG_WARN, "zpipe: refused more unknown CURVE clients; "
+                                 "not logging them anymore");
         z->logged_full = true;
         return;
     }
@@ -134,8 +135,9 @@ static void log_key(zp__zap *z, zap_request *r, const uint8_t *key)
     memcpy(z->logged[z->n_logged++], key, KEY_BYTES);
     zmq_z85_encode(z85, key, KEY_BYTES);
     printable(&r->f[F_ADDRESS], addr, sizeof addr);
-    fprintf(stderr, "zpipe: refused a CURVE client with key %.8s... from %s\n",
-            z85, addr);
+    zp__log(ZP_LOG_WARN,
+            "zpipe: refused a CURVE client with key %.8s... from %s", z85,
+            addr);
 }
 
 /* Logs the first refusal of each mechanism other than CURVE. */
@@ -152,8 +154,8 @@ static void log_mechanism(zp__zap *z, zap_request *r)
     z->logged_mechs |= bit;
     printable(m, mech, sizeof mech);
     printable(&r->f[F_ADDRESS], addr, sizeof addr);
-    fprintf(stderr, "zpipe: refused a %s client from %s (CURVE only)\n", mech,
-            addr);
+    zp__log(ZP_LOG_WARN, "zpipe: refused a %s client from %s (CURVE only)",
+            mech, addr);
 }
 
 /* The verdict on a CURVE request; `user` gets the client's Z85 key. */
