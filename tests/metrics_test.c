@@ -3,7 +3,8 @@
  * Tests of the metrics of a run: the histograms of core/hist.c, the text
  * format writer (coordinator/prom.c: escaping, cumulative buckets), the
  * per-worker tallies (coordinator/tally.c), the pages of a run and of a
- * worker, and the endpoint itself (coordinator/metrics.c) over real
+ * worker, and the endpoint itself (coordinator/http.c, metrics.c,
+ * worker_metrics.c) over real
  * sockets on 127.0.0.1: GET /metrics, 404 and 405, bad addresses and
  * ports in use, a run's live and final figures, the linger, nested runs,
  * $ZPIPE_METRICS. The process stage's workers are this program again

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """`python3 -m zpipe_worker`: the command line, as `zpipe worker` has it
-(coordinator/cli.c): the same options, the same environment variables, the
+(cli/worker.c): the same options, the same environment variables, the
 same exit statuses (0 after a clean end, 2 a usage or configuration error).
 """
 
