@@ -55,14 +55,19 @@ install(FILES ${PROJECT_BINARY_DIR}/cmake/zpipeConfig.cmake
               ${PROJECT_BINARY_DIR}/cmake/zpipeConfigVersion.cmake
         DESTINATION ${ZP_CMAKE_DIR} COMPONENT dev)
 
-# zpipe.pc is written in two passes so that it names the prefix actually
-# installed to, which `cmake --install --prefix DIR` may change after
-# configuration. Pass one, now, fills in everything but the prefix and leaves
-# the literal @CMAKE_INSTALL_PREFIX@ behind; pass two runs at install time,
-# when CMAKE_INSTALL_PREFIX holds the final prefix (without any DESTDIR).
+# zpipe.pc names its prefix by its own place, ${pcfiledir} (the folder
+# pkg-config found it in) and the way up from LIBDIR/pkgconfig, so it is
+# right for whatever prefix `cmake --install --prefix DIR` or a package
+# installs to, and for a prefix moved after installation. Only a LIBDIR
+# given as an absolute path has no way up: the .pc then names the prefix of
+# the configuration.
 if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+    set(ZP_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
     set(ZP_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
 else()
+    file(RELATIVE_PATH zp_up "/${ZP_PC_DIR}" "/") # ../.., with a / at the end
+    string(REGEX REPLACE "/$" "" zp_up "${zp_up}")
+    set(ZP_PC_PREFIX "\${pcfiledir}/${zp_up}")
     set(ZP_PC_LIBDIR "\${exec_prefix}/${CMAKE_INSTALL_LIBDIR}")
 endif()
 if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
@@ -70,11 +75,6 @@ if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
 else()
     set(ZP_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
 endif()
-set(ZP_PC_PREFIX "@CMAKE_INSTALL_PREFIX@")
-configure_file(${PROJECT_SOURCE_DIR}/cmake/zpipe.pc.in
-               ${PROJECT_BINARY_DIR}/cmake/zpipe.pc.stage @ONLY)
-install(CODE "configure_file(\"${PROJECT_BINARY_DIR}/cmake/zpipe.pc.stage\"
-                             \"${PROJECT_BINARY_DIR}/cmake/zpipe.pc\" @ONLY)"
-        COMPONENT dev)
+configure_file(${PROJECT_SOURCE_DIR}/cmake/zpipe.pc.in ${PROJECT_BINARY_DIR}/cmake/zpipe.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/cmake/zpipe.pc
         DESTINATION ${ZP_PC_DIR} COMPONENT dev)

@@ -3,7 +3,8 @@
 #
 # Install test: installs a built zpipe into a temporary prefix, builds the
 # stand-alone project in tests/consumer against it (find_package, shared and
-# static, and pkg-config), and runs the programs. The temporary directory is
+# static, and pkg-config), and runs the programs; then moves the prefix and
+# checks that zpipe.pc names the new place. The temporary directory is
 # removed on exit, whatever happens.
 #
 #   usage: tests/consumer/run.sh ZPIPE_BUILD_DIR
@@ -62,10 +63,14 @@ fi
 "$cmake" "${configure[@]}"
 "$cmake" --build "$tmp/build"
 
+# The prefix that zpipe.pc names, from its own place (${pcfiledir}/../..),
+# resolved.
+pc_prefix() { (cd "$("$pkg_config" --variable=prefix zpipe)" && pwd -P); }
+
 # Both must come from the temporary prefix, not from a zpipe already
 # installed on this machine.
 zpipe_dir=$(awk -F= '/^zpipe_DIR:/ { print $2; exit }' "$tmp/build/CMakeCache.txt")
-pc_prefix=$("$pkg_config" --variable=prefix zpipe)
+pc_prefix=$(pc_prefix)
 if [[ $zpipe_dir != "$prefix"/* || $pc_prefix != "$prefix" ]]; then
     echo "FAIL: zpipe found outside $prefix" \
         "(zpipe_DIR=$zpipe_dir, zpipe.pc prefix=$pc_prefix)" >&2
@@ -77,4 +82,13 @@ for exe in consumer_cmake consumer_static consumer_pkgconfig; do
     "$tmp/build/$exe"
 done
 
-echo "PASS: installed zpipe works through find_package (shared, static) and pkg-config"
+# A prefix moved after installation: zpipe.pc names the new place.
+mv "$prefix" "$tmp/moved"
+pc_prefix=$(PKG_CONFIG_PATH="$tmp/moved/$libdir/pkgconfig" pc_prefix)
+if [[ $pc_prefix != "$tmp/moved" ]]; then
+    echo "FAIL: zpipe.pc of a prefix moved to $tmp/moved names $pc_prefix" >&2
+    exit 1
+fi
+
+echo "PASS: installed zpipe works through find_package (shared, static) and pkg-config," \
+    "and zpipe.pc follows its prefix when it moves"
