@@ -16,7 +16,7 @@
 
 #include "zpipe.h"
 #include "coordinator/prom.h"
-#include "coordinator/tally.h"
+#include "core/tally.h"
 #include "worker/remote.h"
 
 /* ---- The server ---------------------------------------------------------- */
