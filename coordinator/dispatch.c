@@ -414,6 +414,14 @@ zp__dispatch *zp__dispatch_new(size_t size, const zp__stage_ops *ops,
     return d;
 }
 
+void zp__dispatch_shape(int children, zp__stage_shape *out)
+{
+    *out = (zp__stage_shape){.senders = 1,
+                             .receivers = 1,
+                             .io_thread = true,
+                             .files = ZP__DISPATCH_HUB_FILES + children};
+}
+
 int zp__dispatch_run(zp__dispatch *d, char **why)
 {
     assert(d->hub != NULL && !d->started);

@@ -39,6 +39,11 @@ zp__dispatch *zp__dispatch_new(size_t size, const zp__stage_ops *ops,
  * ZP_EIO with *why (malloc'ed). */
 int zp__dispatch_run(zp__dispatch *d, char **why);
 
+/* The shape of a dispatched stage with `children` worker processes of
+ * its own (0 for a remote stage): one thread, the hub's sockets, and one
+ * connection per child. A kind adds what it needs from the run. */
+void zp__dispatch_shape(int children, zp__stage_shape *out);
+
 /* The stage ops every kind of dispatched stage shares (worker/stage.h):
  * the core's part of a stage's life. */
 void zp__dispatch_stop(zp__stage *s);
@@ -46,5 +51,11 @@ void zp__dispatch_join(zp__stage *s);
 void zp__dispatch_stats(zp__stage *s, zp_stage_stats *st);
 void zp__dispatch_destroy(zp__stage **s);
 zp__tally *zp__dispatch_tally(zp__stage *s);
+
+/* Those shared ops, as entries of a kind's zp__stage_ops initialiser. */
+#define ZP__DISPATCH_OPS                                          \
+    .stop = zp__dispatch_stop, .join = zp__dispatch_join,         \
+    .stats = zp__dispatch_stats, .destroy = zp__dispatch_destroy, \
+    .tally = zp__dispatch_tally
 
 #endif

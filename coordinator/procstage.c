@@ -117,14 +117,12 @@ static void proc_fini(zp__dispatch *d)
     ps->greeted = NULL;
 }
 
-static const zp__dkind proc_hooks = {
-    .begin = proc_begin,
-    .tick = proc_tick,
-    .joined = proc_joined,
-    .kill = proc_kill,
-    .end = proc_end,
-    .fini = proc_fini,
-};
+static const zp__dkind proc_hooks = {.begin = proc_begin,
+                                     .tick = proc_tick,
+                                     .joined = proc_joined,
+                                     .kill = proc_kill,
+                                     .end = proc_end,
+                                     .fini = proc_fini};
 
 static bool proc_claims(const zp__stage_def *def)
 {
@@ -135,12 +133,8 @@ static void proc_shape(const zp__stage_def *def, size_t index,
                        zp__stage_shape *out)
 {
     (void)index;
-    *out =
-        (zp__stage_shape){.senders = 1,
-                          .receivers = 1,
-                          .io_thread = true,
-                          .files = ZP__DISPATCH_HUB_FILES + def->opts.workers,
-                          .private_dir = true};
+    zp__dispatch_shape(def->opts.workers, out);
+    out->private_dir = true; /* for its endpoint */
 }
 
 /* Binds the stage's endpoint in the run's private folder and makes its
@@ -177,14 +171,8 @@ static int proc_start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
     return rc != 0 ? rc : zp__dispatch_run(&ps->d, why);
 }
 
-const zp__stage_ops zp__process_stage_ops = {
-    .kind = "worker processes",
-    .claims = proc_claims,
-    .shape = proc_shape,
-    .start = proc_start,
-    .stop = zp__dispatch_stop,
-    .join = zp__dispatch_join,
-    .stats = zp__dispatch_stats,
-    .destroy = zp__dispatch_destroy,
-    .tally = zp__dispatch_tally,
-};
+const zp__stage_ops zp__process_stage_ops = {.kind = "worker processes",
+                                             .claims = proc_claims,
+                                             .shape = proc_shape,
+                                             .start = proc_start,
+                                             ZP__DISPATCH_OPS};

@@ -45,26 +45,20 @@ static void remote_end(zp__dispatch *d)
     zp__hub_destroy(&d->hub);
 }
 
-static const zp__dkind remote_hooks = {
-    .tick = remote_tick,
-    .end = remote_end,
-};
-
-static bool remote_claims(const zp__stage_def *def)
-{
-    return def->opts.mode == ZP_REMOTE;
-}
+static const zp__dkind remote_hooks = {.tick = remote_tick, .end = remote_end};
 
 static void remote_shape(const zp__stage_def *def, size_t index,
                          zp__stage_shape *out)
 {
     (void)def;
     (void)index;
-    *out = (zp__stage_shape){.senders = 1,
-                             .receivers = 1,
-                             .io_thread = true,
-                             .files = ZP__DISPATCH_HUB_FILES,
-                             .hub = true};
+    zp__dispatch_shape(0, out);
+    out->hub = true; /* its share of the run's listener */
+}
+
+static bool remote_claims(const zp__stage_def *def)
+{
+    return def->opts.mode == ZP_REMOTE;
 }
 
 /* On failure the stage in *out, if any, is safe to stop, join and
@@ -80,14 +74,8 @@ static int remote_start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
     return zp__dispatch_run(&rs->d, why);
 }
 
-const zp__stage_ops zp__remote_stage_ops = {
-    .kind = "remote workers",
-    .claims = remote_claims,
-    .shape = remote_shape,
-    .start = remote_start,
-    .stop = zp__dispatch_stop,
-    .join = zp__dispatch_join,
-    .stats = zp__dispatch_stats,
-    .destroy = zp__dispatch_destroy,
-    .tally = zp__dispatch_tally,
-};
+const zp__stage_ops zp__remote_stage_ops = {.kind = "remote workers",
+                                            .claims = remote_claims,
+                                            .shape = remote_shape,
+                                            .start = remote_start,
+                                            ZP__DISPATCH_OPS};

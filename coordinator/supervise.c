@@ -122,9 +122,11 @@ static void check_progress(zp__dispatch *d, uint64_t now)
 
 void zp__supervise(zp__dispatch *d, uint64_t now)
 {
-    check_members(d, now);
-    check_progress(d, now);
+    /* The kind first: a child reaped now is mourned, with blame, rather
+     * than given up on as silent. */
     if (d->kind->tick != NULL)
         d->kind->tick(d, now);
+    check_members(d, now);
+    check_progress(d, now);
     zp__roster_sweep(d);
 }

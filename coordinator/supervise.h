@@ -12,9 +12,9 @@
 
 #include "coordinator/dstate.h"
 
-/* One round of supervision at `now`: the timers, then the kind's tick
- * (a process stage reaps and replaces its children; a remote one waits
- * for a first worker), then the members given up on are swept. */
+/* One round of supervision at `now`: the kind's tick (a process stage
+ * reaps and replaces its children; a remote one waits for a first
+ * worker), then the timers, then the members given up on are swept. */
 void zp__supervise(zp__dispatch *d, uint64_t now);
 
 #endif
