@@ -4,6 +4,7 @@
  */
 #include "coordinator/dbatch.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ int zp__dbatch_split(const zp__dbatch *b, uint32_t k, uint64_t id,
     const char *items[2];
     size_t len[2];
     int n[2] = {0, 0};
+    assert(k > 0 && k < b->n);
     h[0] = h[1] = NULL;
     if (zp__batch_open(&rd, b->bytes, b->len) == 0) {
         uint64_t seq = rd.seq;

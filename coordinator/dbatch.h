@@ -11,16 +11,16 @@
 #include "core/list.h"
 #include "zpipe.h"
 
-typedef struct zp__dworker zp__dworker; /* the dispatcher's */
+typedef struct zp__member zp__member; /* a worker, in dstate.h */
 
 typedef struct zp__dbatch {
-    zp__qnode node; /* in one of the dispatcher's queues */
+    zp__qnode node; /* in one of the ledger's lists (ledger.h) */
     uint64_t id;
     uint64_t seq; /* index of the first item */
     uint32_t n;   /* items */
     char *bytes;  /* owned; batch framing (transport/batch.h) */
     size_t len;
-    zp__dworker *w;      /* borrowed; NULL while waiting */
+    zp__member *w;       /* borrowed; NULL while waiting */
     uint64_t sent;       /* when it was sent (ns) */
     uint32_t kills;      /* workers lost while running it */
     bool blamed;         /* it was running when its worker crashed */

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The state of a dispatched stage, shared by the two halves of its
- * dispatcher: dispatch.c (the loop: input, batches, messages, sending
- * work) and supervise.c (the workers' lives: joining, heartbeats, deaths,
- * timeouts, blame, children). Private to those two files; everything here
- * is used by the dispatcher's thread alone but for the atomics, which
- * statistics read. Part of coordinator.
+ * The state of a dispatched stage, shared by the files of its dispatcher,
+ * each of which owns a part of it and the operations on that part:
+ * ledger.c the batches, roster.c the worker table (the members below),
+ * supervise.c the timers, dispatch.c the loop and the input, and one file
+ * per kind of stage (procstage.c, remstage.c) what only that kind does,
+ * through the hooks below. Calls go one way: kind -> loop -> timers ->
+ * table -> ledger; the core reaches a kind through its hooks alone.
+ * Private to those files; everything here is used by the dispatcher's
+ * thread alone but for the atomics, which statistics read. Part of
+ * coordinator.
  */
 #ifndef ZP_COORDINATOR_DSTATE_H
 #define ZP_COORDINATOR_DSTATE_H
@@ -13,10 +17,9 @@
 #include <pthread.h>
 
 #include "core/idmap.h"
-#include "coordinator/dbatch.h"
+#include "core/tally.h"
 #include "coordinator/dispatch.h"
-#include "coordinator/spawn.h"
-#include "coordinator/tally.h"
+#include "coordinator/ledger.h"
 #include "transport/peer.h"
 #include "transport/proto.h"
 
@@ -30,15 +33,15 @@
 #define MAX_THREADS 4096          /* a worker's capacity counts this many */
 #define NEW_THREADS 64            /* and, while it is new, this many      */
 
-typedef struct zp__dworker dworker;
 typedef zp__dbatch dbatch;
 
-struct zp__dworker {
+/* A worker process that joined the stage: an entry of the worker table. */
+struct zp__member {
     char id[256]; /* routing id */
     size_t id_len;
     char name[48]; /* from its HELLO, printable, for logs */
     uint32_t pid;
-    int64_t credit;      /* items it will still accept */
+    int64_t credit;      /* items it will still accept; never negative */
     int64_t granted;     /* items it may hold: doubles with each DONE */
     uint64_t busy_since; /* when it last went from no batch to some */
     uint32_t threads;    /* items it runs at once */
@@ -53,51 +56,65 @@ struct zp__dworker {
     bool suspect;    /* runs a suspect batch, alone */
     uint64_t died;   /* when that was seen */
     bool has_task;   /* it serves the stage's task (in its pool) */
-    int tally;       /* its slot in the dispatcher's tally, or -1 */
+    int tally;       /* its slot in the stage's tally, or -1 */
     bool configured; /* STAGE sent */
     bool gone;
-    zp__qnode ready; /* in the dispatcher's ready queue, when `queued` */
+    zp__qnode ready; /* in the table's ready queue, when `queued` */
     bool queued;
 };
+
+/*
+ * What one kind of dispatched stage does that the other does not, called
+ * by the core on the dispatcher's thread. Every hook may be NULL.
+ */
+struct zp__dkind {
+    /* Before the loop: a process stage spawns its children here, as a
+     * child dies with the thread that spawned it (PR_SET_PDEATHSIG). */
+    void (*begin)(zp__dispatch *d);
+    /* Each round of supervision, at `now`. */
+    void (*tick)(zp__dispatch *d, uint64_t now);
+    /* Worker m said HELLO. */
+    void (*joined)(zp__dispatch *d, const zp__member *m);
+    /* Worker m is given up on, before its batches are. */
+    void (*kill)(zp__dispatch *d, const zp__member *m);
+    /* After the loop, on its way out. */
+    void (*end)(zp__dispatch *d);
+    /* After the thread is joined (or never started): frees what the kind
+     * holds, whatever a failed start left. */
+    void (*fini)(zp__dispatch *d);
+};
+
+/* The worker table (roster.c). */
+typedef struct zp__roster {
+    zp__member **members; /* owned */
+    size_t n;
+    zp__idmap ids;       /* their routing ids to them */
+    zp__queue ready;     /* members that may have room, oldest first */
+    size_t nready;       /* in `ready` */
+    _Atomic int alive;   /* members connected that run the task */
+    zp__tally tally;     /* batches done per member, by name */
+    uint64_t item_ns;    /* running estimate of an item's time */
+    uint64_t batch_ns;   /* and of a batch's                   */
+    uint64_t progressed; /* when a batch was last sent or done */
+} zp__roster;
 
 struct zp__dispatch {
     zp__stage base;
     zp__stage_cfg cfg;
-    zp__hub *hub;
+    const zp__dkind *kind; /* static */
+    zp__hub *hub;          /* owned */
     pthread_t thread;
     bool started;
-    dworker **workers; /* owned */
-    size_t nworkers;
-    zp__idmap ids;   /* their routing ids to them */
-    zp__queue ready; /* workers that may have room, oldest first */
-    size_t nready;
-    zp__queue waiting;    /* owned dbatches to send                */
-    zp__queue inflight;   /* owned dbatches sent, oldest first     */
-    zp__queue held;       /* owned dbatches done, ordered stages   */
-    size_t nwaiting;      /* items in the waiting list */
-    size_t waiting_bytes; /* and their bytes           */
-    uint64_t next_id;
-    uint64_t next_seq;    /* ordered: the next item index to deliver */
+    zp__ledger ledger;
+    zp__roster roster;
     bool ended;           /* all input read */
     msgpack_sbuffer fill; /* the batch being gathered from input */
     uint32_t fill_n;
     uint64_t fill_seq;
-    zp__children *kids;       /* owned; the worker processes, or NULL  */
-    bool *greeted;            /* owned; the slot's child said HELLO    */
-    int unborn;               /* children in a row that died before HELLO */
-    uint64_t no_worker_since; /* remote: waiting for a worker since */
-    uint64_t item_ns;         /* running estimate of an item's time */
-    uint64_t batch_ns;        /* and of a batch's                   */
-    msgpack_sbuffer sb;       /* scratch for encoding */
-    uint64_t checked;         /* when supervision last ran */
-    uint64_t sends;           /* batches sent so far */
-    uint64_t progressed;      /* when a batch was last sent or done */
+    msgpack_sbuffer sb; /* scratch for encoding */
+    uint64_t checked;   /* when supervision last ran */
     zp__wstats stats;
     _Atomic uint64_t restarts;
-    _Atomic uint64_t items_out;  /* items in batches sent, not yet done  */
-    _Atomic uint64_t items_peak; /* most ever                            */
-    _Atomic int alive;           /* workers connected that run the task  */
-    zp__tally tally;             /* batches done per worker, by name     */
 };
 
 static inline bool stopping(const zp__dispatch *d)
@@ -120,60 +137,5 @@ static inline const char *pool(const zp__dispatch *d)
 {
     return d->cfg.def->opts.pool;
 }
-
-/* ---- dispatch.c ---------------------------------------------------------- */
-
-/* Puts a batch in the waiting list: at its end, or its front (first to
- * go again). */
-void zp__dispatch_enqueue(zp__dispatch *d, dbatch *b, bool front);
-
-/* Unlinks in-flight batch b; prev is the one before it. */
-dbatch *zp__dispatch_unlink_inflight(zp__dispatch *d, dbatch *prev, dbatch *b);
-
-/* Puts a worker that may have room (it said HELLO or READY, or returned a
- * batch) in the ready queue, where the next batches look for a worker,
- * unless it is there already. */
-void zp__dispatch_offer(zp__dispatch *d, dworker *w);
-
-/* Takes a worker out of the ready queue, before it is freed or reset. */
-void zp__dispatch_unready(zp__dispatch *d, dworker *w);
-
-/* Splits a suspect batch in two suspects queued at the front (consumes b).
- * Returns 0 or ZP_ENOMEM. */
-int zp__dispatch_split(zp__dispatch *d, dbatch *b);
-
-/* Delivers a done batch's outputs (consumes b). Returns 0 or an error. */
-int zp__dispatch_deliver(zp__dispatch *d, dbatch *b);
-
-/* ---- supervise.c --------------------------------------------------------- */
-
-/* Sends the message encoded in d->sb to a worker (and clears d->sb).
- * Returns 0 or ZP_EIO. */
-int zp__dispatch_send(zp__dispatch *d, dworker *w);
-
-/* The worker of a routing id, or NULL. */
-dworker *zp__dispatch_find_worker(zp__dispatch *d, const void *id, size_t len);
-
-/* A worker said HELLO. */
-void zp__dispatch_on_hello(zp__dispatch *d, const zp__hub_msg *hm,
-                           const zp__msg *m);
-
-/*
- * A worker is gone: its batches go back to the waiting list. With `why`
- * (a crash or a timeout; consumed) the batches it was running are blamed.
- */
-void zp__dispatch_lose_worker(zp__dispatch *d, dworker *w, char *why);
-
-/* A worker broke the protocol (`rule` says how): it is given up on, its
- * batches run elsewhere and none is blamed; one log line names it. */
-void zp__dispatch_drop_worker(zp__dispatch *d, dworker *w, const char *rule);
-
-/* Spawns the worker process of slot i, failing the run when it cannot. */
-void zp__dispatch_spawn(zp__dispatch *d, int i);
-
-/* Reaps and replaces children, sends heartbeats, gives up on workers that
- * died, went silent or ran past the timeout, and fails a remote stage
- * that waited too long for a worker. */
-void zp__dispatch_supervise(zp__dispatch *d, uint64_t now);
 
 #endif

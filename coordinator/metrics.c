@@ -126,7 +126,7 @@ static void worker_rows(zp__prom *p, const zp_stage_stats *st, size_t n,
         stage_labels(l, num, w[k].stage, &st[w[k].stage]);
         l[2] = (zp__prom_label){"worker", w[k].row.name};
         l[3] = (zp__prom_label){NULL, NULL};
-        zp__prom_uint(p, "zpipe_worker_batches_total", l, w[k].row.batches);
+        zp__prom_uint(p, "zpipe_worker_batches_total", l, w[k].row.count);
     }
 }
 

@@ -18,7 +18,7 @@
 
 #include "zpipe.h"
 #include "coordinator/prom.h"
-#include "coordinator/tally.h"
+#include "core/tally.h"
 
 /* ---- The page ------------------------------------------------------------ */
 

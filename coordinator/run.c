@@ -16,6 +16,7 @@
 #include "coordinator/run.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -61,16 +62,16 @@ struct zp_run {
     int wait_workers_ms;
     zp_run **children; /* owned array of borrowed nested runs       */
     size_t nchildren;
-    bool want_progress;         /* zp_run_opts.progress                    */
-    zp__progress *progress;     /* owned; the progress thread, or NULL     */
-    char *stats_path;           /* owned copy of zp_run_opts.stats_path    */
-    uint64_t started;           /* ns, when the run was started            */
-    uint64_t took;              /* ns, from start to the end of teardown   */
-    unsigned long id;           /* the run's id on the wire                */
-    zp__listener *listener;     /* owned; where remote workers connect, made
-                                   by the first remote stage, or NULL      */
-    struct zp__tally **tallies; /* owned, p->n; each stage's, or NULL  */
-    zp__run_metrics *metrics;   /* owned; the metrics endpoint, or NULL */
+    bool want_progress;       /* zp_run_opts.progress                    */
+    zp__progress *progress;   /* owned; the progress thread, or NULL     */
+    char *stats_path;         /* owned copy of zp_run_opts.stats_path    */
+    uint64_t started;         /* ns, when the run was started            */
+    uint64_t took;            /* ns, from start to the end of teardown   */
+    unsigned long id;         /* the run's id on the wire                */
+    zp__listener *listener;   /* owned; where remote workers connect, made
+                                 for the first remote stage, or NULL     */
+    zp__tally **tallies;      /* owned, p->n; each stage's, or NULL  */
+    zp__run_metrics *metrics; /* owned; the metrics endpoint, or NULL */
 };
 
 /* What zp_start() returns when not even a run can be allocated: a run
@@ -219,6 +220,68 @@ static bool files_suffice(zp_run *r)
     return false;
 }
 
+/* The run's private folder (mode 0700, removed with the run), made on
+ * first use. Returns 0, or an error code with *why. */
+static int make_private_dir(zp_run *r, char **why)
+{
+    char tmpl[] = "/tmp/zpipe-XXXXXX"; /* mkdtemp makes it 0700 */
+    if (r->tmpdir != NULL)
+        return 0;
+    if (mkdtemp(tmpl) == NULL) {
+        *why = zp__strdupf("cannot make a private folder for its worker "
+                           "processes: %s",
+                           strerror(errno));
+        return ZP_EIO;
+    }
+    char *dir = zp__strdup(tmpl);
+    if (dir == NULL)
+        rmdir(tmpl);
+    pthread_mutex_lock(&r->lock);
+    r->tmpdir = dir;
+    pthread_mutex_unlock(&r->lock);
+    return dir != NULL ? 0 : ZP_ENOMEM;
+}
+
+/* Stage `stage`'s share of the run's listener of remote workers, which
+ * the first stage that needs one makes, into *hub (the caller owns it).
+ * Returns 0, or an error code with *why (malloc'ed, may stay NULL). */
+static int listener_hub(zp_run *r, uint32_t stage, zp__hub **hub, char **why)
+{
+    const char *listen = r->listen ? r->listen : getenv("ZPIPE_LISTEN");
+    int rc = 0;
+    pthread_mutex_lock(&r->lock);
+    if (r->listener == NULL && (listen == NULL || listen[0] == '\0')) {
+        *why = zp__strdupf("it has mode=remote but the run listens nowhere: "
+                           "set zp_run_opts.listen or $ZPIPE_LISTEN");
+        rc = ZP_EINVAL;
+    } else if (r->listener == NULL &&
+               (r->listener = zp__listener_new(r->zctx, listen, r->curve_secret,
+                                               r->curve_allow, r->id, why)) ==
+                   NULL) {
+        rc = *why != NULL ? ZP_EIO : ZP_ENOMEM;
+    }
+    zp__listener *l = r->listener;
+    pthread_mutex_unlock(&r->lock);
+    return rc == 0 ? zp__listener_join(l, stage, hub, why) : rc;
+}
+
+/* What stage k's shape asks the run for, into its config. Returns 0, or
+ * an error code with *why (malloc'ed, may stay NULL). */
+static int provide(zp_run *r, size_t k, zp__stage_cfg *cfg, char **why)
+{
+    int rc = 0;
+    if (r->shapes[k].private_dir && (rc = make_private_dir(r, why)) == 0)
+        cfg->private_dir = r->tmpdir;
+    if (rc == 0 && r->shapes[k].hub)
+        rc = listener_hub(r, (uint32_t)k, &cfg->hub, why);
+    return rc;
+}
+
+/*
+ * Starts stage k. A stage that comes back from a failed start is kept as
+ * any other (worker/stage.h): the failure stops the run, which stops it,
+ * and teardown joins and destroys it.
+ */
 static int start_stage(zp_run *r, size_t k)
 {
     const zp__stage_def *def = &r->p->stages[k];
@@ -233,7 +296,9 @@ static int start_stage(zp_run *r, size_t k)
                          .wait_workers_ms = r->wait_workers_ms};
     char *why = NULL;
     zp__stage *st = NULL;
-    int rc = r->kinds[k]->start(&cfg, &st, &why);
+    int rc = provide(r, k, &cfg, &why);
+    if (rc == 0)
+        rc = r->kinds[k]->start(&cfg, &st, &why);
     pthread_mutex_lock(&r->lock);
     r->stages[k] = st;
     if (st != NULL)
@@ -279,44 +344,6 @@ static int build(zp_run *r)
     return 0;
 }
 
-/* The run's private folder, see zp__runctl. */
-static int private_dir(zp__runctl *ctl, const char **dir)
-{
-    zp_run *r = (zp_run *)ctl;
-    pthread_mutex_lock(&r->lock);
-    if (r->tmpdir == NULL) {
-        char tmpl[] = "/tmp/zpipe-XXXXXX"; /* mkdtemp makes it 0700 */
-        if (mkdtemp(tmpl) != NULL)
-            r->tmpdir = zp__strdup(tmpl);
-    }
-    *dir = r->tmpdir;
-    pthread_mutex_unlock(&r->lock);
-    return *dir != NULL ? 0 : ZP_EIO;
-}
-
-/* The listener of remote workers, made on first use, see zp__runctl. */
-static int remote_hub(zp__runctl *ctl, uint32_t stage, zp__hub **hub,
-                      char **why)
-{
-    zp_run *r = (zp_run *)ctl;
-    const char *listen = r->listen ? r->listen : getenv("ZPIPE_LISTEN");
-    int rc = 0;
-    pthread_mutex_lock(&r->lock);
-    if (r->listener == NULL && (listen == NULL || listen[0] == '\0')) {
-        *why = zp__strdupf("it has mode=remote but the run listens nowhere: "
-                           "set zp_run_opts.listen or $ZPIPE_LISTEN");
-        rc = ZP_EINVAL;
-    } else if (r->listener == NULL &&
-               (r->listener = zp__listener_new(r->zctx, listen, r->curve_secret,
-                                               r->curve_allow, r->id, why)) ==
-                   NULL) {
-        rc = *why != NULL ? ZP_EIO : ZP_ENOMEM;
-    }
-    zp__listener *l = r->listener;
-    pthread_mutex_unlock(&r->lock);
-    return rc == 0 ? zp__listener_join(l, stage, hub, why) : rc;
-}
-
 static void adopt(zp__runctl *parent, zp_run *child)
 {
     zp_run *pr = (zp_run *)parent;
@@ -350,8 +377,6 @@ static zp_run *run_new(zp_pipeline *p)
     if (r == NULL)
         return NULL;
     r->ctl.fail = run_fail;
-    r->ctl.private_dir = private_dir;
-    r->ctl.remote_hub = remote_hub;
     r->p = p;
     r->started = zp__now_ns();
     pthread_mutex_init(&r->lock, NULL);

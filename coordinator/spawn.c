@@ -4,6 +4,7 @@
  */
 #include "coordinator/spawn.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -125,6 +126,7 @@ static char **spawn_envp(char *parent)
 int zp__children_spawn(zp__children *c, int i, char **why)
 {
     char parent[64];
+    assert(i >= 0 && i < c->n && c->pids[i] == 0); /* an empty slot */
     snprintf(parent, sizeof parent, "ZPIPE_WORKER_PARENT=%d", (int)getpid());
     char **envp = spawn_envp(parent);
     char **argv = spawn_argv(c);

@@ -8,7 +8,8 @@
 
 #include "worker/stage.h"
 
-/* The ops of the kind that runs stages like `def`. Never NULL. */
+/* The ops of the one kind that runs stages like `def` (a stage of a
+ * valid pipeline). Never NULL. */
 const zp__stage_ops *zp__stage_kind(const zp__stage_def *def);
 
 #endif

@@ -2,7 +2,7 @@
 /*
  * Tests of the metrics of a run: the histograms of core/hist.c, the text
  * format writer (coordinator/prom.c: escaping, cumulative buckets), the
- * per-worker tallies (coordinator/tally.c), the pages of a run and of a
+ * per-worker tallies (core/tally.c), the pages of a run and of a
  * worker, and the endpoint itself (coordinator/http.c, metrics.c,
  * worker_metrics.c) over real
  * sockets on 127.0.0.1: GET /metrics, 404 and 405, bad addresses and
@@ -31,8 +31,8 @@
 #include "coordinator/http.h"
 #include "coordinator/metrics.h"
 #include "coordinator/prom.h"
-#include "coordinator/tally.h"
 #include "coordinator/worker_metrics.h"
+#include "core/tally.h"
 #include "core/hist.h"
 
 #define DEADLINE_MS 30000
@@ -379,7 +379,7 @@ static void test_a_tally_counts_by_name_and_forgets_leavers(void **state)
     zp__tally_count(t, a, 1);
     assert_int_equal(zp__tally_read(t, 3000, rows, 4), 2);
     assert_string_equal(rows[0].name, "host:1");
-    assert_int_equal(rows[0].batches, 3);
+    assert_int_equal(rows[0].count, 3);
     /* Gone for a minute: off the page, its slot for the next newcomer. */
     zp__tally_leave(t, a, 4000);
     assert_int_equal(zp__tally_read(t, 4000 + ZP__TALLY_KEEP_NS - 1, rows, 4),
@@ -389,7 +389,7 @@ static void test_a_tally_counts_by_name_and_forgets_leavers(void **state)
     int c = zp__tally_join(t, "host:3", 6, 4000 + ZP__TALLY_KEEP_NS);
     assert_int_equal(c, a);
     assert_int_equal(zp__tally_read(t, 4000 + ZP__TALLY_KEEP_NS, rows, 4), 2);
-    assert_int_equal(rows[0].batches, 0);
+    assert_int_equal(rows[0].count, 0);
     /* -1 is harmless; names are cut, and never empty. */
     zp__tally_count(t, -1, 1);
     zp__tally_leave(t, -1, 1);

@@ -21,25 +21,12 @@
 #include "core/hist.h"
 #include "core/pipeline.h"
 
-struct zp__hub; /* transport/peer.h */
-
 /* What a call needs from its run. Embedded in the run. */
 typedef struct zp__runctl {
     _Atomic bool stop; /* set once the run stops: failure or cancel */
     /* Records a failure (the first one wins) and stops the run. Takes
      * ownership of `msg` (may be NULL when out of memory). Thread-safe. */
     void (*fail)(struct zp__runctl *ctl, int code, char *msg);
-    /* The run's private folder (mode 0700, removed with the run), made on
-     * first use, into *dir. Returns 0 or ZP_EIO. Thread-safe. NULL where
-     * there is no run (a worker process). */
-    int (*private_dir)(struct zp__runctl *ctl, const char **dir);
-    /* The hub through which remote stage `stage` talks to its workers:
-     * its share of the run's one listener (transport/listener.h), which
-     * the first remote stage makes. The caller owns the hub. Returns 0, or
-     * an error code with *why (malloc'ed, may stay NULL). Thread-safe.
-     * NULL where there is no run. */
-    int (*remote_hub)(struct zp__runctl *ctl, uint32_t stage,
-                      struct zp__hub **hub, char **why);
 } zp__runctl;
 
 /* Counters of one runner of calls; written by it alone, read by anyone. */

@@ -3,25 +3,33 @@
  * Stage runners: how one stage of a run runs, behind one small table of
  * operations, as nng's transports and libuv's handle types are. Part of
  * worker, which implements the kinds that run in this process (threads,
- * an event loop); the coordinator adds the kind whose workers are other
- * processes, and picks a stage's kind (coordinator/stage.c). The run
- * engine builds the edges, then drives each stage through its ops and
- * never asks which kind it holds: a new kind is a new file.
+ * an event loop); the coordinator adds the kinds whose workers are other
+ * processes (spawned, or remote), and picks a stage's kind
+ * (coordinator/stage.c). The run engine builds the edges, then drives each
+ * stage through its ops and never asks which kind it holds: a new kind is a new
+ * file.
  *
- * Life of a stage: start (it owns its threads from then on), stop (from
- * any thread, never blocks: the run is stopping), join (waits until its
- * threads are done), stats (any time between start and destroy), destroy
- * (after join; frees everything).
+ * Life of a stage, as nng writes its ops:
+ * - start makes the stage and starts its threads. When it fails it may
+ *   still hand back a stage in *out, partly started: the run then treats
+ *   it as any other (stop, join, destroy), and every kind makes that safe
+ *   on whatever a failed start left.
+ * - stop (from any thread, never blocks: the run is stopping) wakes
+ *   whatever of the stage waits.
+ * - join waits until its threads are done.
+ * - stats and tally may be called at any time between start and destroy.
+ * - destroy (after join) frees everything.
  */
 #ifndef ZP_WORKER_STAGE_H
 #define ZP_WORKER_STAGE_H
 
 #include "core/pipeline.h"
+#include "core/tally.h"
 #include "transport/link.h"
+#include "transport/peer.h"
 #include "worker/thread.h"
 
 typedef struct zp__stage_ops zp__stage_ops;
-struct zp__tally; /* coordinator/tally.h: batches done per worker */
 
 /* The head of every kind's stage: a kind's struct begins with it. */
 typedef struct zp__stage {
@@ -29,11 +37,10 @@ typedef struct zp__stage {
 } zp__stage;
 
 /* What a stage is given to run. Everything is borrowed and outlives the
- * stage. */
+ * stage, but the hub. */
 typedef struct zp__stage_cfg {
     const zp__stage_def *def;   /* the stage                               */
-    zp__runctl *run;            /* failures, stopping, the private folder,
-                                   the listener of remote workers          */
+    zp__runctl *run;            /* failures, stopping                      */
     uint64_t run_id;            /* tells this run from others on the wire  */
     uint32_t index;             /* the stage's place in the run, from 0    */
     zp__edge *in;               /* its input; NULL for the first stage     */
@@ -41,6 +48,13 @@ typedef struct zp__stage_cfg {
     const msgpack_object *args; /* the first stage's input                 */
     void *zctx;                 /* the run's ZeroMQ context                */
     int wait_workers_ms;        /* longest wait for a first remote worker  */
+    const char *private_dir;    /* the run's private folder (mode 0700,
+                                   removed with the run), when the shape
+                                   asks for it; else NULL                  */
+    zp__hub *hub;               /* the stage's share of the run's listener
+                                   of remote workers, when the shape asks
+                                   for it; else NULL. start takes it over,
+                                   whatever it returns                     */
 } zp__stage_cfg;
 
 /* How a stage meets its edges, known before it starts. */
@@ -53,6 +67,8 @@ typedef struct zp__stage_shape {
     int files;         /* descriptors it holds besides its edges' sockets
                           (one eventfd each): its own sockets, its worker
                           processes' connections                       */
+    bool private_dir;  /* it needs the run's private folder (cfg)       */
+    bool hub;          /* it needs a hub from the run's listener (cfg)  */
 } zp__stage_shape;
 
 struct zp__stage_ops {
@@ -63,8 +79,9 @@ struct zp__stage_ops {
     void (*shape)(const zp__stage_def *def, size_t index, zp__stage_shape *out);
     /*
      * Makes the stage and starts its threads. Returns 0 with the stage in
-     * *out, or an error code with *why (malloc'ed, may stay NULL); on
-     * failure *out is NULL and nothing is left running.
+     * *out, or an error code with *why (malloc'ed, may stay NULL). On
+     * failure *out is NULL or a stage that the caller stops, joins and
+     * destroys as any other.
      */
     int (*start)(const zp__stage_cfg *cfg, zp__stage **out, char **why);
     /* The run is stopping: wakes whatever of the stage waits. Thread-safe,
@@ -77,10 +94,10 @@ struct zp__stage_ops {
     void (*stats)(zp__stage *s, zp_stage_stats *st);
     /* Joins if needed, frees, sets *s to NULL. NULL-safe. */
     void (*destroy)(zp__stage **s);
-    /* The batches each of its workers did, by name, for the metrics;
-     * valid until destroy. NULL (the op or its result) when the kind has
-     * no workers of its own to name. */
-    struct zp__tally *(*tally)(zp__stage *s);
+    /* What each of its workers did (a dispatched stage: batches), by
+     * name, for the metrics; valid until destroy. NULL (the op or its
+     * result) when the kind has no workers of its own to name. */
+    zp__tally *(*tally)(zp__stage *s);
 };
 
 /* The kinds this layer implements. */

@@ -1,20 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tallies of the batches each worker of a dispatched stage has done, by
- * the name the worker gave in its HELLO, for the metrics endpoint. Part of
- * coordinator. The table has a fixed number of slots, so that workers
- * coming and going (process workers replaced, containers scaled) cannot
- * grow it: a worker gone for ZP__TALLY_KEEP_NS leaves the table and its
- * slot goes to the next newcomer; when every slot is taken, newcomers go
- * uncounted.
+ * Tallies: a counter per worker, by the name the worker goes by, that
+ * workers coming and going cannot grow. Part of core: it knows nothing of
+ * what a worker is or what it counts (a dispatched stage counts the
+ * batches each of its worker processes did, for the metrics endpoint).
+ * The table has a fixed number of slots: a worker gone for
+ * ZP__TALLY_KEEP_NS leaves the table and its slot goes to the next
+ * newcomer; when every slot is taken, newcomers go uncounted.
  *
- * The dispatcher's thread is the only writer. Counting a batch is one
- * relaxed atomic store; names change under a mutex, at a worker's HELLO
- * and departure only, never per batch. Readers (a scrape) copy the table
- * from any thread.
+ * One thread writes (joins, counts, leaves): its owner's. Counting is one
+ * relaxed atomic store; names change under a mutex, at a join or a leave
+ * only, never per count. Readers copy the table from any thread.
  */
-#ifndef ZP_COORDINATOR_TALLY_H
-#define ZP_COORDINATOR_TALLY_H
+#ifndef ZP_CORE_TALLY_H
+#define ZP_CORE_TALLY_H
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,7 +26,7 @@
 
 typedef struct zp__tally_slot {
     char name[ZP__TALLY_NAME]; /* "" when the slot is free          */
-    _Atomic uint64_t batches;  /* done by the worker of that name   */
+    _Atomic uint64_t count;    /* counted for the worker of that name */
     int present;               /* connections under the name        */
     uint64_t left;             /* when present fell to 0, ns        */
 } zp__tally_slot;
@@ -41,7 +40,7 @@ typedef struct zp__tally {
 /* A copy of one slot. */
 typedef struct zp__tally_row {
     char name[ZP__TALLY_NAME];
-    uint64_t batches;
+    uint64_t count;
 } zp__tally_row;
 
 void zp__tally_init(zp__tally *t);
@@ -54,7 +53,8 @@ void zp__tally_fini(zp__tally *t);
  */
 int zp__tally_join(zp__tally *t, const char *name, size_t len, uint64_t now);
 
-/* Counts n batches done by the worker of `slot` (-1 is harmless). */
+/* Counts n for the worker of `slot` (-1 is harmless). Its owner's
+ * thread only. */
 void zp__tally_count(zp__tally *t, int slot, uint64_t n);
 
 /* The worker of `slot` left at `now` (-1 is harmless). */

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Per-worker batch tallies, see tally.h. A linear search over 256 slots
+ * Per-worker tallies, see tally.h. Part of core. A linear search over 256 slots
  * runs at a worker's HELLO only; counting a batch indexes its slot.
  */
-#include "coordinator/tally.h"
+#include "core/tally.h"
+
+#include <assert.h>
 
 #include <stdbool.h>
 #include <string.h>
@@ -42,7 +44,7 @@ static int find_slot(zp__tally *t, const char *name, uint64_t now)
         zp__tally_slot *s = &t->slot[spare];
         strcpy(s->name, name);
         s->present = 0;
-        atomic_store_explicit(&s->batches, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->count, 0, memory_order_relaxed);
     }
     return spare;
 }
@@ -67,7 +69,8 @@ void zp__tally_count(zp__tally *t, int slot, uint64_t n)
 {
     if (slot < 0)
         return;
-    _Atomic uint64_t *c = &t->slot[slot].batches;
+    assert(slot < ZP__TALLY_MAX);
+    _Atomic uint64_t *c = &t->slot[slot].count;
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
                           memory_order_relaxed);
 }
@@ -76,6 +79,7 @@ void zp__tally_leave(zp__tally *t, int slot, uint64_t now)
 {
     if (slot < 0)
         return;
+    assert(slot < ZP__TALLY_MAX);
     pthread_mutex_lock(&t->lock);
     zp__tally_slot *s = &t->slot[slot];
     if (s->present > 0 && --s->present == 0)
@@ -93,8 +97,7 @@ size_t zp__tally_read(zp__tally *t, uint64_t now, zp__tally_row *rows,
         if (reusable(s, now))
             continue;
         memcpy(rows[n].name, s->name, sizeof rows[n].name);
-        rows[n].batches =
-            atomic_load_explicit(&s->batches, memory_order_relaxed);
+        rows[n].count = atomic_load_explicit(&s->count, memory_order_relaxed);
         n++;
     }
     pthread_mutex_unlock(&t->lock);
