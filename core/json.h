@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Values: JSON text to msgpack and back. JSON enters where a run starts (run
- * arguments, bind values) and, in the zpipe CLI, once per item read from a
- * JSON lines input; msgpack leaves as JSON once per output the CLI writes.
- * Part of core; never touches sockets.
+ * The JSON codec: JSON text to msgpack (json_read.c) and back
+ * (json_write.c), the library's one JSON implementation. JSON enters where
+ * a run starts (run arguments, bind values) and, in the zpipe CLI, once per
+ * item read from a JSON lines input; msgpack leaves as JSON once per output
+ * the CLI writes, and once per run in the statistics file. Part of core;
+ * never touches sockets, never depends on the current locale.
  *
  * The mapping, documented for users in docs/cli.md:
  *   null, true, false, strings  <->  nil, boolean, str
@@ -18,8 +20,8 @@
  * JSON text, invalid UTF-8 in a str as U+FFFD, and NaN or an infinity as
  * null: JSON has no way to say them.
  */
-#ifndef ZP_CORE_VALUE_H
-#define ZP_CORE_VALUE_H
+#ifndef ZP_CORE_JSON_H
+#define ZP_CORE_JSON_H
 
 #include "zpipe.h"
 
@@ -67,5 +69,14 @@ int zp__json_to_object(const char *json, msgpack_zone *zone,
  * before the call is where the text began). Thread-safe.
  */
 int zp__json_write(const msgpack_object *o, msgpack_sbuffer *sb);
+
+/*
+ * As zp__json_write, laid out for people to read: each element of a
+ * non-empty array or object on a line of its own, indented by `indent`
+ * spaces (1 to 16) per level of nesting, and ": " after each key, as
+ * jansson's JSON_INDENT lays it out. No newline follows the text.
+ */
+int zp__json_write_indented(const msgpack_object *o, int indent,
+                            msgpack_sbuffer *sb);
 
 #endif

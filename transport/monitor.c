@@ -24,7 +24,7 @@
 #include "core/error.h"
 #include "core/fds.h"
 
-#define EVERY_NS (5000 * 1000000ull) /* a line at most this often */
+#define EVERY_NS (5000 * ZP__NS_PER_MS) /* a line at most this often */
 
 struct zp__monitor {
     void *socket;       /* borrowed; the watched socket                */
@@ -97,7 +97,7 @@ static long next_line_ms(const zp__monitor *m, uint64_t now)
         return -1;
     if (m->said == 0 || now - m->said >= EVERY_NS)
         return 0;
-    return (long)((m->said + EVERY_NS - now) / 1000000) + 1;
+    return (long)((m->said + EVERY_NS - now) / ZP__NS_PER_MS) + 1;
 }
 
 static void *watch(void *arg)
