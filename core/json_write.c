@@ -165,34 +165,44 @@ static void put_key(writer *w, const msgpack_object *k)
     msgpack_sbuffer_destroy(&text);
 }
 
+/* Opens an array or object: `bracket`, then one level deeper. */
+static void open_container(writer *w, const char *bracket)
+{
+    put(w, bracket, 1);
+    w->level++;
+}
+
+/* Closes a container of `size` elements: back a level, its own line when
+ * indented and not empty, then `bracket`. */
+static void close_container(writer *w, uint32_t size, const char *bracket)
+{
+    assert(w->level > 0);
+    w->level--;
+    if (size > 0)
+        new_line(w);
+    put(w, bracket, 1);
+}
+
 static void put_array(writer *w, const msgpack_object_array *a)
 {
-    put(w, "[", 1);
-    w->level++;
+    open_container(w, "[");
     for (uint32_t i = 0; i < a->size; i++) {
         next_element(w, i);
         put_value(w, &a->ptr[i]);
     }
-    w->level--;
-    if (a->size > 0)
-        new_line(w);
-    put(w, "]", 1);
+    close_container(w, a->size, "]");
 }
 
 static void put_map(writer *w, const msgpack_object_map *m)
 {
-    put(w, "{", 1);
-    w->level++;
+    open_container(w, "{");
     for (uint32_t i = 0; i < m->size; i++) {
         next_element(w, i);
         put_key(w, &m->ptr[i].key);
         put(w, ": ", w->indent > 0 ? 2 : 1);
         put_value(w, &m->ptr[i].val);
     }
-    w->level--;
-    if (m->size > 0)
-        new_line(w);
-    put(w, "}", 1);
+    close_container(w, m->size, "}");
 }
 
 static void put_ext(writer *w, const msgpack_object_ext *e)

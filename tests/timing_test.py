@@ -73,29 +73,30 @@ def python_literals(package):
     return out
 
 
-def differences(header, python, doc):
-    """What disagrees, one sentence each."""
+def mismatches(where, copy, header, needed):
+    """How `copy` ({name: ms}, read from `where`) differs from the header:
+    a number that is not the header's, a name the header lacks, a name of
+    `needed` the copy lacks."""
     out = []
-    if not header:
-        out.append("transport/timing.h defines no ZP__*_MS timing")
-    for name, ms in sorted(header.items()):
-        if name not in doc:
-            out.append(f"docs/protocol.md has no row for ZP__{name}_MS")
-        elif doc[name] != ms:
-            out.append(f"docs/protocol.md says {doc[name]} ms for "
-                       f"ZP__{name}_MS, transport/timing.h {ms} ms")
-    for name in sorted(set(doc) - set(header)):
-        out.append(f"docs/protocol.md names ZP__{name}_MS, which "
-                   f"transport/timing.h does not define")
-    for name, ms in sorted(python.items()):
+    for name, ms in sorted(copy.items()):
         if name not in header:
-            out.append(f"_timing.py's {name}_MS is not in transport/timing.h")
+            out.append(f"{where} names {name} ({ms} ms), which "
+                       f"transport/timing.h does not define")
         elif header[name] != ms:
-            out.append(f"_timing.py says {name}_MS = {ms}, "
-                       f"transport/timing.h {header[name]}")
-    for name in ("HEARTBEAT", "SILENCE"):  # the rules a worker keeps
-        if name not in python:
-            out.append(f"_timing.py lacks {name}_MS")
+            out.append(f"{where} says {ms} ms for {name}, "
+                       f"transport/timing.h {header[name]} ms")
+    out += [f"{where} lacks {name} ({header[name]} ms in transport/timing.h)"
+            for name in sorted(needed) if name not in copy]
+    return out
+
+
+def differences(header, python, doc):
+    """What disagrees, one sentence each: the table must have every timing
+    of the header, the Python worker those a worker keeps."""
+    out = [] if header else ["transport/timing.h defines no ZP__*_MS timing"]
+    out += mismatches("docs/protocol.md's table", doc, header, header)
+    out += mismatches("python/zpipe_worker/_timing.py", python, header,
+                      {"HEARTBEAT", "SILENCE"})
     return out
 
 
