@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The wire protocol's timings, in milliseconds: the one copy that the
- * coordinator's stages (coordinator/dstate.h) and the C worker
- * (worker/remote.c) take theirs from. docs/protocol.md states them in its
- * table of timings, and the Python worker keeps its own in
- * python/zpipe_worker/_timing.py; tests/timing_test.py fails when any of
- * the three says another number. Part of transport, which owns the
- * protocol. Constants only: it must never hold code or include anything.
+ * coordinator's dispatched stages and the C worker's main loop take
+ * theirs from. docs/protocol.md states them in its table of timings, and
+ * the Python worker keeps its own in python/zpipe_worker/_timing.py;
+ * tests/timing_test.py fails when any of the three says another number.
+ * Part of transport, which owns the protocol. Constants only: it must
+ * never hold code or include anything.
  */
 #ifndef ZP_TRANSPORT_TIMING_H
 #define ZP_TRANSPORT_TIMING_H
@@ -28,8 +28,9 @@
  * it died for this long, then gives up on its batches. */
 #define ZP__MOURN_MS 50
 
-/* A worker that holds batches and has returned none for 10 times the
- * average time of a batch, and at least this long, is given up on. */
+/* A worker that holds batches and has returned none for many times the
+ * average time of a batch (STUCK_TIMES of coordinator/dstate.h), and at
+ * least this long, is given up on. */
 #define ZP__STUCK_MIN_MS 30000
 
 #endif
