@@ -296,34 +296,32 @@ void zp__progress_stop(zp__progress **pp, const zp_stage_stats *final, size_t n,
  * shows them, counts as integers, times and rates as reals), then written
  * as JSON indented by two spaces. */
 
-static int pack_key(msgpack_packer *pk, const char *key)
+static int pack_text(msgpack_packer *pk, const char *text)
 {
-    size_t n = strlen(key);
-    return msgpack_pack_str(pk, n) | msgpack_pack_str_body(pk, key, n);
+    size_t n = strlen(text);
+    return msgpack_pack_str(pk, n) | msgpack_pack_str_body(pk, text, n);
 }
 
+/* A key and its text, or null when there is none. */
 static int pack_str(msgpack_packer *pk, const char *key, const char *v)
 {
-    size_t n = v != NULL ? strlen(v) : 0;
-    if (v == NULL)
-        return pack_key(pk, key) | msgpack_pack_nil(pk);
-    return pack_key(pk, key) | msgpack_pack_str(pk, n) |
-           msgpack_pack_str_body(pk, v, n);
+    return pack_text(pk, key) |
+           (v != NULL ? pack_text(pk, v) : msgpack_pack_nil(pk));
 }
 
 static int pack_uint(msgpack_packer *pk, const char *key, uint64_t v)
 {
-    return pack_key(pk, key) | msgpack_pack_uint64(pk, v);
+    return pack_text(pk, key) | msgpack_pack_uint64(pk, v);
 }
 
 static int pack_int(msgpack_packer *pk, const char *key, int v)
 {
-    return pack_key(pk, key) | msgpack_pack_int(pk, v);
+    return pack_text(pk, key) | msgpack_pack_int(pk, v);
 }
 
 static int pack_real(msgpack_packer *pk, const char *key, double v)
 {
-    return pack_key(pk, key) | msgpack_pack_double(pk, v);
+    return pack_text(pk, key) | msgpack_pack_double(pk, v);
 }
 
 static int pack_stage(msgpack_packer *pk, size_t i, const zp_stage_stats *s,
@@ -355,7 +353,7 @@ static int pack_stats(msgpack_sbuffer *sb, const zp_stage_stats *st, size_t n,
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     int rc = msgpack_pack_map(&pk, 4) | pack_str(&pk, "status", status) |
              pack_str(&pk, "error", code != 0 ? error : NULL) |
-             pack_real(&pk, "seconds", seconds(ns)) | pack_key(&pk, "stages") |
+             pack_real(&pk, "seconds", seconds(ns)) | pack_text(&pk, "stages") |
              msgpack_pack_array(&pk, n);
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = pack_stage(&pk, i, &st[i], ns);
@@ -370,7 +368,7 @@ static int stats_text(msgpack_sbuffer *out, const zp_stage_stats *st, size_t n,
     msgpack_unpacked doc;
     msgpack_sbuffer_init(&sb);
     msgpack_unpacked_init(&doc);
-    int rc = ZP_ENOMEM; /* what else can go wrong with our own map */
+    int rc = ZP_ENOMEM; /* all that packing our own map can run into */
     if (pack_stats(&sb, st, n, code, error, ns) == 0 &&
         msgpack_unpack_next(&doc, sb.data, sb.size, NULL) ==
             MSGPACK_UNPACK_SUCCESS)
