@@ -195,14 +195,14 @@ set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA
     ${PROJECT_SOURCE_DIR}/cmake/debian/runtime/triggers)
 
 # zpipe.h includes msgpack.h; zpipe.pc and zpipeConfig.cmake need the
-# pkg-config modules of the five libraries, and pkg-config itself.
+# pkg-config modules of the four libraries, and pkg-config itself.
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 string(CONCAT CPACK_DEBIAN_DEV_DESCRIPTION
     "concurrent and distributed data pipelines in C - development files\n${zp_about}\n\n"
     "This package holds the header, the static library, zpipe.pc and the\n"
     "CMake package (find_package(zpipe)).")
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "${CPACK_DEBIAN_RUNTIME_PACKAGE_NAME} (= ${ZP_DEB_VERSION}), libmsgpack-dev, libzmq3-dev, libjansson-dev, libuv1-dev, libmicrohttpd-dev, pkgconf | pkg-config")
+    "${CPACK_DEBIAN_RUNTIME_PACKAGE_NAME} (= ${ZP_DEB_VERSION}), libmsgpack-dev, libzmq3-dev, libuv1-dev, libmicrohttpd-dev, pkgconf | pkg-config")
 
 set(CPACK_DEBIAN_CLI_PACKAGE_SECTION utils)
 string(CONCAT CPACK_DEBIAN_CLI_DESCRIPTION

@@ -16,22 +16,24 @@
 
 #include <pthread.h>
 
+#include "core/clock.h"
 #include "core/idmap.h"
 #include "core/tally.h"
 #include "coordinator/dispatch.h"
 #include "coordinator/ledger.h"
 #include "transport/peer.h"
 #include "transport/proto.h"
+#include "transport/timing.h"
 
-#define MS 1000000ull
-#define HEARTBEAT_NS (1000 * MS)
-#define DEAD_NS (3000 * MS)
-#define MOURN_NS (50 * MS)        /* a dead worker's last words arrive within */
-#define MAX_UNBORN 5              /* children dead before HELLO: give up */
-#define STUCK_MIN_NS (30000 * MS) /* a batch out this long may be stuck */
-#define STUCK_TIMES 10            /* ... and this many times a batch's time */
-#define MAX_THREADS 4096          /* a worker's capacity counts this many */
-#define NEW_THREADS 64            /* and, while it is new, this many      */
+/* The protocol's timings come from transport/timing.h. */
+#define HEARTBEAT_NS (ZP__HEARTBEAT_MS * ZP__NS_PER_MS)
+#define DEAD_NS (ZP__DEAD_MS * ZP__NS_PER_MS)
+#define MOURN_NS (ZP__MOURN_MS * ZP__NS_PER_MS)
+#define STUCK_MIN_NS (ZP__STUCK_MIN_MS * ZP__NS_PER_MS)
+#define STUCK_TIMES 10   /* with STUCK_MIN_NS: when a batch may be stuck */
+#define MAX_UNBORN 5     /* children dead before HELLO: give up */
+#define MAX_THREADS 4096 /* a worker's capacity counts this many */
+#define NEW_THREADS 64   /* and, while it is new, this many      */
 
 typedef zp__dbatch dbatch;
 

@@ -6,13 +6,13 @@
  * the run. On a terminal it redraws one table in place with ANSI cursor
  * movements; elsewhere (a file, a pipe, a CI log) it appends plain lines,
  * one per stage each second, which grep and humans read alike. The
- * statistics file is written with jansson once the run is over.
+ * statistics file is written once the run is over, as a msgpack map turned
+ * into indented JSON by the library's JSON writer (core/json.h).
  */
 #include "coordinator/progress.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +21,9 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
-#include "core/error.h"
 #include "core/clock.h"
+#include "core/error.h"
+#include "core/json.h"
 
 #define TTY_PERIOD_MS 250
 #define PLAIN_PERIOD_MS 1000
@@ -46,7 +47,7 @@ struct zp__progress {
 
 static double seconds(uint64_t ns)
 {
-    return (double)ns / 1e9;
+    return (double)ns / (double)ZP__NS_PER_S;
 }
 
 static unsigned long long ull(uint64_t v)
@@ -193,7 +194,8 @@ static void report(zp__progress *p)
 static void *progress_main(void *arg)
 {
     zp__progress *p = arg;
-    uint64_t period = (p->tty ? TTY_PERIOD_MS : PLAIN_PERIOD_MS) * 1000000ull;
+    uint64_t period =
+        (p->tty ? TTY_PERIOD_MS : PLAIN_PERIOD_MS) * ZP__NS_PER_MS;
     struct timespec next;
     zp__deadline_after(&next, period);
     pthread_mutex_lock(&p->lock);
@@ -290,57 +292,127 @@ void zp__progress_stop(zp__progress **pp, const zp_stage_stats *final, size_t n,
 
 /* ---- The statistics file ------------------------------------------------- */
 
-static json_t *stage_json(size_t i, const zp_stage_stats *s, uint64_t ns)
+/* The document is packed as msgpack (its keys in the order docs/cli.md
+ * shows them, counts as integers, times and rates as reals), then written
+ * as JSON indented by two spaces. */
+
+static int pack_text(msgpack_packer *pk, const char *text)
 {
-    return json_pack(
-        "{s:I, s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, "
-        "s:f}",
-        "stage", (json_int_t)i + 1, "task", s->task, "workers", s->workers,
-        "throttle", s->throttle, "items_in", (json_int_t)s->items_in,
-        "items_out", (json_int_t)s->items_out, "failed", (json_int_t)s->failed,
-        "retried", (json_int_t)s->retried, "skipped", (json_int_t)s->skipped,
-        "queue_hwm", (json_int_t)s->queue_hwm, "busy_seconds",
-        seconds(s->busy_ns), "restarts", (json_int_t)s->restarts,
-        "peak_in_flight", (json_int_t)s->peak_in_flight, "items_per_second",
-        ns > 0 ? (double)s->items_out / seconds(ns) : 0.0);
+    size_t n = strlen(text);
+    return msgpack_pack_str(pk, n) | msgpack_pack_str_body(pk, text, n);
 }
 
-static json_t *stats_json(const zp_stage_stats *st, size_t n, int code,
-                          const char *error, uint64_t ns)
+/* A key and its text, or null when there is none. */
+static int pack_str(msgpack_packer *pk, const char *key, const char *v)
 {
-    json_t *stages = json_array();
-    for (size_t i = 0; stages != NULL && i < n; i++)
-        if (json_array_append_new(stages, stage_json(i, &st[i], ns)) != 0) {
-            json_decref(stages);
-            stages = NULL;
-        }
-    if (stages == NULL)
-        return NULL;
+    return pack_text(pk, key) |
+           (v != NULL ? pack_text(pk, v) : msgpack_pack_nil(pk));
+}
+
+static int pack_uint(msgpack_packer *pk, const char *key, uint64_t v)
+{
+    return pack_text(pk, key) | msgpack_pack_uint64(pk, v);
+}
+
+static int pack_int(msgpack_packer *pk, const char *key, int v)
+{
+    return pack_text(pk, key) | msgpack_pack_int(pk, v);
+}
+
+static int pack_real(msgpack_packer *pk, const char *key, double v)
+{
+    return pack_text(pk, key) | msgpack_pack_double(pk, v);
+}
+
+static int pack_stage(msgpack_packer *pk, size_t i, const zp_stage_stats *s,
+                      uint64_t ns)
+{
+    return msgpack_pack_map(pk, 14) | pack_uint(pk, "stage", i + 1) |
+           pack_str(pk, "task", s->task) | pack_int(pk, "workers", s->workers) |
+           pack_int(pk, "throttle", s->throttle) |
+           pack_uint(pk, "items_in", s->items_in) |
+           pack_uint(pk, "items_out", s->items_out) |
+           pack_uint(pk, "failed", s->failed) |
+           pack_uint(pk, "retried", s->retried) |
+           pack_uint(pk, "skipped", s->skipped) |
+           pack_uint(pk, "queue_hwm", s->queue_hwm) |
+           pack_real(pk, "busy_seconds", seconds(s->busy_ns)) |
+           pack_uint(pk, "restarts", s->restarts) |
+           pack_uint(pk, "peak_in_flight", s->peak_in_flight) |
+           pack_real(pk, "items_per_second",
+                     ns > 0 ? (double)s->items_out / seconds(ns) : 0.0);
+}
+
+/* Packs the statistics into sb; nonzero when memory ran out. */
+static int pack_stats(msgpack_sbuffer *sb, const zp_stage_stats *st, size_t n,
+                      int code, const char *error, uint64_t ns)
+{
     static const char *const words[] = {"ok", "cancelled", "failed"};
     const char *status = words[code == 0 ? 0 : code == ZP_ECANCELED ? 1 : 2];
-    return json_pack("{s:s, s:s?, s:f, s:o}", "status", status, "error",
-                     code != 0 ? error : NULL, "seconds", seconds(ns), "stages",
-                     stages);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    int rc = msgpack_pack_map(&pk, 4) | pack_str(&pk, "status", status) |
+             pack_str(&pk, "error", code != 0 ? error : NULL) |
+             pack_real(&pk, "seconds", seconds(ns)) | pack_text(&pk, "stages") |
+             msgpack_pack_array(&pk, n);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = pack_stage(&pk, i, &st[i], ns);
+    return rc;
+}
+
+/* The statistics as indented JSON text, with a final newline, into out. */
+static int stats_text(msgpack_sbuffer *out, const zp_stage_stats *st, size_t n,
+                      int code, const char *error, uint64_t ns)
+{
+    msgpack_sbuffer sb;
+    msgpack_unpacked doc;
+    msgpack_sbuffer_init(&sb);
+    msgpack_unpacked_init(&doc);
+    int rc = ZP_ENOMEM; /* all that packing our own map can run into */
+    if (pack_stats(&sb, st, n, code, error, ns) == 0 &&
+        msgpack_unpack_next(&doc, sb.data, sb.size, NULL) ==
+            MSGPACK_UNPACK_SUCCESS)
+        rc = zp__json_write_indented(&doc.data, 2, out);
+    if (rc == 0 && msgpack_sbuffer_write(out, "\n", 1) != 0)
+        rc = ZP_ENOMEM;
+    msgpack_unpacked_destroy(&doc);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* Writes all of [p, p + n) to fd; false with errno set when it cannot. */
+static bool write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return false;
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
 }
 
 int zp__stats_write(const char *path, const zp_stage_stats *st, size_t n,
                     int code, const char *error, uint64_t ns, char **why)
 {
-    json_t *j = stats_json(st, n, code, error, ns);
+    msgpack_sbuffer text;
+    msgpack_sbuffer_init(&text);
+    bool made = stats_text(&text, st, n, code, error, ns) == 0;
     int fd =
-        j ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666) : -1;
+        made ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666) : -1;
     int rc = 0;
-    if (j == NULL)
+    if (!made)
         errno = ENOMEM;
-    if (fd < 0 ||
-        json_dumpfd(j, fd, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) != 0 ||
-        write(fd, "\n", 1) != 1)
+    if (fd < 0 || !write_all(fd, text.data, text.size))
         rc = ZP_EIO;
     if (fd >= 0 && close(fd) != 0)
         rc = ZP_EIO;
     if (rc != 0)
         *why = zp__strdupf("cannot write the statistics to '%s': %s", path,
                            strerror(errno));
-    json_decref(j);
+    msgpack_sbuffer_destroy(&text);
     return rc;
 }

@@ -24,7 +24,7 @@ typedef struct rstage {
 static void remote_tick(zp__dispatch *d, uint64_t now)
 {
     rstage *rs = (rstage *)d;
-    uint64_t limit = (uint64_t)d->cfg.wait_workers_ms * MS;
+    uint64_t limit = (uint64_t)d->cfg.wait_workers_ms * ZP__NS_PER_MS;
     if (zp__roster_serving(d) || zp__queue_empty(&d->ledger.waiting)) {
         rs->no_worker_since = now;
         return;

@@ -15,8 +15,10 @@
 #include "core/log.h"
 
 #define FEW_ITEMS 16 /* a batch of fewer goes to the first member ready */
-#define QUEUE_MIN_NS (2 * MS)    /* work queued per thread: at least this  */
-#define RTT_EPOCH_NS (5000 * MS) /* round trips: the least of two of these */
+#define QUEUE_MIN_NS \
+    (2 * ZP__NS_PER_MS) /* work queued per thread: at least this  */
+#define RTT_EPOCH_NS \
+    (5000 * ZP__NS_PER_MS) /* round trips: the least of two of these */
 
 void zp__roster_init(zp__roster *r)
 {

@@ -70,7 +70,7 @@ static bool give_up(zp__dispatch *d, zp__member *m, uint64_t now)
             "for %llu s, many times longer than the stage's "
             "batches take; they run again elsewhere",
             task(d), m->name, m->pid,
-            (unsigned long long)((now - m->busy_since) / 1000 / MS));
+            (unsigned long long)((now - m->busy_since) / 1000 / ZP__NS_PER_MS));
         zp__roster_kill(d, m, NULL);
         return true;
     }
@@ -81,7 +81,7 @@ static bool give_up(zp__dispatch *d, zp__member *m, uint64_t now)
  * past the timeout or holding their items for too long are given up on. */
 static void check_members(zp__dispatch *d, uint64_t now)
 {
-    uint64_t timeout = (uint64_t)d->cfg.def->opts.timeout_ms * MS;
+    uint64_t timeout = (uint64_t)d->cfg.def->opts.timeout_ms * ZP__NS_PER_MS;
     for (dbatch *b; timeout > 0 && (b = overdue(d, now, timeout)) != NULL;)
         zp__roster_kill(d, b->w,
                         zp__strdupf("it ran for more than %d ms (timeout)",
@@ -108,7 +108,7 @@ static void check_members(zp__dispatch *d, uint64_t now)
  * be sent though members serving it are connected. */
 static void check_progress(zp__dispatch *d, uint64_t now)
 {
-    uint64_t limit = (uint64_t)d->cfg.wait_workers_ms * MS;
+    uint64_t limit = (uint64_t)d->cfg.wait_workers_ms * ZP__NS_PER_MS;
     if (zp__queue_empty(&d->ledger.waiting) ||
         !zp__queue_empty(&d->ledger.inflight))
         d->roster.progressed = now;

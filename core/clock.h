@@ -13,6 +13,11 @@
 #include <stdint.h>
 #include <time.h>
 
+/* Nanoseconds in a millisecond and in a second: the one copy of each, for
+ * every layer that turns milliseconds or seconds into the clock's unit. */
+#define ZP__NS_PER_MS 1000000ull
+#define ZP__NS_PER_S 1000000000ull
+
 /* Monotonic time in nanoseconds. */
 uint64_t zp__now_ns(void);
 

@@ -20,9 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ZP__TALLY_MAX 256                      /* slots           */
-#define ZP__TALLY_NAME 128                     /* bytes of a name */
-#define ZP__TALLY_KEEP_NS (60 * 1000000000ull) /* a leaver stays  */
+#include "core/clock.h"
+
+#define ZP__TALLY_MAX 256                     /* slots           */
+#define ZP__TALLY_NAME 128                    /* bytes of a name */
+#define ZP__TALLY_KEEP_NS (60 * ZP__NS_PER_S) /* a leaver stays  */
 
 typedef struct zp__tally_slot {
     char name[ZP__TALLY_NAME]; /* "" when the slot is free          */

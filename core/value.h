@@ -1,71 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Values: JSON text to msgpack and back. JSON enters where a run starts (run
- * arguments, bind values) and, in the zpipe CLI, once per item read from a
- * JSON lines input; msgpack leaves as JSON once per output the CLI writes.
- * Part of core; never touches sockets.
- *
- * The mapping, documented for users in docs/cli.md:
- *   null, true, false, strings  <->  nil, boolean, str
- *   integers                    <->  positive / negative integers, exactly,
- *                                    from -2^63 to 2^64-1; integers beyond
- *                                    become doubles
- *   numbers with '.', 'e', 'E'  <->  float64 (float32 is written too)
- *   arrays, objects             <->  arrays, maps
- *   {"$bin": "BASE64"}          <->  bin
- *   {"$ext": [TYPE, "BASE64"]}  <->  ext (TYPE from -128 to 127)
- * Writing, a map key that is not a string is written as a string of its
- * JSON text, invalid UTF-8 in a str as U+FFFD, and NaN or an infinity as
- * null: JSON has no way to say them.
+ * Values: items are msgpack values, and where they meet text they are JSON.
+ * The JSON codec itself is core/json.h (its mapping, its functions); this
+ * header gives it to the files that speak of values. Part of core; nothing
+ * here touches sockets.
  */
 #ifndef ZP_CORE_VALUE_H
 #define ZP_CORE_VALUE_H
 
-#include "zpipe.h"
-
-/* The deepest nesting of arrays and objects that JSON text may have: what
- * msgpack-c can unpack again. */
-#define ZP__JSON_MAX_DEPTH 32
-
-/* Where and why JSON text was refused. */
-typedef struct zp__json_error {
-    int line;           /* 1-based                                       */
-    int column;         /* 1-based, in characters (UTF-8 sequences)      */
-    const char *reason; /* static text, e.g. "expected ',' or ']'"       */
-} zp__json_error;
-
-/*
- * Reads the JSON text [json, json + len) (one value, with optional
- * whitespace around it) into *out, whose memory (strings included) lives in
- * `zone`. Returns 0, ZP_EINVAL with *e filled in (when e != NULL), or
- * ZP_ENOMEM. What the zone holds of a failed read stays until the zone is
- * freed or cleared. Never reads past `len`; NUL bytes are ordinary
- * (invalid) characters. Thread-safe.
- */
-int zp__json_read(const char *json, size_t len, msgpack_zone *zone,
-                  msgpack_object *out, zp__json_error *e);
-
-/*
- * Packs run arguments: NULL or blank text is an empty array, a JSON array is
- * packed as it is, any other JSON value becomes a one-element array.
- * Returns 0, or ZP_EINVAL with *err (if err != NULL) set to a malloc'ed
- * message naming the line, column and reason, or ZP_ENOMEM. Nothing is
- * packed on failure.
- */
-int zp__json_pack_args(const char *json, msgpack_packer *pk, char **err);
-
-/*
- * Converts JSON text into a msgpack object whose memory (strings included)
- * lives in `zone`. Errors as zp__json_pack_args.
- */
-int zp__json_to_object(const char *json, msgpack_zone *zone,
-                       msgpack_object *out, char **err);
-
-/*
- * Appends the JSON text of `o` (one line: no newline is ever written) to
- * `sb`. Returns 0, or ZP_ENOMEM (then `sb` holds a partial text; its size
- * before the call is where the text began). Thread-safe.
- */
-int zp__json_write(const msgpack_object *o, msgpack_sbuffer *sb);
+#include "core/json.h"
 
 #endif

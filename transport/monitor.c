@@ -26,7 +26,7 @@
 #include "core/fds.h"
 #include "core/log.h"
 
-#define EVERY_NS (5000 * 1000000ull) /* a line at most this often */
+#define EVERY_NS (5000 * ZP__NS_PER_MS) /* a line at most this often */
 
 struct zp__monitor {
     void *socket;       /* borrowed; the watched socket                */
@@ -100,7 +100,7 @@ static long next_line_ms(const zp__monitor *m, uint64_t now)
         return -1;
     if (m->said == 0 || now - m->said >= EVERY_NS)
         return 0;
-    return (long)((m->said + EVERY_NS - now) / 1000000) + 1;
+    return (long)((m->said + EVERY_NS - now) / ZP__NS_PER_MS) + 1;
 }
 
 static void *watch(void *arg)

@@ -29,11 +29,12 @@
 #include "transport/batch.h"
 #include "transport/peer.h"
 #include "transport/proto.h"
+#include "transport/timing.h"
 #include "worker/async.h"
 #include "worker/call.h"
 
-#define HEARTBEAT_MS 1000
-#define SILENCE_MS 3000              /* then an idle worker says HELLO again */
+#define HEARTBEAT_MS ZP__HEARTBEAT_MS
+#define SILENCE_MS ZP__SILENCE_MS    /* then an idle worker says HELLO again */
 #define OUT_CHUNK ((size_t)16 << 20) /* outputs per OUT message, at most */
 
 typedef struct stage {
@@ -620,7 +621,7 @@ static void note_link(server *s)
 
 static void beat_if_due(server *s, uint64_t now)
 {
-    if (now - s->beat >= HEARTBEAT_MS * 1000000ull) {
+    if (now - s->beat >= HEARTBEAT_MS * ZP__NS_PER_MS) {
         send_simple(s, ZP__HEARTBEAT, NULL);
         s->beat = now;
     }
@@ -647,7 +648,7 @@ static void serve(server *s)
         if (!s->greeted)
             s->greeted = send_hello(s) == 0;
         beat_if_due(s, now);
-        if (now - heard >= SILENCE_MS * 1000000ull && idle(s)) {
+        if (now - heard >= SILENCE_MS * ZP__NS_PER_MS && idle(s)) {
             send_hello(s); /* the coordinator may have restarted */
             heard = now;
         }
@@ -665,7 +666,7 @@ static void *watchdog(void *arg)
     struct timespec t;
     pthread_mutex_lock(&s->lock);
     while (!atomic_load(&s->ctl.stop)) {
-        zp__deadline_after(&t, HEARTBEAT_MS * 1000000ull / 4);
+        zp__deadline_after(&t, HEARTBEAT_MS * ZP__NS_PER_MS / 4);
         pthread_cond_timedwait(&s->tick, &s->lock, &t);
         if (atomic_load(&s->running_since) == 0)
             continue;

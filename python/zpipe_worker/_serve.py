@@ -34,10 +34,11 @@ import time
 import zmq
 
 from . import _proto as proto
+from . import _timing as timing
 from ._batch import Packer, Stage, describe, run_async, run_sync
 
-HEARTBEAT_S = 1.0   # a beat in every second without another message
-SILENCE_S = 10.0    # then an idle worker says HELLO again
+HEARTBEAT_S = timing.HEARTBEAT_MS / 1000  # the protocol's timings, in
+SILENCE_S = timing.SILENCE_MS / 1000      # seconds (_timing.py)
 MAX_STAGES = 1024   # STAGE settings kept, the oldest dropped first
 LINGER_MS = 100     # time for a last BYE
 

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target of the JSON reader and writer (core/value.c), the code
+ * libFuzzer target of the JSON reader and writer (core/json_*.c), the code
  * that reads every line of a `zpipe run --input` file. Any input must be
  * read or refused with a position and a reason, never a crash. What is read
- * must be written and read back as the same msgpack value. And jansson is
- * the oracle: where it accepts the text, the reader must accept it with the
- * same value, and where it refuses, the reader must refuse too, apart from
+ * must be written (on one line and indented) and read back as the same
+ * msgpack value. And jansson is the oracle: where it accepts the text, the
+ * reader must accept it with the same value, and where it refuses, the
+ * reader must refuse too, apart from
  * the documented differences (integers from 2^63 to 2^64-1 and beyond,
  * nesting deeper than 32 levels, NUL in object keys, $bin and $ext), and
  * raw NUL bytes, which jansson's lexer sometimes takes for the end.
@@ -16,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/value.h"
+#include "core/json.h"
 #include "tests/fuzz/check.h"
 
 static bool has_key(const msgpack_object_kv *kv, const char *k)
@@ -103,21 +104,24 @@ static bool known_refusal(const zp__json_error *e, const uint8_t *data,
            strstr(e->reason, "$ext") != NULL;
 }
 
-/* Writes o as JSON and reads it back: the same value. */
+/* Writes o as JSON, on one line and indented, and reads each text back:
+ * the same value. */
 static void round_trip(const msgpack_object *o)
 {
-    msgpack_sbuffer sb;
-    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
-    msgpack_object back;
-    zp__json_error e;
-    CHECK(zone != NULL);
-    msgpack_sbuffer_init(&sb);
-    CHECK(zp__json_write(o, &sb) == 0);
-    CHECK(memchr(sb.data, '\n', sb.size) == NULL);
-    CHECK(zp__json_read(sb.data, sb.size, zone, &back, &e) == 0);
-    CHECK(msgpack_object_equal(*o, back));
-    msgpack_sbuffer_destroy(&sb);
-    msgpack_zone_free(zone);
+    for (int indent = 0; indent <= 2; indent += 2) {
+        msgpack_sbuffer sb;
+        msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+        msgpack_object back;
+        zp__json_error e;
+        CHECK(zone != NULL);
+        msgpack_sbuffer_init(&sb);
+        CHECK(zp__json_write_indented(o, indent, &sb) == 0);
+        CHECK(indent > 0 || memchr(sb.data, '\n', sb.size) == NULL);
+        CHECK(zp__json_read(sb.data, sb.size, zone, &back, &e) == 0);
+        CHECK(msgpack_object_equal(*o, back));
+        msgpack_sbuffer_destroy(&sb);
+        msgpack_zone_free(zone);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -1,120 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * JSON to msgpack and back, see value.h for the mapping. The reader is a
- * strict RFC 8259 parser written for msgpack rather than jansson's, because
- * jansson cannot hold the integers from 2^63 to 2^64-1 that msgpack has, and
- * because the zpipe CLI reads one JSON value per input line: the reader
- * builds the msgpack object straight into a zone, in one pass, without a
- * tree of its own. Children of the containers being read wait on one stack
- * until their container closes and its size is known. The writer appends
- * text to a msgpack_sbuffer. Neither depends on the current locale.
+ * The JSON reader, see json.h for the mapping: a strict RFC 8259 parser
+ * written for msgpack rather than jansson's, because jansson cannot hold
+ * the integers from 2^63 to 2^64-1 that msgpack has, and because the zpipe
+ * CLI reads one JSON value per input line: the reader builds the msgpack
+ * object straight into a zone, in one pass, without a tree of its own.
+ * Children of the containers being read wait on one stack until their
+ * container closes and its size is known. It never reads past the text it
+ * is given, and never trusts it: every refusal is an error with a place.
  */
-#include "core/value.h"
+#include "core/json.h"
 
-#include <float.h>
+#include <assert.h>
 #include <locale.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
-
-/* ---- Shared helpers ------------------------------------------------------ */
-
-static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
-static locale_t c_locale; /* "C", for numbers; (locale_t)0 if unavailable */
-
-static void make_c_locale(void)
-{
-    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-}
-
-/* The "C" locale, or (locale_t)0 when it could not be made. */
-static locale_t numeric_locale(void)
-{
-    pthread_once(&c_locale_once, make_c_locale);
-    return c_locale;
-}
-
-static bool is_cont(unsigned char c)
-{
-    return (c & 0xC0) == 0x80;
-}
-
-/* Length of the valid UTF-8 sequence at s (1 to 4), or 0 when invalid:
- * overlong forms, surrogates and code points above U+10FFFF are refused. */
-static size_t utf8_seq(const char *s, size_t avail)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t n;
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xC2 && p[0] <= 0xDF)
-        n = 2;
-    else if (p[0] >= 0xE0 && p[0] <= 0xEF)
-        n = 3;
-    else if (p[0] >= 0xF0 && p[0] <= 0xF4)
-        n = 4;
-    else
-        return 0;
-    if (p[0] == 0xE0)
-        lo = 0xA0;
-    else if (p[0] == 0xED)
-        hi = 0x9F;
-    else if (p[0] == 0xF0)
-        lo = 0x90;
-    else if (p[0] == 0xF4)
-        hi = 0x8F;
-    if (avail < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (!is_cont(p[i]))
-            return 0;
-    return n;
-}
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int b64_value(unsigned char c)
-{
-    const char *at = c != '\0' ? strchr(b64_alphabet, c) : NULL;
-    return at != NULL ? (int)(at - b64_alphabet) : -1;
-}
-
-/* Decodes padded base64 s[0..n) into out (room for n / 4 * 3 bytes).
- * Returns false for anything else than canonical padded base64 text. */
-static bool b64_decode(const char *s, size_t n, char *out, size_t *len)
-{
-    size_t k = 0;
-    if (n % 4 != 0)
-        return false;
-    for (size_t i = 0; i < n; i += 4) {
-        int pad = (s[i + 3] == '=') + (s[i + 2] == '=' && s[i + 3] == '=');
-        int v[4] = {b64_value((unsigned char)s[i]),
-                    b64_value((unsigned char)s[i + 1]),
-                    pad > 1 ? 0 : b64_value((unsigned char)s[i + 2]),
-                    pad > 0 ? 0 : b64_value((unsigned char)s[i + 3])};
-        if (v[0] < 0 || v[1] < 0 || v[2] < 0 || v[3] < 0 ||
-            (pad > 0 && i + 4 != n))
-            return false;
-        uint32_t bits = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
-                        (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        out[k++] = (char)(bits >> 16);
-        if (pad < 2)
-            out[k++] = (char)(bits >> 8);
-        if (pad < 1)
-            out[k++] = (char)bits;
-    }
-    *len = k;
-    return true;
-}
-
-/* ---- Reading JSON -------------------------------------------------------- */
+#include "core/json_text.h"
 
 typedef struct reader {
     const char *start, *end; /* borrowed; the text */
@@ -171,6 +77,7 @@ static bool push(reader *rd, const msgpack_object *o)
         rd->stack = s;
         rd->cap = cap;
     }
+    assert(rd->top < rd->cap);
     rd->stack[rd->top++] = *o;
     return true;
 }
@@ -192,6 +99,7 @@ static int hex_value(int c)
 static bool read_hex4(reader *rd, uint32_t *unit)
 {
     const char *esc = rd->at;
+    assert(rd->end - rd->at >= 2 && esc[0] == '\\' && esc[1] == 'u');
     *unit = 0;
     rd->at += 2;
     for (int i = 0; i < 4; i++) {
@@ -206,6 +114,7 @@ static bool read_hex4(reader *rd, uint32_t *unit)
 
 static size_t put_utf8(char *out, uint32_t cp)
 {
+    assert(cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF));
     if (cp < 0x80) {
         out[0] = (char)cp;
         return 1;
@@ -254,6 +163,7 @@ static bool read_escape(reader *rd, char *out, size_t *n)
 {
     static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
     const char *hit = rd->at[1] != '\0' ? strchr(from, rd->at[1]) : NULL;
+    assert(rd->at[0] == '\\' && rd->end - rd->at >= 2);
     if (rd->at[1] == 'u')
         return read_unicode(rd, out, n);
     if (hit == NULL)
@@ -285,7 +195,7 @@ static bool read_chars(reader *rd, const char *close, char *out, size_t *n)
             return refuse(rd, rd->at,
                           "control character in a string (write it as an "
                           "escape such as \\n)");
-        size_t k = utf8_seq(rd->at, (size_t)(close - rd->at));
+        size_t k = zp__json_utf8_len(rd->at, (size_t)(close - rd->at));
         if (k == 0)
             return refuse(rd, rd->at, "invalid UTF-8 in a string");
         memcpy(out + *n, rd->at, k);
@@ -298,6 +208,7 @@ static bool read_chars(reader *rd, const char *close, char *out, size_t *n)
 /* A string at rd->at (its opening quote) into *out, in the zone. */
 static bool read_string(reader *rd, msgpack_object_str *out)
 {
+    assert(*rd->at == '"');
     const char *open = rd->at++;
     const char *close = rd->at;
     while (close < rd->end && *close != '"')
@@ -313,6 +224,7 @@ static bool read_string(reader *rd, msgpack_object_str *out)
         return no_memory(rd);
     if (!read_chars(rd, close, buf, &n))
         return false;
+    assert(n <= (size_t)(close - open - 1));
     rd->at = close + 1;
     out->ptr = buf;
     out->size = (uint32_t)n;
@@ -353,7 +265,7 @@ static bool real_number(reader *rd, const char *s, const char *end,
         return no_memory(rd);
     memcpy(copy, s, len);
     copy[len] = '\0';
-    locale_t c = numeric_locale();
+    locale_t c = zp__json_c_locale();
     double v = c != (locale_t)0 ? strtod_l(copy, NULL, c) : strtod(copy, NULL);
     if (copy != small)
         free(copy);
@@ -430,6 +342,7 @@ static bool enter(reader *rd)
     if (rd->depth == ZP__JSON_MAX_DEPTH)
         return refuse(rd, rd->at,
                       "arrays and objects nested deeper than 32 levels");
+    assert(*rd->at == '[' || *rd->at == '{');
     rd->depth++;
     rd->at++;
     return true;
@@ -463,6 +376,7 @@ static bool empty_container(reader *rd, char close)
 /* Moves the `n` objects at the top of the stack into the zone. */
 static msgpack_object *pop(reader *rd, size_t n)
 {
+    assert(n <= rd->top);
     msgpack_object *a = msgpack_zone_malloc(rd->zone, n ? n * sizeof *a : 1);
     if (a == NULL) {
         no_memory(rd);
@@ -487,6 +401,7 @@ static bool read_array(reader *rd, msgpack_object *o)
             !next_element(rd, ']', &done))
             return false;
     }
+    assert(rd->depth > 0);
     rd->depth--;
     if (rd->top - base > UINT32_MAX)
         return refuse(rd, rd->at, "more than 2^32-1 elements");
@@ -512,8 +427,8 @@ static bool base64(reader *rd, const msgpack_object *text, const char **ptr,
         buf = msgpack_zone_malloc(rd->zone, text->via.str.size / 4 * 3 + 1);
     if (text->type == MSGPACK_OBJECT_STR && buf == NULL)
         return no_memory(rd);
-    if (buf == NULL ||
-        !b64_decode(text->via.str.ptr, text->via.str.size, buf, &len))
+    if (buf == NULL || !zp__json_base64_decode(text->via.str.ptr,
+                                               text->via.str.size, buf, &len))
         return false;
     *ptr = buf;
     *size = (uint32_t)len;
@@ -572,6 +487,7 @@ static bool read_object(reader *rd, msgpack_object *o)
     while (!done)
         if (!read_member(rd) || !next_element(rd, '}', &done))
             return false;
+    assert(rd->depth > 0);
     rd->depth--;
     size_t n = (rd->top - base) / 2;
     if (n == 0) {
@@ -629,7 +545,7 @@ static void locate(const reader *rd, zp__json_error *e)
             line = p + 1;
         }
     for (const char *p = line; p < rd->where; p++)
-        e->column += !is_cont((unsigned char)*p);
+        e->column += !zp__json_utf8_cont((unsigned char)*p);
     e->reason = rd->why;
 }
 
@@ -711,206 +627,4 @@ int zp__json_pack_args(const char *json, msgpack_packer *pk, char **err)
         rc = ZP_ENOMEM;
     msgpack_zone_destroy(&zone);
     return rc;
-}
-
-/* ---- Writing JSON -------------------------------------------------------- */
-
-typedef struct writer {
-    msgpack_sbuffer *sb; /* borrowed */
-    bool out_of_memory;  /* sticky */
-} writer;
-
-static void put(writer *w, const char *s, size_t n)
-{
-    if (!w->out_of_memory && n > 0 && msgpack_sbuffer_write(w->sb, s, n) != 0)
-        w->out_of_memory = true;
-}
-
-static void put_u64(writer *w, uint64_t v, bool neg)
-{
-    char buf[24];
-    char *p = buf + sizeof buf;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    if (neg)
-        *--p = '-';
-    put(w, p, (size_t)(buf + sizeof buf - p));
-}
-
-/* The shortest text that reads back as the same double (or float). */
-static void put_real(writer *w, double v, bool single)
-{
-    char buf[40];
-    int n = 0;
-    if (!isfinite(v)) {
-        put(w, "null", 4);
-        return;
-    }
-    locale_t c = numeric_locale();
-    locale_t old = c != (locale_t)0 ? uselocale(c) : (locale_t)0;
-    /* Digits beyond the type's guaranteed ones (15 or 6) are only needed
-     * when fewer do not read back; subnormals may need fewer still. */
-    bool tiny = fabs(v) < (single ? FLT_MIN : DBL_MIN);
-    for (int prec = tiny     ? 1
-                    : single ? 6
-                             : 15;
-         prec <= (single ? 9 : 17); prec++) {
-        n = snprintf(buf, sizeof buf, "%.*g", prec, v);
-        if (single ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v)
-            break;
-    }
-    if (old != (locale_t)0)
-        uselocale(old);
-    put(w, buf, (size_t)n);
-    if (strpbrk(buf, ".e") == NULL)
-        put(w, ".0", 2); /* stays a real when read back */
-}
-
-static void put_escape(writer *w, unsigned char c)
-{
-    static const char from[] = "\"\\\b\f\n\r\t", to[] = "\"\\bfnrt";
-    const char *hit = c != '\0' ? strchr(from, c) : NULL;
-    char buf[8];
-    if (hit != NULL) {
-        buf[0] = '\\';
-        buf[1] = to[hit - from];
-        put(w, buf, 2);
-    } else {
-        snprintf(buf, sizeof buf, "\\u%04x", c);
-        put(w, buf, 6);
-    }
-}
-
-static void put_string(writer *w, const char *s, size_t n)
-{
-    size_t i = 0, run = 0;
-    put(w, "\"", 1);
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = c >= 0x80 ? utf8_seq(s + i, n - i) : 0;
-        if ((c >= 0x20 && c < 0x80 && c != '"' && c != '\\') || k > 0) {
-            i += k > 0 ? k : 1;
-            continue;
-        }
-        put(w, s + run, i - run);
-        if (c >= 0x80)
-            put(w, "\xEF\xBF\xBD", 3); /* U+FFFD for an invalid byte */
-        else
-            put_escape(w, c);
-        run = ++i;
-    }
-    put(w, s + run, n - run);
-    put(w, "\"", 1);
-}
-
-static void put_base64(writer *w, const char *data, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)data;
-    char buf[256];
-    size_t k = 0;
-    put(w, "\"", 1);
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t bits = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            bits |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            bits |= p[i + 2];
-        buf[k++] = b64_alphabet[bits >> 18];
-        buf[k++] = b64_alphabet[bits >> 12 & 63];
-        buf[k++] = i + 1 < n ? b64_alphabet[bits >> 6 & 63] : '=';
-        buf[k++] = i + 2 < n ? b64_alphabet[bits & 63] : '=';
-        if (k == sizeof buf) {
-            put(w, buf, k);
-            k = 0;
-        }
-    }
-    put(w, buf, k);
-    put(w, "\"", 1);
-}
-
-static void put_value(writer *w, const msgpack_object *o);
-
-/* A map key: a string as it is, anything else as the string of its JSON. */
-static void put_key(writer *w, const msgpack_object *k)
-{
-    if (k->type == MSGPACK_OBJECT_STR) {
-        put_string(w, k->via.str.ptr, k->via.str.size);
-        return;
-    }
-    msgpack_sbuffer text;
-    msgpack_sbuffer_init(&text);
-    writer inner = {&text, false};
-    put_value(&inner, k);
-    w->out_of_memory |= inner.out_of_memory;
-    put_string(w, text.data, text.size);
-    msgpack_sbuffer_destroy(&text);
-}
-
-static void put_array(writer *w, const msgpack_object_array *a)
-{
-    put(w, "[", 1);
-    for (uint32_t i = 0; i < a->size; i++) {
-        if (i > 0)
-            put(w, ",", 1);
-        put_value(w, &a->ptr[i]);
-    }
-    put(w, "]", 1);
-}
-
-static void put_map(writer *w, const msgpack_object_map *m)
-{
-    put(w, "{", 1);
-    for (uint32_t i = 0; i < m->size; i++) {
-        if (i > 0)
-            put(w, ",", 1);
-        put_key(w, &m->ptr[i].key);
-        put(w, ":", 1);
-        put_value(w, &m->ptr[i].val);
-    }
-    put(w, "}", 1);
-}
-
-static void put_value(writer *w, const msgpack_object *o)
-{
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL: put(w, "null", 4); break;
-    case MSGPACK_OBJECT_BOOLEAN:
-        put(w, o->via.boolean ? "true" : "false", o->via.boolean ? 4 : 5);
-        break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: put_u64(w, o->via.u64, false); break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        put_u64(w, (uint64_t)(-(o->via.i64 + 1)) + 1, true);
-        break;
-    case MSGPACK_OBJECT_FLOAT32: put_real(w, o->via.f64, true); break;
-    case MSGPACK_OBJECT_FLOAT64: put_real(w, o->via.f64, false); break;
-    case MSGPACK_OBJECT_STR:
-        put_string(w, o->via.str.ptr, o->via.str.size);
-        break;
-    case MSGPACK_OBJECT_ARRAY: put_array(w, &o->via.array); break;
-    case MSGPACK_OBJECT_MAP: put_map(w, &o->via.map); break;
-    case MSGPACK_OBJECT_BIN:
-        put(w, "{\"$bin\":", 8);
-        put_base64(w, o->via.bin.ptr, o->via.bin.size);
-        put(w, "}", 1);
-        break;
-    case MSGPACK_OBJECT_EXT:
-        put(w, "{\"$ext\":[", 9);
-        put_u64(w,
-                (uint64_t)(o->via.ext.type < 0 ? -o->via.ext.type
-                                               : o->via.ext.type),
-                o->via.ext.type < 0);
-        put(w, ",", 1);
-        put_base64(w, o->via.ext.ptr, o->via.ext.size);
-        put(w, "]}", 2);
-        break;
-    }
-}
-
-int zp__json_write(const msgpack_object *o, msgpack_sbuffer *sb)
-{
-    writer w = {sb, false};
-    put_value(&w, o);
-    return w.out_of_memory ? ZP_ENOMEM : 0;
 }

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of JSON to msgpack and back (core/value.c): every JSON type
+ * Unit tests of JSON to msgpack and back (core/json_*.c): every JSON type
  * packed and read back with msgpack_unpack, integers up to 2^64-1 exactly,
  * the $bin and $ext conventions, run arguments wrapped into an array, the
  * line and column of invalid JSON, objects built in a zone that outlive the
- * buffer they were packed into, every msgpack type written as JSON, and
- * values that go round both ways unchanged.
+ * buffer they were packed into, every msgpack type written as JSON, on
+ * one line and indented, and values that go round both ways unchanged.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,7 +19,7 @@
 #include <cmocka.h>
 
 #include "core/error.h"
-#include "core/value.h"
+#include "core/json.h"
 #include "zpipe.h"
 
 /* ---- Helpers ------------------------------------------------------------- */
@@ -817,6 +817,47 @@ static void test_every_msgpack_type_is_written_as_json(void **state)
                    "{\"$ext\":[-128,\"AQIDBA==\"]},{\"$ext\":[5,\"/w==\"]}]");
 }
 
+/* The text of JSON `json` written back with `indent`. */
+static char *rewritten(const char *json, int indent)
+{
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    msgpack_object o;
+    msgpack_sbuffer sb;
+    assert_non_null(zone);
+    read_ok(json, zone, &o);
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(zp__json_write_indented(&o, indent, &sb), 0);
+    char *text = strndup(sb.data ? sb.data : "", sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_zone_free(zone);
+    return text;
+}
+
+static void test_indented_text_has_an_element_a_line(void **state)
+{
+    (void)state;
+    char *text = rewritten("{\"a\":[1,{\"b\":null}],\"c\":[],\"d\":{}}", 2);
+    assert_string_equal(text, "{\n"
+                              "  \"a\": [\n"
+                              "    1,\n"
+                              "    {\n"
+                              "      \"b\": null\n"
+                              "    }\n"
+                              "  ],\n"
+                              "  \"c\": [],\n"
+                              "  \"d\": {}\n"
+                              "}");
+    free(text);
+    text = rewritten("[[[[[[[[[[\"deep\"]]]]]]]]]]", 4); /* 40 spaces */
+    assert_non_null(strstr(text, "\n"                    /* 40 spaces */
+                                 "                    "
+                                 "                    \"deep\"\n"));
+    free(text);
+    text = rewritten("[1, {\"k\": \"v\"}]", 0);
+    assert_string_equal(text, "[1,{\"k\":\"v\"}]");
+    free(text);
+}
+
 /* ---- Round trips --------------------------------------------------------- */
 
 static void test_json_goes_to_msgpack_and_back_unchanged(void **state)
@@ -909,6 +950,7 @@ int main(void)
         cmocka_unit_test(test_nesting_stops_at_32_levels),
         cmocka_unit_test(test_reading_stops_at_the_given_length),
         cmocka_unit_test(test_every_msgpack_type_is_written_as_json),
+        cmocka_unit_test(test_indented_text_has_an_element_a_line),
         cmocka_unit_test(test_json_goes_to_msgpack_and_back_unchanged),
         cmocka_unit_test(test_msgpack_goes_to_json_and_back_unchanged),
     };
