@@ -35,7 +35,7 @@ install(TARGETS zpipe zpipe_static
 install(TARGETS zpipe_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
 
 # The exported link interfaces name PkgConfig::MSGPACK (both libraries) and,
-# for the static one, $<LINK_ONLY:PkgConfig::ZMQ / JANSSON / UV / MHD /
+# for the static one, $<LINK_ONLY:PkgConfig::ZMQ / UV / MHD /
 # Threads::Threads>.
 # zpipeConfig.cmake recreates those targets before it loads this file.
 install(EXPORT zpipeTargets

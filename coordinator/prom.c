@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/hist.h"
 #include "zpipe.h"
 
@@ -183,8 +184,8 @@ void zp__prom_uint(zp__prom *p, const char *name, const zp__prom_label *labels,
 
 static void put_seconds(zp__prom *p, uint64_t ns)
 {
-    putf(p, "%llu.%09llu\n", (unsigned long long)(ns / 1000000000u),
-         (unsigned long long)(ns % 1000000000u));
+    putf(p, "%llu.%09llu\n", (unsigned long long)(ns / ZP__NS_PER_S),
+         (unsigned long long)(ns % ZP__NS_PER_S));
 }
 
 void zp__prom_seconds(zp__prom *p, const char *name,
@@ -206,7 +207,7 @@ void zp__prom_histogram(zp__prom *p, const char *name,
         if (bound == UINT64_MAX)
             strcpy(le, "+Inf");
         else /* as Prometheus's own clients write them: 1e-05, 0.1, 60 */
-            snprintf(le, sizeof le, "%g", (double)bound / 1e9);
+            snprintf(le, sizeof le, "%g", (double)bound / (double)ZP__NS_PER_S);
         sample_name(p, name, "_bucket", labels, le);
         putf(p, "%llu\n", (unsigned long long)total);
     }

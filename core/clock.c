@@ -10,7 +10,7 @@ static uint64_t ns_of(clockid_t id)
 {
     struct timespec t;
     clock_gettime(id, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+    return (uint64_t)t.tv_sec * ZP__NS_PER_S + (uint64_t)t.tv_nsec;
 }
 
 uint64_t zp__now_ns(void)
@@ -22,8 +22,8 @@ void zp__deadline_after(struct timespec *t, uint64_t ns)
 {
     clock_gettime(CLOCK_MONOTONIC, t);
     ns += (uint64_t)t->tv_nsec;
-    t->tv_sec += (time_t)(ns / 1000000000u);
-    t->tv_nsec = (long)(ns % 1000000000u);
+    t->tv_sec += (time_t)(ns / ZP__NS_PER_S);
+    t->tv_nsec = (long)(ns % ZP__NS_PER_S);
 }
 
 int zp__cond_init_monotonic(pthread_cond_t *c)

@@ -82,7 +82,7 @@ bool zp__ratelog_say(zp__ratelog *rl, const char *fmt, ...)
     uint64_t now = zp__now_ns();
     pthread_mutex_lock(&rl->lock);
     bool write =
-        rl->last == 0 || now - rl->last >= ZP__RATELOG_SECONDS * 1000000000ull;
+        rl->last == 0 || now - rl->last >= ZP__RATELOG_SECONDS * ZP__NS_PER_S;
     uint64_t quiet = rl->quiet;
     if (write) {
         rl->last = now;

@@ -63,7 +63,7 @@ static void say(zp__monitor *m, uint64_t now)
                 "zpipe: cannot accept more connections on %s: %s (%llu "
                 "more failures in %.0f s)",
                 m->endpoint, why, (unsigned long long)m->failed,
-                (double)(now - m->said) / 1e9);
+                (double)(now - m->said) / (double)ZP__NS_PER_S);
     m->said = now;
     m->failed = 0;
 }

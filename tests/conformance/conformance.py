@@ -230,7 +230,7 @@ class Coordinator:
     def recv(self, what, beat_to=None, timeout=20):
         """The next message other than HEARTBEAT: (peer, [type, field...]).
         Meanwhile it sends `beat_to` a HEARTBEAT at least every half second,
-        so that the worker never goes 10 s without hearing from it."""
+        so that the worker never goes 3 s (ZP__SILENCE_MS) without hearing from it."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if beat_to is not None:
