@@ -6,8 +6,10 @@
  * stream ends only when every producer closed, cancellation wakes a
  * producer waiting for credits and a consumer waiting for input, a raw
  * ZeroMQ peer sending garbage gets ZP_EPROTO back, and the least-loaded
- * pick spreads slow items. Nothing sleeps to wait for an event: tests wait
- * for a counter of the edge to change, or join with a deadline.
+ * pick spreads slow items, checkpoint markers cut the stream of every
+ * producer at one place and hold producers until passed. Nothing sleeps to wait
+ * for an event: tests wait for a counter of the edge to change, or join with a
+ * deadline.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -950,6 +952,171 @@ static void test_a_second_edge_under_the_same_name_fails_cleanly(void **state)
     fixture_fini(&f);
 }
 
+/* ---- Checkpoint markers -------------------------------------------------- */
+
+/* A producer thread that sends one item, after whatever held it. */
+typedef struct late_sender {
+    zp__tx *tx;
+    uint64_t v;
+    _Atomic int rc; /* 1 until sent */
+} late_sender;
+
+static void *send_late(void *arg)
+{
+    late_sender *s = arg;
+    int rc = send_uint(s->tx, s->v);
+    if (rc == 0)
+        rc = zp__tx_flush(s->tx);
+    atomic_store(&s->rc, rc);
+    return NULL;
+}
+
+static void test_a_marker_comes_after_every_producers_items(void **state)
+{
+    (void)state;
+    fixture f;
+    uint64_t v, seq;
+    fixture_init(&f, 2, 1, 16);
+    zp__rx *rx = f.e.rx[0];
+    zp__mark m = {.epoch = 1, .first = 7};
+    assert_int_equal(send_uint(f.e.tx[0], 1), 0);
+    assert_int_equal(zp__tx_mark(f.e.tx[0], &m), 0);
+    assert_int_equal(take_soon(rx, &v, &seq), 1);
+    assert_int_equal(v, 1);
+    /* One producer marked, the other has not: no marker yet. */
+    assert_int_equal(take_uint(rx, false, &v, &seq), ZP__AGAIN);
+    assert_int_equal(send_uint(f.e.tx[1], 2), 0);
+    assert_int_equal(zp__tx_mark(f.e.tx[1], &m), 0);
+    assert_int_equal(take_soon(rx, &v, &seq), 1);
+    assert_int_equal(v, 2);
+    assert_int_equal(take_soon(rx, &v, &seq), ZP__MARK);
+    zp__mark got = zp__rx_mark(rx);
+    assert_int_equal(got.epoch, 1);
+    assert_int_equal(got.first, 7);
+    zp__rx_pass(rx);
+    assert_int_equal(take_uint(rx, false, &v, &seq), ZP__AGAIN);
+    fixture_fini(&f);
+}
+
+static void test_a_producer_waits_until_every_consumer_passed(void **state)
+{
+    (void)state;
+    fixture f;
+    uint64_t v, seq;
+    pthread_t t;
+    fixture_init(&f, 1, 2, 16);
+    zp__mark m = {.epoch = 1, .first = 0};
+    assert_int_equal(zp__tx_mark(f.e.tx[0], &m), 0);
+    late_sender s = {.tx = f.e.tx[0], .v = 9};
+    atomic_init(&s.rc, 1);
+    pthread_create(&t, NULL, send_late, &s);
+    for (int j = 0; j < 2; j++)
+        assert_int_equal(take_soon(f.e.rx[j], &v, &seq), ZP__MARK);
+    zp__rx_pass(f.e.rx[0]);
+    /* One consumer passed: the item still waits. */
+    ASSERT_SOON(atomic_load(&f.e.waiters) == 1);
+    assert_int_equal(atomic_load(&s.rc), 1);
+    assert_int_equal(atomic_load(&f.e.next_seq), 0);
+    zp__rx_pass(f.e.rx[1]);
+    ASSERT_SOON(atomic_load(&s.rc) != 1);
+    assert_int_equal(atomic_load(&s.rc), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(atomic_load(&f.e.next_seq), 1);
+    fixture_fini(&f);
+}
+
+static void test_a_closed_producer_does_not_hold_a_marker_back(void **state)
+{
+    (void)state;
+    fixture f;
+    uint64_t v, seq;
+    fixture_init(&f, 2, 1, 16);
+    zp__rx *rx = f.e.rx[0];
+    zp__mark m = {.epoch = 1, .first = 3};
+    assert_int_equal(zp__tx_close(f.e.tx[1]), 0);
+    assert_int_equal(zp__tx_mark(f.e.tx[0], &m), 0);
+    assert_int_equal(take_soon(rx, &v, &seq), ZP__MARK);
+    zp__rx_pass(rx);
+    /* Its close waits for the pass, then ends the stream. */
+    assert_int_equal(zp__tx_close(f.e.tx[0]), 0);
+    assert_int_equal(take_soon(rx, &v, &seq), 0);
+    fixture_fini(&f);
+}
+
+static void test_a_held_producer_has_no_room_until_passed(void **state)
+{
+    (void)state;
+    fixture f;
+    uint64_t v, seq;
+    fixture_init(&f, 1, 1, 16);
+    zp__mark m = {.epoch = 1, .first = 0};
+    assert_true(zp__tx_room(f.e.tx[0]));
+    assert_int_equal(zp__tx_mark(f.e.tx[0], &m), 0);
+    assert_false(zp__tx_room(f.e.tx[0]));
+    assert_int_equal(take_soon(f.e.rx[0], &v, &seq), ZP__MARK);
+    zp__rx_pass(f.e.rx[0]);
+    assert_true(zp__tx_room(f.e.tx[0]));
+    fixture_fini(&f);
+}
+
+static void
+test_the_first_edge_drops_resumed_items_and_marks_itself(void **state)
+{
+    (void)state;
+    fixture f;
+    uint64_t v, seq;
+    fixture_init(&f, 1, 1, 64);
+    zp__rx *rx = f.e.rx[0];
+    zp__edge_set_slow(&f.e, false);  /* items go in one batch */
+    zp__edge_mark_every(&f.e, 1, 5); /* every nanosecond; 5 sent before */
+    for (uint64_t i = 0; i < 8; i++)
+        assert_int_equal(send_uint(f.e.tx[0], i), 0);
+    assert_int_equal(zp__tx_flush(f.e.tx[0]), 0);
+    /* Items 0..4 were delivered before the crash: 5, 6, 7 travel. */
+    for (uint64_t i = 5; i < 8; i++) {
+        assert_int_equal(take_soon(rx, &v, &seq), 1);
+        assert_int_equal(v, i);
+    }
+    assert_int_equal(take_soon(rx, &v, &seq), ZP__MARK);
+    zp__mark got = zp__rx_mark(rx);
+    assert_int_equal(got.epoch, 1);
+    assert_int_equal(got.first, 8);
+    zp__rx_pass(rx);
+    /* No second marker until the first went through the whole run. */
+    assert_int_equal(send_uint(f.e.tx[0], 8), 0);
+    assert_int_equal(zp__tx_flush(f.e.tx[0]), 0);
+    assert_int_equal(take_soon(rx, &v, &seq), 1);
+    assert_int_equal(take_uint(rx, false, &v, &seq), ZP__AGAIN);
+    zp__edge_mark_settled(&f.e, 1);
+    assert_int_equal(send_uint(f.e.tx[0], 9), 0);
+    assert_int_equal(zp__tx_flush(f.e.tx[0]), 0);
+    assert_int_equal(take_soon(rx, &v, &seq), 1);
+    assert_int_equal(take_soon(rx, &v, &seq), ZP__MARK);
+    got = zp__rx_mark(rx);
+    assert_int_equal(got.epoch, 2);
+    assert_int_equal(got.first, 10);
+    zp__rx_pass(rx);
+    fixture_fini(&f);
+}
+
+static void test_stopping_wakes_a_producer_held_by_a_marker(void **state)
+{
+    (void)state;
+    fixture f;
+    pthread_t t;
+    fixture_init(&f, 1, 1, 16);
+    zp__mark m = {.epoch = 1, .first = 0};
+    assert_int_equal(zp__tx_mark(f.e.tx[0], &m), 0);
+    late_sender s = {.tx = f.e.tx[0], .v = 1};
+    atomic_init(&s.rc, 1);
+    pthread_create(&t, NULL, send_late, &s);
+    ASSERT_SOON(atomic_load(&f.e.waiters) == 1);
+    stop_run(&f, NULL);
+    join_within_deadline(&f, NULL, t);
+    assert_int_equal(atomic_load(&s.rc), ZP_ECANCELED);
+    fixture_fini(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -958,6 +1125,13 @@ int main(void)
         cmocka_unit_test(
             test_items_reach_consumers_exactly_once_with_dense_indexes),
         cmocka_unit_test(test_unbatched_items_reach_consumers_exactly_once),
+        cmocka_unit_test(test_a_marker_comes_after_every_producers_items),
+        cmocka_unit_test(test_a_producer_waits_until_every_consumer_passed),
+        cmocka_unit_test(test_a_closed_producer_does_not_hold_a_marker_back),
+        cmocka_unit_test(test_a_held_producer_has_no_room_until_passed),
+        cmocka_unit_test(
+            test_the_first_edge_drops_resumed_items_and_marks_itself),
+        cmocka_unit_test(test_stopping_wakes_a_producer_held_by_a_marker),
         cmocka_unit_test(test_a_limit_of_one_still_delivers_everything),
         cmocka_unit_test(test_appended_and_discarded_items),
         cmocka_unit_test(test_packed_items_go_whole_after_committed_ones),

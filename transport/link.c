@@ -15,7 +15,12 @@
 #include <zmq.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "transport/batch.h"
+
+/* A marker message: this byte (never the first of a msgpack value), then
+ * the zp__mark as it is in memory: edges never leave the process. */
+#define MARK_BYTE 0xc1
 
 struct zp__tx {
     zp__edge *e;         /* borrowed; the edge owns this tx            */
@@ -26,6 +31,11 @@ struct zp__tx {
     uint32_t count;      /* items in buf                               */
     uint32_t max;        /* items per batch, at most                   */
     int next;            /* where the least-loaded scan starts         */
+    uint64_t hold;       /* sends wait until every consumer passed the
+                            marker of this epoch; 0: none              */
+    uint64_t skip;       /* items still to drop unsent (the first edge) */
+    uint64_t marked_ns;  /* when it last sent a marker (the first edge) */
+    uint64_t epoch;      /* the last marker it sent (the first edge)    */
 };
 
 struct zp__rx {
@@ -36,6 +46,9 @@ struct zp__rx {
     zp__batch_reader rd; /* reads msg's items                        */
     int closed;          /* producers that said they are done        */
     bool waiting;        /* counted in e->waiting (event loops)      */
+    int marks;           /* producers whose marker came, this epoch  */
+    zp__mark mark;       /* the marker being gathered                */
+    bool unpassed;       /* ZP__MARK returned, zp__rx_pass not yet   */
 };
 
 void *zp__zctx_new(int sockets, bool io)
@@ -242,6 +255,20 @@ void zp__edge_arm(zp__edge *e)
     atomic_store(&e->armed, true);
 }
 
+void zp__edge_mark_every(zp__edge *e, uint64_t every_ns, uint64_t skip)
+{
+    assert(e->producers == 1); /* the first stage's edge */
+    e->mark_every_ns = every_ns;
+    e->skip = skip;
+    e->tx[0]->skip = skip;
+    e->tx[0]->marked_ns = zp__now_ns();
+}
+
+void zp__edge_mark_settled(zp__edge *e, uint64_t epoch)
+{
+    atomic_store(&e->settled, epoch);
+}
+
 static bool try_take(zp__edge *e, int64_t n)
 {
     int64_t q = atomic_load_explicit(&e->queued, memory_order_relaxed);
@@ -258,6 +285,32 @@ static void note_depth(zp__edge *e)
     uint64_t h = atomic_load_explicit(&e->hwm, memory_order_relaxed);
     while (q > h && !atomic_compare_exchange_weak(&e->hwm, &h, q))
         ;
+}
+
+/* Whether every consumer passed the marker of `epoch` on. */
+static bool all_passed(const zp__edge *e, uint64_t epoch)
+{
+    return atomic_load(&e->passed) >= epoch * (uint64_t)e->consumers;
+}
+
+/* Waits until the marker tx sent last was passed on by every consumer.
+ * Returns 0 or ZP_ECANCELED. */
+static int wait_passed(zp__tx *tx)
+{
+    zp__edge *e = tx->e;
+    int rc = 0;
+    if (!all_passed(e, tx->hold)) {
+        pthread_mutex_lock(&e->lock);
+        atomic_fetch_add(&e->waiters, 1);
+        while (!(rc = atomic_load(e->stop) ? ZP_ECANCELED : 0) &&
+               !all_passed(e, tx->hold))
+            pthread_cond_wait(&e->cond, &e->lock);
+        atomic_fetch_sub(&e->waiters, 1);
+        pthread_mutex_unlock(&e->lock);
+    }
+    if (rc == 0)
+        tx->hold = 0;
+    return rc;
 }
 
 static int take_credits(zp__edge *e, int64_t n)
@@ -286,6 +339,11 @@ int zp__tx_commit(zp__tx *tx)
 {
     if (tx->buf.size == tx->committed)
         return ZP_EINVAL;
+    if (tx->skip > 0) { /* sent before a crash: already delivered */
+        tx->skip--;
+        tx->buf.size = tx->committed;
+        return 0;
+    }
     tx->committed = tx->buf.size;
     tx->count++;
     if (tx->count >= tx->max ||
@@ -352,7 +410,9 @@ static int send_batch(zp__tx *tx, const char *items, size_t len, uint32_t n)
 {
     zmq_msg_t m;
     char hdr[ZP__BATCH_HEADER_MAX];
-    int rc = take_credits(tx->e, n);
+    int rc = tx->hold != 0 ? wait_passed(tx) : 0;
+    if (rc == 0)
+        rc = take_credits(tx->e, n);
     if (rc != 0)
         return rc;
     uint64_t seq = atomic_fetch_add(&tx->e->next_seq, n);
@@ -368,6 +428,48 @@ static int send_batch(zp__tx *tx, const char *items, size_t len, uint32_t n)
     return send_to(tx, j, &m);
 }
 
+/* The first edge: the time for a marker has come, and the last one went
+ * through the whole run. */
+static bool mark_due(zp__tx *tx)
+{
+    zp__edge *e = tx->e;
+    uint64_t now = zp__now_ns();
+    if (now - tx->marked_ns < e->mark_every_ns ||
+        atomic_load(&e->settled) != tx->epoch)
+        return false;
+    tx->marked_ns = now;
+    return true;
+}
+
+/* Sends a marker to every consumer and holds what comes next. */
+static int send_mark(zp__tx *tx, const zp__mark *mk)
+{
+    int rc = 0;
+    assert(tx->hold == 0 && tx->count == 0);
+    for (int j = 0; rc == 0 && j < tx->e->consumers; j++) {
+        zmq_msg_t m;
+        if (zmq_msg_init_size(&m, 1 + sizeof *mk) != 0)
+            return ZP_ENOMEM;
+        *(unsigned char *)zmq_msg_data(&m) = MARK_BYTE;
+        memcpy((char *)zmq_msg_data(&m) + 1, mk, sizeof *mk);
+        rc = send_to(tx, j, &m);
+    }
+    if (rc == 0)
+        tx->hold = mk->epoch;
+    return rc;
+}
+
+/* After a batch on the first edge: a marker when one is due. */
+static int mark_if_due(zp__tx *tx)
+{
+    zp__edge *e = tx->e;
+    if (!mark_due(tx))
+        return 0;
+    zp__mark mk = {.epoch = ++tx->epoch,
+                   .first = e->skip + atomic_load(&e->next_seq)};
+    return send_mark(tx, &mk);
+}
+
 int zp__tx_flush(zp__tx *tx)
 {
     uint32_t n = tx->count;
@@ -378,6 +480,8 @@ int zp__tx_flush(zp__tx *tx)
         tx->buf.size = 0;
         tx->committed = 0;
         tx->count = 0;
+        if (tx->e->mark_every_ns != 0)
+            rc = mark_if_due(tx);
     }
     return rc;
 }
@@ -389,15 +493,37 @@ uint32_t zp__tx_max(const zp__tx *tx)
 
 int zp__tx_send_items(zp__tx *tx, const char *items, size_t len, uint32_t n)
 {
-    if (n == 0 || n > tx->max)
-        return n == 0 ? 0 : ZP_EINVAL;
+    if (n > tx->max)
+        return ZP_EINVAL;
+    for (size_t size; tx->skip > 0 && n > 0; tx->skip--, n--) {
+        if ((size = zp__msgpack_size(items, len)) == 0)
+            return ZP_EINVAL;
+        items += size; /* sent before a crash: already delivered */
+        len -= size;
+    }
+    if (n == 0)
+        return 0;
     int rc = zp__tx_flush(tx);
-    return rc == 0 ? send_batch(tx, items, len, n) : rc;
+    if (rc == 0)
+        rc = send_batch(tx, items, len, n);
+    if (rc == 0 && tx->e->mark_every_ns != 0)
+        rc = mark_if_due(tx);
+    return rc;
+}
+
+int zp__tx_mark(zp__tx *tx, const zp__mark *m)
+{
+    int rc = zp__tx_flush(tx);
+    if (rc == 0 && tx->hold != 0)
+        rc = wait_passed(tx); /* the first edge's own marker, just sent */
+    return rc == 0 ? send_mark(tx, m) : rc;
 }
 
 int zp__tx_close(zp__tx *tx)
 {
     int rc = zp__tx_flush(tx);
+    if (rc == 0 && tx->hold != 0)
+        rc = wait_passed(tx);
     for (int j = 0; rc == 0 && j < tx->e->consumers; j++) {
         zmq_msg_t m;
         zmq_msg_init_size(&m, 1);
@@ -409,6 +535,8 @@ int zp__tx_close(zp__tx *tx)
 
 bool zp__tx_room(const zp__tx *tx)
 {
+    if (tx->hold != 0 && !all_passed(tx->e, tx->hold))
+        return false;
     return atomic_load(&tx->e->queued) + tx->count < tx->e->limit;
 }
 
@@ -431,15 +559,46 @@ static int receive(zp__rx *rx, bool wait)
     return zmq_errno() == ETERM ? ZP_ECANCELED : ZP_EIO;
 }
 
-/* Takes the next message apart: end of a producer, or a batch. */
+/* ZP__MARK when every producer that has not closed sent the marker being
+ * gathered, else 0. */
+static int aligned(zp__rx *rx)
+{
+    if (rx->marks + rx->closed < rx->e->producers)
+        return 0;
+    rx->marks = 0;
+    rx->unpassed = true;
+    return ZP__MARK;
+}
+
+/* A marker from one more producer: as aligned(). */
+static int open_mark(zp__rx *rx, const void *data, size_t len)
+{
+    zp__mark m;
+    if (len != 1 + sizeof m)
+        return ZP_EPROTO;
+    memcpy(&m, (const char *)data + 1, sizeof m);
+    if (rx->marks == 0)
+        rx->mark = m;
+    else if (m.epoch != rx->mark.epoch)
+        return ZP_EPROTO;
+    rx->marks++;
+    return aligned(rx);
+}
+
+/* Takes the next message apart: end of a producer, a marker, or a batch.
+ * Returns 0, ZP__MARK or an error. */
 static int open_message(zp__rx *rx)
 {
     const void *data = zmq_msg_data(&rx->msg);
     size_t len = zmq_msg_size(&rx->msg);
     if (zp__batch_is_eos(data, len)) {
+        /* Producers that closed before a marker was sent count as having
+         * sent it; the close may still arrive after others' markers. */
         rx->closed++;
-        return 0;
+        return rx->marks > 0 ? aligned(rx) : 0;
     }
+    if (len > 0 && *(const unsigned char *)data == MARK_BYTE)
+        return open_mark(rx, data, len);
     if (zp__batch_open(&rx->rd, data, len) != 0)
         return ZP_EPROTO;
     zp__edge *e = rx->e;
@@ -451,9 +610,11 @@ static int open_message(zp__rx *rx)
 }
 
 /* Opens messages until one has items left: 1, 0 at the end of the stream
- * (every producer closed), or as receive() and open_message(). */
+ * (every producer closed), ZP__MARK at a marker, or as receive() and
+ * open_message(). */
 static int refill(zp__rx *rx, bool wait)
 {
+    assert(!rx->unpassed); /* nothing is taken between a marker and its pass */
     while (rx->rd.left == 0) {
         int rc = rx->rd.off == rx->rd.len ? 0 : ZP_EPROTO;
         if (rc == 0 && rx->closed == rx->e->producers)
@@ -492,6 +653,22 @@ int zp__rx_take(zp__rx *rx, bool wait, size_t max_bytes, const char **items,
     rd->left = 0;
     rd->off = rd->len;
     return 1;
+}
+
+zp__mark zp__rx_mark(const zp__rx *rx)
+{
+    assert(rx->unpassed);
+    return rx->mark;
+}
+
+void zp__rx_pass(zp__rx *rx)
+{
+    zp__edge *e = rx->e;
+    assert(rx->unpassed);
+    rx->unpassed = false;
+    uint64_t passed = atomic_fetch_add(&e->passed, 1) + 1;
+    if (passed % (uint64_t)e->consumers == 0)
+        zp__edge_wake(e); /* held producers, an event loop's notify */
 }
 
 void *zp__rx_socket(zp__rx *rx)

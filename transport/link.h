@@ -20,6 +20,16 @@
  * ZeroMQ's own high-water marks are off: credits are the only bound, so a
  * blocked producer is always waiting on credits, which cancellation wakes.
  *
+ * Checkpoint markers (durable runs) travel in the same stream: a producer
+ * sends a marker to every consumer after everything it sent before it,
+ * then holds what it sends next until every consumer has passed the
+ * marker on. A consumer sees the marker once it has one from every
+ * producer that has not closed: everything before it, from all of them,
+ * has been taken, and nothing after it has been sent yet. So a stage that
+ * finishes what it took, then marks its own output and passes, cuts the
+ * whole run's stream at one place without holding any item aside. The
+ * first stage's edge marks itself every so often (zp__edge_mark_every).
+ *
  * Part of transport: the only layer that includes <zmq.h>.
  */
 #ifndef ZP_TRANSPORT_LINK_H
@@ -39,6 +49,15 @@
 
 /* Returned by zp__rx_next when nothing is ready and it may not wait. */
 #define ZP__AGAIN 2
+/* Returned by zp__rx_next and zp__rx_take at a checkpoint marker. */
+#define ZP__MARK 3
+
+/* What a checkpoint marker carries. */
+typedef struct zp__mark {
+    uint64_t epoch; /* 1, 2, ...: the run's checkpoints in turn           */
+    uint64_t first; /* items the first stage sent before it, resumed ones
+                       included                                           */
+} zp__mark;
 
 typedef struct zp__tx zp__tx;
 typedef struct zp__rx zp__rx;
@@ -78,6 +97,12 @@ typedef struct zp__edge {
                                   and on zp__edge_wake(); or NULL        */
     void *notify_arg;
     _Atomic bool armed; /* a release should call notify          */
+    /* Checkpoint markers; all 0 on an edge that never sees one. */
+    _Atomic uint64_t passed;  /* markers passed on, all consumers together */
+    uint64_t mark_every_ns;   /* the first edge: a marker this often      */
+    _Atomic uint64_t settled; /* the first edge: the last epoch whose
+                                 marker went through the whole run       */
+    uint64_t skip;            /* the first edge: items dropped unsent    */
 } zp__edge;
 
 /*
@@ -110,6 +135,18 @@ void zp__edge_on_room(zp__edge *e, void (*notify)(void *), void *arg);
 
 /* Asks for one notify call at the next release of credits. */
 void zp__edge_arm(zp__edge *e);
+
+/*
+ * Makes the first stage's edge (one producer) send a checkpoint marker
+ * after a flush whenever `every_ns` passed since the last one and that one
+ * has gone through the whole run (zp__edge_mark_settled), and drop the
+ * first `skip` items committed (a resumed run's, sent before its crash).
+ * Before any producer sends.
+ */
+void zp__edge_mark_every(zp__edge *e, uint64_t every_ns, uint64_t skip);
+
+/* The marker of `epoch` went through the whole run. Thread-safe. */
+void zp__edge_mark_settled(zp__edge *e, uint64_t epoch);
 
 /* ---- Producer side: a zp__tx is used by one thread at a time. ---------- */
 
@@ -160,9 +197,17 @@ int zp__tx_send_items(zp__tx *tx, const char *items, size_t len, uint32_t n);
 int zp__tx_close(zp__tx *tx);
 
 /*
+ * Flushes, then sends marker m to every consumer. What the producer sends
+ * after it (items, its close) waits, as for credits, until every consumer
+ * has passed the marker on. Returns as zp__tx_flush().
+ */
+int zp__tx_mark(zp__tx *tx, const zp__mark *m);
+
+/*
  * Whether one more item can be committed with no flush ever waiting for
- * credits. True only while this tx is its edge's sole producer, as an
- * event loop's is: then nobody else takes credits.
+ * credits or for a marker to be passed. True only while this tx is its
+ * edge's sole producer, as an event loop's is: then nobody else takes
+ * credits. A producer held by a marker is notified when it may go on.
  */
 bool zp__tx_room(const zp__tx *tx);
 
@@ -191,6 +236,17 @@ void zp__rx_raw(const zp__rx *rx, const char **p, size_t *len);
  */
 int zp__rx_take(zp__rx *rx, bool wait, size_t max_bytes, const char **items,
                 size_t *len, uint32_t *n, uint64_t *seq);
+
+/* The marker zp__rx_next() or zp__rx_take() returned ZP__MARK for. */
+zp__mark zp__rx_mark(const zp__rx *rx);
+
+/*
+ * The consumer has finished every item it took before the marker and sent
+ * the marker on: once every consumer of the edge has, its producers go on
+ * (those waiting are woken, an event loop's notified). Call it exactly
+ * once per ZP__MARK.
+ */
+void zp__rx_pass(zp__rx *rx);
 
 /* The receiver's socket, for zmq_poll (transport only). */
 void *zp__rx_socket(zp__rx *rx);
