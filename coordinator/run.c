@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "core/fds.h"
 #include "core/value.h"
+#include "coordinator/checkpoint.h"
 #include "coordinator/metrics.h"
 #include "coordinator/progress.h"
 #include "coordinator/stage.h"
@@ -72,6 +73,7 @@ struct zp_run {
                                  for the first remote stage, or NULL     */
     zp__tally **tallies;      /* owned, p->n; each stage's, or NULL  */
     zp__run_metrics *metrics; /* owned; the metrics endpoint, or NULL */
+    zp__ckpt ckpt;            /* checkpoints asked for, a resumed cut   */
 };
 
 /* What zp_start() returns when not even a run can be allocated: a run
@@ -338,6 +340,9 @@ static int build(zp_run *r)
     if (rc != 0)
         return rc;
     r->out = r->edges[n - 1].rx[0];
+    if (r->ckpt.fn != NULL || r->ckpt.skip > 0)
+        zp__edge_mark_every(&r->edges[0], r->ckpt.fn ? r->ckpt.every_ns : 0,
+                            r->ckpt.skip);
     for (size_t k = 0; k < n; k++)
         if (start_stage(r, k) != 0)
             return ZP__REPORTED;
@@ -421,6 +426,17 @@ static void start_metrics(zp_run *r, const zp_run_opts *o)
     free(why);
 }
 
+/* Reads the checkpoint options; a bad one fails the run. */
+static int resume(zp_run *r, const zp_run_opts *o, const char *args, size_t len)
+{
+    char *why = NULL;
+    int rc = zp__ckpt_init(&r->ckpt, o, r->p, args, len, &why);
+    if (rc != 0)
+        failf(r, rc, "invalid run options: %s", why ? why : zp_strerror(rc));
+    free(why);
+    return rc;
+}
+
 zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
                              const zp_run_opts *o, zp__runctl *parent)
 {
@@ -437,7 +453,9 @@ zp_run *zp__run_start_packed(zp_pipeline *p, const char *args, size_t len,
     }
     const char *why = zp_pipeline_error(p);
     rc = why ? ZP_EINVAL : load_args(r, args, len);
-    if (rc == 0)
+    if (rc == 0 && parent == NULL && (rc = resume(r, o, args, len)) != 0)
+        return r;
+    if (rc == 0 && !r->ckpt.done)
         rc = build(r);
     if (rc == 0 && r->want_progress)
         r->progress = zp__progress_start(r, o->progress_total);
@@ -483,21 +501,62 @@ zp_run *zp_start(zp_pipeline *p, const char *args_json)
     return zp_start_with(p, args_json, NULL);
 }
 
+/* Hands the caller the token of a cut (K outputs of the first stage, or
+ * done), between outputs. Returns 0, or the callback's failure, which
+ * fails the run. */
+static int checkpoint(zp_run *r, bool done, uint64_t first)
+{
+    char token[ZP__TOKEN_MAX];
+    if (r->ckpt.fn == NULL)
+        return 0;
+    zp__ckpt_token(&r->ckpt, done, first, token);
+    int rc = r->ckpt.fn(r->ckpt.user, token);
+    if (rc != 0)
+        failf(r, ZP_ETASK, "the checkpoint at %s was not committed (%d)", token,
+              rc);
+    return rc;
+}
+
+/* A marker went through the whole run: everything before it was
+ * returned. */
+static int passed(zp_run *r)
+{
+    zp__mark m = zp__rx_mark(r->out);
+    int rc = checkpoint(r, false, m.first);
+    zp__rx_pass(r->out);
+    zp__edge_mark_settled(&r->edges[0], m.epoch);
+    return rc;
+}
+
+/* The outputs ended: a run that succeeded says so in its last token. */
+static void ended(zp_run *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->ended = true;
+    int code = r->code;
+    pthread_mutex_unlock(&r->lock);
+    if (code == 0)
+        checkpoint(r, true, 0);
+}
+
 /* 1 with the next output, ZP__AGAIN when none is ready and `wait` is
  * false, 0 otherwise (the end, a failure, a cancellation). */
 static int next_output(zp_run *r, bool wait, const msgpack_object **out)
 {
     uint64_t seq;
+    if (r != NULL && r->ckpt.done && !r->ended) /* resumed when finished */
+        ended(r);
     if (r == NULL || r->out == NULL || r->ended || r->finished ||
         atomic_load(&r->ctl.stop))
         return 0;
-    int rc = zp__rx_next(r->out, wait, out, &seq);
+    int rc;
+    while ((rc = zp__rx_next(r->out, wait, out, &seq)) == ZP__MARK)
+        if (passed(r) != 0)
+            return 0;
     if (rc == 1 || rc == ZP__AGAIN)
         return rc;
     if (rc == 0) {
-        pthread_mutex_lock(&r->lock);
-        r->ended = true;
-        pthread_mutex_unlock(&r->lock);
+        ended(r);
     } else if (rc != ZP_ECANCELED)
         failf(r, rc, "reading the run's outputs: %s", zp_strerror(rc));
     return 0;

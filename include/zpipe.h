@@ -343,6 +343,33 @@ typedef struct zp_run_opts {
      * unknown): `progress` then also shows the share of them the second
      * stage is through with, and the time left. */
     uint64_t progress_total;
+    /*
+     * Durable runs (docs/durability.md). With on_checkpoint, the run takes
+     * a checkpoint every checkpoint_ms (0: 1000): a cut of its stream
+     * after the first task's first K outputs, which every stage passes on
+     * once it has finished all it took before. on_checkpoint is then
+     * called on the thread that calls zp_run_next(), between outputs:
+     * every output returned before the call, and no other, is the run's
+     * output up to `token` (printable text, under 64 bytes, valid during
+     * the call). The caller commits its sink and the token together;
+     * nonzero fails the run with ZP_ETASK. The last call comes after the
+     * last output of a run that succeeded, before zp_run_next() returns
+     * false, with a token that marks the run finished.
+     */
+    int (*on_checkpoint)(void *user, const char *token);
+    void *checkpoint_user; /* handed to on_checkpoint                    */
+    int checkpoint_ms;     /* between two checkpoints; 0: 1000           */
+    /*
+     * A token from an earlier run of the same pipeline and arguments
+     * (tasks, their order and flags, bind values; not workers, throttle,
+     * mode or pool, which may change): the first task runs again and its
+     * first K outputs are dropped unsent (it must emit the same items in
+     * the same order), so the run goes on after the outputs that were
+     * committed. A finished token: no output, success. Another pipeline's
+     * or other arguments' token fails the run at its start with ZP_EINVAL.
+     * Exactly-once output; a task may run again on an item after a crash.
+     */
+    const char *resume;
 } zp_run_opts;
 
 /* How long a remote stage waits for a worker by default. */
