@@ -203,6 +203,8 @@ static void note_in_flight(engine *e)
                               memory_order_relaxed);
 }
 
+static const zp__call_host async_host;
+
 static int start(engine *e, const source *src)
 {
     acall *a = zp__container_of(e->free_slots.head, acall, node);
@@ -216,7 +218,8 @@ static int start(engine *e, const source *src)
     a->live = true;
     a->attempt = 0;
     a->tag = src->tag;
-    zp__call_init(&a->call, src->def, e->run, e->stats, e->ordered, NULL);
+    zp__call_init(&a->call, src->def, e->run, e->stats, e->ordered, &async_host,
+                  NULL);
     a->call.index = src->index;
     e->live++;
     note_in_flight(e);
@@ -249,7 +252,7 @@ static int pass_on(engine *e, acall *a)
     return rc;
 }
 
-int zp__async_emitted(zp_call *c)
+static int host_emitted(zp_call *c)
 {
     acall *a = (acall *)c;
     if (c->hold)
@@ -262,7 +265,7 @@ int zp__async_emitted(zp_call *c)
     return rc;
 }
 
-void zp__async_end(zp_call *c)
+static void host_end(zp_call *c)
 {
     acall *a = (acall *)c;
     engine *e = a->eng;
@@ -303,19 +306,10 @@ void zp__async_end(zp_call *c)
     release(e, a);
 }
 
-void zp_done(zp_call *c)
-{
-    if (c == NULL)
-        return;
-    if (!c->async) {
-        fprintf(stderr,
-                "zpipe: zp_done() called by task '%s', which is not an "
-                "async task; ignored\n",
-                c->def->name);
-        return;
-    }
-    zp__async_end(c);
-}
+static const zp__call_host async_host = {
+    .emitted = host_emitted,
+    .end = host_end,
+};
 
 /* ---- The pump ------------------------------------------------------------ */
 

@@ -74,10 +74,4 @@ void zp__async_server_submit(zp__async_server *s, zp__async_job *job);
  */
 void zp__async_server_destroy(zp__async_server **s);
 
-/* zp_emit() of an async call, once the output is parked in the call. */
-int zp__async_emitted(zp_call *c);
-
-/* zp_done() and zp_fail() of an async call: the call ends. */
-void zp__async_end(zp_call *c);
-
 #endif

@@ -238,7 +238,7 @@ static int run_items(server *s, const sink *ob, const job *j,
     const msgpack_object *item;
     uint64_t seq;
     int rc = zp__batch_reader_init(&rd);
-    zp__call_init(&call, def, &s->ctl, &stats, false, NULL);
+    zp__call_init(&call, def, &s->ctl, &stats, false, NULL, NULL);
     if (rc == 0 && zp__batch_open(&rd, j->items, j->len) != 0)
         rc = post_fail(ob, j, 0, "malformed batch of items", 0) ? ZP_EIO : 1;
     res->start = zp__now_ns();
