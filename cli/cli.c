@@ -39,7 +39,7 @@
 #include "core/registry.h"
 #include "core/value.h"
 #include "transport/curve.h"
-#include "worker/remote.h"
+#include "worker/serve.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -898,7 +898,7 @@ static int cmd_worker(int argc, char **argv)
                             .server_key = c.curve_server,
                             .secret_key = c.curve_secret,
                             .stats = &stats};
-        rc = zp__worker_serve(&o);
+        rc = zp__serve(&o);
     }
     zp__metrics_destroy(&m);
     zp__plugins_destroy(&ps);

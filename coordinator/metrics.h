@@ -17,7 +17,7 @@
 #include "zpipe.h"
 #include "coordinator/prom.h"
 #include "coordinator/tally.h"
-#include "worker/remote.h"
+#include "worker/serve.h"
 
 /* ---- The server ---------------------------------------------------------- */
 

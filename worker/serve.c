@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Worker mode, see remote.h. The main thread owns the link to the
+ * Worker mode, see serve.h. The main thread owns the link to the
  * coordinator: it announces the tasks (HELLO), keeps stage settings
  * (STAGE), takes batches (ITEM) and sends heartbeats. With one thread it
  * runs each batch itself, between two reads of the link, and hands the
@@ -11,7 +11,7 @@
  * done, so a batch cut short by a crash leaves nothing behind and the
  * coordinator can run it again elsewhere.
  */
-#include "worker/remote.h"
+#include "worker/serve.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -29,7 +29,7 @@
 #include "transport/batch.h"
 #include "transport/peer.h"
 #include "transport/proto.h"
-#include "worker/async.h"
+#include "worker/aserver.h"
 #include "worker/call.h"
 
 #define HEARTBEAT_MS 1000
@@ -75,8 +75,8 @@ typedef struct server {
     pthread_cond_t tick;            /* the watchdog's wait                */
     pthread_t watchdog;
     bool watching;
-    zp__async_server *async; /* owned; runs async tasks, made on demand */
-    zp__outbox *async_ob;    /* owned; used by the async loop's thread  */
+    zp__aserver *async;   /* owned; runs async tasks, made on demand */
+    zp__outbox *async_ob; /* owned; used by the async loop's thread  */
 } server;
 
 static atomic_int signalled; /* read by the watchdog thread too */
@@ -417,7 +417,7 @@ static void on_stage(server *s, const zp__msg *m)
  * of up to OUT_CHUNK bytes when they take more; FAIL when one output alone
  * cannot travel.
  */
-static void post_async_outputs(const sink *to, const job *j, zp__async_job *aj)
+static void post_async_outputs(const sink *to, const job *j, zp__ajob *aj)
 {
     const size_t max = ZP__PROTO_MAX_BATCH - ZP__BATCH_HEADER_MAX;
     result res = {.out = aj->out,
@@ -458,7 +458,7 @@ static void post_async_outputs(const sink *to, const job *j, zp__async_job *aj)
 }
 
 /* The async loop's thread: a batch of an async task is done. */
-static void async_done(void *arg, zp__async_job *aj)
+static void async_done(void *arg, zp__ajob *aj)
 {
     server *s = arg;
     job *j = aj->arg;
@@ -501,23 +501,22 @@ static const zp__stage_def *async_def(server *s, uint64_t run, uint32_t index)
  * cannot start. */
 static bool submit_async(server *s, const zp__stage_def *def, job *j)
 {
-    zp__async_job *aj = zp__calloc(1, sizeof *aj);
+    zp__ajob *aj = zp__calloc(1, sizeof *aj);
     if (aj == NULL)
         return false;
     if (s->async == NULL)
-        s->async = zp__async_server_new(
-            &s->ctl, s->o->threads * ZP__PROTO_CREDIT_PER_THREAD, async_done,
-            s);
+        s->async = zp__aserver_new(&s->ctl,
+                                   s->o->threads * ZP__PROTO_CREDIT_PER_THREAD,
+                                   async_done, s);
     if (s->async == NULL) {
         free(aj);
         return false;
     }
-    *aj =
-        (zp__async_job){.def = def, .items = j->owned, .len = j->len, .arg = j};
+    *aj = (zp__ajob){.def = def, .items = j->owned, .len = j->len, .arg = j};
     pthread_mutex_lock(&s->lock);
     s->busy++;
     pthread_mutex_unlock(&s->lock);
-    zp__async_server_submit(s->async, aj);
+    zp__aserver_submit(s->async, aj);
     return true;
 }
 
@@ -697,7 +696,7 @@ static void stop_threads(server *s)
         pthread_join(s->threads[i], NULL);
     if (s->watching)
         pthread_join(s->watchdog, NULL);
-    zp__async_server_destroy(&s->async);
+    zp__aserver_destroy(&s->async);
     zp__outbox_destroy(&s->async_ob);
 }
 
@@ -752,7 +751,7 @@ static int start(server *s)
     return 0;
 }
 
-int zp__worker_serve(const zp__serve_opts *o)
+int zp__serve(const zp__serve_opts *o)
 {
     server s = {.o = o, .ctl = {.fail = no_fail}};
     s.stats = o->stats ? o->stats : &s.own;
