@@ -10,6 +10,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "core/alloc.h"
@@ -23,12 +24,14 @@ struct zp__aserver {
     pthread_t thread;
     bool running;
     pthread_mutex_t lock; /* guards submitted                  */
-    zp__queue submitted;  /* of zp__ajob, not started     */
+    zp__queue submitted;  /* of zp__ajob, not started          */
     zp__ajob *cur;        /* being started (loop thread)       */
-    zp__queue started;    /* of zp__ajob, not done (loop) */
+    zp__queue started;    /* of zp__ajob, not done (loop)      */
     void (*done)(void *arg, zp__ajob *job);
     void *arg;
 };
+_Static_assert(offsetof(struct zp__aserver, e) == 0,
+               "the server begins with its engine");
 
 static void unlink_started(zp__aserver *s, zp__ajob *job)
 {

@@ -10,6 +10,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,7 @@ typedef struct aloop {
     backlog bl;
     zp__order order; /* ordered stages: outputs wait for their turn */
 } aloop;
+_Static_assert(offsetof(aloop, e) == 0, "an aloop begins with its engine");
 
 /* ---- The stage driver ---------------------------------------------------- */
 

@@ -10,6 +10,7 @@
 #include "worker/engine.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,10 @@
 /* A call's first output buffer; msgpack-c would start with 8 KiB, which
  * thousands of calls in flight would pay for in page faults. */
 #define CALL_BUF 128
+
+/* A zp_call of an async task is the first member of its slot. */
+_Static_assert(offsetof(zp__acall, call) == 0,
+               "zp__acall begins with its call");
 
 /* The stage's task, for messages about the engine. */
 static const char *name_of(const zp__engine *e)
@@ -106,33 +111,9 @@ static void note_in_flight(zp__engine *e)
                               memory_order_relaxed);
 }
 
-static const zp__call_host async_host;
-
-static int start_call(zp__engine *e, const zp__source *src)
-{
-    zp__acall *a = zp__container_of(e->free_slots.head, zp__acall, node);
-    a->item = src->item;
-    if (src->copy) {
-        int rc = copy_item(e, a);
-        if (rc != 0)
-            return rc;
-    }
-    zp__queue_pop(&e->free_slots);
-    a->live = true;
-    a->attempt = 0;
-    a->tag = src->tag;
-    zp__call_init(&a->call, src->def, e->run, e->stats, e->ordered, &async_host,
-                  NULL);
-    a->call.index = src->index;
-    e->live++;
-    note_in_flight(e);
-    zp__count(&e->stats->in, 1);
-    attempt(a);
-    return 0;
-}
-
 static void release(zp__engine *e, zp__acall *a)
 {
+    assert(a->live && e->live > 0);
     a->live = false;
     zp__call_drop(&a->call);
     zp__queue_push_front(&e->free_slots, &a->node);
@@ -212,6 +193,29 @@ static const zp__call_host async_host = {
     .emitted = host_emitted,
     .end = host_end,
 };
+
+static int start_call(zp__engine *e, const zp__source *src)
+{
+    zp__acall *a = zp__container_of(e->free_slots.head, zp__acall, node);
+    a->item = src->item;
+    if (src->copy) {
+        int rc = copy_item(e, a);
+        if (rc != 0)
+            return rc;
+    }
+    zp__queue_pop(&e->free_slots);
+    a->live = true;
+    a->attempt = 0;
+    a->tag = src->tag;
+    zp__call_init(&a->call, src->def, e->run, e->stats, e->ordered, &async_host,
+                  NULL);
+    a->call.index = src->index;
+    e->live++;
+    note_in_flight(e);
+    zp__count(&e->stats->in, 1);
+    attempt(a);
+    return 0;
+}
 
 /* ---- The pump ------------------------------------------------------------ */
 
