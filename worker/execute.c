@@ -224,6 +224,17 @@ static void run_job(zp__server *s, const sink *ob, const zp__sjob *j)
     count_batch(s, res.items, res.busy);
 }
 
+/* A batch ran (any thread): it is no longer busy, and is freed. */
+static void job_done(zp__server *s, zp__sjob *j)
+{
+    pthread_mutex_lock(&s->lock);
+    assert(s->busy > 0);
+    s->busy--;
+    pthread_mutex_unlock(&s->lock);
+    free(j->owned);
+    free(j);
+}
+
 void *zp__execute_main(void *arg)
 {
     zp__server *s = arg;
@@ -231,12 +242,7 @@ void *zp__execute_main(void *arg)
     /* DONE or FAIL gives the batch's credit back: no READY is needed. */
     for (zp__sjob *j; to.ob != NULL && (j = next_job(s)) != NULL;) {
         run_job(s, &to, j);
-        pthread_mutex_lock(&s->lock);
-        assert(s->busy > 0);
-        s->busy--;
-        pthread_mutex_unlock(&s->lock);
-        free(j->owned);
-        free(j);
+        job_done(s, j);
     }
     zp__outbox_destroy(&to.ob);
     return NULL;
@@ -357,12 +363,7 @@ static void async_done(void *arg, zp__ajob *aj)
     msgpack_sbuffer_destroy(&aj->out);
     free(aj->error);
     free(aj);
-    pthread_mutex_lock(&s->lock);
-    assert(s->busy > 0);
-    s->busy--;
-    pthread_mutex_unlock(&s->lock);
-    free(j->owned);
-    free(j);
+    job_done(s, j);
 }
 
 /* The task of an async stage, or NULL. */
