@@ -309,6 +309,8 @@ static void async_shape(const zp__stage_def *def, size_t index,
     };
 }
 
+/* On failure the stage in *out, if any, has no thread: the run stops,
+ * joins and destroys it, which do nothing more than free it. */
 static int async_start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
 {
     astage *st = zp__calloc(1, sizeof *st);
