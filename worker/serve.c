@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Worker mode, see serve.h: the link to the coordinator. The main thread
- * owns it: it announces the tasks (HELLO), passes stage settings (STAGE)
- * and batches (ITEM) on to execute.c, and sends heartbeats. While the
- * main thread runs a batch itself (one thread), it hands the link to a
- * watchdog thread, which sends the heartbeats while a batch runs long and
- * stops the batch on a signal or the coordinator's death.
+ * Worker mode, see serve.h. The main thread owns the link to the
+ * coordinator: it announces the tasks (HELLO), keeps stage settings
+ * (STAGE), takes batches (ITEM) and sends heartbeats. With one thread it
+ * runs each batch itself, between two reads of the link, and hands the
+ * link to a watchdog thread meanwhile, which sends the heartbeats while
+ * a batch runs long. With more, it queues batches for `threads` executor
+ * threads (execute.c), which run a whole batch and then post its outputs
+ * (DONE, or FAIL) through their outbox. A batch's outputs leave only when it is
+ * done, so a batch cut short by a crash leaves nothing behind and the
+ * coordinator can run it again elsewhere.
  */
 #include "worker/serve.h"
 
@@ -20,6 +24,7 @@
 #include "core/log.h"
 #include "core/error.h"
 #include "core/fds.h"
+#include "core/list.h"
 #include "core/registry.h"
 #include "transport/peer.h"
 #include "transport/proto.h"
@@ -97,6 +102,161 @@ static int send_simple(zp__server *s, int type, const char *reason)
     return rc;
 }
 
+/* Builds the one-stage pipeline a STAGE message describes. */
+static zp_pipeline *stage_pipeline(const zp__msg *m, char *task)
+{
+    zp_task_fn fn = zp_lookup(task);
+    zp_async_fn afn = zp_lookup_async(task);
+    if (fn == NULL && afn == NULL)
+        return NULL;
+    zp_opts o = {.size = sizeof o,
+                 .branch = (m->flags & ZP__STAGE_BRANCH) != 0,
+                 .retries = (int)(m->retries > 1000000 ? 1000000 : m->retries),
+                 .on_error = m->flags & ZP__STAGE_SKIP ? ZP_SKIP : ZP_FAIL};
+    zp_pipeline *p =
+        fn ? zp_task_new(task, fn, &o) : zp_async_task_new(task, afn, &o);
+    if (m->data_len > 0 &&
+        (!zp__msgpack_check(m->data, m->data_len) ||
+         zp__pipeline_bind_packed(p, m->data, m->data_len) != 0))
+        zp__pipeline_fail(p, "task '%s': malformed bind value", task);
+    if (zp_pipeline_error(p) != NULL) {
+        fprintf(stderr, "zpipe worker: %s\n", zp_pipeline_error(p));
+        zp_pipeline_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void on_stage(zp__server *s, const zp__msg *m)
+{
+    char *task = strndup(m->str, m->str_len);
+    if (task == NULL)
+        return;
+    zp_pipeline *p = stage_pipeline(m, task);
+    pthread_mutex_lock(&s->lock);
+    zp__sstage *v = zp__execute_find_stage(s, m->run, m->stage) == NULL
+                        ? zp__realloc(s->stages, (s->nstages + 1) * sizeof *v)
+                        : NULL;
+    if (v != NULL) {
+        s->stages = v;
+        v[s->nstages++] = (zp__sstage){m->run, m->stage, p, p ? NULL : task};
+        p = NULL;
+        task = v[s->nstages - 1].missing ? NULL : task;
+    }
+    pthread_mutex_unlock(&s->lock);
+    zp_pipeline_free(p);
+    free(task);
+}
+
+/* The async loop's thread: a batch of an async task is done. */
+static void async_done(void *arg, zp__ajob *aj)
+{
+    zp__server *s = arg;
+    zp__sjob *j = aj->arg;
+    if (!aj->dropped && s->async_ob == NULL)
+        s->async_ob = zp__outbox_new(s->peer);
+    if (!aj->dropped)
+        zp__execute_count(s, aj->calls, aj->busy);
+    if (!aj->dropped && s->async_ob != NULL) {
+        zp__sink to = {s, s->async_ob};
+        if (aj->failed)
+            zp__execute_post_fail(&to, j, aj->seq,
+                                  aj->error ? aj->error : "out of memory",
+                                  aj->busy);
+        else
+            zp__execute_post_async(&to, j, aj);
+    }
+    msgpack_sbuffer_destroy(&aj->out);
+    free(aj->error);
+    free(aj);
+    zp__execute_done(s, j);
+}
+
+/* The task of an async stage, or NULL. */
+static const zp__stage_def *async_def(zp__server *s, uint64_t run,
+                                      uint32_t index)
+{
+    pthread_mutex_lock(&s->lock);
+    const zp__sstage *st = zp__execute_find_stage(s, run, index);
+    const zp__stage_def *def =
+        st != NULL && st->p != NULL && st->p->stages[0].afn != NULL
+            ? &st->p->stages[0]
+            : NULL;
+    pthread_mutex_unlock(&s->lock);
+    return def;
+}
+
+/* Hands a batch of an async task to the async loop; false when the loop
+ * cannot start. */
+static bool submit_async(zp__server *s, const zp__stage_def *def, zp__sjob *j)
+{
+    zp__ajob *aj = zp__calloc(1, sizeof *aj);
+    if (aj == NULL)
+        return false;
+    if (s->async == NULL)
+        s->async = zp__aserver_new(&s->ctl,
+                                   s->o->threads * ZP__PROTO_CREDIT_PER_THREAD,
+                                   async_done, s);
+    if (s->async == NULL) {
+        free(aj);
+        return false;
+    }
+    *aj = (zp__ajob){.def = def, .items = j->owned, .len = j->len, .arg = j};
+    pthread_mutex_lock(&s->lock);
+    s->busy++;
+    pthread_mutex_unlock(&s->lock);
+    zp__aserver_submit(s->async, aj);
+    return true;
+}
+
+/* Runs a batch in the main thread, the link meanwhile left to the
+ * watchdog. */
+static void run_here(zp__server *s, const zp__sjob *j)
+{
+    zp__sink to = {s, NULL};
+    atomic_store(&s->running_since, zp__now_ns());
+    pthread_mutex_unlock(&s->io);
+    zp__execute_run(s, &to, j);
+    pthread_mutex_lock(&s->io);
+    atomic_store(&s->running_since, 0);
+}
+
+static void on_item(zp__server *s, const zp__msg *m)
+{
+    zp__sjob here = {.run = m->run,
+                     .batch = m->batch,
+                     .stage = m->stage,
+                     .items = m->data,
+                     .len = m->data_len};
+    const zp__stage_def *def = async_def(s, m->run, m->stage);
+    if (def == NULL && s->nthreads == 0) {
+        run_here(s, &here);
+        return;
+    }
+    zp__sjob *j = zp__calloc(1, sizeof *j);
+    char *items = zp__malloc(m->data_len);
+    if (j == NULL || items == NULL) {
+        free(j);
+        free(items);
+        return; /* the coordinator re-sends it when this worker dies */
+    }
+    memcpy(items, m->data, m->data_len);
+    *j = here;
+    j->items = j->owned = items;
+    if (def != NULL && submit_async(s, def, j))
+        return;
+    if (s->nthreads == 0) { /* run_job() reports the loop that failed */
+        run_here(s, j);
+        free(j->owned);
+        free(j);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    zp__queue_push(&s->jobs, &j->node);
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* Handles one message; returns false when told to leave. */
 static bool on_message(zp__server *s, const void *body, size_t len)
 {
@@ -108,9 +268,9 @@ static bool on_message(zp__server *s, const void *body, size_t len)
     if (zone == NULL || zp__msg_decode(body, len, zone, &m, &why) != 0)
         zp__ratelog_say(&dropped, "worker: dropped a message: %s", why);
     else if (m.type == ZP__STAGE)
-        zp__execute_stage(s, &m);
+        on_stage(s, &m);
     else if (m.type == ZP__ITEM)
-        zp__execute_item(s, &m);
+        on_item(s, &m);
     else if (m.type == ZP__BYE)
         go_on = false;
     else if (m.type == ZP__HELLO) /* the coordinator does not know us */
@@ -121,6 +281,14 @@ static bool on_message(zp__server *s, const void *body, size_t len)
     if (zone != NULL)
         msgpack_zone_free(zone);
     return go_on;
+}
+
+static bool idle(zp__server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool yes = zp__queue_empty(&s->jobs) && s->busy == 0;
+    pthread_mutex_unlock(&s->lock);
+    return yes;
 }
 
 static bool orphaned(const zp__server *s)
@@ -167,7 +335,7 @@ static void serve_link(zp__server *s)
         if (!s->greeted)
             s->greeted = send_hello(s) == 0;
         beat_if_due(s, now);
-        if (now - heard >= SILENCE_MS * 1000000ull && zp__execute_idle(s)) {
+        if (now - heard >= SILENCE_MS * 1000000ull && idle(s)) {
             send_hello(s); /* the coordinator may have restarted */
             heard = now;
         }
@@ -223,7 +391,16 @@ static void stop_threads(zp__server *s)
 
 static void server_fini(zp__server *s)
 {
-    zp__execute_fini(s);
+    for (zp__qnode *n; (n = zp__queue_pop(&s->jobs)) != NULL;) {
+        zp__sjob *j = zp__container_of(n, zp__sjob, node);
+        free(j->owned);
+        free(j);
+    }
+    for (size_t i = 0; i < s->nstages; i++) {
+        zp_pipeline_free(s->stages[i].p);
+        free(s->stages[i].missing);
+    }
+    free(s->stages);
     free(s->threads);
     zp__peer_destroy(&s->peer);
     pthread_cond_destroy(&s->cond);
