@@ -4,7 +4,7 @@
  * plugins to a coordinator's mode=remote stages, with its metrics endpoint
  * when asked for; and the process workers that `zpipe run` spawns, which
  * are this program again. Part of cli/. The serving itself is the
- * library's (worker/remote.h).
+ * library's (worker/serve.h).
  */
 #include "cli/cli.h"
 
@@ -15,7 +15,7 @@
 #include "cli/plugin.h"
 #include "coordinator/worker_metrics.h"
 #include "core/pipeline.h"
-#include "worker/remote.h"
+#include "worker/serve.h"
 
 const char zp__cli_worker_help[] =
     "usage: zpipe worker --connect ENDPOINT [OPTION]...\n"
@@ -176,7 +176,7 @@ int zp__cli_worker(int argc, char **argv)
                             .server_key = c.curve_server,
                             .secret_key = c.curve_secret,
                             .stats = &stats};
-        rc = zp__worker_serve(&o);
+        rc = zp__serve(&o);
     }
     zp__metrics_destroy(&m);
     zp__plugins_destroy(&ps);

@@ -13,7 +13,7 @@
 
 #include "core/log.h"
 #include "core/pipeline.h"
-#include "worker/remote.h"
+#include "worker/serve.h"
 #include "zpipe.h"
 
 typedef struct flag {
@@ -107,5 +107,5 @@ void zp_init(int *argc, char ***argv)
                 "--zp-curve-secret (this worker's secret key)");
         exit(2);
     }
-    exit(zp__worker_serve(&o));
+    exit(zp__serve(&o));
 }

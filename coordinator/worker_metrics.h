@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The metrics of `zpipe worker --metrics`: the page of a worker's
- * counters (worker/remote.h) in Prometheus's text format (prom.h), and
+ * counters (worker/serve.h) in Prometheus's text format (prom.h), and
  * the endpoint that serves it on the server of http.h. Part of
  * coordinator, for the CLI's worker command.
  *
@@ -13,7 +13,7 @@
 
 #include "coordinator/http.h"
 #include "coordinator/prom.h"
-#include "worker/remote.h"
+#include "worker/serve.h"
 
 /* The page of `zpipe worker --metrics`. */
 void zp__metrics_worker_page(zp__prom *p, const zp__serve_stats *s);

@@ -6,14 +6,17 @@
  */
 #include "worker/call.h"
 
+#include <assert.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "worker/async.h"
-#include "worker/thread.h"
+
+/* The host of calls that need nothing from theirs. */
+static const zp__call_host no_host = {.send = NULL};
 
 /* Whether a call's outputs must wait for its end: a failed attempt that
  * may be retried or skipped leaves none behind, and an ordered stage's
@@ -24,15 +27,20 @@ static bool holds(const zp__stage_def *def, bool ordered)
 }
 
 void zp__call_init(zp_call *c, const zp__stage_def *def, zp__runctl *run,
-                   zp__wstats *stats, bool ordered, zp__worker *w)
+                   zp__wstats *stats, bool ordered, const zp__call_host *host,
+                   msgpack_packer *direct)
 {
     c->def = def;
     c->run = run;
     c->stats = stats;
-    c->w = w;
+    c->host = host != NULL ? host : &no_host;
     c->async = def->afn != NULL;
     c->hold = holds(def, ordered);
-    c->parked = w == NULL || c->hold;
+    c->parked = direct == NULL || c->hold;
+    c->out = c->parked ? &c->pk : direct;
+    /* Direct outputs need the host's send; an async call needs its end. */
+    assert(c->parked || (c->host->send != NULL && c->host->discard != NULL));
+    assert(!c->async || c->host->end != NULL);
     msgpack_packer_init(&c->pk, &c->buf, msgpack_sbuffer_write);
 }
 
@@ -47,7 +55,7 @@ void zp__call_fini(zp_call *c)
 
 int zp__call_flush(zp_call *c)
 {
-    return c->parked || c->w == NULL ? 0 : zp__worker_flush(c->w);
+    return c->parked || c->host->flush == NULL ? 0 : c->host->flush(c);
 }
 
 void zp__call_drop(zp_call *c)
@@ -100,17 +108,14 @@ void *zp_user(zp_call *c)
 
 bool zp_next(zp_call *c, const msgpack_object **item)
 {
-    zp__worker *w = c->w;
-    if (w == NULL || w->rx == NULL || !c->def->opts.join)
+    if (c->host->next == NULL || !c->def->opts.join)
         return false;
-    int rc = zp__rx_next(w->rx, false, item, &c->index);
-    if (rc == ZP__AGAIN && zp__worker_flush(w) == 0)
-        rc = zp__rx_next(w->rx, true, item, &c->index);
+    int rc = c->host->next(c, item, &c->index);
     if (rc == 1) {
         zp__count(&c->stats->in, 1);
         return true;
     }
-    if (rc < 0 && rc != ZP_ECANCELED && rc != ZP__AGAIN)
+    if (rc < 0 && rc != ZP_ECANCELED)
         c->run->fail(c->run, rc,
                      zp__strdupf("task '%s': reading its input: %s",
                                  c->def->name, zp_strerror(rc)));
@@ -119,7 +124,7 @@ bool zp_next(zp_call *c, const msgpack_object **item)
 
 msgpack_packer *zp_out(zp_call *c)
 {
-    return c->parked ? &c->pk : zp__tx_packer(c->w->tx);
+    return c->out;
 }
 
 static int fail_rule(zp_call *c, const char *fmt, ...) ZP__PRINTF(2, 3);
@@ -161,22 +166,17 @@ static void discard(zp_call *c)
     if (c->parked)
         c->buf.size = c->emitted ? c->ends[c->emitted - 1] : 0;
     else
-        zp__tx_discard(c->w->tx);
+        c->host->discard(c);
 }
 
 static int send_direct(zp_call *c)
 {
-    zp__worker *w = c->w;
-    int rc = zp__tx_commit(w->tx);
+    int rc = c->host->send(c);
     if (rc == ZP_EINVAL) {
         c->emitted--;
         c->total--;
         return fail_rule(c, "zp_emit() called with no value packed");
     }
-    zp__count(&c->stats->out, 1);
-    /* A long call (first or join task) is paced per output. */
-    if (rc == 0 && (w->rx == NULL || c->def->opts.join))
-        rc = zp__worker_pace(w);
     return rc;
 }
 
@@ -196,7 +196,7 @@ int zp_emit(zp_call *c)
     if (!c->parked)
         return send_direct(c);
     int rc = park(c);
-    return rc == 0 && c->async ? zp__async_emitted(c) : rc;
+    return rc == 0 && c->host->emitted != NULL ? c->host->emitted(c) : rc;
 }
 
 int zp_emit_int(zp_call *c, int64_t v)
@@ -258,8 +258,22 @@ int zp_fail(zp_call *c, const char *fmt, ...)
     }
     c->failed = true;
     if (c->async)
-        zp__async_end(c);
+        c->host->end(c);
     return ZP_ETASK;
+}
+
+void zp_done(zp_call *c)
+{
+    if (c == NULL)
+        return;
+    if (!c->async) {
+        fprintf(stderr,
+                "zpipe: zp_done() called by task '%s', which is not an "
+                "async task; ignored\n",
+                c->def->name);
+        return;
+    }
+    c->host->end(c);
 }
 
 int zp__call_outcome(zp_call *c, int attempts)

@@ -4,13 +4,17 @@
  * event loop, a worker process), and what becomes of its outputs. Part of
  * worker.
  *
- * Outputs go one of two ways. Direct: packed straight into the thread
- * worker's batch, sent while the call runs (lazy, streaming). Parked: kept
- * in the call until it ends. Calls that are not made by a thread worker
- * always park (their runner sends the outputs on); a call whose outputs
- * must wait for its end parks too (it holds them): a failed call that may
- * be retried or skipped must leave no outputs behind, and an ordered
- * stage's outputs wait for their turn.
+ * A call knows only its host, the runner that made it (a thread worker,
+ * an event loop, a served worker), through the host's small table of
+ * operations (zp__call_host); it never asks which runner that is.
+ *
+ * Outputs go one of two ways. Direct: packed straight into the host's
+ * packer (a thread worker's batch) and sent while the call runs (lazy,
+ * streaming). Parked: kept in the call until it ends. Calls whose host
+ * gives no packer always park (their runner sends the outputs on); a
+ * call whose outputs must wait for its end parks too (it holds them): a
+ * failed call that may be retried or skipped must leave no outputs
+ * behind, and an ordered stage's outputs wait for their turn.
  */
 #ifndef ZP_WORKER_CALL_H
 #define ZP_WORKER_CALL_H
@@ -40,22 +44,49 @@ typedef struct zp__wstats {
  * times included, not the peak). */
 void zp__wstats_add(const zp__wstats *w, zp_stage_stats *st);
 
-typedef struct zp__worker zp__worker;
+/*
+ * What a call needs from the runner that made it. Each operation runs on
+ * the call's own thread and takes the call, from which the host finds
+ * itself (the call is embedded in it). An operation a host leaves NULL is
+ * one it has no use for.
+ */
+typedef struct zp__call_host {
+    /* Direct outputs: the output packed into the host's packer is whole;
+     * sends it on (and paces the host). Returns 0, ZP_EINVAL when nothing
+     * was packed, ZP_ECANCELED or ZP_EIO. Needed with a packer. */
+    int (*send)(zp_call *c);
+    /* Direct outputs: drops what was packed since the last send. Needed
+     * with a packer. */
+    void (*discard)(zp_call *c);
+    /* Sends on the direct outputs waiting in the host's batch. Returns 0,
+     * ZP_ECANCELED or ZP_EIO. */
+    int (*flush)(zp_call *c);
+    /* The next item of a join task's input stream into *item and *index:
+     * 1, 0 at its end (or when the host cannot wait for more, a failure
+     * it reports itself), or an error code (ZP_ECANCELED when the run
+     * stops). NULL: the host has no stream to give. */
+    int (*next)(zp_call *c, const msgpack_object **item, uint64_t *index);
+    /* Parked outputs: one more was parked (c->emitted counts it); the
+     * host may pass it on at once. Returns 0 or an error code. */
+    int (*emitted)(zp_call *c);
+    /* An async call ended (zp_done or zp_fail). Needed by async calls. */
+    void (*end)(zp_call *c);
+} zp__call_host;
 
 struct zp_call {
     const zp__stage_def *def;    /* borrowed; the task and its options   */
     zp__runctl *run;             /* borrowed; its stop flag              */
     zp__wstats *stats;           /* borrowed; where the call counts      */
-    zp__worker *w;               /* borrowed; the thread worker making
-                                    the call, whose batch direct outputs
-                                    go to; NULL: every output parks     */
+    const zp__call_host *host;   /* borrowed; the runner's operations    */
+    msgpack_packer *out;         /* borrowed; where outputs are packed:
+                                    the host's packer, or `pk` (parked)  */
     const msgpack_object *input; /* borrowed; this call's item           */
     uint64_t index;              /* the item's index in the stage input  */
     uint32_t total;              /* outputs of this attempt              */
     uint32_t emitted;            /* outputs parked in `buf`              */
     bool parked;                 /* outputs park in `buf`                */
     bool hold;                   /* outputs wait for the call's end      */
-    bool async;                  /* an async call (worker/async.h)       */
+    bool async;                  /* an async task's: zp_done() ends it   */
     bool failed;                 /* zp_fail was called                   */
     bool broken;                 /* the task broke a rule: no retry      */
     char *error;                 /* owned; the failure's message         */
@@ -67,12 +98,15 @@ struct zp_call {
 
 /*
  * Makes `c` a call of `def`'s task, the one way calls are made. `ordered`:
- * its outputs must leave in input order. `w` is the thread worker making
- * it, or NULL. `c` is zeroed the first time; a call slot made again for
+ * its outputs must leave in input order. `host` is the runner making it
+ * (borrowed, outlives the call; NULL: a host with no operations);
+ * `direct` the host's packer for direct outputs (borrowed), or NULL: every
+ * output parks. `c` is zeroed the first time; a call slot made again for
  * another task keeps its buffers. zp__call_fini() frees them.
  */
 void zp__call_init(zp_call *c, const zp__stage_def *def, zp__runctl *run,
-                   zp__wstats *stats, bool ordered, zp__worker *w);
+                   zp__wstats *stats, bool ordered, const zp__call_host *host,
+                   msgpack_packer *direct);
 void zp__call_fini(zp_call *c);
 
 /* Prepares the call for a new attempt on `input`. */
@@ -101,10 +135,10 @@ int zp__call_item(zp_call *c, const msgpack_object *item, uint64_t index,
 int zp__call_outcome(zp_call *c, int attempts);
 
 /*
- * Sends on what the call emitted so far straight to its thread worker's
- * batch, so that nothing waits in it (a task about to wait for its own
- * input does this); parked outputs go at the call's end. Returns 0,
- * ZP_ECANCELED or ZP_EIO.
+ * Sends on what the call emitted so far straight to its host's batch, so
+ * that nothing waits in it (a task about to wait for its own input does
+ * this); parked outputs go at the call's end. Returns 0, ZP_ECANCELED or
+ * ZP_EIO.
  */
 int zp__call_flush(zp_call *c);
 

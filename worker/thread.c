@@ -10,11 +10,14 @@
  */
 #include "worker/thread.h"
 
+#include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/list.h"
 #include "worker/stage.h"
 
 /* A call slower than this, on average, sends each output at once. */
@@ -22,15 +25,30 @@
 /* Fast calls are timed in windows of this many items. */
 #define WINDOW 16u
 
+typedef struct zp__tstage zp__tstage;
+
+struct zp__thread_worker {
+    zp__tstage *stage; /* borrowed                                   */
+    int index;
+    zp__rx *rx;   /* borrowed from the input edge; NULL for first */
+    zp__tx *tx;   /* borrowed from the output edge; NULL: ordered */
+    zp_call call; /* the call in progress (one at a time)       */
+    zp__wstats stats;
+    bool slow;             /* calls are slow: send every output at once  */
+    bool counted;          /* the call in progress is in stage->busy     */
+    uint64_t window_start; /* pacing: when the window began (ns)         */
+    uint32_t window_items;
+};
+
 struct zp__tstage {
     zp__stage base;
-    zp__stage_cfg cfg;   /* its pointers borrowed                   */
-    bool ordered;        /* outputs leave in input order            */
-    zp__worker *workers; /* owned, nworkers of them                 */
+    zp__stage_cfg cfg;          /* its pointers borrowed            */
+    bool ordered;               /* outputs leave in input order     */
+    zp__thread_worker *workers; /* owned, nworkers of them          */
     int nworkers;
-    pthread_t *threads; /* owned; nthreads of them started          */
+    pthread_t *threads; /* owned; threads[0..nthreads) started      */
     int nthreads;
-    _Atomic int alive; /* workers not finished yet                  */
+    _Atomic int alive; /* started workers not finished yet; >= 0    */
     /* Ordered stages: outputs park here until every earlier item left. */
     pthread_mutex_t order_lock;
     zp__tx *shared_tx;     /* borrowed from `out`; the only producer */
@@ -44,6 +62,7 @@ struct zp__tstage {
 /* Sends every parked item whose turn has come (caller holds order_lock). */
 static int release_turns(zp__tstage *st)
 {
+    assert(pthread_mutex_trylock(&st->order_lock) == EBUSY);
     int rc = 0;
     int64_t released = 0;
     for (zp__parked *p; rc == 0 && (p = zp__order_ready(&st->order));) {
@@ -61,7 +80,7 @@ static int release_turns(zp__tstage *st)
 }
 
 /* Hands the parked outputs of the current call to the ordering ring. */
-static int deposit(zp__worker *w)
+static int deposit(zp__thread_worker *w)
 {
     zp__tstage *st = w->stage;
     zp_call *c = &w->call;
@@ -76,11 +95,135 @@ static int deposit(zp__worker *w)
     return rc;
 }
 
+/* ---- Outputs and pacing ------------------------------------------------ */
+
+/* Applies `op` to the worker's sender: its own, or the ordered stage's
+ * shared one under the stage's lock. */
+static int on_output(zp__thread_worker *w, int (*op)(zp__tx *))
+{
+    zp__tstage *st = w->stage;
+    if (!st->ordered)
+        return op(w->tx);
+    pthread_mutex_lock(&st->order_lock);
+    int rc = op(st->shared_tx);
+    pthread_mutex_unlock(&st->order_lock);
+    return rc;
+}
+
+/* Flushes the worker's output batch so nothing waits in it. Returns 0,
+ * ZP_ECANCELED or ZP_EIO. */
+static int flush_output(zp__thread_worker *w)
+{
+    return on_output(w, zp__tx_flush);
+}
+
+/* Flushes the worker's output batch if a consumer waits for it. */
+static int nudge_output(zp__thread_worker *w)
+{
+    return on_output(w, zp__tx_nudge);
+}
+
+/* Whether the worker's calls are one per item (not the first task's
+ * single call, nor a join's). */
+static bool per_item(const zp__thread_worker *w)
+{
+    return w->rx != NULL && !w->stage->cfg.def->opts.join;
+}
+
+/* Closes the window at time t: its time is busy time, and each of its
+ * items took the window's average (a slow worker's windows are one item
+ * long, so its items are timed one by one). Returns the window's time. */
+static uint64_t close_window(zp__thread_worker *w, uint64_t t)
+{
+    uint64_t spent = t - w->window_start;
+    zp__count(&w->stats.busy_ns, spent);
+    if (w->window_items > 0 && per_item(w))
+        zp__hist_record(&w->stats.hist, spent / w->window_items,
+                        w->window_items, spent);
+    w->window_start = t;
+    return spent;
+}
+
+/* Ends the current pacing window now, before a wait for input: its time
+ * goes to the worker's busy time and, for a stage of items (not the
+ * first, not a join), its items to the histogram. */
+static void window_end(zp__thread_worker *w)
+{
+    close_window(w, zp__now_ns());
+    w->window_items = 0;
+}
+
+/* Pacing: call after each item (or output of a long call). Times the
+ * calls in windows of a few items: a slow worker sends every output at
+ * once, a fast one batches and checks for waiting consumers per window. */
+static int pace(zp__thread_worker *w)
+{
+    if (++w->window_items < WINDOW && !w->slow)
+        return 0;
+    uint64_t spent = close_window(w, zp__now_ns());
+    w->slow = spent > (uint64_t)SLOW_NS * w->window_items;
+    if (per_item(w))
+        zp__edge_set_slow(w->stage->cfg.in, w->slow);
+    w->window_items = 0;
+    return w->slow ? flush_output(w) : nudge_output(w);
+}
+
+/* ---- The calls' host ---------------------------------------------------- */
+
+static zp__thread_worker *worker_of(zp_call *c)
+{
+    return zp__container_of(c, zp__thread_worker, call);
+}
+
+/* A direct output is whole: it goes into the worker's batch, and a long
+ * call (first or join task) is paced per output. */
+static int host_send(zp_call *c)
+{
+    zp__thread_worker *w = worker_of(c);
+    int rc = zp__tx_commit(w->tx);
+    if (rc == ZP_EINVAL)
+        return rc;
+    zp__count(&w->stats.out, 1);
+    if (rc == 0 && (w->rx == NULL || c->def->opts.join))
+        rc = pace(w);
+    return rc;
+}
+
+static void host_discard(zp_call *c)
+{
+    zp__tx_discard(worker_of(c)->tx);
+}
+
+static int host_flush(zp_call *c)
+{
+    return flush_output(worker_of(c));
+}
+
+/* A join task's next item: what waits in the batch, or else the outputs
+ * go first and then the wait. */
+static int host_next(zp_call *c, const msgpack_object **item, uint64_t *index)
+{
+    zp__thread_worker *w = worker_of(c);
+    if (w->rx == NULL)
+        return 0;
+    int rc = zp__rx_next(w->rx, false, item, index);
+    if (rc == ZP__AGAIN)
+        rc = flush_output(w) == 0 ? zp__rx_next(w->rx, true, item, index) : 0;
+    return rc == ZP__AGAIN ? 0 : rc;
+}
+
+static const zp__call_host thread_host = {
+    .send = host_send,
+    .discard = host_discard,
+    .flush = host_flush,
+    .next = host_next,
+};
+
 /* ---- Calls ----------------------------------------------------------------
  */
 
 /* Sends the parked outputs of a successful call. */
-static int commit(zp__worker *w)
+static int commit(zp__thread_worker *w)
 {
     zp_call *c = &w->call;
     if (!c->parked)
@@ -99,7 +242,7 @@ static int commit(zp__worker *w)
 }
 
 /* Stops the run with the current call's failure. */
-static int fail_run(zp__worker *w)
+static int fail_run(zp__thread_worker *w)
 {
     zp_call *c = &w->call;
     zp__count(&w->stats.failed, 1);
@@ -114,7 +257,7 @@ static int fail_run(zp__worker *w)
 /* Counts calls in progress: a flag per worker, and for a stage of several
  * workers with slow calls a shared count whose peak the statistics report
  * (the peak of a stage of fast calls is the most seen by readers). */
-static void call_begins(zp__worker *w)
+static void call_begins(zp__thread_worker *w)
 {
     zp__tstage *st = w->stage;
     atomic_store_explicit(&w->stats.in_flight, 1, memory_order_relaxed);
@@ -131,15 +274,20 @@ static void call_begins(zp__worker *w)
         ;
 }
 
-static void call_ends(zp__worker *w)
+static void call_ends(zp__thread_worker *w)
 {
     atomic_store_explicit(&w->stats.in_flight, 0, memory_order_relaxed);
-    if (w->counted)
-        atomic_fetch_sub_explicit(&w->stage->busy, 1, memory_order_relaxed);
+    if (w->counted) {
+        uint64_t was =
+            atomic_fetch_sub_explicit(&w->stage->busy, 1, memory_order_relaxed);
+        assert(was > 0); /* the calls in progress: never negative */
+        (void)was;
+    }
 }
 
 /* One item, with its retries. */
-static int run_item(zp__worker *w, const msgpack_object *item, uint64_t index)
+static int run_item(zp__thread_worker *w, const msgpack_object *item,
+                    uint64_t index)
 {
     uint32_t retried = 0;
     zp__count(&w->stats.in, 1);
@@ -158,36 +306,14 @@ static int run_item(zp__worker *w, const msgpack_object *item, uint64_t index)
 
 /* ---- The worker loop ---------------------------------------------------- */
 
-/* Applies `op` to the worker's sender: its own, or the ordered stage's
- * shared one under the stage's lock. */
-static int on_output(zp__worker *w, int (*op)(zp__tx *))
-{
-    zp__tstage *st = w->stage;
-    if (!st->ordered)
-        return op(w->tx);
-    pthread_mutex_lock(&st->order_lock);
-    int rc = op(st->shared_tx);
-    pthread_mutex_unlock(&st->order_lock);
-    return rc;
-}
-
-int zp__worker_flush(zp__worker *w)
-{
-    return on_output(w, zp__tx_flush);
-}
-
-int zp__worker_nudge(zp__worker *w)
-{
-    return on_output(w, zp__tx_nudge);
-}
-
-static int next_item(zp__worker *w, const msgpack_object **item, uint64_t *i)
+static int next_item(zp__thread_worker *w, const msgpack_object **item,
+                     uint64_t *i)
 {
     int rc = zp__rx_next(w->rx, false, item, i);
     if (rc != ZP__AGAIN)
         return rc;
-    zp__worker_window_end(w); /* the wait is no time of the task's */
-    if ((rc = zp__worker_flush(w)) != 0)
+    window_end(w); /* the wait is no time of the task's */
+    if ((rc = flush_output(w)) != 0)
         return rc;
     rc = zp__rx_next(w->rx, true, item, i);
     w->window_start = zp__now_ns();
@@ -195,22 +321,21 @@ static int next_item(zp__worker *w, const msgpack_object **item, uint64_t *i)
     return rc;
 }
 
-static int run_items(zp__worker *w)
+static int run_items(zp__thread_worker *w)
 {
     const msgpack_object *item;
     uint64_t index;
     int rc;
     w->window_start = zp__now_ns();
     while ((rc = next_item(w, &item, &index)) == 1)
-        if ((rc = run_item(w, item, index)) != 0 ||
-            (rc = zp__worker_pace(w)) != 0)
+        if ((rc = run_item(w, item, index)) != 0 || (rc = pace(w)) != 0)
             break;
-    zp__worker_window_end(w);
+    window_end(w);
     return rc;
 }
 
 /* The call of the first task, or of a join task, with its retries. */
-static int call_once(zp__worker *w)
+static int call_once(zp__thread_worker *w)
 {
     if (!w->stage->cfg.def->opts.join)
         return run_item(w, w->stage->cfg.args, 0);
@@ -223,7 +348,7 @@ static int call_once(zp__worker *w)
 
 /* The first task, or a join task: one call for the whole stream, which
  * is the stage's one item in its histogram. */
-static int run_once(zp__worker *w)
+static int run_once(zp__thread_worker *w)
 {
     uint64_t start = zp__now_ns();
     w->window_start = start;
@@ -233,16 +358,25 @@ static int run_once(zp__worker *w)
     return rc;
 }
 
+/* Counts a finished worker out of the stage's living ones; returns how
+ * many there were. */
+static int count_out(zp__tstage *st)
+{
+    int was = atomic_fetch_sub(&st->alive, 1);
+    assert(was > 0);
+    return was;
+}
+
 /* Says this worker is done: its own sender closes, or the last worker of
  * an ordered stage closes the shared one. */
-static int close_output(zp__worker *w)
+static int close_output(zp__thread_worker *w)
 {
     zp__tstage *st = w->stage;
-    bool last = atomic_fetch_sub(&st->alive, 1) == 1;
+    bool last = count_out(st) == 1;
     return !st->ordered || last ? on_output(w, zp__tx_close) : 0;
 }
 
-static void report(zp__worker *w, int rc)
+static void report(zp__thread_worker *w, int rc)
 {
     if (rc == 0 || rc == ZP_ETASK || rc == ZP_ECANCELED)
         return;
@@ -254,65 +388,27 @@ static void report(zp__worker *w, int rc)
 
 static void *worker_main(void *arg)
 {
-    zp__worker *w = arg;
+    zp__thread_worker *w = arg;
     bool once = w->rx == NULL || w->stage->cfg.def->opts.join;
     int rc = once ? run_once(w) : run_items(w);
     if (rc == 0)
         rc = close_output(w);
     else
-        atomic_fetch_sub(&w->stage->alive, 1);
+        count_out(w->stage);
     report(w, rc);
     return NULL;
-}
-
-/* Whether the worker's calls are one per item (not the first task's
- * single call, nor a join's). */
-static bool per_item(const zp__worker *w)
-{
-    return w->rx != NULL && !w->stage->cfg.def->opts.join;
-}
-
-/* Closes the window at time t: its time is busy time, and each of its
- * items took the window's average (a slow worker's windows are one item
- * long, so its items are timed one by one). Returns the window's time. */
-static uint64_t close_window(zp__worker *w, uint64_t t)
-{
-    uint64_t spent = t - w->window_start;
-    zp__count(&w->stats.busy_ns, spent);
-    if (w->window_items > 0 && per_item(w))
-        zp__hist_record(&w->stats.hist, spent / w->window_items,
-                        w->window_items, spent);
-    w->window_start = t;
-    return spent;
-}
-
-void zp__worker_window_end(zp__worker *w)
-{
-    close_window(w, zp__now_ns());
-    w->window_items = 0;
-}
-
-int zp__worker_pace(zp__worker *w)
-{
-    if (++w->window_items < WINDOW && !w->slow)
-        return 0;
-    uint64_t spent = close_window(w, zp__now_ns());
-    w->slow = spent > (uint64_t)SLOW_NS * w->window_items;
-    if (per_item(w))
-        zp__edge_set_slow(w->stage->cfg.in, w->slow);
-    w->window_items = 0;
-    return w->slow ? zp__worker_flush(w) : zp__worker_nudge(w);
 }
 
 /* ---- The stage ------------------------------------------------------------
  */
 
-static bool claims(const zp__stage_def *def)
+static bool thread_claims(const zp__stage_def *def)
 {
     return def->opts.mode == ZP_INPROC && def->afn == NULL;
 }
 
-static void shape(const zp__stage_def *def, size_t index, zp__stage_shape *out)
+static void thread_shape(const zp__stage_def *def, size_t index,
+                         zp__stage_shape *out)
 {
     bool ordered = index > 0 && def->opts.ordered;
     *out = (zp__stage_shape){
@@ -332,15 +428,15 @@ static int set_up(zp__tstage *st)
         return ZP_ENOMEM;
     st->shared_tx = st->ordered ? cfg->out->tx[0] : NULL;
     for (; st->nworkers < n; st->nworkers++) {
-        zp__worker *w = &st->workers[st->nworkers];
+        zp__thread_worker *w = &st->workers[st->nworkers];
         w->stage = st;
         w->index = st->nworkers;
         w->rx = cfg->in ? cfg->in->rx[w->index] : NULL;
         w->tx = st->ordered ? NULL : cfg->out->tx[w->index];
         w->slow = true; /* until measured otherwise */
-        zp__call_init(&w->call, cfg->def, cfg->run, &w->stats, st->ordered, w);
+        zp__call_init(&w->call, cfg->def, cfg->run, &w->stats, st->ordered,
+                      &thread_host, w->tx ? zp__tx_packer(w->tx) : NULL);
     }
-    atomic_store(&st->alive, st->nworkers);
     /* A join task's pace is that of its outputs, not of its input: it
      * never says its input is slow, so say it is not from the start. */
     if (cfg->in != NULL && (cfg->def->opts.join || n <= 1))
@@ -348,7 +444,29 @@ static int set_up(zp__tstage *st)
     return 0;
 }
 
-static int start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
+/* Starts a thread per worker. Every worker counts as alive before the
+ * first thread starts (the last one of an ordered stage closes its
+ * output); when a thread cannot start, those that did not start are
+ * counted out again, and the threads that did run until the run stops. */
+static int start_threads(zp__tstage *st, char **why)
+{
+    atomic_store(&st->alive, st->nworkers);
+    for (; st->nthreads < st->nworkers; st->nthreads++) {
+        int err = pthread_create(&st->threads[st->nthreads], NULL, worker_main,
+                                 &st->workers[st->nthreads]);
+        if (err != 0) {
+            *why = zp__strdupf("cannot start a thread of task '%s': %s",
+                               st->cfg.def->name, strerror(err));
+            atomic_fetch_sub(&st->alive, st->nworkers - st->nthreads);
+            return ZP_EIO;
+        }
+    }
+    return 0;
+}
+
+/* On failure the stage in *out may be partly started: the run stops,
+ * joins and destroys it, which joins only the threads that started. */
+static int thread_start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
 {
     zp__tstage *st = zp__calloc(1, sizeof *st);
     *out = (zp__stage *)st;
@@ -359,30 +477,23 @@ static int start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
     st->ordered = cfg->def->opts.ordered && cfg->in != NULL;
     pthread_mutex_init(&st->order_lock, NULL);
     int rc = set_up(st);
-    for (int err = 0; rc == 0 && st->nthreads < st->nworkers; st->nthreads++)
-        if ((err = pthread_create(&st->threads[st->nthreads], NULL, worker_main,
-                                  &st->workers[st->nthreads])) != 0) {
-            *why = zp__strdupf("cannot start a thread of task '%s': %s",
-                               cfg->def->name, strerror(err));
-            rc = ZP_EIO;
-            break;
-        }
-    return rc;
+    return rc == 0 ? start_threads(st, why) : rc;
 }
 
-static void stop(zp__stage *s)
+static void thread_stop(zp__stage *s)
 {
     zp__edge_wake(((zp__tstage *)s)->cfg.out);
 }
 
-static void join(zp__stage *s)
+static void thread_join(zp__stage *s)
 {
     zp__tstage *st = (zp__tstage *)s;
+    assert(st->nthreads >= 0 && st->nthreads <= st->nworkers);
     for (; st->nthreads > 0; st->nthreads--)
         pthread_join(st->threads[st->nthreads - 1], NULL);
 }
 
-static void stats(zp__stage *s, zp_stage_stats *out)
+static void thread_stats(zp__stage *s, zp_stage_stats *out)
 {
     zp__tstage *st = (zp__tstage *)s;
     uint64_t peak = 0;
@@ -397,12 +508,12 @@ static void stats(zp__stage *s, zp_stage_stats *out)
     out->peak_in_flight += st->nworkers > 1 ? atomic_load(&st->peak) : peak;
 }
 
-static void destroy(zp__stage **sp)
+static void thread_destroy(zp__stage **sp)
 {
     zp__tstage *st = (zp__tstage *)*sp;
     if (st == NULL)
         return;
-    join(&st->base);
+    thread_join(&st->base);
     for (int j = 0; j < st->nworkers; j++)
         zp__call_fini(&st->workers[j].call);
     zp__order_fini(&st->order);
@@ -415,11 +526,11 @@ static void destroy(zp__stage **sp)
 
 const zp__stage_ops zp__thread_stage_ops = {
     .kind = "threads",
-    .claims = claims,
-    .shape = shape,
-    .start = start,
-    .stop = stop,
-    .join = join,
-    .stats = stats,
-    .destroy = destroy,
+    .claims = thread_claims,
+    .shape = thread_shape,
+    .start = thread_start,
+    .stop = thread_stop,
+    .join = thread_join,
+    .stats = thread_stats,
+    .destroy = thread_destroy,
 };

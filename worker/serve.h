@@ -5,8 +5,8 @@
  * are the program itself re-executed with --zp-worker; remote workers are
  * the same program (or `zpipe worker`) started elsewhere. Part of worker.
  */
-#ifndef ZP_WORKER_REMOTE_H
-#define ZP_WORKER_REMOTE_H
+#ifndef ZP_WORKER_SERVE_H
+#define ZP_WORKER_SERVE_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -37,6 +37,6 @@ typedef struct zp__serve_opts {
  * parent of a child worker. Returns the process's exit status: 0 on a
  * clean end, 2 when it could not start (the reason is printed).
  */
-int zp__worker_serve(const zp__serve_opts *o);
+int zp__serve(const zp__serve_opts *o);
 
 #endif
