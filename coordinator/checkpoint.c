@@ -151,3 +151,38 @@ int zp__ckpt_init(zp__ckpt *c, const zp_run_opts *o, const zp_pipeline *p,
     }
     return 0;
 }
+
+void zp__ckpt_arm(const zp__ckpt *c, zp__edge *first)
+{
+    if (c->fn != NULL || c->skip > 0)
+        zp__edge_mark_every(first, c->fn ? c->every_ns : 0, c->skip);
+}
+
+/* Hands the caller a token. Returns 0, or ZP_ETASK with *why. */
+static int hand(zp__ckpt *c, bool done, uint64_t first, char **why)
+{
+    char token[ZP__TOKEN_MAX];
+    if (c->fn == NULL)
+        return 0;
+    zp__ckpt_token(c, done, first, token);
+    int rc = c->fn(c->user, token);
+    if (rc == 0)
+        return 0;
+    *why =
+        zp__strdupf("the checkpoint at %s was not committed (%d)", token, rc);
+    return ZP_ETASK;
+}
+
+int zp__ckpt_passed(zp__ckpt *c, zp__rx *out, zp__edge *first, char **why)
+{
+    zp__mark m = zp__rx_mark(out);
+    int rc = hand(c, false, m.first, why);
+    zp__rx_pass(out);
+    zp__edge_mark_settled(first, m.epoch);
+    return rc;
+}
+
+int zp__ckpt_finished(zp__ckpt *c, char **why)
+{
+    return hand(c, true, 0, why);
+}

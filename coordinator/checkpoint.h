@@ -5,7 +5,7 @@
  * its caller and takes back to resume. The cut itself travels through the
  * run's edges as markers (transport/link.h); this module only says what a
  * marker that went through the whole run means to the caller. Part of
- * coordinator. Pure: no threads, no sockets, no files.
+ * coordinator: no threads, no files of its own.
  *
  * A token is "zpipe1.FINGERPRINT.K" (the first stage's first K outputs
  * and nothing after them) or "zpipe1.FINGERPRINT.done" (the run
@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/pipeline.h"
+#include "transport/link.h"
 
 /* Bytes of a token, its NUL included, at most. */
 #define ZP__TOKEN_MAX 48
@@ -43,9 +44,25 @@ typedef struct zp__ckpt {
 int zp__ckpt_init(zp__ckpt *c, const zp_run_opts *o, const zp_pipeline *p,
                   const char *args, size_t len, char **why);
 
+/* Sets up the first stage's edge (before any stage starts): markers every
+ * so often, the outputs a resumed run already delivered dropped. */
+void zp__ckpt_arm(const zp__ckpt *c, zp__edge *first);
+
 /* Writes the token of a cut after the first stage's first `first` outputs,
  * or (done) of a finished run, into out. */
 void zp__ckpt_token(const zp__ckpt *c, bool done, uint64_t first,
                     char out[ZP__TOKEN_MAX]);
+
+/*
+ * The run's outputs (`out`, the caller's receiver) reached a marker: hands
+ * the caller its token, passes the marker, and lets the first edge mark
+ * again. On the thread that reads the outputs. Returns 0, or ZP_ETASK
+ * with *why (malloc'ed) when the caller did not commit it.
+ */
+int zp__ckpt_passed(zp__ckpt *c, zp__rx *out, zp__edge *first, char **why);
+
+/* The run succeeded and its outputs ended: hands the caller the finished
+ * token. Returns as zp__ckpt_passed(). */
+int zp__ckpt_finished(zp__ckpt *c, char **why);
 
 #endif

@@ -15,7 +15,6 @@
  */
 #include "coordinator/run.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -30,6 +29,7 @@
 #include "core/value.h"
 #include "coordinator/checkpoint.h"
 #include "coordinator/metrics.h"
+#include "coordinator/privdir.h"
 #include "coordinator/progress.h"
 #include "coordinator/stage.h"
 #include "transport/listener.h"
@@ -222,26 +222,18 @@ static bool files_suffice(zp_run *r)
     return false;
 }
 
-/* The run's private folder (mode 0700, removed with the run), made on
- * first use. Returns 0, or an error code with *why. */
+/* The run's private folder, made on first use. Returns 0, or an error
+ * code with *why. */
 static int make_private_dir(zp_run *r, char **why)
 {
-    char tmpl[] = "/tmp/zpipe-XXXXXX"; /* mkdtemp makes it 0700 */
+    char *dir = NULL;
     if (r->tmpdir != NULL)
         return 0;
-    if (mkdtemp(tmpl) == NULL) {
-        *why = zp__strdupf("cannot make a private folder for its worker "
-                           "processes: %s",
-                           strerror(errno));
-        return ZP_EIO;
-    }
-    char *dir = zp__strdup(tmpl);
-    if (dir == NULL)
-        rmdir(tmpl);
+    int rc = zp__privdir_make(&dir, why);
     pthread_mutex_lock(&r->lock);
     r->tmpdir = dir;
     pthread_mutex_unlock(&r->lock);
-    return dir != NULL ? 0 : ZP_ENOMEM;
+    return rc;
 }
 
 /* Stage `stage`'s share of the run's listener of remote workers, which
@@ -340,9 +332,7 @@ static int build(zp_run *r)
     if (rc != 0)
         return rc;
     r->out = r->edges[n - 1].rx[0];
-    if (r->ckpt.fn != NULL || r->ckpt.skip > 0)
-        zp__edge_mark_every(&r->edges[0], r->ckpt.fn ? r->ckpt.every_ns : 0,
-                            r->ckpt.skip);
+    zp__ckpt_arm(&r->ckpt, &r->edges[0]);
     for (size_t k = 0; k < n; k++)
         if (start_stage(r, k) != 0)
             return ZP__REPORTED;
@@ -501,30 +491,14 @@ zp_run *zp_start(zp_pipeline *p, const char *args_json)
     return zp_start_with(p, args_json, NULL);
 }
 
-/* Hands the caller the token of a cut (K outputs of the first stage, or
- * done), between outputs. Returns 0, or the callback's failure, which
- * fails the run. */
-static int checkpoint(zp_run *r, bool done, uint64_t first)
-{
-    char token[ZP__TOKEN_MAX];
-    if (r->ckpt.fn == NULL)
-        return 0;
-    zp__ckpt_token(&r->ckpt, done, first, token);
-    int rc = r->ckpt.fn(r->ckpt.user, token);
-    if (rc != 0)
-        failf(r, ZP_ETASK, "the checkpoint at %s was not committed (%d)", token,
-              rc);
-    return rc;
-}
-
-/* A marker went through the whole run: everything before it was
- * returned. */
+/* A marker went through the whole run: the caller gets its token. */
 static int passed(zp_run *r)
 {
-    zp__mark m = zp__rx_mark(r->out);
-    int rc = checkpoint(r, false, m.first);
-    zp__rx_pass(r->out);
-    zp__edge_mark_settled(&r->edges[0], m.epoch);
+    char *why = NULL;
+    int rc = zp__ckpt_passed(&r->ckpt, r->out, &r->edges[0], &why);
+    if (rc != 0)
+        failf(r, rc, "%s", why ? why : zp_strerror(rc));
+    free(why);
     return rc;
 }
 
@@ -535,8 +509,10 @@ static void ended(zp_run *r)
     r->ended = true;
     int code = r->code;
     pthread_mutex_unlock(&r->lock);
-    if (code == 0)
-        checkpoint(r, true, 0);
+    char *why = NULL;
+    if (code == 0 && zp__ckpt_finished(&r->ckpt, &why) != 0)
+        failf(r, ZP_ETASK, "%s", why ? why : zp_strerror(ZP_ETASK));
+    free(why);
 }
 
 /* 1 with the next output, ZP__AGAIN when none is ready and `wait` is
@@ -586,27 +562,10 @@ static void stats_of(zp_run *r, size_t i, zp_stage_stats *st)
         r->kinds[i]->stats(r->stages[i], st);
 }
 
-/* Removes the process workers' directory and what ZeroMQ left in it. */
-static void remove_tmpdir(const char *path)
-{
-    DIR *dir = opendir(path);
-    struct dirent *e;
-    char file[512];
-    while (dir != NULL && (e = readdir(dir)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(file, sizeof file, "%s/%s", path, e->d_name);
-        unlink(file);
-    }
-    if (dir != NULL)
-        closedir(dir);
-    rmdir(path);
-}
-
 void zp__run_remove_tmpdir(const zp_run *r)
 {
-    if (r != NULL && r->tmpdir != NULL)
-        remove_tmpdir(r->tmpdir);
+    if (r != NULL)
+        zp__privdir_remove(r->tmpdir);
 }
 
 static void teardown(zp_run *r)
@@ -635,8 +594,7 @@ static void teardown(zp_run *r)
     r->zctx = NULL;
     pthread_mutex_unlock(&r->lock);
     zp__zctx_term(zctx);
-    if (r->tmpdir != NULL)
-        remove_tmpdir(r->tmpdir);
+    zp__privdir_remove(r->tmpdir);
 }
 
 /* Writes the statistics file, if asked for; its failure fails the run

@@ -428,19 +428,6 @@ static int send_batch(zp__tx *tx, const char *items, size_t len, uint32_t n)
     return send_to(tx, j, &m);
 }
 
-/* The first edge: the time for a marker has come, and the last one went
- * through the whole run. */
-static bool mark_due(zp__tx *tx)
-{
-    zp__edge *e = tx->e;
-    uint64_t now = zp__now_ns();
-    if (now - tx->marked_ns < e->mark_every_ns ||
-        atomic_load(&e->settled) != tx->epoch)
-        return false;
-    tx->marked_ns = now;
-    return true;
-}
-
 /* Sends a marker to every consumer and holds what comes next. */
 static int send_mark(zp__tx *tx, const zp__mark *mk)
 {
@@ -459,12 +446,16 @@ static int send_mark(zp__tx *tx, const zp__mark *mk)
     return rc;
 }
 
-/* After a batch on the first edge: a marker when one is due. */
+/* After a batch on the first edge: a marker, when the time for one has
+ * come and the last one went through the whole run. */
 static int mark_if_due(zp__tx *tx)
 {
     zp__edge *e = tx->e;
-    if (!mark_due(tx))
+    uint64_t now = zp__now_ns();
+    if (now - tx->marked_ns < e->mark_every_ns ||
+        atomic_load(&e->settled) != tx->epoch)
         return 0;
+    tx->marked_ns = now;
     zp__mark mk = {.epoch = ++tx->epoch,
                    .first = e->skip + atomic_load(&e->next_seq)};
     return send_mark(tx, &mk);
