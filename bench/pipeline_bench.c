@@ -6,7 +6,10 @@
  * raw ZeroMQ inproc PUSH/PULL chain with msgpack items, one per message and
  * 64 per message. Prints items/s of each and zpipe's ratio to each, and the
  * process's peak RSS after the zpipe run. Not a test: nothing is asserted
- * about speed. Usage: pipeline_bench [N] [ROUNDS]; ZPIPE_BENCH_METRICS=1
+ * about speed. Then `range branch | x*2+1` summed by the caller (join
+ * stages take no checkpoints yet) with a checkpoint every second and every
+ * 100 ms, beside the same run without, over 4N items.
+ * Usage: pipeline_bench [N] [ROUNDS]; ZPIPE_BENCH_METRICS=1
  * serves and scrapes the metrics of every zpipe run (scrape.h).
  */
 #include <stdio.h>
@@ -17,6 +20,7 @@
 #include <zpipe.h>
 
 #include "baselines.h"
+#include "checkpoints.h"
 #include "scrape.h"
 
 ZP_TASK(range)
@@ -49,16 +53,22 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static double zpipe_run(zp_pipeline *p, uint64_t n, uint64_t *sum_out)
+/* Runs p on [n]; the sum of its outputs goes to *sum_out. Checkpoints
+ * every `ckpt_ms`, unless 0. */
+static double zpipe_run(zp_pipeline *p, uint64_t n, uint64_t *sum_out,
+                        int ckpt_ms)
 {
     char args[32];
     const msgpack_object *out;
     zp_run_opts o = {.metrics_listen = zpb_metrics_addr()};
+    if (ckpt_ms > 0)
+        o = zpb_with_checkpoints(o, ckpt_ms);
     snprintf(args, sizeof args, "[%llu]", (unsigned long long)n);
     double t0 = now();
     zp_run *run = zp_start_with(p, args, &o);
+    *sum_out = 0;
     while (zp_run_next(run, &out))
-        *sum_out = out->via.u64;
+        *sum_out += out->via.u64;
     int rc = zp_finish(run);
     double t = now() - t0;
     if (rc != 0)
@@ -78,6 +88,30 @@ static void report(const char *what, uint64_t n, double secs, uint64_t sum,
     printf("\n");
 }
 
+/* The pipeline without its join, with and without checkpoints, taking
+ * turns. */
+static void checkpoint_cost(uint64_t n, int rounds)
+{
+    const int every[3] = {0, 1000, 100};
+    double best[3] = {1e9, 1e9, 1e9};
+    uint64_t sum, taken[3] = {0};
+    zp_pipeline *p =
+        zp_pipe(zp_task(range, .branch = true), zp_task(twice_plus_one));
+    for (int r = 0; r < rounds; r++)
+        for (int i = 0; i < 3; i++) {
+            double t = zpipe_run(p, n, &sum, every[i]);
+            taken[i] += zpb_checkpoints();
+            if (t > 0 && t < best[i] && sum == n * n)
+                best[i] = t;
+        }
+    for (int i = 1; i < 3; i++)
+        printf("no join, checkpoint every %4d ms: %6.2f M items/s | none "
+               "%6.2f M/s | time vs none %.3fx (%.1f checkpoints a run)\n",
+               every[i], n / best[i] / 1e6, n / best[0] / 1e6,
+               best[i] / best[0], (double)taken[i] / rounds);
+    zp_pipeline_free(p);
+}
+
 int main(int argc, char **argv)
 {
     zp_init(&argc, &argv);
@@ -92,7 +126,7 @@ int main(int argc, char **argv)
     uint64_t sums[4] = {0};
     for (int r = 0; r < rounds; r++) {
         double t[4];
-        t[0] = zpipe_run(p, n, &sums[0]);
+        t[0] = zpipe_run(p, n, &sums[0], 0);
         t[1] = zpb_mutex_pipeline(n, &sums[1]);
         t[2] = zpb_zmq_chain(n, 1, &sums[2]);
         t[3] = zpb_zmq_chain(n, 64, &sums[3]);
@@ -109,6 +143,7 @@ int main(int argc, char **argv)
     report("raw zmq, 1 item/message", n, best[2], sums[2], best[0]);
     report("raw zmq, 64 items/message", n, best[3], sums[3], best[0]);
     printf("peak RSS of the process: %.1f MB\n", ru.ru_maxrss / 1024.0);
+    checkpoint_cost(4 * n, rounds);
     zpb_metrics_done();
     zp_pipeline_free(p);
     return 0;

@@ -6,7 +6,9 @@
  * raw ZeroMQ PUSH/PULL of msgpack ints over the same transport, 64 per
  * message; (2) CPU-bound speed-up with 1..N process workers (naive
  * fib(30) items); (3) round-trip latency of one item through a process
- * stage. Not a test: nothing is asserted.
+ * stage; (4) a process stage with a checkpoint every second, and every
+ * 100 ms, beside the same runs without (durable runs: what passing the
+ * markers costs). Not a test: nothing is asserted.
  * Usage: process_bench [ITEMS [ROUNDS]] (5,000,000 and 3 by default);
  * ZPIPE_BENCH_METRICS=1 serves and scrapes the metrics of every zpipe run
  * (scrape.h).
@@ -26,6 +28,7 @@
 
 #include <zpipe.h>
 
+#include "checkpoints.h"
 #include "scrape.h"
 
 static double now(void)
@@ -230,6 +233,32 @@ static void throughput(int64_t n, int rounds)
     rmdir(dir);
 }
 
+/* A process stage of 2 workers over 4n items (long enough for a few
+ * checkpoints a second apart) without checkpoints, with one every 1000 ms
+ * and every 100 ms, taking turns. */
+static void checkpoint_cost(int64_t n, int rounds)
+{
+    const int every[3] = {0, 1000, 100};
+    double best[3] = {-1, -1, -1};
+    uint64_t taken[3] = {0};
+    for (int r = 0; r < rounds; r++)
+        for (int i = 0; i < 3; i++) {
+            zp_run_opts o = {.listen = NULL};
+            if (every[i] > 0)
+                o = zpb_with_checkpoints(o, every[i]);
+            double flowing, t = run(plus_one, "plus_one", ZP_PROCESS, 2, 4 * n,
+                                    0, &o, &flowing);
+            best[i] = min_of(best[i], t < 0 ? t : flowing);
+            taken[i] += zpb_checkpoints();
+        }
+    for (int i = 1; i < 3; i++)
+        printf("process stage, checkpoint every %4d ms: %6.2f M items/s | "
+               "none %6.2f M/s | time vs none %.3fx (%.1f checkpoints a "
+               "run)\n",
+               every[i], 4 * n / best[i] / 1e6, 4 * n / best[0] / 1e6,
+               best[i] / best[0], (double)taken[i] / rounds);
+}
+
 typedef struct fibs {
     int64_t n;
     uint64_t sum;
@@ -305,6 +334,7 @@ int main(int argc, char **argv)
     throughput(n, rounds);
     speedup(400, rounds);
     latency();
+    checkpoint_cost(n, rounds);
     zpb_metrics_done();
     return 0;
 }
