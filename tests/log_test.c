@@ -282,46 +282,41 @@ static void done_twice(zp_call *c, uv_loop_t *loop)
     zp_done(c);
 }
 
-/* Runs p on one item to its end; returns how many outputs came out. */
-static int run_one_item(zp_pipeline *p)
+/* Runs p (and frees it) on one item, which comes out, while the hook
+ * listens; the hook heard `line` alone, as a warning. */
+static void run_warns(zp_pipeline *p, const char *line)
 {
     const msgpack_object *o;
     int n = 0;
+    heard h;
+    hook_on(&h);
     zp_run *r = zp_start(p, "[7]");
     while (zp_run_next(r, &o))
         n++;
     assert_int_equal(zp_finish(r), 0);
     zp_run_free(r);
     zp_pipeline_free(p);
-    return n;
+    hook_off(&h);
+    assert_int_equal(n, 1);
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.level, ZP_LOG_WARN);
+    assert_string_equal(h.last, line);
 }
 
 static void test_zp_done_in_a_task_that_is_not_async_is_warned_of(void **state)
 {
     (void)state;
-    heard h;
-    hook_on(&h);
-    assert_int_equal(run_one_item(zp_task(done_but_not_async)), 1);
-    hook_off(&h);
-    assert_int_equal(h.n, 1);
-    assert_int_equal(h.level, ZP_LOG_WARN);
-    assert_string_equal(h.last, "zpipe: zp_done() called by task "
-                                "'done_but_not_async', which is not an async "
-                                "task; ignored");
+    run_warns(zp_task(done_but_not_async),
+              "zpipe: zp_done() called by task 'done_but_not_async', which "
+              "is not an async task; ignored");
 }
 
 static void test_a_call_ended_twice_is_warned_of(void **state)
 {
     (void)state;
-    heard h;
-    hook_on(&h);
-    assert_int_equal(run_one_item(zp_async_task(done_twice)), 1);
-    hook_off(&h);
-    assert_int_equal(h.n, 1);
-    assert_int_equal(h.level, ZP_LOG_WARN);
-    assert_string_equal(h.last, "zpipe: task 'done_twice' ended a call that "
-                                "had already ended (zp_done or zp_fail twice); "
-                                "ignored");
+    run_warns(zp_async_task(done_twice),
+              "zpipe: task 'done_twice' ended a call that had already ended "
+              "(zp_done or zp_fail twice); ignored");
 }
 
 /* Says LINES lines as thread number (intptr_t)arg. */
