@@ -5,7 +5,9 @@
  * reading them costs the run nothing) and prints them; it owns nothing of
  * the run. On a terminal it redraws one table in place with ANSI cursor
  * movements; elsewhere (a file, a pipe, a CI log) it appends plain lines,
- * one per stage each second, which grep and humans read alike. The
+ * one per stage each second, which grep and humans read alike. What it
+ * prints is output the caller asked for, not log lines: it writes to
+ * stderr itself, never through the log hook (core/log.h). The
  * statistics file is written once the run is over, as a msgpack map turned
  * into indented JSON by the library's JSON writer (core/json.h).
  */

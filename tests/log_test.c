@@ -5,7 +5,9 @@
  * thread as from zp_init(); NULL gives them back to stderr byte for byte;
  * the rate limit holds through the hook; lines from many threads all
  * arrive, whole, one at a time; a long line arrives whole; a line said
- * inside the hook goes to stderr instead of hanging.
+ * inside the hook goes to stderr instead of hanging; a task that ends its
+ * call the wrong way (zp_done in a task that is not async, zp_done twice)
+ * is warned of through the hook.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -262,6 +264,61 @@ static void test_the_rate_limit_holds_through_the_hook(void **state)
                         "it since the last such line, 5 s or more ago)");
 }
 
+/* ---- A task's mistakes -------------------------------------------------- */
+
+/* Ends its call with zp_done(), which only async tasks may do. */
+static int done_but_not_async(zp_call *c)
+{
+    zp_done(c);
+    return zp_emit_obj(c, zp_input(c));
+}
+
+/* Ends its call twice. */
+static void done_twice(zp_call *c, uv_loop_t *loop)
+{
+    (void)loop;
+    zp_emit_obj(c, zp_input(c));
+    zp_done(c);
+    zp_done(c);
+}
+
+/* Runs p (and frees it) on one item, which comes out, while the hook
+ * listens; the hook heard `line` alone, as a warning. */
+static void run_warns(zp_pipeline *p, const char *line)
+{
+    const msgpack_object *o;
+    int n = 0;
+    heard h;
+    hook_on(&h);
+    zp_run *r = zp_start(p, "[7]");
+    while (zp_run_next(r, &o))
+        n++;
+    assert_int_equal(zp_finish(r), 0);
+    zp_run_free(r);
+    zp_pipeline_free(p);
+    hook_off(&h);
+    assert_int_equal(n, 1);
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.level, ZP_LOG_WARN);
+    assert_string_equal(h.last, line);
+}
+
+static void test_zp_done_in_a_task_that_is_not_async_is_warned_of(void **state)
+{
+    (void)state;
+    run_warns(zp_task(done_but_not_async),
+              "zpipe: zp_done() called by task 'done_but_not_async', which "
+              "is not an async task; ignored");
+}
+
+static void test_a_call_ended_twice_is_warned_of(void **state)
+{
+    (void)state;
+    run_warns(zp_async_task(done_twice),
+              "zpipe: task 'done_twice' ended a call that had already ended "
+              "(zp_done or zp_fail twice); ignored");
+}
+
 /* Says LINES lines as thread number (intptr_t)arg. */
 static void *say_lines(void *arg)
 {
@@ -333,6 +390,8 @@ int main(void)
         cmocka_unit_test(test_lines_from_many_threads_all_arrive_one_at_a_time),
         cmocka_unit_test(test_a_long_line_arrives_whole),
         cmocka_unit_test(test_a_line_said_inside_the_hook_goes_to_stderr),
+        cmocka_unit_test(test_zp_done_in_a_task_that_is_not_async_is_warned_of),
+        cmocka_unit_test(test_a_call_ended_twice_is_warned_of),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,7 +15,7 @@
  * inproc://zeromq.zap.01. It admits CURVE clients whose public key is listed
  * in the allow file (one Z85 key per line; blank lines and '#' comments
  * ignored) and refuses every other key and mechanism with status 400,
- * logging the first refusal of each key or mechanism to stderr. Malformed
+ * logging the first refusal of each key or mechanism (core/log.h). Malformed
  * requests get status 500. Admitted messages carry the client's Z85 public
  * key as their "User-Id" property.
  */

@@ -8,12 +8,12 @@
 
 #include <assert.h>
 #include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 
 /* The host of calls that need nothing from theirs. */
 static const zp__call_host no_host = {.send = NULL};
@@ -267,9 +267,9 @@ void zp_done(zp_call *c)
     if (c == NULL)
         return;
     if (!c->async) {
-        fprintf(stderr,
+        zp__log(ZP_LOG_WARN,
                 "zpipe: zp_done() called by task '%s', which is not an "
-                "async task; ignored\n",
+                "async task; ignored",
                 c->def->name);
         return;
     }

@@ -17,6 +17,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "transport/link.h"
 
 /* A zone chunk per call: enough for a small item without a malloc. */
@@ -153,9 +154,9 @@ static void host_end(zp_call *c)
     zp__acall *a = (zp__acall *)c;
     zp__engine *e = a->eng;
     if (!a->live) {
-        fprintf(stderr,
+        zp__log(ZP_LOG_WARN,
                 "zpipe: task '%s' ended a call that had already ended "
-                "(zp_done or zp_fail twice); ignored\n",
+                "(zp_done or zp_fail twice); ignored",
                 c->def->name);
         return;
     }

@@ -121,7 +121,7 @@ static zp_pipeline *stage_pipeline(const zp__msg *m, char *task)
          zp__pipeline_bind_packed(p, m->data, m->data_len) != 0))
         zp__pipeline_fail(p, "task '%s': malformed bind value", task);
     if (zp_pipeline_error(p) != NULL) {
-        fprintf(stderr, "zpipe worker: %s\n", zp_pipeline_error(p));
+        zp__log(ZP_LOG_ERROR, "zpipe worker: %s", zp_pipeline_error(p));
         zp_pipeline_free(p);
         return NULL;
     }
@@ -454,7 +454,7 @@ int zp__serve(const zp__serve_opts *o)
         s.parent = parent ? (pid_t)atoi(parent) : 0;
     }
     if (zp__cond_init_monotonic(&s.tick) != 0) {
-        fprintf(stderr, "zpipe worker: out of memory\n");
+        zp__log(ZP_LOG_ERROR, "zpipe worker: out of memory");
         return 2;
     }
     pthread_mutex_init(&s.lock, NULL);
@@ -467,7 +467,7 @@ int zp__serve(const zp__serve_opts *o)
     if (rc == 0)
         serve_link(&s);
     else
-        fprintf(stderr, "zpipe worker: cannot serve %s: %s\n", o->endpoint,
+        zp__log(ZP_LOG_ERROR, "zpipe worker: cannot serve %s: %s", o->endpoint,
                 why ? why : zp_strerror(rc));
     stop_threads(&s);
     if (s.peer != NULL)
