@@ -3,9 +3,9 @@
  * The state file of `zpipe run --checkpoint`, see checkpoint.h. A STATE
  * reads, indented as jq would print it:
  *
- *   {"zpipe_state": 1, "token": "zpipe1.0123456789abcdef.42",
- *    "done": false, "output": "out.jsonl", "format": "json",
- *    "bytes": 1234, "outputs": 42, "spec": "range branch | square",
+ *   {"zpipe_state": 1, "done": false, "bytes": 1234, "outputs": 42,
+ *    "token": "zpipe1.0123456789abcdef.42", "output": "out.jsonl",
+ *    "format": "json", "spec": "range branch | square",
  *    "args": "[100]", "input": null}
  *
  * Every key is required; keys it does not know are ignored, so that a
@@ -211,33 +211,34 @@ static void pack_key(msgpack_packer *pk, const char *key)
     msgpack_pack_str_with_body(pk, key, strlen(key));
 }
 
-/* The STATE's fields, packed in the order people read them. */
+/* The STATE's fields: what it commits first, then what for. */
 static void pack_state(msgpack_packer *pk, const zp__checkpoint *s)
 {
+    const struct {
+        const char *key;
+        uint64_t n;
+    } counts[] = {{"bytes", s->bytes}, {"outputs", s->outputs}};
+    const struct {
+        const char *key, *text;
+    } texts[] = {{"token", s->token},   {"output", s->output},
+                 {"format", s->format}, {"spec", s->spec},
+                 {"args", s->args},     {"input", s->input}};
     msgpack_pack_map(pk, 10);
     pack_key(pk, "zpipe_state");
     msgpack_pack_int(pk, ZP__CHECKPOINT_VERSION);
-    pack_key(pk, "token");
-    pack_text(pk, s->token);
     pack_key(pk, "done");
     if (s->done)
         msgpack_pack_true(pk);
     else
         msgpack_pack_false(pk);
-    pack_key(pk, "output");
-    pack_text(pk, s->output);
-    pack_key(pk, "format");
-    pack_text(pk, s->format);
-    pack_key(pk, "bytes");
-    msgpack_pack_uint64(pk, s->bytes);
-    pack_key(pk, "outputs");
-    msgpack_pack_uint64(pk, s->outputs);
-    pack_key(pk, "spec");
-    pack_text(pk, s->spec);
-    pack_key(pk, "args");
-    pack_text(pk, s->args);
-    pack_key(pk, "input");
-    pack_text(pk, s->input);
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        pack_key(pk, counts[i].key);
+        msgpack_pack_uint64(pk, counts[i].n);
+    }
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        pack_key(pk, texts[i].key);
+        pack_text(pk, texts[i].text);
+    }
 }
 
 /* The JSON text of `s`, a newline after it, into `text`. */

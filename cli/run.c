@@ -147,6 +147,17 @@ static int run_choice(const char *opt, const char *value,
     return GO_ON;
 }
 
+static int run_duration(const char *opt, const char *value, const char *example,
+                        int *ms)
+{
+    if (zp__cli_duration_ms(value, ms))
+        return GO_ON;
+    return zp__cli_usage_error("run",
+                               "bad value '%s' for %s: expected a duration "
+                               "such as 500ms or %s",
+                               value, opt, example);
+}
+
 /* One option of zpipe run. Returns GO_ON, or the exit status. */
 static int run_option(void *cfg, int opt, char *arg)
 {
@@ -173,33 +184,20 @@ static int run_option(void *cfg, int opt, char *arg)
     case OPT_STATS: c->stats = arg; break;
     case OPT_LISTEN: c->listen = arg; break;
     case OPT_WAIT:
-        if (!zp__cli_duration_ms(arg, &c->wait_ms))
-            rc = zp__cli_usage_error(
-                "run",
-                "bad value '%s' for --wait-workers: expected a "
-                "duration such as 500ms or 10s",
-                arg);
+        rc = run_duration("--wait-workers", arg, "10s", &c->wait_ms);
         break;
     case OPT_CURVE_SECRET: c->curve_secret = arg; break;
     case OPT_CURVE_ALLOW: c->curve_allow = arg; break;
     case OPT_METRICS: c->metrics = arg; break;
     case OPT_METRICS_LINGER:
         c->linger_ms = 0;
-        if (strcmp(arg, "0") != 0 && !zp__cli_duration_ms(arg, &c->linger_ms))
-            rc = zp__cli_usage_error(
-                "run",
-                "bad value '%s' for --metrics-linger: expected "
-                "a duration such as 500ms or 15s",
-                arg);
+        if (strcmp(arg, "0") != 0)
+            rc = run_duration("--metrics-linger", arg, "15s", &c->linger_ms);
         break;
     case OPT_CHECKPOINT: c->checkpoint = arg; break;
     case OPT_CHECKPOINT_INTERVAL:
-        if (!zp__cli_duration_ms(arg, &c->checkpoint_ms))
-            rc = zp__cli_usage_error(
-                "run",
-                "bad value '%s' for --checkpoint-interval: expected "
-                "a duration such as 500ms or 2s",
-                arg);
+        rc =
+            run_duration("--checkpoint-interval", arg, "2s", &c->checkpoint_ms);
         break;
     }
     return rc;

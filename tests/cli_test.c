@@ -1663,6 +1663,17 @@ static bool state_done(const char *state)
     return done;
 }
 
+/* The files of a run with --checkpoint, in the test directory. */
+typedef struct ckpt_files {
+    char state[200], out[200];
+} ckpt_files;
+
+static void ckpt_files_init(ckpt_files *f)
+{
+    snprintf(f->state, sizeof f->state, "%s", path("state"));
+    snprintf(f->out, sizeof f->out, "%s", path("out.jsonl"));
+}
+
 /* Runs `zpipe run --checkpoint state --output out SPEC ARGS` to its end
  * and returns the 16 hex digits of the run's fingerprint from its STATE. */
 static void fingerprint_of(const char *state, const char *out, const char *spec,
@@ -1737,9 +1748,9 @@ static void test_checkpoint_options_are_checked(void **state)
 static void test_a_finished_state_exits_0_redoing_nothing(void **state)
 {
     (void)state;
-    char st[200], out[200];
-    snprintf(st, sizeof st, "%s", path("state"));
-    snprintf(out, sizeof out, "%s", path("out.jsonl"));
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
     ASSERT_OUTPUT("", "run", "--checkpoint", st, "--checkpoint-interval",
                   "500ms", "--output", out, "range branch", "5");
     assert_file_is(out, "0\n1\n2\n3\n4\n");
@@ -1765,9 +1776,9 @@ static void
 test_a_resumed_run_keeps_what_was_committed_and_goes_on(void **state)
 {
     (void)state;
-    char st[200], out[200];
-    snprintf(st, sizeof st, "%s", path("state"));
-    snprintf(out, sizeof out, "%s", path("out.jsonl"));
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
     write_cut_state(st, out);
     write_file("out.jsonl", "0\n1\n2\n3\n4"); /* cut short by a crash */
     proc p;
@@ -1786,9 +1797,9 @@ static void
 test_a_state_that_does_not_fit_is_refused_touching_nothing(void **state)
 {
     (void)state;
-    char st[200], out[200];
-    snprintf(st, sizeof st, "%s", path("state"));
-    snprintf(out, sizeof out, "%s", path("out.jsonl"));
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
     write_cut_state(st, out);
     write_file("out.jsonl", "0\n1\n2\n3\n");
     ASSERT_REFUSED(st, out,
@@ -1822,9 +1833,9 @@ static void
 test_a_corrupt_or_newer_state_is_refused_touching_nothing(void **state)
 {
     (void)state;
-    char st[200], out[200];
-    snprintf(st, sizeof st, "%s", path("state"));
-    snprintf(out, sizeof out, "%s", path("out.jsonl"));
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
     const char *whole =
         "{\"zpipe_state\": 1, \"token\": \"zpipe1.0123456789abcdef.1\", "
         "\"done\": false, \"output\": \"x\", \"format\": \"json\", "
@@ -1853,9 +1864,9 @@ static void
 test_a_checkpoint_not_written_fails_the_run_keeping_the_last(void **state)
 {
     (void)state;
-    char st[200], out[200];
-    snprintf(st, sizeof st, "%s", path("state"));
-    snprintf(out, sizeof out, "%s", path("out.jsonl"));
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
     char tmp[240];
     size_t before_len, after_len;
     write_cut_state(st, out);
