@@ -280,20 +280,42 @@ static int write_synced(int fd, const char *data, size_t len)
     return fsync(fd) == 0 ? 0 : ZP_EIO;
 }
 
+/* Opens the folder that holds `path`; -1 with errno when it cannot. */
+static int open_folder(const char *path)
+{
+    char *copy = strdup(path);
+    if (copy == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int err = errno;
+    free(copy);
+    errno = err;
+    return fd;
+}
+
 /* fsyncs the folder that holds `path`, so that a rename in it lasts. */
 static int sync_folder(const char *path)
 {
-    char *copy = strdup(path);
-    if (copy == NULL)
-        return ZP_ENOMEM;
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open_folder(path);
     int rc = fd >= 0 && fsync(fd) == 0 ? 0 : ZP_EIO;
     int err = errno;
     if (fd >= 0)
         close(fd);
-    free(copy);
     errno = err;
     return rc;
+}
+
+bool zp__checkpoint_writable(const char *path)
+{
+    int fd = open_folder(path);
+    bool ok = fd >= 0 && faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) == 0;
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    errno = err;
+    return ok;
 }
 
 /* Writes `text` to tmp, synced, and renames it over path. */
@@ -338,7 +360,7 @@ int zp__checkpoint_write(const char *path, const zp__checkpoint *s, char **why)
         rc = replace(tmp, path, &text, why);
     if (rc == 0 && (rc = sync_folder(path)) != 0)
         *why = zp__strdupf("syncing the folder of '%s': %s", path,
-                           rc == ZP_ENOMEM ? "out of memory" : strerror(errno));
+                           strerror(errno));
     if (rc == ZP_ENOMEM && *why == NULL)
         *why = zp__strdupf("writing '%s': out of memory", path);
     msgpack_sbuffer_destroy(&text);

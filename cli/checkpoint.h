@@ -59,4 +59,8 @@ void zp__checkpoint_fini(zp__checkpoint *s);
  */
 int zp__checkpoint_write(const char *path, const zp__checkpoint *s, char **why);
 
+/* Whether a STATE can be written at `path`: its folder is there and
+ * writable (false with errno set). Blocks on the file system. */
+bool zp__checkpoint_writable(const char *path);
+
 #endif

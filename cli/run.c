@@ -423,6 +423,9 @@ static int read_state(const run_cfg *c, const zp_pipeline *p,
 {
     char *why = NULL;
     int rc = zp__checkpoint_read(c->checkpoint, st, &why);
+    if (rc == ZP__CHECKPOINT_NONE && !zp__checkpoint_writable(c->checkpoint))
+        return zp__cli_usage_error("run", "cannot write --checkpoint '%s': %s",
+                                   c->checkpoint, strerror(errno));
     if (rc == ZP__CHECKPOINT_NONE)
         return GO_ON;
     if (rc != 0) {

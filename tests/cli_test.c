@@ -1742,6 +1742,9 @@ static void test_checkpoint_options_are_checked(void **state)
     ASSERT_FAILS(2, "checkpoints do not cover join stages", "run",
                  "--checkpoint", st, "--output", path("out"),
                  "range branch | identity join", "3");
+    ASSERT_FAILS(2, "cannot write --checkpoint '/nonexistent/state'", "run",
+                 "--checkpoint", "/nonexistent/state", "--output", path("out"),
+                 "range branch", "3");
     assert_int_equal(access(st, F_OK), -1); /* no STATE was written */
 }
 
