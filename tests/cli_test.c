@@ -1904,7 +1904,9 @@ static bool ended(const proc *p)
            si.si_pid == p->pid;
 }
 
-#define KILL_ITEMS 2000
+/* Items of the killed run: more than the first edge holds, so that range
+ * still emits when checkpoints come (a marker follows a batch it sends). */
+#define KILL_ITEMS 20000
 
 /* Reads back the values of a FILE written with `format` (json or msgpack)
  * and checks that they are 0 to KILL_ITEMS - 1, each once. */
@@ -1951,7 +1953,7 @@ static void kill_and_resume(const char *format)
         "run",          "--plugin", TASKS,
         "--checkpoint", st,         "--checkpoint-interval",
         "50ms",         "--output", out,
-        "--format",     format,     "range branch | nap bind=1",
+        "--format",     format,     "range branch | nap bind=1 workers=8",
         items,          NULL};
     proc p;
     start(&p, args);
