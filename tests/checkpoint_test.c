@@ -41,20 +41,41 @@ ZP_TASK(tenfold)
     return zp_emit_int(call, 10 * item(call));
 }
 
-/* tenfold, failing once on multiples of 5 (the retry succeeds) and always
- * on multiples of 7 (skipped, after the retry). Attempts of one item run
- * one after the other on one thread. */
+/* Items of the flaky tasks, at most. */
+#define FLAKY_MAX 2000
+
+/* The items a flaky task failed once in this process; cleared before a
+ * run (worker processes start with it clear). */
+static atomic_bool failed_once[FLAKY_MAX];
+
+/* 10 x, failing once on multiples of 5 (the retry succeeds) and always on
+ * multiples of 7 (skipped, after the retry); NULL, or why it fails. */
+static const char *flaky(int64_t x)
+{
+    if (x % 7 == 0)
+        return "a multiple of 7";
+    if (x % 5 == 0 && x < FLAKY_MAX && !atomic_exchange(&failed_once[x], true))
+        return "failing once";
+    return NULL;
+}
+
 ZP_TASK(flaky_tenfold)
 {
-    static _Thread_local int64_t failed = -1;
-    int64_t x = item(call);
-    if (x % 7 == 0)
-        return zp_fail(call, "%lld is a multiple of 7", (long long)x);
-    if (x % 5 == 0 && failed != x) {
-        failed = x;
-        return zp_fail(call, "%lld fails once", (long long)x);
-    }
-    return zp_emit_int(call, 10 * x);
+    const char *why = flaky(item(call));
+    return why ? zp_fail(call, "%s", why) : zp_emit_int(call, 10 * item(call));
+}
+
+/* flaky_tenfold, as an async task that ends its call at once. */
+ZP_ASYNC_TASK(flaky_tenfold_async)
+{
+    const char *why = flaky(item(call));
+    (void)loop;
+    if (why != NULL)
+        zp_fail(call, "%s", why);
+    else if (zp_emit_int(call, 10 * item(call)) == 0)
+        zp_done(call);
+    else
+        zp_fail(call, "cannot emit");
 }
 
 static void free_timer(uv_handle_t *h)
@@ -492,6 +513,7 @@ static void check_flaky(fixture *f, zp_pipeline *stage)
     collected *c = &f->c;
     ckpts k = {0}, again = {0};
     f->p = zp_pipe(zp_task(numbers_paced, .branch = true), stage);
+    memset(failed_once, 0, sizeof failed_once);
     run_ckpt(f->p, "[2000]", NULL, NULL, c, &k);
     assert_run_ok(c);
     assert_tokens(&k, c, 0, 2000);
@@ -499,6 +521,7 @@ static void check_flaky(fixture *f, zp_pipeline *stage)
     assert_flaky_counts(&c->st, 0, 2000);
     size_t t = mid_token(&k, 2000);
     int64_t K = (int64_t)k.k[t];
+    memset(failed_once, 0, sizeof failed_once);
     run_ckpt(f->p, "[2000]", NULL, k.tok[t], c, &again);
     assert_run_ok(c);
     assert_outputs_of(c->v, c->n, want_unskipped, K, 2000, false,
@@ -513,6 +536,13 @@ static void test_retries_and_skips_count_right_across_markers(void **state)
 {
     check_flaky(*state, zp_task(flaky_tenfold, .workers = 4, .retries = 1,
                                 .on_error = ZP_SKIP));
+}
+
+static void
+test_async_retries_and_skips_count_right_across_markers(void **state)
+{
+    check_flaky(*state, zp_async_task(flaky_tenfold_async, .workers = 16,
+                                      .retries = 1, .on_error = ZP_SKIP));
 }
 
 static void
@@ -633,6 +663,7 @@ int main(int argc, char **argv)
         TEST(test_a_nested_pipeline_stage_passes_checkpoints_on),
         TEST(test_a_process_worker_dying_mid_batch_delays_a_marker),
         TEST(test_retries_and_skips_count_right_across_markers),
+        TEST(test_async_retries_and_skips_count_right_across_markers),
         TEST(test_process_retries_and_skips_count_right_across_markers),
         TEST(test_a_huge_branch_goes_through_checkpoints),
         TEST(test_another_pipelines_token_fails_the_run),
