@@ -38,9 +38,8 @@
 #define BATCH_BYTES ((size_t)1 << 20) /* and bytes, but for a single item */
 #define FAST_ITEM_NS (200 * 1000ull)  /* faster items travel in batches */
 #define POLL_MS 100
-#define CHECK_NS                                                \
-    (5 * ZP__NS_PER_MS) /* supervision runs this often, at most \
-                         */
+/* Supervision runs this often, at most. */
+#define CHECK_NS (5 * ZP__NS_PER_MS)
 
 /* ---- Messages from workers ---------------------------------------------- */
 
@@ -316,6 +315,7 @@ static void read_input(zp__dispatch *d)
     int64_t items;
     size_t bytes;
     int rc = 1;
+    assert(!d->marked);            /* no input between a marker and its pass */
     input_room(d, &items, &bytes); /* once: it looks at every worker */
     /* Batched items are taken as they came, a batch at a time; others
      * one by one, each to be sent alone. */
