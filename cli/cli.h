@@ -41,6 +41,8 @@ enum {
     OPT_POOL,
     OPT_METRICS,
     OPT_METRICS_LINGER,
+    OPT_CHECKPOINT,
+    OPT_CHECKPOINT_INTERVAL,
 };
 
 /* ---- Messages and options ------------------------------------------------ */

@@ -19,19 +19,24 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/builtins.h"
+#include "cli/checkpoint.h"
 #include "cli/items.h"
 #include "cli/plugin.h"
+#include "coordinator/checkpoint.h"
 #include "coordinator/run.h"
 #include "coordinator/spawn.h"
+#include "core/json.h"
 #include "core/pipeline.h"
 #include "core/value.h"
 
@@ -67,6 +72,14 @@ const char zp__cli_run_help[] =
     "  --progress            live per-stage statistics on stderr, with the\n"
     "                        share done and the time left when the input\n"
     "                        is a regular file or the first task is range\n"
+    "  --checkpoint STATE    commit the outputs to --output FILE every\n"
+    "                        --checkpoint-interval, and what they are in\n"
+    "                        STATE; the same command run again after a\n"
+    "                        crash goes on from there (a STATE of a run\n"
+    "                        that finished: nothing is done again)\n"
+    "  --checkpoint-interval TIME\n"
+    "                        between two checkpoints, such as 500ms or 2s\n"
+    "                        (default: 1s)\n"
     "  --stats FILE          write the final statistics to FILE as JSON\n"
     "  --metrics ADDR:PORT   serve Prometheus metrics at GET /metrics there\n"
     "                        while the run lasts, such as 127.0.0.1:9464\n"
@@ -83,7 +96,9 @@ const char zp__cli_run_help[] =
     "  -h, --help            show this help\n"
     "\n"
     "exit status: 0 done, 1 the run failed (a task failed, a malformed input\n"
-    "line...), 2 a usage or configuration error, 128+N stopped by signal N.\n"
+    "line, a checkpoint not written...), 2 a usage or configuration error (a\n"
+    "STATE that does not fit the command or FILE included), 128+N stopped\n"
+    "by signal N.\n"
     "SIGINT or SIGTERM stops the run, keeping the outputs written so far\n"
     "whole; a second one stops zpipe at once.\n";
 
@@ -94,10 +109,13 @@ typedef struct run_cfg {
     const char *input, *output, *stats, *listen, *metrics;
     const char *curve_secret, *curve_allow;
     const char *spec, *args;
+    const char *checkpoint; /* --checkpoint STATE, or NULL */
     bool json_input, progress;
     zp__format format;
-    int wait_ms, linger_ms;
+    int wait_ms, linger_ms, checkpoint_ms;
 } run_cfg;
+
+static const char *const format_names[] = {"json", "lines", "msgpack", NULL};
 
 static const struct option run_options[] = {
     {"plugin", required_argument, NULL, OPT_PLUGIN},
@@ -113,6 +131,8 @@ static const struct option run_options[] = {
     {"curve-allow", required_argument, NULL, OPT_CURVE_ALLOW},
     {"metrics", required_argument, NULL, OPT_METRICS},
     {"metrics-linger", required_argument, NULL, OPT_METRICS_LINGER},
+    {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+    {"checkpoint-interval", required_argument, NULL, OPT_CHECKPOINT_INTERVAL},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -127,12 +147,22 @@ static int run_choice(const char *opt, const char *value,
     return GO_ON;
 }
 
+static int run_duration(const char *opt, const char *value, const char *example,
+                        int *ms)
+{
+    if (zp__cli_duration_ms(value, ms))
+        return GO_ON;
+    return zp__cli_usage_error("run",
+                               "bad value '%s' for %s: expected a duration "
+                               "such as 500ms or %s",
+                               value, opt, example);
+}
+
 /* One option of zpipe run. Returns GO_ON, or the exit status. */
 static int run_option(void *cfg, int opt, char *arg)
 {
     run_cfg *c = cfg;
     static const char *const inputs[] = {"json", "lines", NULL};
-    static const char *const formats[] = {"json", "lines", "msgpack", NULL};
     int pick, rc = GO_ON;
     switch (opt) {
     case OPT_PLUGIN:
@@ -146,7 +176,7 @@ static int run_option(void *cfg, int opt, char *arg)
         break;
     case OPT_OUTPUT: c->output = arg; break;
     case OPT_FORMAT:
-        rc = run_choice("--format", arg, formats, "json, lines or msgpack",
+        rc = run_choice("--format", arg, format_names, "json, lines or msgpack",
                         &pick);
         c->format = (zp__format)pick;
         break;
@@ -154,27 +184,43 @@ static int run_option(void *cfg, int opt, char *arg)
     case OPT_STATS: c->stats = arg; break;
     case OPT_LISTEN: c->listen = arg; break;
     case OPT_WAIT:
-        if (!zp__cli_duration_ms(arg, &c->wait_ms))
-            rc = zp__cli_usage_error(
-                "run",
-                "bad value '%s' for --wait-workers: expected a "
-                "duration such as 500ms or 10s",
-                arg);
+        rc = run_duration("--wait-workers", arg, "10s", &c->wait_ms);
         break;
     case OPT_CURVE_SECRET: c->curve_secret = arg; break;
     case OPT_CURVE_ALLOW: c->curve_allow = arg; break;
     case OPT_METRICS: c->metrics = arg; break;
     case OPT_METRICS_LINGER:
         c->linger_ms = 0;
-        if (strcmp(arg, "0") != 0 && !zp__cli_duration_ms(arg, &c->linger_ms))
-            rc = zp__cli_usage_error(
-                "run",
-                "bad value '%s' for --metrics-linger: expected "
-                "a duration such as 500ms or 15s",
-                arg);
+        if (strcmp(arg, "0") != 0)
+            rc = run_duration("--metrics-linger", arg, "15s", &c->linger_ms);
+        break;
+    case OPT_CHECKPOINT: c->checkpoint = arg; break;
+    case OPT_CHECKPOINT_INTERVAL:
+        rc =
+            run_duration("--checkpoint-interval", arg, "2s", &c->checkpoint_ms);
         break;
     }
     return rc;
+}
+
+/* --checkpoint STATE needs an output file of its own. */
+static int checkpoint_operands(const run_cfg *c)
+{
+    if (c->checkpoint == NULL)
+        return c->checkpoint_ms == 0
+                   ? GO_ON
+                   : zp__cli_usage_error("run", "--checkpoint-interval needs "
+                                                "--checkpoint STATE");
+    if (c->output == NULL || strcmp(c->output, "-") == 0)
+        return zp__cli_usage_error(
+            "run",
+            "--checkpoint STATE needs --output FILE: the outputs go to "
+            "a file that a resumed run can cut back to its last checkpoint");
+    if (strcmp(c->checkpoint, c->output) == 0)
+        return zp__cli_usage_error(
+            "run", "--checkpoint and --output name the same file '%s'",
+            c->output);
+    return GO_ON;
 }
 
 /* The SPEC and ARGS_JSON operands, and the options they exclude. */
@@ -204,7 +250,7 @@ static int run_operands(run_cfg *c, int argc, char **argv)
             "run", "%s needs %s too",
             c->curve_secret ? "--curve-secret" : "--curve-allow",
             c->curve_secret ? "--curve-allow" : "--curve-secret");
-    return GO_ON;
+    return checkpoint_operands(c);
 }
 
 static int parse_run(run_cfg *c, int argc, char **argv)
@@ -301,6 +347,157 @@ static bool run_files_ok(const run_cfg *c)
     return fd != -1;
 }
 
+/* ---- zpipe run: resuming from a checkpoint ------------------------------- */
+
+static bool same(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Whether `token` is one of a run of p on the run's arguments: the check
+ * zp_start_with() makes, made before anything is touched. */
+static bool token_fits(const run_cfg *c, const zp_pipeline *p,
+                       const char *token, char **why)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    zp__ckpt k;
+    zp_run_opts o = {.resume = token};
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    int rc = zp__json_pack_args(c->args, &pk, why);
+    if (rc == 0)
+        rc = zp__ckpt_init(&k, &o, p, sb.data, sb.size, why);
+    msgpack_sbuffer_destroy(&sb);
+    return rc == 0;
+}
+
+/* Says why the STATE does not fit this command. Returns EXIT_USAGE. */
+static int refuse(const run_cfg *c, const char *fmt, ...) ZP__PRINTF(2, 3);
+
+static int refuse(const run_cfg *c, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr,
+            "zpipe run: cannot resume from --checkpoint '%s': ", c->checkpoint);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "; '%s' and '%s' are left as they are\n", c->checkpoint,
+            c->output);
+    return EXIT_USAGE;
+}
+
+/* Whether the STATE st was written by this command (the spec's workers=,
+ * throttle=, mode= and pool= may change). Returns GO_ON or EXIT_USAGE. */
+static int state_fits(const run_cfg *c, const zp_pipeline *p,
+                      const zp__checkpoint *st)
+{
+    char *why = NULL;
+    const char *format = format_names[c->format];
+    if (!same(st->output, c->output))
+        return refuse(c, "it was written for --output '%s'", st->output);
+    if (!same(st->format, format))
+        return refuse(c, "'%s' was written with --format %s, not %s", c->output,
+                      st->format, format);
+    if (!same(st->input, c->input))
+        return refuse(c, "it was written for %s%s%s",
+                      st->input ? "--input '" : "no --input",
+                      st->input ? st->input : "", st->input ? "'" : "");
+    if (token_fits(c, p, st->token, &why))
+        return GO_ON;
+    refuse(c,
+           "it was written for another spec or other arguments (spec '%s', "
+           "arguments %s): %s",
+           st->spec, st->args ? st->args : "none", why ? why : "out of memory");
+    free(why);
+    return EXIT_USAGE;
+}
+
+/* Reads the STATE of --checkpoint into *st (all zero when there is none
+ * yet) and checks that it fits this command. Returns GO_ON to run,
+ * EXIT_OK when STATE says the run is done, or EXIT_USAGE after saying
+ * why it cannot go on. */
+static int read_state(const run_cfg *c, const zp_pipeline *p,
+                      zp__checkpoint *st)
+{
+    char *why = NULL;
+    int rc = zp__checkpoint_read(c->checkpoint, st, &why);
+    if (rc == ZP__CHECKPOINT_NONE && !zp__checkpoint_writable(c->checkpoint))
+        return zp__cli_usage_error("run", "cannot write --checkpoint '%s': %s",
+                                   c->checkpoint, strerror(errno));
+    if (rc == ZP__CHECKPOINT_NONE)
+        return GO_ON;
+    if (rc != 0) {
+        rc = refuse(c, "%s", why ? why : zp_strerror(rc));
+        free(why);
+        return rc;
+    }
+    rc = state_fits(c, p, st);
+    if (rc == GO_ON && st->done) {
+        fprintf(stderr,
+                "zpipe: %s: the run is done already (%llu outputs in "
+                "'%s'); nothing to do\n",
+                c->checkpoint, (unsigned long long)st->outputs, c->output);
+        rc = EXIT_OK;
+    }
+    return rc;
+}
+
+/* The --output file of a run that goes on from the STATE st: there,
+ * and at least as long as st says. Returns the descriptor, or -1 after
+ * saying why. */
+static int open_to_resume(const run_cfg *c, const zp__checkpoint *st)
+{
+    struct stat sb;
+    int fd = open(c->output, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        refuse(c, "'%s' is missing, and it held %llu bytes", c->output,
+               (unsigned long long)st->bytes);
+        return -1;
+    }
+    if (fd < 0)
+        return open_for_writing("--output", c->output, false); /* says why */
+    if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size < st->bytes) {
+        refuse(c, "'%s' is %lld bytes, shorter than the %llu bytes committed",
+               c->output, (long long)sb.st_size, (unsigned long long)st->bytes);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The --output file: stdout, a file truncated, or with --checkpoint a
+ * regular file (truncated, or as open_to_resume). -1 after saying why. */
+static int open_output(const run_cfg *c, const zp__checkpoint *st)
+{
+    struct stat sb;
+    if (c->output == NULL || strcmp(c->output, "-") == 0)
+        return STDOUT_FILENO;
+    if (c->checkpoint != NULL && stat(c->output, &sb) == 0 &&
+        !S_ISREG(sb.st_mode)) {
+        zp__cli_usage_error("run",
+                            "--checkpoint needs --output to be a regular "
+                            "file, and '%s' is not",
+                            c->output);
+        return -1;
+    }
+    if (st->token != NULL)
+        return open_to_resume(c, st);
+    return open_for_writing("--output", c->output, true);
+}
+
+/* Cuts the output back to what the STATE committed and says so. */
+static int keep(const run_cfg *c, const zp__checkpoint *st, int fd)
+{
+    if (ftruncate(fd, (off_t)st->bytes) != 0 ||
+        lseek(fd, (off_t)st->bytes, SEEK_SET) < 0)
+        return ZP_EIO;
+    fprintf(stderr, "zpipe: resuming from %s: %llu outputs kept\n",
+            c->checkpoint, (unsigned long long)st->outputs);
+    return 0;
+}
+
 /* ---- zpipe run: signals -------------------------------------------------- */
 
 typedef struct watcher {
@@ -391,11 +588,52 @@ static int watcher_stop(watcher *w)
 
 /* ---- zpipe run: the run -------------------------------------------------- */
 
+/* Where the run's outputs go. */
+typedef struct sink {
+    zp__writer w;
+    uint64_t outputs; /* in the file, those kept from before included */
+    const run_cfg *c; /* borrowed */
+} sink;
+
+/* on_checkpoint of --checkpoint: the outputs so far on disk, then the
+ * STATE that commits them. Nonzero (after saying why) fails the run. */
+static int commit(void *user, const char *token)
+{
+    sink *s = user;
+    const run_cfg *c = s->c;
+    size_t len = strlen(token);
+    char *why = NULL;
+    off_t end = -1;
+    if (zp__writer_flush(&s->w) != 0 || fsync(s->w.fd) != 0 ||
+        (end = lseek(s->w.fd, 0, SEEK_CUR)) < 0) {
+        fprintf(stderr, "zpipe run: checkpoint: writing '%s': %s\n", c->output,
+                strerror(errno));
+        return -1;
+    }
+    zp__checkpoint st = {.token = token,
+                         .done =
+                             len > 5 && strcmp(token + len - 5, ".done") == 0,
+                         .output = c->output,
+                         .format = format_names[c->format],
+                         .bytes = (uint64_t)end,
+                         .outputs = s->outputs,
+                         .spec = c->spec,
+                         .args = c->args,
+                         .input = c->input};
+    int rc = zp__checkpoint_write(c->checkpoint, &st, &why);
+    if (rc != 0)
+        fprintf(stderr, "zpipe run: checkpoint: %s\n",
+                why ? why : zp_strerror(rc));
+    free(why);
+    return rc;
+}
+
 /* Writes the run's outputs; flushes whenever the run has none ready.
  * Returns 0, or the writer's error with errno in *err; the run is then
  * cancelled. */
-static int write_outputs(zp_run *run, zp__writer *w, int *err)
+static int write_outputs(zp_run *run, sink *s, int *err)
 {
+    zp__writer *w = &s->w;
     const msgpack_object *o;
     int rc = 0;
     for (;;) {
@@ -407,6 +645,7 @@ static int write_outputs(zp_run *run, zp__writer *w, int *err)
         }
         if (got != 1 || (rc = zp__writer_put(w, o)) != 0)
             break;
+        s->outputs++;
     }
     if (rc == 0)
         rc = zp__writer_flush(w);
@@ -473,8 +712,30 @@ static uint64_t items_expected(const run_cfg *c, const zp_pipeline *p)
     return strcmp(p->stages[0].name, "range") == 0 ? range_items(c->args) : 0;
 }
 
-static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd)
+/* Writes the outputs of a run that started: after the outputs kept when
+ * it resumes, unless it failed at its start (a resume token refused: the
+ * file is left as it is). */
+static int write_run(zp_run *run, sink *s, const zp__checkpoint *st, int *err)
 {
+    if (st->token != NULL && zp_error(run) != NULL) {
+        fprintf(stderr,
+                "zpipe run: cannot resume from --checkpoint '%s'; "
+                "'%s' and '%s' are left as they are\n",
+                s->c->checkpoint, s->c->checkpoint, s->c->output);
+        return 0;
+    }
+    if (st->token != NULL && keep(s->c, st, s->w.fd) != 0) {
+        *err = errno;
+        zp_cancel(run);
+        return ZP_EIO;
+    }
+    return write_outputs(run, s, err);
+}
+
+static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd,
+                          const zp__checkpoint *st)
+{
+    sink out = {.outputs = st->outputs, .c = c};
     zp_run_opts o = {.listen = c->listen,
                      .wait_workers_ms = c->wait_ms,
                      .curve_secret = c->curve_secret,
@@ -483,10 +744,13 @@ static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd)
                      .stats_path = c->stats,
                      .metrics_listen = c->metrics,
                      .metrics_linger_ms = c->linger_ms,
-                     .progress_total = items_expected(c, p)};
+                     .progress_total = items_expected(c, p),
+                     .on_checkpoint = c->checkpoint ? commit : NULL,
+                     .checkpoint_user = &out,
+                     .checkpoint_ms = c->checkpoint_ms,
+                     .resume = st->token};
     sigset_t set;
     watcher w;
-    zp__writer out;
     signal(SIGPIPE, SIG_IGN); /* a closed output is an EPIPE, handled */
     block_stop_signals(&set);
     if (!watcher_open(&w, &set))
@@ -496,11 +760,11 @@ static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd)
         zp_run_free(run);
         return EXIT_FAILED;
     }
-    zp__writer_init(&out, out_fd, c->format);
-    int err = 0, write_rc = write_outputs(run, &out, &err);
+    zp__writer_init(&out.w, out_fd, c->format);
+    int err = 0, write_rc = write_run(run, &out, st, &err);
     int code = zp_finish(run);
     int status = run_status(run, code, watcher_stop(&w), write_rc, err);
-    zp__writer_fini(&out);
+    zp__writer_fini(&out.w);
     zp_run_free(run);
     return status;
 }
@@ -508,6 +772,7 @@ static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd)
 int zp__cli_run(int argc, char **argv)
 {
     run_cfg c = {.json_input = true, .format = ZP__FORMAT_JSON};
+    zp__checkpoint st = {.zone = NULL};
     zp__input in;
     zp_pipeline *p = NULL;
     zp__plugins *ps = NULL;
@@ -516,16 +781,16 @@ int zp__cli_run(int argc, char **argv)
         goto out;
     rc = EXIT_USAGE;
     if ((ps = zp__cli_load_plugins("run", &c.plugins)) == NULL ||
-        (p = build_pipeline(&c, &in)) == NULL || !listen_ok(&c, p) ||
-        !run_files_ok(&c))
+        (p = build_pipeline(&c, &in)) == NULL || !listen_ok(&c, p))
+        goto out;
+    if (c.checkpoint != NULL && (rc = read_state(&c, p, &st)) != GO_ON)
+        goto out;
+    rc = EXIT_USAGE;
+    if (!run_files_ok(&c) || (out_fd = open_output(&c, &st)) < 0)
         goto out;
     bool to_stdout = c.output == NULL || strcmp(c.output, "-") == 0;
-    out_fd = to_stdout ? STDOUT_FILENO
-                       : open_for_writing("--output", c.output, true);
-    if (out_fd < 0)
-        goto out;
     zp__spawn_set_worker_args(zp__plugins_args(ps));
-    rc = start_and_wait(&c, p, out_fd);
+    rc = start_and_wait(&c, p, out_fd, &st);
     zp__spawn_set_worker_args(NULL);
     if (!to_stdout && close(out_fd) != 0 && rc == EXIT_OK) {
         fprintf(stderr, "zpipe run: writing '%s': %s\n", c.output,
@@ -533,6 +798,7 @@ int zp__cli_run(int argc, char **argv)
         rc = EXIT_FAILED;
     }
 out:
+    zp__checkpoint_fini(&st);
     zp_pipeline_free(p);
     zp__plugins_destroy(&ps);
     free(c.plugins.v);

@@ -1614,6 +1614,388 @@ static void test_a_reader_that_goes_away_stops_the_run(void **state)
 
 /* ---- main ---------------------------------------------------------------- */
 
+/* ---- Checkpoints and resume ---------------------------------------------- */
+
+/* The whole of `file` (malloc'ed, NUL-terminated), or NULL when there is
+ * none; its length in *len. */
+static char *file_bytes(const char *file, size_t *len)
+{
+    FILE *f = fopen(file, "rb");
+    char *text = NULL;
+    *len = 0;
+    if (f == NULL)
+        return NULL;
+    for (size_t n = 1; n > 0;) {
+        text = realloc(text, *len + 4097);
+        assert_non_null(text);
+        n = fread(text + *len, 1, 4096, f);
+        *len += n;
+    }
+    text[*len] = '\0';
+    fclose(f);
+    return text;
+}
+
+static void assert_file_is(const char *file, const char *want)
+{
+    size_t len;
+    char *text = file_bytes(file, &len);
+    if (text == NULL)
+        fail_msg("no file '%s'", file);
+    assert_string_equal(text, want);
+    free(text);
+}
+
+/* A number of the STATE `state`, or -1 when there is none. */
+static long long state_number(const char *state, const char *key)
+{
+    json_t *j = json_load_file(state, 0, NULL);
+    long long n = j ? json_integer_value(json_object_get(j, key)) : -1;
+    json_decref(j);
+    return n;
+}
+
+static bool state_done(const char *state)
+{
+    json_t *j = json_load_file(state, 0, NULL);
+    bool done = j != NULL && json_is_true(json_object_get(j, "done"));
+    json_decref(j);
+    return done;
+}
+
+/* The files of a run with --checkpoint, in the test directory. */
+typedef struct ckpt_files {
+    char state[200], out[200];
+} ckpt_files;
+
+static void ckpt_files_init(ckpt_files *f)
+{
+    snprintf(f->state, sizeof f->state, "%s", path("state"));
+    snprintf(f->out, sizeof f->out, "%s", path("out.jsonl"));
+}
+
+/* Runs `zpipe run --checkpoint state --output out SPEC ARGS` to its end
+ * and returns the 16 hex digits of the run's fingerprint from its STATE. */
+static void fingerprint_of(const char *state, const char *out, const char *spec,
+                           const char *args, char fp[17])
+{
+    ASSERT_OUTPUT("", "run", "--checkpoint", state, "--output", out, spec,
+                  args);
+    json_t *j = json_load_file(state, 0, NULL);
+    const char *token = json_string_value(json_object_get(j, "token"));
+    assert_non_null(token);
+    assert_int_equal(strncmp(token, "zpipe1.", 7), 0);
+    snprintf(fp, 17, "%s", token + 7);
+    json_decref(j);
+}
+
+/* A STATE of `range branch` on 5 as zpipe writes it after the first 3
+ * outputs ("0\n1\n2\n": 6 bytes), whose FILE is `out`. */
+static void write_cut_state(const char *state, const char *out)
+{
+    char fp[17], text[512];
+    fingerprint_of(state, out, "range branch", "5", fp);
+    snprintf(text, sizeof text,
+             "{\"zpipe_state\": 1, \"token\": \"zpipe1.%s.3\", \"done\": "
+             "false, \"output\": \"%s\", \"format\": \"json\", \"bytes\": 6, "
+             "\"outputs\": 3, \"spec\": \"range branch\", \"args\": \"5\", "
+             "\"input\": null}\n",
+             fp, out);
+    write_file("state", text);
+}
+
+/* Runs zpipe with the arguments after `part`, expecting exit 2 with
+ * `part` on stderr, and `state` and `out` byte for byte as they were. */
+#define ASSERT_REFUSED(state, out, part, ...)                                  \
+    do {                                                                       \
+        size_t l1_, l2_, l3_, l4_;                                             \
+        char *s1_ = file_bytes(state, &l1_), *o1_ = file_bytes(out, &l2_);     \
+        ASSERT_FAILS(2, part, __VA_ARGS__);                                    \
+        char *s2_ = file_bytes(state, &l3_), *o2_ = file_bytes(out, &l4_);     \
+        assert_true(l1_ == l3_ && (s1_ == s2_ || memcmp(s1_, s2_, l1_) == 0)); \
+        assert_true(l2_ == l4_ && (o1_ == o2_ || memcmp(o1_, o2_, l2_) == 0)); \
+        free(s1_);                                                             \
+        free(s2_);                                                             \
+        free(o1_);                                                             \
+        free(o2_);                                                             \
+    } while (0)
+
+static void test_checkpoint_options_are_checked(void **state)
+{
+    (void)state;
+    const char *st = path("state");
+    ASSERT_FAILS(2, "--checkpoint STATE needs --output FILE", "run",
+                 "--checkpoint", st, "range branch", "3");
+    ASSERT_FAILS(2, "--checkpoint STATE needs --output FILE", "run",
+                 "--checkpoint", st, "--output", "-", "range branch", "3");
+    ASSERT_FAILS(2, "--checkpoint-interval needs --checkpoint STATE", "run",
+                 "--output", path("out"), "--checkpoint-interval", "1s",
+                 "range branch", "3");
+    ASSERT_FAILS(2, "bad value 'often' for --checkpoint-interval", "run",
+                 "--checkpoint", st, "--output", path("out"),
+                 "--checkpoint-interval", "often", "range branch", "3");
+    ASSERT_FAILS(2, "--checkpoint and --output name the same file", "run",
+                 "--checkpoint", st, "--output", st, "range branch", "3");
+    ASSERT_FAILS(2, "needs --output to be a regular file", "run",
+                 "--checkpoint", st, "--output", "/dev/null", "range branch",
+                 "3");
+    ASSERT_FAILS(2, "checkpoints do not cover join stages", "run",
+                 "--checkpoint", st, "--output", path("out"),
+                 "range branch | identity join", "3");
+    ASSERT_FAILS(2, "cannot write --checkpoint '/nonexistent/state'", "run",
+                 "--checkpoint", "/nonexistent/state", "--output", path("out"),
+                 "range branch", "3");
+    assert_int_equal(access(st, F_OK), -1); /* no STATE was written */
+}
+
+static void test_a_finished_state_exits_0_redoing_nothing(void **state)
+{
+    (void)state;
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
+    ASSERT_OUTPUT("", "run", "--checkpoint", st, "--checkpoint-interval",
+                  "500ms", "--output", out, "range branch", "5");
+    assert_file_is(out, "0\n1\n2\n3\n4\n");
+    assert_true(state_done(st));
+    assert_int_equal(state_number(st, "outputs"), 5);
+    assert_int_equal(state_number(st, "bytes"), 10);
+    write_file("out.jsonl", "left alone\n");
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run", "--checkpoint", st, "--output", out,
+                           "range branch", "5", NULL),
+                     0);
+    assert_contains(p.stderr_text, "the run is done already (5 outputs");
+    proc_free(&p);
+    assert_file_is(out, "left alone\n");
+    /* workers=, throttle=, mode= and pool= may change between runs. */
+    ASSERT_OUTPUT("", "run", "--checkpoint", path("state2"), "--output", out,
+                  "range branch | identity", "5");
+    ASSERT_OUTPUT("", "run", "--checkpoint", path("state2"), "--output", out,
+                  "range branch | identity workers=2 throttle=9", "5");
+}
+
+static void
+test_a_resumed_run_keeps_what_was_committed_and_goes_on(void **state)
+{
+    (void)state;
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
+    write_cut_state(st, out);
+    write_file("out.jsonl", "0\n1\n2\n3\n4"); /* cut short by a crash */
+    proc p;
+    assert_int_equal(zpipe(&p, NULL, "run", "--checkpoint", st, "--output", out,
+                           "range branch", "5", NULL),
+                     0);
+    assert_contains(p.stderr_text, "resuming from ");
+    assert_contains(p.stderr_text, ": 3 outputs kept");
+    proc_free(&p);
+    assert_file_is(out, "0\n1\n2\n3\n4\n");
+    assert_true(state_done(st));
+    assert_int_equal(state_number(st, "outputs"), 5);
+}
+
+static void
+test_a_state_that_does_not_fit_is_refused_touching_nothing(void **state)
+{
+    (void)state;
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
+    write_cut_state(st, out);
+    write_file("out.jsonl", "0\n1\n2\n3\n");
+    ASSERT_REFUSED(st, out,
+                   "another spec or other arguments (spec 'range "
+                   "branch', arguments 5)",
+                   "run", "--checkpoint", st, "--output", out, "range branch",
+                   "6");
+    ASSERT_REFUSED(st, out, "another spec or other arguments", "run",
+                   "--checkpoint", st, "--output", out,
+                   "range branch | identity", "5");
+    ASSERT_REFUSED(st, out, "was written with --format json, not msgpack",
+                   "run", "--checkpoint", st, "--output", out, "--format",
+                   "msgpack", "range branch", "5");
+    ASSERT_REFUSED(st, path("other"), "it was written for --output", "run",
+                   "--checkpoint", st, "--output", path("other"),
+                   "range branch", "5");
+    const char *in = write_file("in", "1\n");
+    ASSERT_REFUSED(st, in, "it was written for no --input", "run",
+                   "--checkpoint", st, "--output", out, "--input", in,
+                   "range branch");
+    write_file("out.jsonl", "0\n");
+    ASSERT_REFUSED(st, out, "is 2 bytes, shorter than the 6 bytes committed",
+                   "run", "--checkpoint", st, "--output", out, "range branch",
+                   "5");
+    unlink(out);
+    ASSERT_REFUSED(st, out, "is missing, and it held 6 bytes", "run",
+                   "--checkpoint", st, "--output", out, "range branch", "5");
+}
+
+static void
+test_a_corrupt_or_newer_state_is_refused_touching_nothing(void **state)
+{
+    (void)state;
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
+    const char *whole =
+        "{\"zpipe_state\": 1, \"token\": \"zpipe1.0123456789abcdef.1\", "
+        "\"done\": false, \"output\": \"x\", \"format\": \"json\", "
+        "\"bytes\": 2, \"outputs\": 1, \"spec\": \"range branch\", "
+        "\"args\": \"5\", \"input\": null}\n";
+    const char *bad[][2] = {
+        {"garbage\n", "not JSON (line 1, column 1"},
+        {"", "corrupt or cut short"},
+        {"{\"zpipe_state\": 1, \"token\": \"zpi", "corrupt or cut short"},
+        {"{}", "not a zpipe state file"},
+        {"{\"zpipe_state\": 2, \"format\": \"new\"}",
+         "written by a newer zpipe (state version 2; this one reads version "
+         "1)"},
+        {"{\"zpipe_state\": 1, \"token\": \"t\"}", "\"output\" is missing"},
+    };
+    assert_true(strlen(whole) > 40);
+    write_file("out.jsonl", "0\n1\n");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file("state", bad[i][0]);
+        ASSERT_REFUSED(st, out, bad[i][1], "run", "--checkpoint", st,
+                       "--output", out, "range branch", "5");
+    }
+}
+
+static void
+test_a_checkpoint_not_written_fails_the_run_keeping_the_last(void **state)
+{
+    (void)state;
+    ckpt_files f;
+    ckpt_files_init(&f);
+    const char *st = f.state, *out = f.out;
+    char tmp[240];
+    size_t before_len, after_len;
+    write_cut_state(st, out);
+    write_file("out.jsonl", "0\n1\n2\n");
+    snprintf(tmp, sizeof tmp, "%s.tmp", st);
+    assert_int_equal(mkdir(tmp, 0700), 0); /* STATE.tmp cannot be written */
+    char *before = file_bytes(st, &before_len);
+    ASSERT_FAILS(1, "checkpoint: creating", "run", "--checkpoint", st,
+                 "--output", out, "range branch", "5");
+    char *after = file_bytes(st, &after_len);
+    assert_true(before_len == after_len &&
+                memcmp(before, after, before_len) == 0);
+    free(before);
+    free(after);
+    assert_int_equal(rmdir(tmp), 0);
+    ASSERT_OUTPUT("", "run", "--checkpoint", st, "--output", out,
+                  "range branch", "5");
+    assert_file_is(out, "0\n1\n2\n3\n4\n");
+}
+
+static long long file_size(const char *file)
+{
+    struct stat sb;
+    return stat(file, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+/* Whether the process is gone (not reaped: finish() does that). */
+static bool ended(const proc *p)
+{
+    siginfo_t si = {0};
+    return waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           si.si_pid == p->pid;
+}
+
+/* Items of the killed run: more than the first edge holds, so that range
+ * still emits when checkpoints come (a marker follows a batch it sends). */
+#define KILL_ITEMS 20000
+
+/* Reads back the values of a FILE written with `format` (json or msgpack)
+ * and checks that they are 0 to KILL_ITEMS - 1, each once. */
+static void assert_each_item_once(const char *out, const char *format)
+{
+    size_t len, off = 0, n = 0;
+    char *text = file_bytes(out, &len), *line = text, *end;
+    static bool seen[KILL_ITEMS];
+    memset(seen, 0, sizeof seen);
+    assert_non_null(text);
+    for (; off < len; n++) {
+        long long v = -1;
+        if (strcmp(format, "msgpack") == 0) {
+            msgpack_zone zone;
+            msgpack_object o;
+            assert_true(msgpack_zone_init(&zone, 256));
+            assert_true(msgpack_unpack(text, len, &off, &zone, &o) >=
+                        MSGPACK_UNPACK_EXTRA_BYTES);
+            v = o.type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)o.via.u64
+                                                          : -1;
+            msgpack_zone_destroy(&zone);
+        } else {
+            v = strtoll(line, &end, 10);
+            assert_true(end > line && *end == '\n');
+            line = end + 1;
+            off = (size_t)(line - text);
+        }
+        if (v < 0 || v >= KILL_ITEMS || seen[v])
+            fail_msg("output %zu is %lld: out of range or seen before", n, v);
+        seen[v] = true;
+    }
+    assert_int_equal(n, KILL_ITEMS);
+    free(text);
+}
+
+/* Kills a run once it committed a checkpoint and wrote more, then runs the
+ * same command again to its end: every output is in FILE exactly once. */
+static void kill_and_resume(const char *format)
+{
+    const char *st = path("state"), *out = path("out");
+    char items[16];
+    snprintf(items, sizeof items, "%d", KILL_ITEMS);
+    const char *const args[] = {
+        "run",          "--plugin", TASKS,
+        "--checkpoint", st,         "--checkpoint-interval",
+        "50ms",         "--output", out,
+        "--format",     format,     "range branch | nap bind=1 workers=8",
+        items,          NULL};
+    proc p;
+    start(&p, args);
+    bool ready = false;
+    for (int i = 0; i < DEADLINE_MS / 5 && !ready; i++) {
+        long long committed = state_number(st, "bytes");
+        ready = committed >= 0 && file_size(out) > committed;
+        if (!ready && ended(&p))
+            fail_msg("the run ended before a checkpoint was seen: %s",
+                     p.stderr_text ? p.stderr_text : "");
+        if (!ready)
+            nap_us(5000);
+    }
+    assert_true(ready);
+    kill(p.pid, SIGKILL);
+    assert_int_equal(finish(&p), -1);
+    proc_free(&p);
+    assert_false(state_done(st));
+    start(&p, args);
+    if (finish(&p) != 0)
+        fail_msg("the resumed run failed: %s", p.stderr_text);
+    assert_contains(p.stderr_text, " outputs kept");
+    proc_free(&p);
+    assert_true(state_done(st));
+    assert_int_equal(state_number(st, "outputs"), KILL_ITEMS);
+    assert_int_equal(state_number(st, "bytes"), file_size(out));
+    assert_each_item_once(out, format);
+}
+
+static void test_a_killed_run_resumes_with_every_output_once(void **state)
+{
+    (void)state;
+    kill_and_resume("json");
+}
+
+static void
+test_a_killed_msgpack_run_resumes_with_every_output_once(void **state)
+{
+    (void)state;
+    kill_and_resume("msgpack");
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -1679,6 +2061,14 @@ int main(void)
         TEST(test_sigterm_leaves_no_worker_process_behind),
         TEST(test_a_second_sigint_stops_at_once),
         TEST(test_a_reader_that_goes_away_stops_the_run),
+        TEST(test_checkpoint_options_are_checked),
+        TEST(test_a_finished_state_exits_0_redoing_nothing),
+        TEST(test_a_resumed_run_keeps_what_was_committed_and_goes_on),
+        TEST(test_a_state_that_does_not_fit_is_refused_touching_nothing),
+        TEST(test_a_corrupt_or_newer_state_is_refused_touching_nothing),
+        TEST(test_a_checkpoint_not_written_fails_the_run_keeping_the_last),
+        TEST(test_a_killed_run_resumes_with_every_output_once),
+        TEST(test_a_killed_msgpack_run_resumes_with_every_output_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
