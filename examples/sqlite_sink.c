@@ -28,14 +28,14 @@
 
 #include <zpipe.h>
 
-/* The first task: 0..N-1, in order, whatever happened before. */
+/* The first task: 0..N-1, in this order on every start of the run. */
 ZP_TASK(numbers)
 {
     int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
-    for (int64_t i = 0; i < n; i++)
-        if (zp_emit_int(call, i) != 0)
-            return -1;
-    return 0;
+    int rc = 0;
+    for (int64_t i = 0; rc == 0 && i < n; i++)
+        rc = zp_emit_int(call, i); /* nonzero: the run is stopping */
+    return rc == 0 ? 0 : -1;
 }
 
 /* [n, n*n]: the row. */
@@ -165,8 +165,9 @@ static bool finished(const char *token)
     return n > 5 && strcmp(token + n - 5, ".done") == 0;
 }
 
-/* Runs the pipeline into the table from where the last commit left it.
- * Returns 0 or 1. */
+/* Runs the pipeline into the table from where the last commit left it:
+ * from a finished token, the run checks that it is this pipeline's and
+ * these arguments' and gives no output. Returns 0 or 1. */
 static int run(sink *s, int64_t n, int every_ms)
 {
     char args[32], resumed[64];
@@ -197,8 +198,11 @@ static int run(sink *s, int64_t n, int every_ms)
     fprintf(stderr,
             "sqlite_sink: %s%s, %" PRIu64 " rows inserted, %" PRIu64
             " checkpoints committed (last %s), %" PRId64 " rows in the table\n",
-            resumed[0] ? "resumed from " : "started", resumed, s->rows,
-            s->commits, s->last[0] ? s->last : "none", table_rows(s));
+            finished(resumed) ? "the run was finished already: "
+            : resumed[0]      ? "resumed from "
+                              : "started",
+            resumed, s->rows, s->commits, s->last[0] ? s->last : "none",
+            table_rows(s));
     return rc != 0 || bad != 0 || !finished(s->last);
 }
 
@@ -211,15 +215,8 @@ int main(int argc, char **argv)
     }
     sink s = {0};
     int rc = 1;
-    if (open_db(&s, argv[1]) == 0 && finished(s.last)) {
-        fprintf(stderr,
-                "sqlite_sink: the run is finished (%s), %" PRId64
-                " rows in the table\n",
-                s.last, table_rows(&s));
-        rc = 0;
-    } else if (s.insert != NULL) {
+    if (open_db(&s, argv[1]) == 0)
         rc = run(&s, atoll(argv[2]), argc > 3 ? atoi(argv[3]) : 0);
-    }
     sqlite3_finalize(s.insert);
     sqlite3_finalize(s.token);
     sqlite3_close(s.db);
