@@ -11,6 +11,13 @@
  * until the item that kills workers is found alone and, after its
  * retries, fails the run or is skipped. It never asks which kind of stage
  * it runs: what a kind does alone, it does in its hooks (dstate.h).
+ *
+ * At a checkpoint marker (transport/link.h) it stops reading input, and
+ * goes on with everything else (workers, heartbeats, supervision, batches
+ * run again) until the ledger holds nothing: every item read before the
+ * marker is done and its outputs sent. Then it marks its output, passes
+ * the marker, and reads on. Nothing is held aside: upstream holds what
+ * follows the marker.
  */
 #include "coordinator/dispatch.h"
 
@@ -31,8 +38,9 @@
 #define BATCH_BYTES ((size_t)1 << 20) /* and bytes, but for a single item */
 #define FAST_ITEM_NS (200 * 1000ull)  /* faster items travel in batches */
 #define POLL_MS 100
-#define CHECK_NS (5 * ZP__NS_PER_MS) /* supervision runs this often, at most \
-                                      */
+#define CHECK_NS                                                \
+    (5 * ZP__NS_PER_MS) /* supervision runs this often, at most \
+                         */
 
 /* ---- Messages from workers ---------------------------------------------- */
 
@@ -276,9 +284,16 @@ static void input_room(const zp__dispatch *d, int64_t *items, size_t *bytes)
     *items = alone ? want : 2 * want;
 }
 
+/* No input comes for now: all was read, or a marker waits to be passed
+ * on. */
+static bool input_paused(const zp__dispatch *d)
+{
+    return d->ended || d->marked;
+}
+
 static bool room_for_input(const zp__dispatch *d, int64_t items, size_t bytes)
 {
-    return !d->ended && d->ledger.waiting_bytes < bytes &&
+    return !input_paused(d) && d->ledger.waiting_bytes < bytes &&
            (int64_t)d->ledger.nwaiting < items;
 }
 
@@ -312,13 +327,17 @@ static void read_input(zp__dispatch *d)
         if (rc == 1)
             add_items(d, raw, len, n, seq);
     }
-    /* A partial batch waits for more only while every worker is busy:
-     * then waiting costs nothing, and the batch grows. */
-    if (d->ended || !fast(d) || zp__roster_idle(d))
-        close_fill(d);
-    if (rc == 0)
+    if (rc == 0) {
         d->ended = true;
-    else if (rc < 0 && rc != ZP__AGAIN && rc != ZP_ECANCELED)
+    } else if (rc == ZP__MARK) {
+        d->marked = true;
+        d->mark = zp__rx_mark(rx);
+    }
+    /* A partial batch waits for more only while every worker is busy and
+     * more may come: then waiting costs nothing, and the batch grows. */
+    if (input_paused(d) || !fast(d) || zp__roster_idle(d))
+        close_fill(d);
+    if (rc < 0 && rc != ZP__AGAIN && rc != ZP_ECANCELED)
         d->cfg.run->fail(d->cfg.run, rc,
                          zp__strdupf("task '%s': reading its input: %s",
                                      task(d), zp_strerror(rc)));
@@ -343,6 +362,22 @@ static bool finished(const zp__dispatch *d)
     return d->ended && zp__ledger_idle(&d->ledger) && d->fill_n == 0;
 }
 
+/* A marker waits: once the ledger holds nothing (every item read before
+ * it is done, its outputs sent), marks the output and passes. */
+static void pass_mark(zp__dispatch *d)
+{
+    if (d->fill_n > 0 || !zp__ledger_empty(&d->ledger))
+        return;
+    int rc = zp__tx_mark(d->cfg.out->tx[0], &d->mark);
+    zp__rx_pass(d->cfg.in->rx[0]);
+    d->marked = false;
+    if (rc != 0 && rc != ZP_ECANCELED)
+        d->cfg.run->fail(d->cfg.run, rc,
+                         zp__strdupf("task '%s': sending a checkpoint "
+                                     "marker on: %s",
+                                     task(d), zp_strerror(rc)));
+}
+
 static void step(zp__dispatch *d, msgpack_zone *zone)
 {
     zp__hub_msg hm;
@@ -357,13 +392,15 @@ static void step(zp__dispatch *d, msgpack_zone *zone)
     if (ready || (want && !stopping(d)))
         read_input(d);
     uint64_t now = zp__now_ns();
-    if (d->fill_n > 0 && (d->ended || zp__roster_idle(d)))
+    if (d->fill_n > 0 && (input_paused(d) || zp__roster_idle(d)))
         close_fill(d);
     if (now - d->checked >= CHECK_NS) { /* children, heartbeats, timeouts */
         d->checked = now;
         zp__supervise(d, now);
     }
     dispatch_waiting(d);
+    if (d->marked)
+        pass_mark(d);
 }
 
 static void *dispatch_main(void *arg)

@@ -110,6 +110,9 @@ struct zp__dispatch {
     zp__ledger ledger;
     zp__roster roster;
     bool ended;           /* all input read */
+    bool marked;          /* a checkpoint marker came: no input is read
+                             until it is passed on                   */
+    zp__mark mark;        /* that marker */
     msgpack_sbuffer fill; /* the batch being gathered from input */
     uint32_t fill_n;
     uint64_t fill_seq;

@@ -28,6 +28,11 @@ bool zp__ledger_idle(const zp__ledger *l)
     return zp__queue_empty(&l->waiting) && zp__queue_empty(&l->inflight);
 }
 
+bool zp__ledger_empty(const zp__ledger *l)
+{
+    return zp__ledger_idle(l) && zp__queue_empty(&l->held);
+}
+
 int zp__ledger_add(zp__ledger *l, uint64_t seq, uint32_t n, const char *items,
                    size_t len)
 {

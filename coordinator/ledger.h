@@ -45,6 +45,10 @@ void zp__ledger_fini(zp__ledger *l);
 /* Whether no batch waits or is in flight. */
 bool zp__ledger_idle(const zp__ledger *l);
 
+/* Whether it holds no batch at all: none waits, is in flight or is held
+ * for its turn. */
+bool zp__ledger_empty(const zp__ledger *l);
+
 /* Makes a batch of n items packed in items[0..len), the first of index
  * `seq`, and puts it at the end of the waiting list. Returns 0 or
  * ZP_ENOMEM. */

@@ -5,6 +5,11 @@
  * sockets; outputs go downstream while there are credits, and wait in
  * the loop's backlog when there are none (no call starts meanwhile). An
  * ordered stage's outputs wait in the ordering ring for their turn.
+ *
+ * At a checkpoint marker (transport/link.h) the loop stops reading its
+ * input until no call is in flight and every output has left; then it
+ * marks its sender, passes the marker, and reads on. Nothing is held
+ * aside: upstream holds what follows the marker.
  */
 #include "worker/async.h"
 
@@ -37,6 +42,8 @@ typedef struct aloop {
     uv_poll_t poll; /* the input socket's ZMQ_FD */
     bool polling;
     bool first_given; /* the first stage's one call started */
+    bool marked;      /* a marker came: no input until it is passed */
+    zp__mark mark;    /* that marker */
     backlog bl;
     zp__order order; /* ordered stages: outputs wait for their turn */
 } aloop;
@@ -61,8 +68,16 @@ static int stage_next(zp__engine *e, zp__source *src)
         src->index = 0;
         return 1;
     }
+    if (l->marked) /* nothing is taken between a marker and its pass */
+        return ZP__AGAIN;
     src->copy = true;
-    return zp__rx_next(l->rx, false, &src->item, &src->index);
+    int rc = zp__rx_next(l->rx, false, &src->item, &src->index);
+    if (rc == ZP__MARK) {
+        l->marked = true;
+        l->mark = zp__rx_mark(l->rx);
+        rc = ZP__AGAIN;
+    }
+    return rc;
 }
 
 static void stage_raw(zp__engine *e, const char **p, size_t *len)
@@ -140,11 +155,39 @@ static bool stage_drain(zp__engine *e)
     return true;
 }
 
+/*
+ * A marker waits: once no call is in flight and no output waits (every
+ * item taken before the marker is done and its outputs sent), marks the
+ * sender and passes, then has the pump run again to read on (items may
+ * wait in the receiver's batch, which no descriptor tells of). Marks
+ * only while the sender has room, so that it never waits for an earlier
+ * marker's pass: without room the edge is armed, and its notify (credits
+ * back, or the pass) runs the pump again.
+ */
+static int pass_mark(aloop *l)
+{
+    zp__engine *e = &l->e;
+    int rc = zp__tx_flush(l->tx);
+    if (rc != 0 || e->live > 0 || e->held)
+        return rc;
+    if (!zp__tx_room(l->tx)) {
+        zp__edge_arm(l->cfg->out);
+        if (!zp__tx_room(l->tx))
+            return 0;
+    }
+    rc = zp__tx_mark(l->tx, &l->mark);
+    zp__rx_pass(l->rx);
+    l->marked = false;
+    uv_async_send(&e->wake);
+    return rc;
+}
+
 /* Sends the batch being built; credits are known to be there (outputs
  * wait in the backlog otherwise), so it never waits. */
 static int stage_flush(zp__engine *e)
 {
-    return zp__tx_flush(loop_of(e)->tx);
+    aloop *l = loop_of(e);
+    return l->marked ? pass_mark(l) : zp__tx_flush(l->tx);
 }
 
 static void on_readable(uv_poll_t *h, int status, int events)
@@ -158,8 +201,8 @@ static void on_readable(uv_poll_t *h, int status, int events)
 static void stage_watch(zp__engine *e)
 {
     aloop *l = loop_of(e);
-    bool want = l->rx != NULL && !e->input_over && zp__engine_can_start(e) &&
-                !zp__engine_stopping(e);
+    bool want = l->rx != NULL && !e->input_over && !l->marked &&
+                zp__engine_can_start(e) && !zp__engine_stopping(e);
     if (want != l->polling) {
         if (want)
             uv_poll_start(&l->poll, UV_READABLE, on_readable);

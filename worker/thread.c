@@ -7,6 +7,13 @@
  * left, then sends them through the stage's single sender; it gives its
  * input credits back only then, which bounds what can park to the input
  * queue's throttle.
+ *
+ * A checkpoint marker (transport/link.h) reaches every worker of a stage
+ * after the items before it: each worker has finished those it took, so
+ * it marks its own sender and passes. An ordered stage's shared sender is
+ * marked once, by the last of its workers to reach the marker: every item
+ * before it has then been deposited, and so has left. Nothing is ever
+ * held aside: a worker waits at the marker, upstream holds what follows.
  */
 #include "worker/thread.h"
 
@@ -53,6 +60,8 @@ struct zp__tstage {
     pthread_mutex_t order_lock;
     zp__tx *shared_tx;     /* borrowed from `out`; the only producer */
     zp__order order;       /* guarded by order_lock                  */
+    int at_mark;           /* workers that reached the current marker;
+                              guarded by order_lock                  */
     _Atomic uint64_t busy; /* calls in progress (several workers)    */
     _Atomic uint64_t peak; /* most calls in progress at once         */
 };
@@ -199,6 +208,18 @@ static int host_flush(zp_call *c)
     return flush_output(worker_of(c));
 }
 
+/* A marker reached a join task's stream, which checkpoints do not cover
+ * (coordinator/checkpoint.c refuses them): the run fails rather than
+ * hangs, its producers held at a marker never passed. */
+static int refuse_mark(zp__thread_worker *w)
+{
+    w->stage->cfg.run->fail(w->stage->cfg.run, ZP_EINVAL,
+                            zp__strdupf("task '%s': a join stage cannot take "
+                                        "part in a checkpoint",
+                                        w->stage->cfg.def->name));
+    return ZP_ECANCELED;
+}
+
 /* A join task's next item: what waits in the batch, or else the outputs
  * go first and then the wait. */
 static int host_next(zp_call *c, const msgpack_object **item, uint64_t *index)
@@ -209,6 +230,8 @@ static int host_next(zp_call *c, const msgpack_object **item, uint64_t *index)
     int rc = zp__rx_next(w->rx, false, item, index);
     if (rc == ZP__AGAIN)
         rc = flush_output(w) == 0 ? zp__rx_next(w->rx, true, item, index) : 0;
+    if (rc == ZP__MARK)
+        return refuse_mark(w);
     return rc == ZP__AGAIN ? 0 : rc;
 }
 
@@ -304,6 +327,41 @@ static int run_item(zp__thread_worker *w, const msgpack_object *item,
     return rc < 0 ? rc : commit(w);
 }
 
+/* ---- Checkpoint markers ------------------------------------------------- */
+
+/* An ordered stage's worker reached the marker m: the last one to reach
+ * it (of those not finished) marks the shared sender, after every item
+ * before it left. */
+static int mark_ordered(zp__tstage *st, const zp__mark *m)
+{
+    int rc = 0;
+    pthread_mutex_lock(&st->order_lock);
+    assert(st->at_mark >= 0 && st->at_mark < st->nworkers);
+    if (++st->at_mark >= atomic_load(&st->alive)) {
+        st->at_mark = 0;
+        rc = release_turns(st);
+        assert(rc != 0 || zp__order_ready(&st->order) == NULL);
+        if (rc == 0)
+            rc = zp__tx_mark(st->shared_tx, m);
+    }
+    pthread_mutex_unlock(&st->order_lock);
+    return rc;
+}
+
+/* The worker's receiver returned ZP__MARK: every item the worker took
+ * before it is done, so its outputs go (zp__tx_mark flushes), then the
+ * marker, then the pass. An ordered stage's worker may pass before the
+ * marker left: upstream goes on only once every worker passed, the last
+ * after marking. Returns 0 or an error of the sender. */
+static int pass_mark(zp__thread_worker *w)
+{
+    zp__mark m = zp__rx_mark(w->rx);
+    int rc =
+        w->stage->ordered ? mark_ordered(w->stage, &m) : zp__tx_mark(w->tx, &m);
+    zp__rx_pass(w->rx);
+    return rc;
+}
+
 /* ---- The worker loop ---------------------------------------------------- */
 
 static int next_item(zp__thread_worker *w, const msgpack_object **item,
@@ -327,9 +385,14 @@ static int run_items(zp__thread_worker *w)
     uint64_t index;
     int rc;
     w->window_start = zp__now_ns();
-    while ((rc = next_item(w, &item, &index)) == 1)
-        if ((rc = run_item(w, item, index)) != 0 || (rc = pace(w)) != 0)
+    while ((rc = next_item(w, &item, &index)) > 0) {
+        if (rc == ZP__MARK)
+            rc = pass_mark(w);
+        else if ((rc = run_item(w, item, index)) == 0)
+            rc = pace(w);
+        if (rc != 0)
             break;
+    }
     window_end(w);
     return rc;
 }
