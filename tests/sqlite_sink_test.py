@@ -142,6 +142,9 @@ def kill_once(sink, db, n, target, deadline):
         seen = before
         while True:
             if proc.poll() is not None:
+                if proc.returncode != 0:
+                    fail("sqlite_sink exited %d: %s"
+                         % (proc.returncode, proc.stderr.read().strip()))
                 return False
             if time.monotonic() > limit:
                 fail("no new checkpoint within %d s (token %s)"
