@@ -316,6 +316,7 @@ static void read_input(zp__dispatch *d)
     int64_t items;
     size_t bytes;
     int rc = 1;
+    assert(!d->marked);            /* no input between a marker and its pass */
     input_room(d, &items, &bytes); /* once: it looks at every worker */
     /* Batched items are taken as they came, a batch at a time; others
      * one by one, each to be sent alone. */

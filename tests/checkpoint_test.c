@@ -41,25 +41,6 @@ ZP_TASK(tenfold)
     return zp_emit_int(call, 10 * item(call));
 }
 
-/* tenfold, but the worker process dies of SIGKILL the first time it is on
- * item 700, 1400 or 2100 (a file in the test directory marks that it
- * did). */
-ZP_TASK(tenfold_dying_once)
-{
-    int64_t x = item(call);
-    char mark[128], name[32];
-    snprintf(name, sizeof name, "died-on-%lld", (long long)x);
-    if (x > 0 && x <= 2100 && x % 700 == 0 &&
-        in_test_dir(name, mark, sizeof mark)) {
-        int fd = open(mark, O_WRONLY | O_CREAT | O_EXCL, 0600);
-        if (fd >= 0) {
-            close(fd);
-            raise(SIGKILL);
-        }
-    }
-    return zp_emit_int(call, 10 * x);
-}
-
 /* tenfold, failing once on multiples of 5 (the retry succeeds) and always
  * on multiples of 7 (skipped, after the retry). Attempts of one item run
  * one after the other on one thread. */
@@ -76,36 +57,30 @@ ZP_TASK(flaky_tenfold)
     return zp_emit_int(call, 10 * x);
 }
 
-/* A timer that ends one async call. */
-typedef struct later {
-    uv_timer_t timer;
-    zp_call *call;
-} later;
-
-static void later_free(uv_handle_t *h)
+static void free_timer(uv_handle_t *h)
 {
-    free(h->data);
+    free(h);
 }
 
-static void later_fire(uv_timer_t *t)
+static void tenfold_now(uv_timer_t *t)
 {
-    later *l = t->data;
-    if (zp_emit_int(l->call, 10 * item(l->call)) == 0)
-        zp_done(l->call);
+    zp_call *call = t->data;
+    int rc = zp_emit_int(call, 10 * item(call));
+    uv_close((uv_handle_t *)t, free_timer);
+    if (rc == 0)
+        zp_done(call);
     else
-        zp_fail(l->call, "cannot emit");
-    uv_close((uv_handle_t *)t, later_free);
+        zp_fail(call, "cannot emit");
 }
 
 /* tenfold on the loop's next turn: many calls in flight at once. */
 ZP_ASYNC_TASK(tenfold_later)
 {
-    later *l = calloc(1, sizeof *l);
-    assert_non_null(l);
-    l->call = call;
-    uv_timer_init(loop, &l->timer);
-    l->timer.data = l;
-    uv_timer_start(&l->timer, later_fire, 0, 0);
+    uv_timer_t *t = malloc(sizeof *t);
+    assert_non_null(t);
+    uv_timer_init(loop, t);
+    t->data = call;
+    uv_timer_start(t, tenfold_now, 0, 0);
 }
 
 /* A filter: drops the outputs of items i that are multiples of 3. */
@@ -394,52 +369,51 @@ static zp_pipeline *through(zp_pipeline *stage, bool ordered)
 /* ---- Each kind -------------------------------------------------------------
  */
 
-static void test_a_thread_stage_passes_checkpoints_on(void **state)
+/* Checks `stage` as check_resumes() does, in through(). */
+static void check_kind(void **state, zp_pipeline *stage, bool ordered)
 {
     fixture *f = *state;
-    f->p = through(zp_task(tenfold, .workers = 4), false);
-    check_resumes(f, f->p, 3000, want_pairs, false, NULL);
+    f->p = through(stage, ordered);
+    check_resumes(f, f->p, 3000, want_pairs, ordered, NULL);
+}
+
+static void test_a_thread_stage_passes_checkpoints_on(void **state)
+{
+    check_kind(state, zp_task(tenfold, .workers = 4), false);
 }
 
 static void
 test_an_ordered_thread_stage_passes_checkpoints_in_order(void **state)
 {
-    fixture *f = *state;
-    f->p = through(zp_task(tenfold, .workers = 4, .ordered = true), true);
-    check_resumes(f, f->p, 3000, want_pairs, true, NULL);
+    check_kind(state, zp_task(tenfold, .workers = 4, .ordered = true), true);
 }
 
 static void test_an_async_stage_passes_checkpoints_on(void **state)
 {
-    fixture *f = *state;
-    f->p = through(zp_async_task(tenfold_later, .workers = 64), false);
-    check_resumes(f, f->p, 3000, want_pairs, false, NULL);
+    check_kind(state, zp_async_task(tenfold_later, .workers = 64), false);
 }
 
 static void
 test_an_ordered_async_stage_passes_checkpoints_in_order(void **state)
 {
-    fixture *f = *state;
-    f->p = through(zp_async_task(tenfold_later, .workers = 64, .ordered = true),
-                   true);
-    check_resumes(f, f->p, 3000, want_pairs, true, NULL);
+    check_kind(state,
+               zp_async_task(tenfold_later, .workers = 64, .ordered = true),
+               true);
 }
 
 static void test_a_process_stage_passes_checkpoints_on(void **state)
 {
-    fixture *f = *state;
-    f->p = through(zp_task(tenfold, .workers = 3, .mode = ZP_PROCESS), false);
-    check_resumes(f, f->p, 3000, want_pairs, false, NULL);
+    check_kind(state, zp_task(tenfold, .workers = 3, .mode = ZP_PROCESS),
+               false);
 }
 
 static void
 test_an_ordered_process_stage_passes_checkpoints_in_order(void **state)
 {
-    fixture *f = *state;
-    f->p = through(
+    check_kind(
+        state,
         zp_task(tenfold, .workers = 3, .mode = ZP_PROCESS, .ordered = true),
         true);
-    check_resumes(f, f->p, 3000, want_pairs, true, NULL);
 }
 
 static void test_a_remote_stage_passes_checkpoints_on(void **state)
@@ -465,14 +439,22 @@ static void test_a_nested_pipeline_stage_passes_checkpoints_on(void **state)
     check_resumes(f, f->p, 3000, want_pairs, false, NULL);
 }
 
-/* A worker that dies mid-batch: its batches go back to waiting, and the
- * marker waits for them. */
+/* x -> 5 x. */
+static int fivefold(zp_call *call)
+{
+    return zp_emit_int(call, 5 * item(call));
+}
+
+/* A worker that dies mid-batch (twice_dying_once: on items 750, 1500 and
+ * 2250): its batches go back to waiting, and the marker waits for them. */
 static void test_a_process_worker_dying_mid_batch_delays_a_marker(void **state)
 {
     fixture *f = *state;
     test_dir_make();
-    f->p = through(
-        zp_task(tenfold_dying_once, .workers = 3, .mode = ZP_PROCESS), false);
+    f->p = zp_pipe(zp_task(numbers_paced, .branch = true),
+                   zp_task(twice_dying_once, .workers = 3, .mode = ZP_PROCESS),
+                   zp_task(fivefold, .workers = 2), zp_task(no_thirds),
+                   zp_task(pair, .branch = true));
     check_resumes(f, f->p, 3000, want_pairs, false, NULL);
     assert_int_equal(test_dir_count("died-on-"), 3);
 }
