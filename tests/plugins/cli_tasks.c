@@ -8,6 +8,7 @@
  *              item on: a task that cannot be interrupted
  *   whoami     item -> [item, the pid of the process that ran it], after
  *              waiting bind milliseconds when bind is given
+ *   odd_only   passes odd integers on, drops the others (a filter)
  */
 #include <time.h>
 #include <unistd.h>
@@ -52,4 +53,10 @@ ZP_TASK(whoami)
     msgpack_pack_object(pk, *zp_input(call));
     msgpack_pack_int64(pk, (int64_t)getpid());
     return zp_emit(call);
+}
+
+ZP_TASK(odd_only)
+{
+    int64_t v = zp_input(call)->via.i64;
+    return v % 2 != 0 ? zp_emit_int(call, v) : 0;
 }
