@@ -38,8 +38,7 @@
 #define BATCH_BYTES ((size_t)1 << 20) /* and bytes, but for a single item */
 #define FAST_ITEM_NS (200 * 1000ull)  /* faster items travel in batches */
 #define POLL_MS 100
-/* Supervision runs this often, at most. */
-#define CHECK_NS (5 * ZP__NS_PER_MS)
+#define CHECK_NS (5 * ZP__NS_PER_MS) /* supervision, at most this often */
 
 /* ---- Messages from workers ---------------------------------------------- */
 
