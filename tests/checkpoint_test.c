@@ -36,6 +36,20 @@ static int numbers_paced(zp_call *call)
     return 0;
 }
 
+/* The first task: 0 .. n-1 for [n], 2 ms of work before each but the
+ * first, so that a checkpoint falls between any two. */
+static int numbers_slow(zp_call *call)
+{
+    int64_t n = zp_input(call)->via.array.ptr[0].via.i64;
+    for (int64_t i = 0; i < n; i++) {
+        if (i > 0)
+            nap_us(2000);
+        if (zp_emit_int(call, i) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 ZP_TASK(tenfold)
 {
     return zp_emit_int(call, 10 * item(call));
@@ -564,23 +578,26 @@ static void test_a_huge_branch_goes_through_checkpoints(void **state)
     fixture *f = *state;
     collected *c = &f->c;
     ckpts k = {0};
-    f->p = zp_pipe(zp_task(numbers, .branch = true),
+    f->p = zp_pipe(zp_task(numbers_slow, .branch = true),
                    zp_task(spew, .branch = true, .workers = 2),
                    zp_task(tenfold, .workers = 3, .mode = ZP_PROCESS));
-    run_ckpt(f->p, "[2]", NULL, NULL, c, &k);
+    run_ckpt(f->p, "[3]", NULL, NULL, c, &k);
     assert_run_ok(c);
-    assert_int_equal(c->n, 2 * SPEW);
-    assert_tokens(&k, c, 0, 2);
+    assert_int_equal(c->n, 3 * SPEW);
+    assert_tokens(&k, c, 0, 3);
+    mid_token(&k, 3); /* one at least, before the last item */
     for (size_t i = 0; i + 1 < k.n; i++)
         assert_int_equal(k.at[i], k.k[i] * SPEW);
-    unsigned char *seen = calloc(2 * SPEW, 1);
+    unsigned char *seen = calloc(3 * SPEW, 1);
     assert_non_null(seen);
     for (size_t i = 0; i < c->n; i++) {
         int64_t v = c->v[i] / 10;
-        assert_true(c->v[i] % 10 == 0 && v >= 0 && v < 2 * SPEW);
+        assert_true(c->v[i] % 10 == 0 && v >= 0 && v < 3 * SPEW);
         assert_int_equal(seen[v]++, 0);
     }
     free(seen);
+    print_message("%zu outputs, a checkpoint at K = %llu after %zu\n", c->n,
+                  (unsigned long long)k.k[0], k.at[0]);
     ckpts_fini(&k);
     collected_fini(c);
 }
