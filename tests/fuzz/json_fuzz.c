@@ -156,7 +156,9 @@ static void write_rekeyed(msgpack_object *o, size_t size)
     msgpack_sbuffer_init(&sb);
     CHECK(zp__json_write(o, &sb) == 0);
     CHECK(sb.size <= 32 * size + 64);
-    CHECK(zp__json_read(sb.data, sb.size, zone, &back, &e) == 0);
+    /* A value "$bin" or "$ext" may have become a map's only key. */
+    CHECK(zp__json_read(sb.data, sb.size, zone, &back, &e) == 0 ||
+          strstr(e.reason, "$bin") != NULL || strstr(e.reason, "$ext") != NULL);
     msgpack_sbuffer_destroy(&sb);
     msgpack_zone_free(zone);
 }
