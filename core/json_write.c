@@ -41,8 +41,8 @@ static void put_raw(writer *w, const char *s, size_t n)
 }
 
 /* Appends text; inside a key, escaped as a JSON string's characters. The
- * writer never puts a control character (put_string escapes them), so a
- * '"' and a backslash are the only characters to escape. */
+ * writer never puts a control character (put_string escapes them), so
+ * '"' and the backslash are the only characters to escape. */
 static void put(writer *w, const char *s, size_t n)
 {
     size_t run = 0;
