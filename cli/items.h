@@ -60,7 +60,8 @@ void zp__writer_fini(zp__writer *w);
 
 /*
  * Appends one output; writes the buffer out once it holds 64 KiB. Returns
- * 0, ZP_ENOMEM, or ZP_EIO with errno set (EPIPE: the reader is gone).
+ * 0, ZP_ENOMEM, ZP_EINVAL (an output nested deeper than JSON is written),
+ * or ZP_EIO with errno set (EPIPE: the reader is gone).
  */
 int zp__writer_put(zp__writer *w, const msgpack_object *o);
 

@@ -664,7 +664,10 @@ static int run_status(zp_run *run, int code, int sig, int write_rc, int err)
         return 128 + SIGPIPE; /* the reader is gone: as if killed by it */
     if (write_rc != 0) {
         fprintf(stderr, "zpipe run: writing the outputs: %s\n",
-                write_rc == ZP_ENOMEM ? "out of memory" : strerror(err));
+                write_rc == ZP_ENOMEM ? "out of memory"
+                : write_rc == ZP_EINVAL
+                    ? "an output nested deeper than 32 levels"
+                    : strerror(err));
         return EXIT_FAILED;
     }
     if (code == 0)

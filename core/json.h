@@ -17,8 +17,10 @@
  *   {"$bin": "BASE64"}          <->  bin
  *   {"$ext": [TYPE, "BASE64"]}  <->  ext (TYPE from -128 to 127)
  * Writing, a map key that is not a string is written as a string of its
- * JSON text, invalid UTF-8 in a str as U+FFFD, and NaN or an infinity as
- * null: JSON has no way to say them.
+ * JSON text (in which keys are written as their own text, quoted only when
+ * they are strings, so that nested keys are escaped once and the text stays
+ * linear in the value's size), invalid UTF-8 in a str as U+FFFD, and NaN or
+ * an infinity as null: JSON has no way to say them.
  */
 #ifndef ZP_CORE_JSON_H
 #define ZP_CORE_JSON_H
@@ -26,7 +28,8 @@
 #include "zpipe.h"
 
 /* The deepest nesting of arrays and objects that JSON text may have: what
- * msgpack-c can unpack again. */
+ * msgpack-c can unpack again, the protocol's limit. The writer counts the
+ * containers of map keys too, as msgpack-c does. */
 #define ZP__JSON_MAX_DEPTH 32
 
 /* Where and why JSON text was refused. */
@@ -65,8 +68,10 @@ int zp__json_to_object(const char *json, msgpack_zone *zone,
 
 /*
  * Appends the JSON text of `o` (one line: no newline is ever written) to
- * `sb`. Returns 0, or ZP_ENOMEM (then `sb` holds a partial text; its size
- * before the call is where the text began). Thread-safe.
+ * `sb`, in time and space linear in the size of `o`. Returns 0, ZP_EINVAL
+ * when `o` nests arrays and maps (keys included) deeper than
+ * ZP__JSON_MAX_DEPTH, or ZP_ENOMEM (on error `sb` holds a partial text; its
+ * size before the call is where the text began). Thread-safe.
  */
 int zp__json_write(const msgpack_object *o, msgpack_sbuffer *sb);
 

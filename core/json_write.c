@@ -3,9 +3,12 @@
  * The JSON writer, see json.h for the mapping: appends the text of a
  * msgpack object to a msgpack_sbuffer, on one line (each output of the
  * zpipe CLI) or indented for people (the statistics file). Any msgpack
- * value has a text: what JSON cannot say (invalid UTF-8, NaN, keys that
- * are not strings) is written as json.h says, never refused. The only
- * error is running out of memory.
+ * value within the depth limit has a text: what JSON cannot say (invalid
+ * UTF-8, NaN, keys that are not strings) is written as json.h says, never
+ * refused. One pass over the value, in time and space linear in its size:
+ * the text of a key that is not a string is escaped as it is written, once,
+ * however deep keys nest in keys. The only errors are a value nested deeper
+ * than ZP__JSON_MAX_DEPTH and running out of memory.
  */
 #include "core/json.h"
 
@@ -23,14 +26,39 @@
 typedef struct writer {
     msgpack_sbuffer *sb; /* borrowed */
     int indent;          /* spaces per level; 0: all on one line */
-    int level;           /* containers open, never negative */
+    int level;           /* containers open, those of keys too; never
+                            negative, at most ZP__JSON_MAX_DEPTH */
+    bool in_key;         /* writing the text of a key that is not a string:
+                            what is put is escaped into that string */
+    bool too_deep;       /* sticky: a container beyond the limit was met */
     bool out_of_memory;  /* sticky */
 } writer;
 
-static void put(writer *w, const char *s, size_t n)
+static void put_raw(writer *w, const char *s, size_t n)
 {
     if (!w->out_of_memory && n > 0 && msgpack_sbuffer_write(w->sb, s, n) != 0)
         w->out_of_memory = true;
+}
+
+/* Appends text; inside a key, escaped as a JSON string's characters. The
+ * writer never puts a control character (put_string escapes them), so
+ * '"' and the backslash are the only characters to escape. */
+static void put(writer *w, const char *s, size_t n)
+{
+    size_t run = 0;
+    if (!w->in_key) {
+        put_raw(w, s, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        assert((unsigned char)s[i] >= 0x20);
+        if (s[i] != '"' && s[i] != '\\')
+            continue;
+        put_raw(w, s + run, i - run);
+        put_raw(w, "\\", 1);
+        run = i; /* the character itself starts the next run */
+    }
+    put_raw(w, s + run, n - run);
 }
 
 /* Indented: a new line, at the current level. */
@@ -149,27 +177,38 @@ static void put_base64(writer *w, const char *data, size_t n)
 
 static void put_value(writer *w, const msgpack_object *o);
 
-/* A map key: a string as it is, anything else as the string of its JSON. */
+/* A map key: a string as it is, anything else as the string of its JSON
+ * text, on one line. Within that text a key is written as its own text,
+ * quoted only when it is a string: escaping each nested key again would
+ * double its backslashes at each level. */
 static void put_key(writer *w, const msgpack_object *k)
 {
-    if (k->type == MSGPACK_OBJECT_STR) {
-        put_string(w, k->via.str.ptr, k->via.str.size);
+    if (k->type == MSGPACK_OBJECT_STR || w->in_key) {
+        put_value(w, k);
         return;
     }
-    msgpack_sbuffer text;
-    msgpack_sbuffer_init(&text);
-    writer inner = {.sb = &text};
-    put_value(&inner, k);
-    w->out_of_memory |= inner.out_of_memory;
-    put_string(w, text.data, text.size);
-    msgpack_sbuffer_destroy(&text);
+    int indent = w->indent;
+    put_raw(w, "\"", 1);
+    w->in_key = true;
+    w->indent = 0;
+    put_value(w, k);
+    w->in_key = false;
+    w->indent = indent;
+    put_raw(w, "\"", 1);
 }
 
-/* Opens an array or object: `bracket`, then one level deeper. */
-static void open_container(writer *w, const char *bracket)
+/* Opens an array or object: `bracket`, then one level deeper. False, and
+ * nothing written, beyond the depth limit. */
+static bool open_container(writer *w, const char *bracket)
 {
+    assert(w->level >= 0 && w->level <= ZP__JSON_MAX_DEPTH);
+    if (w->level == ZP__JSON_MAX_DEPTH) {
+        w->too_deep = true;
+        return false;
+    }
     put(w, bracket, 1);
     w->level++;
+    return true;
 }
 
 /* Closes a container of `size` elements: back a level, its own line when
@@ -185,7 +224,8 @@ static void close_container(writer *w, uint32_t size, const char *bracket)
 
 static void put_array(writer *w, const msgpack_object_array *a)
 {
-    open_container(w, "[");
+    if (!open_container(w, "["))
+        return;
     for (uint32_t i = 0; i < a->size; i++) {
         next_element(w, i);
         put_value(w, &a->ptr[i]);
@@ -195,7 +235,8 @@ static void put_array(writer *w, const msgpack_object_array *a)
 
 static void put_map(writer *w, const msgpack_object_map *m)
 {
-    open_container(w, "{");
+    if (!open_container(w, "{"))
+        return;
     for (uint32_t i = 0; i < m->size; i++) {
         next_element(w, i);
         put_key(w, &m->ptr[i].key);
@@ -252,6 +293,8 @@ int zp__json_write_indented(const msgpack_object *o, int indent,
     assert(indent >= 0 && indent <= 16);
     writer w = {.sb = sb, .indent = indent};
     put_value(&w, o);
-    assert(w.level == 0);
-    return w.out_of_memory ? ZP_ENOMEM : 0;
+    assert(w.level == 0 && !w.in_key);
+    if (w.out_of_memory)
+        return ZP_ENOMEM;
+    return w.too_deep ? ZP_EINVAL : 0;
 }

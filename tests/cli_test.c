@@ -1996,6 +1996,31 @@ test_a_killed_msgpack_run_resumes_with_every_output_once(void **state)
     kill_and_resume("msgpack");
 }
 
+static void
+test_keys_that_are_maps_of_maps_are_written_in_linear_size(void **state)
+{
+    (void)state;
+    proc p;
+    /* 28 and 32 levels of keys: 58 and 66 bytes of msgpack. */
+    assert_int_equal(zpipe(&p, NULL, "run", "--plugin", TASKS,
+                           "range branch | key_maps ordered", "[28, 33, 4]",
+                           NULL),
+                     0);
+    assert_true(p.out_len < 64 * 58 + 64 * 66);
+    assert_contains(p.stdout_text,
+                    "{\"{{{{{{{{{{{{{{{{{{{{{{{{{{{\\\"a\\\":null}"
+                    ":null}");
+    assert_contains(p.stdout_text, ":null}\":null}\n{\"{{{{{{{{{{{{{{{{{{{{"
+                                   "{{{{{{{{{{{\\\"a\\\":null}");
+    proc_free(&p);
+    /* One level more is beyond the protocol's depth. */
+    assert_int_equal(zpipe(&p, NULL, "run", "--plugin", TASKS,
+                           "range branch | key_maps", "[33, 34]", NULL),
+                     1);
+    assert_int_equal(p.out_len, 0);
+    proc_free(&p);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -2069,6 +2094,7 @@ int main(void)
         TEST(test_a_checkpoint_not_written_fails_the_run_keeping_the_last),
         TEST(test_a_killed_run_resumes_with_every_output_once),
         TEST(test_a_killed_msgpack_run_resumes_with_every_output_once),
+        TEST(test_keys_that_are_maps_of_maps_are_written_in_linear_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,9 @@
  * the $bin and $ext conventions, run arguments wrapped into an array, the
  * line and column of invalid JSON, objects built in a zone that outlive the
  * buffer they were packed into, every msgpack type written as JSON, on
- * one line and indented, and values that go round both ways unchanged.
+ * one line and indented, keys that are maps of maps written in linear
+ * size, the depth limit on writing, and values that go round both ways
+ * unchanged.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -817,6 +820,105 @@ static void test_every_msgpack_type_is_written_as_json(void **state)
                    "{\"$ext\":[-128,\"AQIDBA==\"]},{\"$ext\":[5,\"/w==\"]}]");
 }
 
+static void pack_keys_in_keys(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 2);
+    msgpack_pack_map(pk, 1); /* {{1: 2}: 3} */
+    msgpack_pack_int(pk, 1);
+    msgpack_pack_int(pk, 2);
+    msgpack_pack_int(pk, 3);
+    msgpack_pack_map(pk, 1); /* {{["s"]: "v"}: nil} */
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_str_with_body(pk, "s", 1);
+    msgpack_pack_str_with_body(pk, "v\\", 2);
+    msgpack_pack_nil(pk);
+}
+
+static void test_keys_in_keys_are_escaped_once(void **state)
+{
+    (void)state;
+    assert_written(pack_keys_in_keys,
+                   "{\"{1:2}\":3,\"{[\\\"s\\\"]:\\\"v\\\\\\\\\\\"}\":null}");
+}
+
+/* Packs a map whose only key is such a map, `levels` deep, each value nil,
+ * the innermost key "a": 2 bytes a level and 2 more. */
+static void pack_keys_of_keys(msgpack_packer *pk, int levels)
+{
+    for (int i = 0; i < levels; i++)
+        msgpack_pack_map(pk, 1);
+    msgpack_pack_str_with_body(pk, "a", 1);
+    for (int i = 0; i < levels; i++)
+        msgpack_pack_nil(pk);
+}
+
+static void test_nested_map_keys_are_written_in_linear_size(void **state)
+{
+    (void)state;
+    for (int levels = 28; levels <= ZP__JSON_MAX_DEPTH; levels++) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        pack_keys_of_keys(&pk, levels);
+        if (levels == 28)
+            assert_int_equal(sb.size, 58);
+        clock_t start = clock();
+        char *text = write_packed(&sb);
+        double seconds = (double)(clock() - start) / CLOCKS_PER_SEC;
+        assert_true(strlen(text) < 64 * sb.size);
+        assert_true(seconds < 1.0);
+        /* {"{{...{\"a\":null}...:null}:null}":null}: read back, one key */
+        assert_int_equal(strncmp(text, "{\"{{", 4), 0);
+        assert_non_null(strstr(text, "{\\\"a\\\":null}:null}"));
+        msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+        msgpack_object o;
+        assert_non_null(zone);
+        read_ok(text, zone, &o);
+        assert_int_equal(o.type, MSGPACK_OBJECT_MAP);
+        assert_int_equal(o.via.map.size, 1);
+        assert_int_equal(o.via.map.ptr[0].key.type, MSGPACK_OBJECT_STR);
+        msgpack_zone_free(zone);
+        free(text);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
+/* Writes a value `levels` deep, built in memory as msgpack-c would not
+ * unpack it: arrays in arrays, or maps as the keys of maps. */
+static int write_nested(int levels, bool in_keys, msgpack_sbuffer *out)
+{
+    msgpack_object o[64];
+    msgpack_object_kv kv[64];
+    assert_true(levels < 64);
+    o[levels] = (msgpack_object){.type = MSGPACK_OBJECT_NIL};
+    for (int i = levels - 1; i >= 0; i--) {
+        if (in_keys) {
+            kv[i] = (msgpack_object_kv){.key = o[i + 1], .val = o[levels]};
+            o[i] = (msgpack_object){.type = MSGPACK_OBJECT_MAP,
+                                    .via.map = {.size = 1, .ptr = &kv[i]}};
+        } else
+            o[i] = (msgpack_object){.type = MSGPACK_OBJECT_ARRAY,
+                                    .via.array = {.size = 1, .ptr = &o[i + 1]}};
+    }
+    return zp__json_write(&o[0], out);
+}
+
+static void test_writing_stops_at_32_levels(void **state)
+{
+    (void)state;
+    for (int in_keys = 0; in_keys < 2; in_keys++) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        assert_int_equal(write_nested(32, in_keys, &sb), 0);
+        msgpack_sbuffer_clear(&sb);
+        assert_int_equal(write_nested(33, in_keys, &sb), ZP_EINVAL);
+        msgpack_sbuffer_clear(&sb);
+        assert_int_equal(write_nested(63, in_keys, &sb), ZP_EINVAL);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
 /* The text of JSON `json` written back with `indent`. */
 static char *rewritten(const char *json, int indent)
 {
@@ -951,6 +1053,9 @@ int main(void)
         cmocka_unit_test(test_reading_stops_at_the_given_length),
         cmocka_unit_test(test_every_msgpack_type_is_written_as_json),
         cmocka_unit_test(test_indented_text_has_an_element_a_line),
+        cmocka_unit_test(test_keys_in_keys_are_escaped_once),
+        cmocka_unit_test(test_nested_map_keys_are_written_in_linear_size),
+        cmocka_unit_test(test_writing_stops_at_32_levels),
         cmocka_unit_test(test_json_goes_to_msgpack_and_back_unchanged),
         cmocka_unit_test(test_msgpack_goes_to_json_and_back_unchanged),
     };

@@ -10,6 +10,9 @@
  * the documented differences (integers from 2^63 to 2^64-1 and beyond,
  * nesting deeper than 32 levels, NUL in object keys, $bin and $ext), and
  * raw NUL bytes, which jansson's lexer sometimes takes for the end.
+ * Then each map's values become its keys (maps of maps as keys, however
+ * deep the text nests): written in size linear in the text's, and read
+ * back.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -124,6 +127,42 @@ static void round_trip(const msgpack_object *o)
     }
 }
 
+/* Makes each value of each map in o its key, and nil its value. */
+static void rekey(msgpack_object *o)
+{
+    if (o->type == MSGPACK_OBJECT_ARRAY)
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            rekey(&o->via.array.ptr[i]);
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        msgpack_object_kv *kv = &o->via.map.ptr[i];
+        rekey(&kv->val);
+        kv->key = kv->val;
+        kv->val = (msgpack_object){.type = MSGPACK_OBJECT_NIL};
+    }
+}
+
+/* Writes o, read from `size` bytes of text, with keys that are not
+ * strings: linear in size, read back. */
+static void write_rekeyed(msgpack_object *o, size_t size)
+{
+    msgpack_sbuffer sb;
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    msgpack_object back;
+    zp__json_error e;
+    CHECK(zone != NULL);
+    rekey(o);
+    msgpack_sbuffer_init(&sb);
+    CHECK(zp__json_write(o, &sb) == 0);
+    CHECK(sb.size <= 32 * size + 64);
+    /* A value "$bin" or "$ext" may have become a map's only key. */
+    CHECK(zp__json_read(sb.data, sb.size, zone, &back, &e) == 0 ||
+          strstr(e.reason, "$bin") != NULL || strstr(e.reason, "$ext") != NULL);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_zone_free(zone);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -145,6 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(j != NULL || known_difference(&je));
         if (j != NULL)
             same(j, &o);
+        write_rekeyed(&o, size);
     }
     json_decref(j);
     msgpack_zone_free(zone);

@@ -9,6 +9,8 @@
  *   whoami     item -> [item, the pid of the process that ran it], after
  *              waiting bind milliseconds when bind is given
  *   odd_only   passes odd integers on, drops the others (a filter)
+ *   key_maps   n -> a map whose only key is such a map, n levels deep, the
+ *              innermost key "a", every value nil (58 bytes at n = 28)
  */
 #include <time.h>
 #include <unistd.h>
@@ -59,4 +61,16 @@ ZP_TASK(odd_only)
 {
     int64_t v = zp_input(call)->via.i64;
     return v % 2 != 0 ? zp_emit_int(call, v) : 0;
+}
+
+ZP_TASK(key_maps)
+{
+    int64_t n = zp_input(call)->via.i64;
+    msgpack_packer *pk = zp_out(call);
+    for (int64_t i = 0; i < n; i++)
+        msgpack_pack_map(pk, 1);
+    msgpack_pack_str_with_body(pk, "a", 1);
+    for (int64_t i = 0; i < n; i++)
+        msgpack_pack_nil(pk);
+    return zp_emit(call);
 }
