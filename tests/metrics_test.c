@@ -510,6 +510,17 @@ static char slow_byte(size_t n)
     return n < sizeof head - 1 ? head[n] : 'a';
 }
 
+/* A server of render_fixed's page on a port of 127.0.0.1. */
+static zp__metrics *fixed_server(uint64_t *scrapes)
+{
+    char *why = NULL;
+    zp__metrics *m =
+        zp__metrics_new("127.0.0.1:0", render_fixed, scrapes, &why);
+    if (m == NULL)
+        fail_msg("%s", why);
+    return m;
+}
+
 static void *trickle(void *arg)
 {
     slowloris *s = arg;
@@ -542,10 +553,7 @@ static void test_a_scrape_gets_in_past_100_slow_connections(void **state)
 {
     (void)state;
     uint64_t scrapes = 0;
-    char *why = NULL;
-    zp__metrics *m =
-        zp__metrics_new("127.0.0.1:0", render_fixed, &scrapes, &why);
-    assert_non_null(m);
+    zp__metrics *m = fixed_server(&scrapes);
     slowloris s = {.where = zp__metrics_where(m)};
     for (int i = 0; i < SLOW_CLIENTS; i++)
         s.fd[i] = -1;
@@ -569,17 +577,13 @@ static void test_a_scrape_gets_in_past_100_slow_connections(void **state)
     assert_true(atomic_load(&s.closed) > 0);
     assert_int_equal(scrapes, 6); /* no slow request was ever answered */
     zp__metrics_destroy(&m);
-    assert_null(why);
 }
 
 static void test_a_request_never_finished_is_cut_at_its_deadline(void **state)
 {
     (void)state;
     uint64_t scrapes = 0;
-    char *why = NULL;
-    zp__metrics *m =
-        zp__metrics_new("127.0.0.1:0", render_fixed, &scrapes, &why);
-    assert_non_null(m);
+    zp__metrics *m = fixed_server(&scrapes);
     const char *where = zp__metrics_where(m);
     int fd = http_connect(where);
     assert_true(fd >= 0);
@@ -603,7 +607,6 @@ static void test_a_request_never_finished_is_cut_at_its_deadline(void **state)
     http_reply_free(&r);
     assert_int_equal(scrapes, 1);
     zp__metrics_destroy(&m);
-    assert_null(why);
 }
 
 static void test_bad_metrics_addresses_are_refused_naming_them(void **state)
