@@ -183,10 +183,17 @@ static int open_listener(const char *addr, char **why)
 
 /* ---- Deadlines ----------------------------------------------------------- */
 
+/* Whether the lock is held (by this thread, where it is asked); for
+ * asserts only. */
+static inline bool held(zp__metrics *m)
+{
+    return pthread_mutex_trylock(&m->lock) == EBUSY;
+}
+
 /* Shuts `k` down, so that libmicrohttpd closes it. The lock held. */
 static void drop(zp__metrics *m, conn *k)
 {
-    assert(!k->dropped);
+    assert(held(m) && !k->dropped);
     shutdown(k->fd, SHUT_RDWR);
     if (!k->answering) {
         assert(m->waiting > 0);
@@ -199,6 +206,7 @@ static void drop(zp__metrics *m, conn *k)
  * that has waited longest when too many wait. The lock held. */
 static void wait_request(zp__metrics *m, conn *k)
 {
+    assert(held(m));
     k->answering = false;
     k->until = zp__now_ns() + REQUEST_S * ZP__NS_PER_S;
     if (++m->waiting <= MAX_WAITING)
