@@ -9,8 +9,11 @@
  *
  * It never calls into a run: a page is whatever the render callback
  * writes, on the server's thread, so a slow or stuck client holds one of
- * the server's connections (at most 32, idle ones closed after 10 s),
- * nothing else.
+ * the server's connections, nothing else, and not for long: a request
+ * must be whole 3 s after the connection opened (or after its previous
+ * answer), the answer sent within 10 s, and of 64 connections waiting for
+ * their request, a 65th drops the one that has waited longest, so that
+ * a scrape gets in while slow clients are many.
  */
 #ifndef ZP_COORDINATOR_HTTP_H
 #define ZP_COORDINATOR_HTTP_H

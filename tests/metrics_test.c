@@ -7,8 +7,11 @@
  * worker_metrics.c) over real
  * sockets on 127.0.0.1: GET /metrics, 404 and 405, bad addresses and
  * ports in use, a run's live and final figures, the linger, nested runs,
- * $ZPIPE_METRICS. The process stage's workers are this program again
- * (zp_init is main's first line).
+ * $ZPIPE_METRICS, slow clients (a scrape gets in past 100 of them; a
+ * request never finished is cut at its deadline; the run's and the
+ * worker's pages share the one server, so its own tests cover both). The
+ * process stage's workers are this program again (zp_init is main's first
+ * line).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,7 +24,9 @@
 #include "tests/testutil.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +37,7 @@
 #include "coordinator/metrics.h"
 #include "coordinator/prom.h"
 #include "coordinator/worker_metrics.h"
+#include "core/clock.h"
 #include "core/tally.h"
 #include "core/hist.h"
 
@@ -481,6 +487,128 @@ test_the_endpoint_serves_get_metrics_and_refuses_the_rest(void **state)
     assert_null(why);
 }
 
+/* ---- Slow clients -------------------------------------------------------- */
+
+#define SLOW_CLIENTS 100
+
+/* SLOW_CLIENTS connections that each send one byte of a request every
+ * 100 ms and never finish it; a connection the server closes is opened
+ * again, as an attacker would. */
+typedef struct slowloris {
+    const char *where;
+    atomic_bool stop;
+    atomic_uint rounds; /* times every connection was sent a byte */
+    atomic_uint closed; /* connections the server closed */
+    int fd[SLOW_CLIENTS];
+    size_t sent[SLOW_CLIENTS];
+} slowloris;
+
+/* The n-th byte of a request that never ends: a header that goes on. */
+static char slow_byte(size_t n)
+{
+    static const char head[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    return n < sizeof head - 1 ? head[n] : 'a';
+}
+
+/* A server of render_fixed's page on a port of 127.0.0.1. */
+static zp__metrics *fixed_server(uint64_t *scrapes)
+{
+    char *why = NULL;
+    zp__metrics *m =
+        zp__metrics_new("127.0.0.1:0", render_fixed, scrapes, &why);
+    if (m == NULL)
+        fail_msg("%s", why);
+    return m;
+}
+
+static void *trickle(void *arg)
+{
+    slowloris *s = arg;
+    while (!atomic_load(&s->stop)) {
+        for (int i = 0; i < SLOW_CLIENTS; i++) {
+            if (s->fd[i] < 0) {
+                s->fd[i] = http_connect(s->where);
+                s->sent[i] = 0;
+            }
+            char c = slow_byte(s->sent[i]);
+            if (s->fd[i] >= 0 &&
+                send(s->fd[i], &c, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) {
+                s->sent[i]++;
+            } else if (s->fd[i] >= 0) {
+                close(s->fd[i]);
+                s->fd[i] = -1;
+                atomic_fetch_add(&s->closed, 1);
+            }
+        }
+        atomic_fetch_add(&s->rounds, 1);
+        nap_us(100000);
+    }
+    for (int i = 0; i < SLOW_CLIENTS; i++)
+        if (s->fd[i] >= 0)
+            close(s->fd[i]);
+    return NULL;
+}
+
+static void test_a_scrape_gets_in_past_100_slow_connections(void **state)
+{
+    (void)state;
+    uint64_t scrapes = 0;
+    zp__metrics *m = fixed_server(&scrapes);
+    slowloris s = {.where = zp__metrics_where(m)};
+    for (int i = 0; i < SLOW_CLIENTS; i++)
+        s.fd[i] = -1;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, trickle, &s), 0);
+    for (int waited = 0; atomic_load(&s.rounds) < 3; waited += 10) {
+        if (waited > DEADLINE_MS)
+            fail_msg("the slow connections never opened");
+        nap_us(10000);
+    }
+    for (int i = 0; i < 6; i++) {
+        http_reply r;
+        assert_int_equal(http_call(s.where, "GET", "/metrics", NULL, &r), 200);
+        assert_non_null(strstr(r.body, "zpipe_test_total"));
+        http_reply_free(&r);
+        nap_us(200000);
+    }
+    atomic_store(&s.stop, true);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* Of 100 waiting connections the server keeps 64: it dropped some. */
+    assert_true(atomic_load(&s.closed) > 0);
+    assert_int_equal(scrapes, 6); /* no slow request was ever answered */
+    zp__metrics_destroy(&m);
+}
+
+static void test_a_request_never_finished_is_cut_at_its_deadline(void **state)
+{
+    (void)state;
+    uint64_t scrapes = 0;
+    zp__metrics *m = fixed_server(&scrapes);
+    const char *where = zp__metrics_where(m);
+    int fd = http_connect(where);
+    assert_true(fd >= 0);
+    uint64_t start = zp__now_ns();
+    bool over = false;
+    for (size_t n = 0; !over; n++) {
+        if (zp__now_ns() - start > 60 * S)
+            fail_msg("a request never finished was never cut");
+        char c = slow_byte(n), buf[256];
+        if (send(fd, &c, 1, MSG_NOSIGNAL) != 1)
+            break; /* reset: the server closed it */
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) > 0)
+            over = read(fd, buf, sizeof buf) <= 0; /* the end, no reply */
+    }
+    /* The deadline is 3 s from the accept; never sooner. */
+    assert_true(zp__now_ns() - start >= 2 * S);
+    close(fd);
+    http_reply r;
+    assert_int_equal(http_call(where, "GET", "/metrics", NULL, &r), 200);
+    http_reply_free(&r);
+    assert_int_equal(scrapes, 1);
+    zp__metrics_destroy(&m);
+}
+
 static void test_bad_metrics_addresses_are_refused_naming_them(void **state)
 {
     (void)state;
@@ -746,6 +874,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_a_tally_holds_a_bounded_number_of_workers),
         cmocka_unit_test(
             test_the_endpoint_serves_get_metrics_and_refuses_the_rest),
+        cmocka_unit_test(test_a_scrape_gets_in_past_100_slow_connections),
+        cmocka_unit_test(test_a_request_never_finished_is_cut_at_its_deadline),
         cmocka_unit_test(test_bad_metrics_addresses_are_refused_naming_them),
         cmocka_unit_test(test_a_port_in_use_fails_the_run_naming_it),
         cmocka_unit_test(test_a_run_serves_its_live_figures_while_it_goes),
