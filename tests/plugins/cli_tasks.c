@@ -9,6 +9,8 @@
  *   whoami     item -> [item, the pid of the process that ran it], after
  *              waiting bind milliseconds when bind is given
  *   odd_only   passes odd integers on, drops the others (a filter)
+ *   running_sum a join task: the sum of its items so far after every
+ *              bind items (1000 when no bind), then the sum of them all
  */
 #include <time.h>
 #include <unistd.h>
@@ -59,4 +61,16 @@ ZP_TASK(odd_only)
 {
     int64_t v = zp_input(call)->via.i64;
     return v % 2 != 0 ? zp_emit_int(call, v) : 0;
+}
+
+ZP_TASK(running_sum)
+{
+    const msgpack_object *every = zp_bound(call), *item;
+    int64_t n = every != NULL ? every->via.i64 : 1000, sum = 0, seen = 0;
+    while (zp_next(call, &item)) {
+        sum += item->via.i64;
+        if (++seen % n == 0 && zp_emit_int(call, sum) != 0)
+            return -1;
+    }
+    return zp_emit_int(call, sum);
 }
