@@ -14,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/fds.h"
 #include "transport/batch.h"
 
 /* Bytes buffered before a write(). */
@@ -40,16 +41,9 @@ struct zp__spill {
 /* Writes all of data[0..len). Returns 0 or ZP_EIO. */
 static int write_all(int fd, const char *data, size_t len)
 {
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return ZP_EIO;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return zp__fds_write_all(fd, data, len) ? 0 : ZP_EIO;
+}
+return 0;
 }
 
 /* A new file's name is on disk only once its folder's is. */
