@@ -383,9 +383,6 @@ static int stats_text(msgpack_sbuffer *out, const zp_stage_stats *st, size_t n,
     return rc;
 }
 
-return true;
-}
-
 int zp__stats_write(const char *path, const zp_stage_stats *st, size_t n,
                     int code, const char *error, uint64_t ns, char **why)
 {

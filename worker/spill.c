@@ -43,8 +43,6 @@ static int write_all(int fd, const char *data, size_t len)
 {
     return zp__fds_write_all(fd, data, len) ? 0 : ZP_EIO;
 }
-return 0;
-}
 
 /* A new file's name is on disk only once its folder's is. */
 static void sync_folder(const char *path)
