@@ -14,7 +14,7 @@
 # the same multiset of lines (the pid whoami adds aside), and for the
 # `ordered` variant the same sequence. A third variant runs
 #   range branch | odd_only | double_it workers=3 mode=process ordered
-#                | running_sum join branch | identity
+#                | sum_every join branch | identity
 # (the join's input in one order, so that its running sums are known):
 # its output must be exactly an uninterrupted run's, and its spill file
 # (beside STATE) gone at the end. STATE must say the run is done, and
@@ -87,7 +87,7 @@ wait_for_new_state() {
 }
 
 # The outputs an uninterrupted run on $2 items gives, in $TMP/want: for
-# odd i < $2, 2i; or (join) running_sum's over those, in order.
+# odd i < $2, 2i; or (join) sum_every's over those, in order.
 wanted() {
     if [ "$1" = join ]; then
         seq 1 2 $(($2 - 1)) | awk '{ s += 2 * $1; if (++n % 1000 == 0) printf "%.0f\n", s }
@@ -152,5 +152,5 @@ STAGES="range branch | odd_only | double_it workers=3 mode=process"
 run_variant unordered "$STAGES | whoami mode=remote | identity" sorted
 run_variant ordered "$STAGES ordered | whoami mode=remote ordered | identity" keep
 # No remote stage: as many items take a tenth of the time.
-run_variant join "$STAGES ordered | running_sum join branch | identity" join $((ITEMS * 10))
+run_variant join "$STAGES ordered | sum_every join branch | identity" join $((ITEMS * 10))
 say "ok"

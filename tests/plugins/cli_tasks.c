@@ -9,7 +9,7 @@
  *   whoami     item -> [item, the pid of the process that ran it], after
  *              waiting bind milliseconds when bind is given
  *   odd_only   passes odd integers on, drops the others (a filter)
- *   running_sum a join task: the sum of its items so far after every
+ *   sum_every  a join task: the sum of its items so far after every
  *              bind items (1000 when no bind), then the sum of them all
  */
 #include <time.h>
@@ -63,7 +63,7 @@ ZP_TASK(odd_only)
     return v % 2 != 0 ? zp_emit_int(call, v) : 0;
 }
 
-ZP_TASK(running_sum)
+ZP_TASK(sum_every)
 {
     const msgpack_object *every = zp_bound(call), *item;
     int64_t n = every != NULL ? every->via.i64 : 1000, sum = 0, seen = 0;
