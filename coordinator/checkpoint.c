@@ -109,41 +109,39 @@ void zp__ckpt_token(const zp__ckpt *c, bool done, const zp__mark *m,
     join_parts(c, m->epoch, out);
 }
 
-/* Reads a decimal count at *p, up to a character of `ends`. Returns 0 or
- * ZP_EINVAL. */
-static int count_at(const char **p, const char *ends, uint64_t *out)
+/* Reads a decimal count at *p, which must end at `end` or at the token's
+ * end. Returns 0 or ZP_EINVAL. */
+static int count_at(const char **p, char end, uint64_t *out)
 {
-    char *end;
+    char *after;
     if (**p < '0' || **p > '9')
         return ZP_EINVAL;
     errno = 0;
-    *out = strtoull(*p, &end, 10);
-    if (errno != 0 || strchr(ends, *end) == NULL)
+    *out = strtoull(*p, &after, 10);
+    if (errno != 0 || (*after != end && *after != '\0'))
         return ZP_EINVAL;
-    *p = end;
+    *p = after;
     return 0;
 }
 
 /* Reads what a token says of each join stage into its slot: ".B-N" per
- * join stage, in order. Returns 0 or ZP_EINVAL. */
+ * join stage, in order, at k. Returns 0 or ZP_EINVAL. */
 static int parse_joins(zp__ckpt *c, const char *k)
 {
     for (size_t j = 0; c->slots != NULL && j < c->nstages; j++) {
         zp__spill_slot *slot = &c->slots[j];
         if (slot->path == NULL)
             continue;
-        if (*k++ != '.' || count_at(&k, "-", &slot->replay_bytes) != 0)
-            return ZP_EINVAL;
-        k++;
-        if (count_at(&k, ".", &slot->replay_outputs) != 0)
+        if (*k++ != '.' || count_at(&k, '-', &slot->replay_bytes) != 0 ||
+            *k++ != '-' || count_at(&k, '.', &slot->replay_outputs) != 0)
             return ZP_EINVAL;
     }
     return *k == '\0' ? 0 : ZP_EINVAL;
 }
 
-/* Reads a token: its fingerprint, and K with each join stage's part, or
- * done. Returns 0 or ZP_EINVAL. */
-static int parse_token(zp__ckpt *c, const char *t, uint64_t *print)
+/* Reads a token's fingerprint; *rest is what follows it. Returns 0 or
+ * ZP_EINVAL. */
+static int parse_print(const char *t, uint64_t *print, const char **rest)
 {
     size_t np = strlen(TOKEN_PREFIX);
     if (strncmp(t, TOKEN_PREFIX, np) != 0 || strlen(t) < np + 18 ||
@@ -153,11 +151,18 @@ static int parse_token(zp__ckpt *c, const char *t, uint64_t *print)
         if (!strchr("0123456789abcdef", t[i]))
             return ZP_EINVAL;
     *print = strtoull(t + np, NULL, 16);
-    const char *k = t + np + 17;
+    *rest = t + np + 17;
+    return 0;
+}
+
+/* Reads what follows a token's fingerprint: K with each join stage's
+ * part, or done. Returns 0 or ZP_EINVAL. */
+static int parse_cut(zp__ckpt *c, const char *k)
+{
     c->done = strcmp(k, "done") == 0;
     if (c->done)
         return 0;
-    if (count_at(&k, ".", &c->skip) != 0)
+    if (count_at(&k, '.', &c->skip) != 0)
         return ZP_EINVAL;
     return parse_joins(c, k);
 }
@@ -245,17 +250,17 @@ static int read_opts(zp__ckpt *c, const zp_run_opts *o, const zp_pipeline *p,
     int rc = name_spills(c, p, o->checkpoint_dir, why);
     if (rc != 0 || o->resume == NULL)
         return rc;
-    uint64_t print;
-    if (parse_token(c, o->resume, &print) != 0) {
-        *why = zp__strdupf("'%.64s' is not a checkpoint token of this "
-                           "pipeline",
-                           o->resume);
-        return ZP_EINVAL;
-    }
-    if (print != c->print) {
+    uint64_t print = 0;
+    const char *rest = NULL;
+    rc = parse_print(o->resume, &print, &rest);
+    if (rc == 0 && print != c->print) {
         *why = zp__strdupf("the checkpoint token '%.64s' is of another "
                            "pipeline or other arguments",
                            o->resume);
+        return ZP_EINVAL;
+    }
+    if (rc != 0 || parse_cut(c, rest) != 0) {
+        *why = zp__strdupf("'%.64s' is not a checkpoint token", o->resume);
         return ZP_EINVAL;
     }
     return 0;

@@ -739,6 +739,14 @@ static void check_join(fixture *f, zp_task_fn join, int64_t n)
     run_ckpt(f->p, args, NULL, k.tok[t], c, &again);
     assert_int_equal(c->rc, ZP_EINVAL);
     assert_error_has(c, "shorter than");
+    ckpts_fini(&again);
+    /* a token whose join part is cut short */
+    char *cut = strdup(k.tok[t]);
+    *strrchr(cut, '-') = '\0';
+    run_ckpt(f->p, args, NULL, cut, c, &again);
+    free(cut);
+    assert_int_equal(c->rc, ZP_EINVAL);
+    assert_error_has(c, "is not a checkpoint token");
     spill_dir = NULL;
     free(rest);
     ckpts_fini(&again);
