@@ -6,9 +6,10 @@
  * raw ZeroMQ inproc PUSH/PULL chain with msgpack items, one per message and
  * 64 per message. Prints items/s of each and zpipe's ratio to each, and the
  * process's peak RSS after the zpipe run. Not a test: nothing is asserted
- * about speed. Then `range branch | x*2+1` summed by the caller (join
- * stages take no checkpoints yet) with a checkpoint every second and every
- * 100 ms, beside the same run without, over 4N items.
+ * about speed. Then `range branch | x*2+1` summed by the caller with a
+ * checkpoint every second and every 100 ms, beside the same run without,
+ * over 4N items; then the whole pipeline, join included (which keeps its
+ * input in a spill file in a temporary folder), the same way over N.
  * Usage: pipeline_bench [N] [ROUNDS]; ZPIPE_BENCH_METRICS=1
  * serves and scrapes the metrics of every zpipe run (scrape.h).
  */
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zpipe.h>
 
@@ -53,6 +55,9 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* Where the join stage keeps its input in runs with checkpoints. */
+static char spill_dir[64];
+
 /* Runs p on [n]; the sum of its outputs goes to *sum_out. Checkpoints
  * every `ckpt_ms`, unless 0. */
 static double zpipe_run(zp_pipeline *p, uint64_t n, uint64_t *sum_out,
@@ -60,7 +65,8 @@ static double zpipe_run(zp_pipeline *p, uint64_t n, uint64_t *sum_out,
 {
     char args[32];
     const msgpack_object *out;
-    zp_run_opts o = {.metrics_listen = zpb_metrics_addr()};
+    zp_run_opts o = {.metrics_listen = zpb_metrics_addr(),
+                     .checkpoint_dir = spill_dir};
     if (ckpt_ms > 0)
         o = zpb_with_checkpoints(o, ckpt_ms);
     snprintf(args, sizeof args, "[%llu]", (unsigned long long)n);
@@ -88,15 +94,13 @@ static void report(const char *what, uint64_t n, double secs, uint64_t sum,
     printf("\n");
 }
 
-/* The pipeline without its join, with and without checkpoints, taking
- * turns. */
-static void checkpoint_cost(uint64_t n, int rounds)
+/* p (`what`) on n items, with and without checkpoints, taking turns. */
+static void checkpoint_cost(zp_pipeline *p, const char *what, uint64_t n,
+                            int rounds)
 {
     const int every[3] = {0, 1000, 100};
     double best[3] = {1e9, 1e9, 1e9};
     uint64_t sum, taken[3] = {0};
-    zp_pipeline *p =
-        zp_pipe(zp_task(range, .branch = true), zp_task(twice_plus_one));
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < 3; i++) {
             double t = zpipe_run(p, n, &sum, every[i]);
@@ -105,11 +109,27 @@ static void checkpoint_cost(uint64_t n, int rounds)
                 best[i] = t;
         }
     for (int i = 1; i < 3; i++)
-        printf("no join, checkpoint every %4d ms: %6.2f M items/s | none "
+        printf("%s, checkpoint every %4d ms: %6.2f M items/s | none "
                "%6.2f M/s | time vs none %.3fx (%.1f checkpoints a run)\n",
-               every[i], n / best[i] / 1e6, n / best[0] / 1e6,
+               what, every[i], n / best[i] / 1e6, n / best[0] / 1e6,
                best[i] / best[0], (double)taken[i] / rounds);
+}
+
+/* The pipeline without its join over 4n items, then with it over n, its
+ * spill file in a temporary folder. */
+static void checkpoint_costs(zp_pipeline *joined, uint64_t n, int rounds)
+{
+    zp_pipeline *p =
+        zp_pipe(zp_task(range, .branch = true), zp_task(twice_plus_one));
+    checkpoint_cost(p, "no join", 4 * n, rounds);
     zp_pipeline_free(p);
+    snprintf(spill_dir, sizeof spill_dir, "/tmp/zpipe-bench-XXXXXX");
+    if (mkdtemp(spill_dir) == NULL) {
+        perror("pipeline_bench: mkdtemp");
+        return;
+    }
+    checkpoint_cost(joined, "join   ", n, rounds);
+    rmdir(spill_dir); /* the runs that ended well removed their spill */
 }
 
 int main(int argc, char **argv)
@@ -143,7 +163,7 @@ int main(int argc, char **argv)
     report("raw zmq, 1 item/message", n, best[2], sums[2], best[0]);
     report("raw zmq, 64 items/message", n, best[3], sums[3], best[0]);
     printf("peak RSS of the process: %.1f MB\n", ru.ru_maxrss / 1024.0);
-    checkpoint_cost(4 * n, rounds);
+    checkpoint_costs(p, n, rounds);
     zpb_metrics_done();
     zp_pipeline_free(p);
     return 0;

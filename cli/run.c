@@ -16,6 +16,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -354,6 +356,14 @@ static bool same(const char *a, const char *b)
     return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+/* The folder of --checkpoint STATE, where join stages keep their spill
+ * files beside it: in buf, or a static string. */
+static const char *state_dir(const run_cfg *c, char buf[PATH_MAX])
+{
+    snprintf(buf, PATH_MAX, "%s", c->checkpoint);
+    return dirname(buf);
+}
+
 /* Whether `token` is one of a run of p on the run's arguments: the check
  * zp_start_with() makes, made before anything is touched. */
 static bool token_fits(const run_cfg *c, const zp_pipeline *p,
@@ -362,12 +372,15 @@ static bool token_fits(const run_cfg *c, const zp_pipeline *p,
     msgpack_sbuffer sb;
     msgpack_packer pk;
     zp__ckpt k;
-    zp_run_opts o = {.resume = token};
+    char dir[PATH_MAX];
+    zp_run_opts o = {.resume = token, .checkpoint_dir = state_dir(c, dir)};
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     int rc = zp__json_pack_args(c->args, &pk, why);
     if (rc == 0)
         rc = zp__ckpt_init(&k, &o, p, sb.data, sb.size, why);
+    if (rc == 0)
+        zp__ckpt_fini(&k);
     msgpack_sbuffer_destroy(&sb);
     return rc == 0;
 }
@@ -739,6 +752,7 @@ static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd,
                           const zp__checkpoint *st)
 {
     sink out = {.outputs = st->outputs, .c = c};
+    char dir[PATH_MAX];
     zp_run_opts o = {.listen = c->listen,
                      .wait_workers_ms = c->wait_ms,
                      .curve_secret = c->curve_secret,
@@ -751,7 +765,9 @@ static int start_and_wait(const run_cfg *c, zp_pipeline *p, int out_fd,
                      .on_checkpoint = c->checkpoint ? commit : NULL,
                      .checkpoint_user = &out,
                      .checkpoint_ms = c->checkpoint_ms,
-                     .resume = st->token};
+                     .resume = st->token,
+                     .checkpoint_dir =
+                         c->checkpoint ? state_dir(c, dir) : NULL};
     sigset_t set;
     watcher w;
     signal(SIGPIPE, SIG_IGN); /* a closed output is an EPIPE, handled */

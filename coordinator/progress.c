@@ -25,6 +25,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/fds.h"
 #include "core/json.h"
 
 #define TTY_PERIOD_MS 250
@@ -382,21 +383,6 @@ static int stats_text(msgpack_sbuffer *out, const zp_stage_stats *st, size_t n,
     return rc;
 }
 
-/* Writes all of [p, p + n) to fd; false with errno set when it cannot. */
-static bool write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return false;
-        p += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
 int zp__stats_write(const char *path, const zp_stage_stats *st, size_t n,
                     int code, const char *error, uint64_t ns, char **why)
 {
@@ -408,7 +394,7 @@ int zp__stats_write(const char *path, const zp_stage_stats *st, size_t n,
     int rc = 0;
     if (!made)
         errno = ENOMEM;
-    if (fd < 0 || !write_all(fd, text.data, text.size))
+    if (fd < 0 || !zp__fds_write_all(fd, text.data, text.size))
         rc = ZP_EIO;
     if (fd >= 0 && close(fd) != 0)
         rc = ZP_EIO;

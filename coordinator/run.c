@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <sys/random.h>
 #include <unistd.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,8 +221,7 @@ static bool files_suffice(zp_run *r)
     return false;
 }
 
-/* The run's private folder, made on first use. Returns 0, or an error
- * code with *why. */
+/* The run's private folder, made on first use: 0, or an error (*why). */
 static int make_private_dir(zp_run *r, char **why)
 {
     char *dir = NULL;
@@ -266,6 +264,7 @@ static int provide(zp_run *r, size_t k, zp__stage_cfg *cfg, char **why)
     int rc = 0;
     if (r->shapes[k].private_dir && (rc = make_private_dir(r, why)) == 0)
         cfg->private_dir = r->tmpdir;
+    cfg->spill = zp__ckpt_slot(&r->ckpt, k);
     if (rc == 0 && r->shapes[k].hub)
         rc = listener_hub(r, (uint32_t)k, &cfg->hub, why);
     return rc;
@@ -678,6 +677,7 @@ void zp_run_free(zp_run *r)
         msgpack_zone_free(r->args_zone);
     free(r->children);
     free(r->error);
+    zp__ckpt_fini(&r->ckpt);
     pthread_mutex_destroy(&r->lock);
     free(r);
 }

@@ -350,11 +350,11 @@ typedef struct zp_run_opts {
      * once it has finished all it took before. on_checkpoint is then
      * called on the thread that calls zp_run_next(), between outputs:
      * every output returned before the call, and no other, is the run's
-     * output up to `token` (printable text, under 64 bytes, valid during
-     * the call). The caller commits its sink and the token together;
-     * nonzero fails the run with ZP_ETASK. The last call comes after the
-     * last output of a run that succeeded, before zp_run_next() returns
-     * false, with a token that marks the run finished.
+     * output up to `token` (printable text, under 400 bytes: 64 and 42
+     * more per join stage; valid during the call). The caller commits its sink
+     * and the token together; nonzero fails the run with ZP_ETASK. The last
+     * call comes after the last output of a run that succeeded, before
+     * zp_run_next() returns false, with a token that marks the run finished.
      */
     int (*on_checkpoint)(void *user, const char *token);
     void *checkpoint_user; /* handed to on_checkpoint                    */
@@ -370,6 +370,17 @@ typedef struct zp_run_opts {
      * Exactly-once output; a task may run again on an item after a crash.
      */
     const char *resume;
+    /*
+     * The folder where join stages keep their input between checkpoints
+     * (one spill file each, named from the pipeline's fingerprint and the
+     * stage's place; removed once the finished token was committed): it
+     * must survive what the run must survive. A join stage of a run with
+     * on_checkpoint or resume needs it (NULL: ZP_EINVAL naming this
+     * option) and one worker; a resumed join task gets the items it took
+     * before the checkpoint again, then the live ones, and must emit the
+     * same outputs for the same items in the same order.
+     */
+    const char *checkpoint_dir;
 } zp_run_opts;
 
 /* How long a remote stage waits for a worker by default. */

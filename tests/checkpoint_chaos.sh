@@ -12,8 +12,13 @@
 # each time with the same command; the last start runs to the end. Then
 # the output file must hold exactly the outputs of an uninterrupted run:
 # the same multiset of lines (the pid whoami adds aside), and for the
-# `ordered` variant the same sequence. STATE must say the run is done,
-# and running the command once more must redo nothing.
+# `ordered` variant the same sequence. A third variant runs
+#   range branch | odd_only | double_it workers=3 mode=process ordered
+#                | sum_every join branch | identity
+# (the join's input in one order, so that its running sums are known):
+# its output must be exactly an uninterrupted run's, and its spill file
+# (beside STATE) gone at the end. STATE must say the run is done, and
+# running the command once more must redo nothing.
 #
 # usage: checkpoint_chaos.sh ZPIPE PLUGIN [ROUNDS]   (PLUGIN: cli_tasks.so)
 # Waits are bounded polls; every process is ended on every way out.
@@ -22,7 +27,7 @@ set -uo pipefail
 
 ZPIPE=$(realpath "${1:?usage: checkpoint_chaos.sh ZPIPE PLUGIN [ROUNDS]}")
 TASKS=$(realpath "${2:?usage: checkpoint_chaos.sh ZPIPE PLUGIN [ROUNDS]}")
-ROUNDS=${3:-10}       # kills per variant; two variants
+ROUNDS=${3:-10}       # kills per variant; three variants
 ITEMS=${CHAOS_ITEMS:-1000000}
 DEADLINE=120          # seconds any one wait may take, at most
 TMP=$(mktemp -d /tmp/zp-chaos-XXXXXX)
@@ -81,12 +86,25 @@ wait_for_new_state() {
     fail "no new checkpoint within $DEADLINE s"
 }
 
+# The outputs an uninterrupted run on $2 items gives, in $TMP/want: for
+# odd i < $2, 2i; or (join) sum_every's over those, in order.
+wanted() {
+    if [ "$1" = join ]; then
+        seq 1 2 $(($2 - 1)) | awk '{ s += 2 * $1; if (++n % 1000 == 0) printf "%.0f\n", s }
+            END { printf "%.0f\n", s }' >"$TMP/want"
+    else
+        seq 1 2 $(($2 - 1)) | awk '{print 2 * $1}' >"$TMP/want"
+    fi
+}
+
+# run_variant NAME SPEC CHECK [ITEMS]: CHECK is sorted (the same multiset
+# of lines), keep (the same sequence) or join (the same sequence, the
+# spill file gone).
 run_variant() {
-    local name=$1 flag=$2
+    local name=$1 spec=$2 check=$3 items=${4:-$ITEMS}
     local out=$TMP/$name.out state=$TMP/$name.state
-    local spec="range branch | odd_only | double_it workers=3 mode=process $flag | whoami mode=remote $flag | identity"
     local cmd=("$ZPIPE" run --plugin "$TASKS" --listen "$EP" --checkpoint "$state"
-        --checkpoint-interval 50ms --output "$out" "$spec" "$ITEMS")
+        --checkpoint-interval 50ms --output "$out" "$spec" "$items")
     local kills=0 t0=$SECONDS
     while [ $kills -lt "$ROUNDS" ]; do
         local before
@@ -111,9 +129,12 @@ run_variant() {
     say "$name: $kills kills, then done, in $((SECONDS - t0)) s"
     [ $kills -ge "$ROUNDS" ] || fail "$name: the run ended after $kills kills of $ROUNDS (CHAOS_ITEMS: more items)"
     grep -q '"done": *true' "$state" || fail "$name: STATE does not say done"
-    # Every output once: for odd i < ITEMS, 2i.
-    seq 1 2 $((ITEMS - 1)) | awk '{print 2 * $1}' >"$TMP/want"
-    if [ -n "$flag" ]; then
+    # Every output once.
+    wanted "$check" "$items"
+    if [ "$check" = join ] && compgen -G "$TMP/zpipe-*.spill" >/dev/null; then
+        fail "$name: a spill file is left after the run ended"
+    fi
+    if [ "$check" != sorted ]; then
         values "$out" keep >"$TMP/got"
         cmp -s "$TMP/want" "$TMP/got" || fail "$name: outputs differ from an uninterrupted run's, in order"
     else
@@ -127,6 +148,9 @@ run_variant() {
     [ "$(stat -c %s "$out")" = "$size" ] || fail "$name: a finished STATE ran again"
 }
 
-run_variant unordered ""
-run_variant ordered ordered
+STAGES="range branch | odd_only | double_it workers=3 mode=process"
+run_variant unordered "$STAGES | whoami mode=remote | identity" sorted
+run_variant ordered "$STAGES ordered | whoami mode=remote ordered | identity" keep
+# No remote stage: as many items take a tenth of the time.
+run_variant join "$STAGES ordered | sum_every join branch | identity" join $((ITEMS * 10))
 say "ok"

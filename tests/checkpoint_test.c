@@ -163,6 +163,8 @@ typedef struct ckpts {
     size_t n, cap;
     collected *c;   /* borrowed: the run's outputs so far */
     size_t fail_at; /* the call (from 1) that returns nonzero; 0: none */
+    bool fail_done; /* the finished token is not committed (a crash at
+                       the end: join stages' spill files stay)        */
 } ckpts;
 
 static void ckpts_fini(ckpts *k)
@@ -193,7 +195,7 @@ static uint64_t token_k(const char *t)
     if (*k < '0' || *k > '9')
         fail_msg("'%s' has no K", t);
     uint64_t v = strtoull(k, &end, 10);
-    if (*end != '\0')
+    if (*end != '\0' && *end != '.') /* ".B-N" per join stage */
         fail_msg("'%s' ends badly", t);
     return v;
 }
@@ -214,6 +216,8 @@ static int record(void *user, const char *token)
     k->at[k->n] = k->c->n;
     k->k[k->n] = token_k(token);
     k->n++;
+    if (k->fail_done && k->k[k->n - 1] == UINT64_MAX)
+        return 5;
     return k->n == k->fail_at ? 5 : 0;
 }
 
@@ -224,6 +228,10 @@ static void note_early(collected *c, void *ctx)
     if (c->n <= 4)
         note_workers(c, ctx);
 }
+
+/* Where join stages keep their input: the test directory, in the tests
+ * of join stages; else NULL. */
+static const char *spill_dir;
 
 /* Runs p on args to its end, with a checkpoint every millisecond, from
  * `resume` if not NULL; remote workers connect at `listen`, if not NULL.
@@ -236,7 +244,8 @@ static void run_ckpt(zp_pipeline *p, const char *args, const char *listen,
                       .on_checkpoint = record,
                       .checkpoint_user = k,
                       .checkpoint_ms = 1,
-                      .resume = resume};
+                      .resume = resume,
+                      .checkpoint_dir = spill_dir};
     bool noted = false;
     k->c = c;
     collected_fini(c);
@@ -645,18 +654,146 @@ static void test_a_checkpoint_not_committed_fails_the_run(void **state)
     collected_fini(c);
 }
 
-/* Checkpoints do not cover join stages yet: the run says so at its
- * start. */
-static void test_a_join_stage_refuses_checkpoints(void **state)
+/* ---- Join stages ------------------------------------------------------------
+ */
+
+/* A join task: the running total of its items every 100 items, then the
+ * total. */
+static int running_total(zp_call *call)
+{
+    const msgpack_object *item;
+    int64_t sum = 0, n = 0;
+    while (zp_next(call, &item)) {
+        sum += item->via.i64;
+        if (++n % 100 == 0 && zp_emit_int(call, sum) != 0)
+            return -1;
+    }
+    return zp_emit_int(call, sum);
+}
+
+/* numbers_paced | no_thirds (two workers, ordered: the join's input
+ * comes in one order) | join | pair (two workers, ordered). */
+static zp_pipeline *joined(zp_task_fn join)
+{
+    return zp_pipe(
+        zp_task(numbers_paced, .branch = true),
+        zp_task(no_thirds, .workers = 2, .ordered = true),
+        zp_task(join, .join = true, .branch = true),
+        zp_task(pair, .branch = true, .workers = 2, .ordered = true));
+}
+
+/* The join stage's spill file in the test directory, into out. */
+static void spill_file(char *out, size_t len)
+{
+    DIR *d = opendir(test_dir);
+    struct dirent *e;
+    out[0] = '\0';
+    while (d != NULL && (e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "zpipe-", 6) == 0)
+            snprintf(out, len, "%s/%s", test_dir, e->d_name);
+    if (d != NULL)
+        closedir(d);
+    if (out[0] == '\0')
+        fail_msg("no spill file in %s", test_dir);
+}
+
+/* A first run of p on [n] that "crashes" at its end (the finished token
+ * is not committed, so the spill file stays): its outputs in c, its
+ * tokens in k; returns a mid-run token's index whose join part says the
+ * spill held items. */
+static size_t crashed_run(zp_pipeline *p, int64_t n, collected *c, ckpts *k)
+{
+    char args[32];
+    snprintf(args, sizeof args, "[%lld]", (long long)n);
+    k->fail_done = true;
+    run_ckpt(p, args, NULL, NULL, c, k);
+    assert_int_equal(c->rc, ZP_ETASK);
+    assert_error_has(c, "was not committed");
+    assert_tokens(k, c, 0, (uint64_t)n);
+    size_t t = mid_token(k, (uint64_t)n);
+    const char *join = strrchr(k->tok[t], '.');
+    assert_non_null(join);
+    assert_non_null(strchr(join, '-')); /* ".B-N" */
+    return t;
+}
+
+/*
+ * Checks a join stage: a run resumed from a token taken mid-run gives
+ * exactly the outputs the first run gave after it, in the same order; the
+ * run that ends well removes the spill file, so resuming from that token
+ * again fails; a spill file shorter than the token says fails too.
+ */
+static void check_join(fixture *f, zp_task_fn join, int64_t n)
+{
+    collected *c = &f->c;
+    ckpts k = {0}, again = {0};
+    char args[32], spill[512];
+    snprintf(args, sizeof args, "[%lld]", (long long)n);
+    test_dir_make();
+    spill_dir = test_dir;
+    f->p = joined(join);
+    size_t t = crashed_run(f->p, n, c, &k), at = k.at[t];
+    print_message("%zu outputs, %zu checkpoints, resumed from %s\n", c->n, k.n,
+                  k.tok[t]);
+    int64_t *rest = copy_of(c->v + at, c->n - at, true);
+    size_t nrest = c->n - at;
+    run_ckpt(f->p, args, NULL, k.tok[t], c, &again);
+    assert_run_ok(c);
+    assert_tokens(&again, c, k.k[t], (uint64_t)n);
+    assert_same(c->v, c->n, rest, nrest, true, "the resumed run");
+    assert_int_equal(test_dir_count("zpipe-"), 0); /* it ended well */
+    ckpts_fini(&again);
+    /* the spill file is gone */
+    run_ckpt(f->p, args, NULL, k.tok[t], c, &again);
+    assert_int_equal(c->rc, ZP_EINVAL);
+    assert_error_has(c, "spill file");
+    ckpts_fini(&again);
+    ckpts_fini(&k);
+    /* a spill file shorter than the token says */
+    t = crashed_run(f->p, n, c, &k);
+    spill_file(spill, sizeof spill);
+    assert_int_equal(truncate(spill, 1), 0);
+    run_ckpt(f->p, args, NULL, k.tok[t], c, &again);
+    assert_int_equal(c->rc, ZP_EINVAL);
+    assert_error_has(c, "shorter than");
+    ckpts_fini(&again);
+    /* a token whose join part is cut short */
+    char *cut = strdup(k.tok[t]);
+    *strrchr(cut, '-') = '\0';
+    run_ckpt(f->p, args, NULL, cut, c, &again);
+    free(cut);
+    assert_int_equal(c->rc, ZP_EINVAL);
+    assert_error_has(c, "is not a checkpoint token");
+    spill_dir = NULL;
+    free(rest);
+    ckpts_fini(&again);
+    ckpts_fini(&k);
+    collected_fini(c);
+}
+
+static void test_a_join_with_one_output_resumes_from_its_spill(void **state)
+{
+    check_join(*state, total, 3000);
+}
+
+static void test_a_join_with_many_outputs_resumes_from_its_spill(void **state)
+{
+    check_join(*state, running_total, 3000);
+}
+
+/* A join stage keeps its input in checkpoint_dir: without one, the run
+ * says so at its start. */
+static void test_a_join_stage_needs_a_checkpoint_dir(void **state)
 {
     fixture *f = *state;
     collected *c = &f->c;
     ckpts k = {0};
+    spill_dir = NULL;
     f->p =
         zp_pipe(zp_task(numbers, .branch = true), zp_task(total, .join = true));
     run_ckpt(f->p, "[10]", NULL, NULL, c, &k);
     assert_int_equal(c->rc, ZP_EINVAL);
-    assert_error_has(c, "join");
+    assert_error_has(c, "checkpoint_dir");
     ckpts_fini(&k);
     collected_fini(c);
 }
@@ -685,7 +822,9 @@ int main(int argc, char **argv)
         TEST(test_a_huge_branch_goes_through_checkpoints),
         TEST(test_another_pipelines_token_fails_the_run),
         TEST(test_a_checkpoint_not_committed_fails_the_run),
-        TEST(test_a_join_stage_refuses_checkpoints),
+        TEST(test_a_join_with_one_output_resumes_from_its_spill),
+        TEST(test_a_join_with_many_outputs_resumes_from_its_spill),
+        TEST(test_a_join_stage_needs_a_checkpoint_dir),
         cmocka_unit_test(test_no_child_process_or_temp_dir_is_left_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

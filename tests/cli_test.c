@@ -1739,9 +1739,9 @@ static void test_checkpoint_options_are_checked(void **state)
     ASSERT_FAILS(2, "needs --output to be a regular file", "run",
                  "--checkpoint", st, "--output", "/dev/null", "range branch",
                  "3");
-    ASSERT_FAILS(2, "checkpoints do not cover join stages", "run",
-                 "--checkpoint", st, "--output", path("out"),
-                 "range branch | identity join", "3");
+    ASSERT_FAILS(2, "a join stage takes part in checkpoints with one worker",
+                 "run", "--checkpoint", st, "--output", path("out"),
+                 "range branch | identity join workers=2", "3");
     ASSERT_FAILS(2, "cannot write --checkpoint '/nonexistent/state'", "run",
                  "--checkpoint", "/nonexistent/state", "--output", path("out"),
                  "range branch", "3");

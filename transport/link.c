@@ -33,7 +33,7 @@ struct zp__tx {
     int next;            /* where the least-loaded scan starts         */
     uint64_t hold;       /* sends wait until every consumer passed the
                             marker of this epoch; 0: none              */
-    uint64_t skip;       /* items still to drop unsent (the first edge) */
+    uint64_t skip;       /* items still to drop unsent (a resumed run)  */
     uint64_t marked_ns;  /* when it last sent a marker (the first edge) */
     uint64_t epoch;      /* the last marker it sent (the first edge)    */
 };
@@ -260,8 +260,14 @@ void zp__edge_mark_every(zp__edge *e, uint64_t every_ns, uint64_t skip)
     assert(e->producers == 1); /* the first stage's edge */
     e->mark_every_ns = every_ns;
     e->skip = skip;
-    e->tx[0]->skip = skip;
+    zp__edge_skip(e, skip);
     e->tx[0]->marked_ns = zp__now_ns();
+}
+
+void zp__edge_skip(zp__edge *e, uint64_t n)
+{
+    assert(e->producers == 1); /* one producer: its outputs are in order */
+    e->tx[0]->skip = n;
 }
 
 void zp__edge_mark_settled(zp__edge *e, uint64_t epoch)

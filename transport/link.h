@@ -102,7 +102,8 @@ typedef struct zp__edge {
     uint64_t mark_every_ns;   /* the first edge: a marker this often      */
     _Atomic uint64_t settled; /* the first edge: the last epoch whose
                                  marker went through the whole run       */
-    uint64_t skip;            /* the first edge: items dropped unsent    */
+    uint64_t skip;            /* the first edge: items dropped unsent,
+                                 counted in its markers' `first`         */
 } zp__edge;
 
 /*
@@ -144,6 +145,13 @@ void zp__edge_arm(zp__edge *e);
  * Before any producer sends.
  */
 void zp__edge_mark_every(zp__edge *e, uint64_t every_ns, uint64_t skip);
+
+/*
+ * Makes the edge's one producer drop the first `n` items it commits or
+ * sends unsent (a resumed run's, delivered before its crash). Before the
+ * producer sends.
+ */
+void zp__edge_skip(zp__edge *e, uint64_t n);
 
 /* The marker of `epoch` went through the whole run. Thread-safe. */
 void zp__edge_mark_settled(zp__edge *e, uint64_t epoch);

@@ -27,6 +27,7 @@
 #include "core/tally.h"
 #include "transport/link.h"
 #include "transport/peer.h"
+#include "worker/spill.h"
 #include "worker/thread.h"
 
 typedef struct zp__stage_ops zp__stage_ops;
@@ -55,6 +56,9 @@ typedef struct zp__stage_cfg {
                                    of remote workers, when the shape asks
                                    for it; else NULL. start takes it over,
                                    whatever it returns                     */
+    zp__spill_slot *spill;      /* a join stage of a checkpointed run: its
+                                   spill file and its part in the run's
+                                   checkpoints; else NULL                  */
 } zp__stage_cfg;
 
 /* How a stage meets its edges, known before it starts. */

@@ -8,6 +8,12 @@
  * input credits back only then, which bounds what can park to the input
  * queue's throttle.
  *
+ * A join stage of a checkpointed run keeps every item it takes in a
+ * spill file (spill.h) and, at a marker, says how long the file is and
+ * how many outputs it sent (its slot) before it marks its output; a
+ * resumed run's join call gets the spill's items first, and its first
+ * outputs, sent before the crash, are dropped unsent.
+ *
  * A checkpoint marker (transport/link.h) reaches every worker of a stage
  * after the items before it: each worker has finished those it took, so
  * it marks its own sender and passes. An ordered stage's shared sender is
@@ -45,6 +51,11 @@ struct zp__thread_worker {
     bool counted;          /* the call in progress is in stage->busy     */
     uint64_t window_start; /* pacing: when the window began (ns)         */
     uint32_t window_items;
+    /* A join stage of a checkpointed run: */
+    zp__spill *spill;  /* owned: every item the call took          */
+    bool replaying;    /* the spill's items go to the call first    */
+    uint64_t replayed; /* items replayed, their indexes             */
+    uint64_t emitted;  /* outputs of the call, dropped ones included */
 };
 
 struct zp__tstage {
@@ -192,6 +203,7 @@ static int host_send(zp_call *c)
     int rc = zp__tx_commit(w->tx);
     if (rc == ZP_EINVAL)
         return rc;
+    w->emitted++;
     zp__count(&w->stats.out, 1);
     if (rc == 0 && (w->rx == NULL || c->def->opts.join))
         rc = pace(w);
@@ -208,31 +220,61 @@ static int host_flush(zp_call *c)
     return flush_output(worker_of(c));
 }
 
-/* A marker reached a join task's stream, which checkpoints do not cover
- * (coordinator/checkpoint.c refuses them): the run fails rather than
- * hangs, its producers held at a marker never passed. */
-static int refuse_mark(zp__thread_worker *w)
+/* A marker reached a join task's stream: every item before it was taken
+ * (and is in the spill, now on disk), every output of those is flushed
+ * before the marker. The slot says so before the marker leaves, so the
+ * sink reads it when the marker reaches it. Returns 0 or an error. */
+static int join_mark(zp__thread_worker *w)
 {
-    w->stage->cfg.run->fail(w->stage->cfg.run, ZP_EINVAL,
-                            zp__strdupf("task '%s': a join stage cannot take "
-                                        "part in a checkpoint",
-                                        w->stage->cfg.def->name));
-    return ZP_ECANCELED;
+    zp__mark m = zp__rx_mark(w->rx);
+    uint64_t bytes = 0;
+    assert(!w->stage->ordered); /* core/pipeline.c refuses ordered joins */
+    int rc = w->spill ? zp__spill_sync(w->spill, &bytes) : 0;
+    if (rc == 0 && w->spill)
+        zp__spill_slot_put(w->stage->cfg.spill, m.epoch, bytes, w->emitted);
+    if (rc == 0)
+        rc = zp__tx_mark(w->tx, &m);
+    zp__rx_pass(w->rx);
+    return rc;
 }
 
-/* A join task's next item: what waits in the batch, or else the outputs
- * go first and then the wait. */
+/* A join task's next live item: what waits in the batch, or else the
+ * outputs go first and then the wait; markers are passed on the way. */
+static int take(zp__thread_worker *w, const msgpack_object **item,
+                uint64_t *index)
+{
+    int rc;
+    do {
+        rc = zp__rx_next(w->rx, false, item, index);
+        if (rc == ZP__AGAIN)
+            rc = flush_output(w) == 0 ? zp__rx_next(w->rx, true, item, index)
+                                      : 0;
+    } while (rc == ZP__MARK && (rc = join_mark(w)) == 0);
+    return rc == ZP__AGAIN ? 0 : rc;
+}
+
+/* A join task's next item: in a checkpointed run, the spill's items
+ * first (a resumed run's), then live ones, each kept in the spill. */
 static int host_next(zp_call *c, const msgpack_object **item, uint64_t *index)
 {
     zp__thread_worker *w = worker_of(c);
+    const char *raw;
+    size_t len;
     if (w->rx == NULL)
         return 0;
-    int rc = zp__rx_next(w->rx, false, item, index);
-    if (rc == ZP__AGAIN)
-        rc = flush_output(w) == 0 ? zp__rx_next(w->rx, true, item, index) : 0;
-    if (rc == ZP__MARK)
-        return refuse_mark(w);
-    return rc == ZP__AGAIN ? 0 : rc;
+    if (w->replaying) {
+        int rc = zp__spill_replay(w->spill, item);
+        *index = w->replayed++;
+        if (rc != 0)
+            return rc;
+        w->replaying = false;
+    }
+    int rc = take(w, item, index);
+    if (rc != 1 || w->spill == NULL)
+        return rc;
+    zp__rx_raw(w->rx, &raw, &len);
+    rc = zp__spill_append(w->spill, raw, len);
+    return rc == 0 ? 1 : rc;
 }
 
 static const zp__call_host thread_host = {
@@ -481,7 +523,20 @@ static void thread_shape(const zp__stage_def *def, size_t index,
     };
 }
 
-static int set_up(zp__tstage *st)
+/* A join stage of a checkpointed run: its spill, with a resumed run's
+ * items to replay and outputs to drop. */
+static int set_up_spill(zp__tstage *st, char **why)
+{
+    zp__spill_slot *slot = st->cfg.spill;
+    zp__thread_worker *w = &st->workers[0];
+    assert(st->nworkers == 1); /* coordinator/checkpoint.c: one worker */
+    int rc = zp__spill_open(&w->spill, slot->path, slot->replay_bytes, why);
+    w->replaying = slot->replay_bytes > 0;
+    zp__edge_skip(st->cfg.out, slot->replay_outputs);
+    return rc;
+}
+
+static int set_up(zp__tstage *st, char **why)
 {
     const zp__stage_cfg *cfg = &st->cfg;
     int n = cfg->def->opts.workers;
@@ -504,7 +559,7 @@ static int set_up(zp__tstage *st)
      * never says its input is slow, so say it is not from the start. */
     if (cfg->in != NULL && (cfg->def->opts.join || n <= 1))
         zp__edge_set_slow(cfg->in, false);
-    return 0;
+    return cfg->spill != NULL ? set_up_spill(st, why) : 0;
 }
 
 /* Starts a thread per worker. Every worker counts as alive before the
@@ -539,7 +594,7 @@ static int thread_start(const zp__stage_cfg *cfg, zp__stage **out, char **why)
     st->cfg = *cfg;
     st->ordered = cfg->def->opts.ordered && cfg->in != NULL;
     pthread_mutex_init(&st->order_lock, NULL);
-    int rc = set_up(st);
+    int rc = set_up(st, why);
     return rc == 0 ? start_threads(st, why) : rc;
 }
 
@@ -577,8 +632,10 @@ static void thread_destroy(zp__stage **sp)
     if (st == NULL)
         return;
     thread_join(&st->base);
-    for (int j = 0; j < st->nworkers; j++)
+    for (int j = 0; j < st->nworkers; j++) {
         zp__call_fini(&st->workers[j].call);
+        zp__spill_destroy(&st->workers[j].spill);
+    }
     zp__order_fini(&st->order);
     pthread_mutex_destroy(&st->order_lock);
     free(st->workers);

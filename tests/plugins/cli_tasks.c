@@ -11,6 +11,8 @@
  *   odd_only   passes odd integers on, drops the others (a filter)
  *   key_maps   n -> a map whose only key is such a map, n levels deep, the
  *              innermost key "a", every value nil (58 bytes at n = 28)
+ *   sum_every  a join task: the sum of its items so far after every
+ *              bind items (1000 when no bind), then the sum of them all
  */
 #include <time.h>
 #include <unistd.h>
@@ -73,4 +75,16 @@ ZP_TASK(key_maps)
     for (int64_t i = 0; i < n; i++)
         msgpack_pack_nil(pk);
     return zp_emit(call);
+}
+
+ZP_TASK(sum_every)
+{
+    const msgpack_object *every = zp_bound(call), *item;
+    int64_t n = every != NULL ? every->via.i64 : 1000, sum = 0, seen = 0;
+    while (zp_next(call, &item)) {
+        sum += item->via.i64;
+        if (++seen % n == 0 && zp_emit_int(call, sum) != 0)
+            return -1;
+    }
+    return zp_emit_int(call, sum);
 }
