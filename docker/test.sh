@@ -522,7 +522,7 @@ durable_run() {
         "$(docker inspect -f '{{.Config.Hostname}}' "$coordinator") [$((SECONDS - t0)) s]"
     for _ in $(seq 1 300); do # 60 s for the engine to start it again
         read -r status code restarts <<<"$(engine_state "$coordinator")"
-        [ "$restarts" -lt 1 ] || break
+        if [ "$restarts" -ge 1 ] && [ "$status" != restarting ]; then break; fi
         sleep 0.2
     done
     [ "$restarts" -ge 1 ] ||
