@@ -28,12 +28,18 @@
 #     is killed mid-run;
 #  9. run 5: examples/python/compose.yml, a stage served by Python workers
 #     (skipped, saying so, while the image has no zpipe_worker);
+# 10. run 6: a durable run (compose.durable.yml: --checkpoint on a volume,
+#     restart: on-failure): the coordinator is SIGKILLed mid-run, the engine
+#     starts it again, it resumes and exits 0; the output file on the volume
+#     holds every output exactly once, STATE says done, and the container,
+#     started once more, redoes nothing;
 # then removes what it made: containers, networks, images, the daemon it
 # started, temporary files. Traffic between containers stays on a bridge
 # of this machine; only the image build reaches the Debian mirror.
 # Idempotent; called by scripts/test.sh. Environment: ZPIPE_DOCKER_ITEMS
 # (run 1's items, default 6000), ZPIPE_DOCKER_KEEP=1 keeps the temporary
-# directory (logs, outputs) for a post-mortem.
+# directory (logs, outputs) for a post-mortem, ZPIPE_DOCKER_ONLY=durable
+# builds the image and does run 6 alone (no libzpipe-dev image, no runs 1-5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,8 +49,17 @@ readonly items1=${ZPIPE_DOCKER_ITEMS:-6000}
 readonly items2=3000 # slow_square: 10 ms each, 3 at once: >= 10 s
 readonly items3=2000
 readonly items4=8000 # host_tag: 2 ms each, 2 at once per pool: >= 8 s
+readonly items6=3000 # slow_square: 10 ms each, 3 at once: >= 10 s
+readonly only=${ZPIPE_DOCKER_ONLY:-}
+case $only in
+    "" | durable) ;;
+    *) echo "docker/test.sh: ZPIPE_DOCKER_ONLY=$only: only 'durable' is known" >&2; exit 2 ;;
+esac
 readonly spec1='range branch | host_tag mode=remote'
 readonly spec2='range branch | slow_square mode=remote'
+# range's throttle (4096 by default) bounds how far it runs ahead of the
+# workers: 64 makes checkpoints come every second, not only at the end.
+readonly spec6='range branch throttle=64 | slow_square mode=remote'
 readonly spec4='range branch | host_tag mode=remote pool=io | host_tag mode=remote pool=cpu'
 readonly project="zpipetest$$"
 readonly image="zpipe:test-$$"
@@ -71,10 +86,12 @@ curve_cmd=("${compose_cmd[@]}" -f docker/compose.curve.yml)
 pools_cmd=(docker-compose --project-name "$project" -f docker/compose.pools.yml)
 python_cmd=(docker-compose --project-name "$project" -f examples/python/compose.yml)
 metrics_cmd=("${compose_cmd[@]}" -f docker/compose.metrics.yml)
+durable_cmd=("${compose_cmd[@]}" -f docker/compose.durable.yml)
 compose() { "${compose_cmd[@]}" "$@"; }
 pools() { "${pools_cmd[@]}" "$@"; }
 compose_curve() { "${curve_cmd[@]}" "$@"; }
 compose_metrics() { "${metrics_cmd[@]}" "$@"; }
+compose_durable() { "${durable_cmd[@]}" "$@"; }
 
 # ---- Teardown -------------------------------------------------------------
 
@@ -109,6 +126,8 @@ cleanup() {
     echo "== teardown [$((SECONDS - start)) s]"
     if docker version >/dev/null 2>&1; then
         docker rm -f "$intruder" >/dev/null 2>&1
+        # Its volume too: only the file that declares it removes it.
+        compose_durable down --remove-orphans --volumes --timeout 3 >/dev/null 2>&1
         ZPIPE_KEYS=$tmp compose_curve down --remove-orphans --volumes --timeout 3 >/dev/null 2>&1
         pools down --remove-orphans --volumes --timeout 3 >/dev/null 2>&1
         docker rmi -f "$check_image" "$image" "$build_image" >/dev/null 2>&1
@@ -309,13 +328,14 @@ fi
 # libzpipe-dev, from the build stage, installed by apt-get on the image with
 # a compiler and cmake; tests/consumer is built against it, as a user's
 # project would be, with find_package(zpipe) and with pkg-config.
-step "libzpipe-dev on the image: pkg-config, find_package (tests/consumer)"
-mkdir -p "$tmp/check"
-cid=$(docker create --network none "$build_image")
-docker cp "$cid:/debs/dev" "$tmp/check/debs" && docker rm "$cid" >/dev/null ||
-    die "no /debs/dev in $build_image"
-cp -r tests/consumer "$tmp/check/consumer"
-cat >"$tmp/check/Dockerfile" <<EOF
+if [ -z "$only" ]; then
+    step "libzpipe-dev on the image: pkg-config, find_package (tests/consumer)"
+    mkdir -p "$tmp/check"
+    cid=$(docker create --network none "$build_image")
+    docker cp "$cid:/debs/dev" "$tmp/check/debs" && docker rm "$cid" >/dev/null ||
+        die "no /debs/dev in $build_image"
+    cp -r tests/consumer "$tmp/check/consumer"
+    cat >"$tmp/check/Dockerfile" <<EOF
 FROM $image
 USER root
 COPY debs/ /tmp/debs/
@@ -325,20 +345,23 @@ COPY consumer/ /tmp/consumer/
 RUN cmake -S /tmp/consumer -B /tmp/consumer-build && cmake --build /tmp/consumer-build
 USER 10001:10001
 EOF
-if ! tar -C "$tmp/check" -c . | DOCKER_BUILDKIT=0 docker build --network host --force-rm \
-    -t "$check_image" - >"$tmp/check.log" 2>&1; then
-    show "$tmp/check.log" 60
-    die "libzpipe-dev: the consumer image failed to build"
+    if ! tar -C "$tmp/check" -c . | DOCKER_BUILDKIT=0 docker build --network host --force-rm \
+        -t "$check_image" - >"$tmp/check.log" 2>&1; then
+        show "$tmp/check.log" 60
+        die "libzpipe-dev: the consumer image failed to build"
+    fi
+    grep -E '^-- zpipe' "$tmp/check.log" | sed 's/^/  /'
+    got=$(docker run --rm --network none --entrypoint pkg-config "$check_image" --modversion zpipe)
+    [ "$got" = "$version" ] || die "pkg-config --modversion zpipe printed '$got', not '$version'"
+    echo "  pkg-config --modversion zpipe: $got"
+    for exe in consumer_cmake consumer_static consumer_pkgconfig; do
+        docker run --rm --network none --entrypoint "/tmp/consumer-build/$exe" "$check_image" |
+            sed 's/^/  /'
+    done
+    docker rmi "$check_image" >/dev/null
+else
+    step "libzpipe-dev on the image: skipped (ZPIPE_DOCKER_ONLY=$only)"
 fi
-grep -E '^-- zpipe' "$tmp/check.log" | sed 's/^/  /'
-got=$(docker run --rm --network none --entrypoint pkg-config "$check_image" --modversion zpipe)
-[ "$got" = "$version" ] || die "pkg-config --modversion zpipe printed '$got', not '$version'"
-echo "  pkg-config --modversion zpipe: $got"
-for exe in consumer_cmake consumer_static consumer_pkgconfig; do
-    docker run --rm --network none --entrypoint "/tmp/consumer-build/$exe" "$check_image" |
-        sed 's/^/  /'
-done
-docker rmi "$check_image" >/dev/null
 
 step "docker-compose config"
 export ZPIPE_IMAGE=$image
@@ -354,6 +377,7 @@ ZPIPE_KEYS=/nonexistent validate compose_curve
 validate pools
 validate "${python_cmd[@]}"
 validate compose_metrics # its Prometheus image is never pulled here
+validate compose_durable
 if command -v promtool >/dev/null; then
     promtool check config docker/prometheus.yml | sed 's/^/  /'
 fi
@@ -438,6 +462,115 @@ finish_run() {
         die "run $1: the coordinator exited with status $status"
     fi
 }
+
+# ---- Run 6: a durable run -------------------------------------------------
+
+# STATE and FILE of compose.durable.yml, on its volume.
+readonly state_dir=/var/lib/zpipe
+readonly state_volume="${project}_zpipe-state"
+# Prints file $1 of that volume, read by a container of its own (the
+# coordinator's may be down, or restarting).
+from_volume() {
+    docker run --rm --network none -v "$state_volume:/data:ro" --entrypoint cat \
+        "$image" "/data/$1"
+}
+# Prints key $1 of the JSON object on stdin (true/false for booleans);
+# nothing, and status 1, when stdin is not such an object (yet).
+json_key() {
+    /usr/bin/python3 -c 'import json, sys
+v = json.load(sys.stdin)[sys.argv[1]]
+print(str(v).lower() if isinstance(v, bool) else v)' "$1" 2>/dev/null
+}
+# The coordinator's state as the engine sees it: status, exit code, restarts.
+engine_state() {
+    docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' "$1"
+}
+
+# compose.durable.yml: the coordinator with --checkpoint on a volume and
+# restart: on-failure. zpipe inside it is SIGKILLed once the volume holds a
+# checkpoint with a tenth of the outputs (as an OOM kill or a crash would:
+# `docker kill` would not do, since the engine never restarts a container
+# that was killed through it); the engine starts the container again, the
+# same command resumes from STATE and the run ends with exit status 0, after
+# which the container stays down. The output file must hold every square
+# exactly once, and STATE say done; started once more, the container says
+# the run is done and changes nothing.
+durable_run() {
+    local t0 committed=0 before after status code restarts resumed sum
+    step "run 6: durable (compose.durable.yml), '$spec6' [$items6], the coordinator SIGKILLed mid-run"
+    t0=$SECONDS
+    # One thread per worker: at least items6 * 10 ms / 3 = 10 s.
+    ZPIPE_WORKER_THREADS=1 ZPIPE_SPEC=$spec6 ZPIPE_ARGS="[$items6]" compose_durable up \
+        --no-build --detach --scale worker="$workers" >"$tmp/run6.log" 2>&1 ||
+        { show "$tmp/run6.log"; die "run 6: up failed"; }
+    coordinator=$(containers coordinator)
+    for _ in $(seq 1 300); do # 60 s for a checkpoint with a tenth of the items
+        committed=$(docker exec "$coordinator" cat "$state_dir/run.state" 2>/dev/null |
+            json_key outputs) || committed=0
+        [ "$committed" -lt $((items6 / 10)) ] || break
+        sleep 0.2
+    done
+    [ "$committed" -ge $((items6 / 10)) ] ||
+        die "run 6: no checkpoint with $((items6 / 10)) outputs in $state_dir/run.state within 60 s"
+    echo "  checkpoint in STATE with $committed outputs committed [$((SECONDS - t0)) s into the run]"
+    before=$(engine_state "$coordinator")
+    [ "${before%% *}" = running ] || die "run 6: the coordinator is '$before', not running"
+    # SIGKILL to every process of the container's user but its init (and the
+    # shell itself): zpipe dies, the init exits 137, the container with it.
+    docker exec "$coordinator" sh -c 'kill -KILL -1' >/dev/null 2>&1 || true
+    echo "  SIGKILLed zpipe in the coordinator's container" \
+        "$(docker inspect -f '{{.Config.Hostname}}' "$coordinator") [$((SECONDS - t0)) s]"
+    for _ in $(seq 1 300); do # 60 s for the engine to start it again
+        read -r status code restarts <<<"$(engine_state "$coordinator")"
+        if [ "$restarts" -ge 1 ] && [ "$status" != restarting ]; then break; fi
+        sleep 0.2
+    done
+    [ "$restarts" -ge 1 ] ||
+        die "run 6: the engine did not restart the coordinator (state: $status $code $restarts)"
+    echo "  restarted by the engine: restart count $restarts, now $status [$((SECONDS - t0)) s]"
+    for _ in $(seq 1 900); do # 180 s for the resumed run to finish
+        read -r status code restarts <<<"$(engine_state "$coordinator")"
+        [ "$status" != exited ] || break
+        sleep 0.2
+    done
+    docker logs "$coordinator" >"$tmp/run6.coordinator.log" 2>&1
+    [ "$status" = exited ] || { show "$tmp/run6.coordinator.log"; die "run 6: still $status after 180 s"; }
+    [ "$code" = 0 ] ||
+        { show "$tmp/run6.coordinator.log"; die "run 6: the coordinator exited with status $code"; }
+    resumed=$(grep -m1 'resuming from' "$tmp/run6.coordinator.log") ||
+        { show "$tmp/run6.coordinator.log"; die "run 6: the coordinator never said it resumed"; }
+    echo "  finished: exit status 0 after $restarts restart(s) [$((SECONDS - t0)) s]; $resumed"
+    # As docs/docker.md reads it: a one-off container of the service.
+    compose_durable run --rm -T --no-deps --entrypoint cat coordinator "$state_dir/out.jsonl" \
+        >"$tmp/run6.jsonl" 2>>"$tmp/run6.log" ||
+        { show "$tmp/run6.log"; die "run 6: no out.jsonl on the volume"; }
+    from_volume run.state >"$tmp/run6.state" || die "run 6: no run.state on the volume"
+    check "$tmp/run6.jsonl" slow_square "$items6" || die "run 6: wrong outputs"
+    if [ "$(json_key 'done' <"$tmp/run6.state")" != true ] ||
+        [ "$(json_key outputs <"$tmp/run6.state")" != "$items6" ] ||
+        [ "$(json_key bytes <"$tmp/run6.state")" != "$(wc -c <"$tmp/run6.jsonl")" ]; then
+        cat "$tmp/run6.state" >&2
+        die "run 6: STATE does not say done with $items6 outputs, all of the file's bytes"
+    fi
+    after=$(engine_state "$coordinator")
+    [ "$after" = "exited 0 $restarts" ] || die "run 6: the coordinator did not stay down ($after)"
+    echo "  STATE: done, $items6 outputs, $(wc -c <"$tmp/run6.jsonl") bytes; the container stays down"
+    # Started again on the finished STATE: nothing to do, exit 0, FILE as it was.
+    sum=$(md5sum <"$tmp/run6.jsonl")
+    docker start --attach "$coordinator" >"$tmp/run6.again.log" 2>&1 ||
+        { show "$tmp/run6.again.log"; die "run 6: started again, the coordinator failed"; }
+    grep -q 'the run is done already' "$tmp/run6.again.log" ||
+        { show "$tmp/run6.again.log"; die "run 6: started again, it did not say the run was done"; }
+    [ "$(from_volume out.jsonl | md5sum)" = "$sum" ] ||
+        die "run 6: started again on a finished STATE, it changed the output file"
+    echo "  started again: '$(grep -m1 'done already' "$tmp/run6.again.log")', exit 0, file unchanged"
+    compose_durable down --remove-orphans --volumes --timeout 3 >/dev/null 2>&1
+}
+
+if [ -n "$only" ]; then
+    durable_run
+    exit 0
+fi
 
 step "run 1: up --scale worker=$workers, '$spec1' [$items1]"
 if ! ZPIPE_SPEC=$spec1 ZPIPE_ARGS="[$items1]" timeout 300 "${compose_cmd[@]}" up --no-build \
@@ -612,3 +745,5 @@ else
     echo "  skipped: python3 -c 'import zpipe_worker' fails in $image" \
         "(python3 and the python3-zpipe-worker package are not in it)"
 fi
+
+durable_run
