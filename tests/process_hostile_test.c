@@ -6,9 +6,11 @@
  * sending DONEs of another run or stage, workers of any capacity (each
  * held to it), workers whose outputs are malformed or too many, one that
  * fails an item not in its batch, one that keeps its items, a flood of
- * newcomers, and garbage logged a few times only. Each run completes with
- * every output once, served by an honest remote worker. The helpers, the
- * tasks and main()'s start are tests/processutil.h's.
+ * newcomers, and garbage logged a few times only. Each run completes
+ * with every output once, served by an honest remote worker. And a real
+ * worker sent thousands of STAGEs by a hand-made coordinator keeps its
+ * memory bounded. The helpers, the tasks and main()'s start are
+ * tests/processutil.h's.
  */
 #include "tests/processutil.h"
 
@@ -588,6 +590,99 @@ static void test_a_worker_that_keeps_its_items_is_given_up_on(void **state)
     run_beside_a_bad_worker(*state, SILENT);
 }
 
+/* ---- A coordinator that sends STAGE after STAGE ---------------------------
+ */
+
+/* The resident memory of process pid, in KiB. */
+static long rss_kib(pid_t pid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    ssize_t n = read_small_file(path, buf, sizeof buf - 1);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    const char *at = strstr(buf, "VmRSS:");
+    assert_non_null(at);
+    return atol(at + 6);
+}
+
+/* Sends `n` STAGEs of runs `*run`, `*run` + 1, ... to the worker `id`,
+ * then a HELLO, and waits for its answer: the worker has handled them. */
+static void send_stages(void *router, zmq_msg_t *id, uint64_t *run, int n)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (int i = 0; i < n; i++, (*run)++) {
+        assert_int_equal(zp__msg_stage(&sb, *run, 1, "whoami", 0, 0, NULL, 0),
+                         0);
+        assert_int_equal(
+            zmq_send(router, zmq_msg_data(id), zmq_msg_size(id), ZMQ_SNDMORE),
+            (int)zmq_msg_size(id));
+        assert_int_equal(zmq_send(router, sb.data, sb.size, 0), (int)sb.size);
+        msgpack_sbuffer_clear(&sb);
+    }
+    assert_int_equal(
+        zp__msg_hello(&sb, "coordinator", (uint32_t)getpid(), 1, NULL, 0, NULL),
+        0);
+    zmq_send(router, zmq_msg_data(id), zmq_msg_size(id), ZMQ_SNDMORE);
+    zmq_send(router, sb.data, sb.size, 0);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    assert_non_null(zone);
+    zmq_msg_t from, body;
+    zmq_msg_init(&from);
+    zmq_msg_init(&body);
+    zp__msg m = {.type = ZP__BYE};
+    const char *why;
+    while (m.type != ZP__HELLO) {
+        assert_true(zmq_msg_recv(&from, router, 0) >= 0);
+        assert_true(zmq_msg_recv(&body, router, 0) >= 0);
+        msgpack_zone_clear(zone);
+        if (zp__msg_decode(zmq_msg_data(&body), zmq_msg_size(&body), zone, &m,
+                           &why) != 0)
+            m.type = ZP__BYE;
+    }
+    zmq_msg_close(&from);
+    zmq_msg_close(&body);
+    msgpack_zone_free(zone);
+}
+
+/* A worker keeps at most ZP__WORKER_MAX_STAGES stages: thousands of
+ * STAGEs leave its memory where the first ones took it. */
+static void test_a_worker_sent_stage_after_stage_stays_bounded(void **state)
+{
+    (void)state;
+    char ep[64];
+    int zero = 0, wait_ms = DEADLINE_MS;
+    free_endpoint(ep, sizeof ep);
+    void *zctx = zmq_ctx_new();
+    void *router = zmq_socket(zctx, ZMQ_ROUTER);
+    assert_non_null(router);
+    zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(router, ZMQ_RCVTIMEO, &wait_ms, sizeof wait_ms);
+    assert_int_equal(zmq_bind(router, ep), 0);
+    pid_t w = start_worker(ep, NULL, NULL);
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    assert_true(zmq_msg_recv(&id, router, 0) >= 0); /* its HELLO */
+    assert_true(zmq_msg_recv(&body, router, 0) >= 0);
+    uint64_t run = 1;
+    send_stages(router, &id, &run, 3000); /* past the cap: it drops some */
+    long before = rss_kib(w);
+    send_stages(router, &id, &run, 9000);
+    long after = rss_kib(w);
+    print_message("worker RSS %ld KiB, then %ld KiB after 9000 more STAGEs\n",
+                  before, after);
+    stop_worker(w);
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+    zmq_close(router);
+    zmq_ctx_term(zctx);
+    /* Kept, each costs some KiB: 9000 would be tens of MiB. */
+    assert_true(after - before < 4096);
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -605,6 +700,7 @@ int main(int argc, char **argv)
         TEST(test_a_worker_that_keeps_its_items_is_given_up_on),
         TEST(test_a_flood_of_newcomers_holds_few_items),
         TEST(test_garbage_from_a_peer_is_logged_a_few_times),
+        TEST(test_a_worker_sent_stage_after_stage_stays_bounded),
         cmocka_unit_test(test_no_child_process_is_left_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

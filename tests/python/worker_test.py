@@ -509,6 +509,7 @@ class CommandLine(unittest.TestCase):
                    "def twice(x):\n    return 2 * x\n")
         broken = Module(self, "raise ImportError('no such thing')\n")
         empty = Module(self, "x = 1\n")
+        leaves = Module(self, "import sys\nsys.exit(0)\n")
         twin = Module(self, "import zpipe_worker\n@zpipe_worker.task\n"
                       "def twice(x):\n    return x\n")
         ep = "tcp://127.0.0.1:9"
@@ -524,6 +525,8 @@ class CommandLine(unittest.TestCase):
                  "ImportError: no such thing"),
                 (["--connect", ep, "--module", empty.path],
                  "no tasks to serve"),
+                (["--connect", ep, "--module", leaves.path],
+                 f"cannot load module {leaves.path}: it exited at import"),
                 (["--connect", ep, "--module", m.path, "--module",
                   twin.path], "task 'twice' is defined twice"),
                 (["--connect", ep, "--module", m.path, "--curve-server",
