@@ -5,7 +5,8 @@
  * stranger sending garbage and a HELLO of the wrong version, a worker
  * sending DONEs of another run or stage, workers of any capacity (each
  * held to it), workers whose outputs are malformed or too many, one that
- * fails an item not in its batch, one that keeps its items, a flood of
+ * fails an item not in its batch, one that answers for a stage that gave
+ * it nothing, one that keeps its items, a flood of
  * newcomers, and garbage logged a few times only. Each run completes
  * with every output once, served by an honest remote worker. And a real
  * worker sent thousands of STAGEs by a hand-made coordinator keeps its
@@ -17,6 +18,7 @@
 #include <zmq.h>
 
 #include "transport/batch.h"
+#include "transport/timing.h"
 
 /* ---- Hostile peers --------------------------------------------------------
  */
@@ -215,11 +217,12 @@ static void test_a_worker_sending_another_runs_outputs_is_dropped(void **state)
 
 /* How a worker by hand answers its batches. */
 enum manner {
-    HONEST,   /* DONE with the outputs                             */
-    SILENT,   /* never, but it sends heartbeats                    */
-    NOT_BIN,  /* DONE whose outputs are a str, not a bin           */
-    TWICE,    /* DONE with two outputs per item (not a branch)     */
-    FAIL_OFF, /* FAIL naming an item outside the batch             */
+    HONEST,    /* DONE with the outputs                             */
+    SILENT,    /* never, but it sends heartbeats                    */
+    NOT_BIN,   /* DONE whose outputs are a str, not a bin           */
+    TWICE,     /* DONE with two outputs per item (not a branch)     */
+    FAIL_OFF,  /* FAIL naming an item outside the batch             */
+    ELSEWHERE, /* DONE naming the run's other stage, which gave it none */
 };
 
 /* A worker by hand that announces `capacity`, answers batches in its
@@ -285,6 +288,8 @@ static void answer(void *s, const zp__msg *m, enum manner manner)
         done_twice(s, m, &sb);
     else if (manner == NOT_BIN)
         done_not_bin(m, &sb);
+    else if (manner == ELSEWHERE)
+        send_done(s, m, m->run, m->stage == 1 ? 2 : 1, 2, 0);
     else if (manner == FAIL_OFF)
         zp__msg_fail(&sb, m->run, m->stage, m->batch, 123456789, "boom", 1);
     if (sb.size > 0)
@@ -403,17 +408,23 @@ static void test_workers_of_any_capacity_are_served_within_it(void **state)
     }
 }
 
-/* A run of 1000 items served by a worker by hand in `manner` beside an
- * honest worker process: the run completes, each output once. */
-static void run_beside_a_bad_worker(fixture *f, enum manner manner)
+/* A run of 1000 items through `stages` remote stages (1 or 2) served by
+ * a worker by hand in `manner` beside an honest worker process: the run
+ * completes, each output once. Returns how long it took, in ms. */
+static int64_t run_beside_a_bad_worker_of(fixture *f, enum manner manner,
+                                          int stages)
 {
     char ep[64];
     collected *c = &f->c;
     int zero = 0;
     free_endpoint(ep, sizeof ep);
     zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
-    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
-                                    zp_task(twice, .mode = ZP_REMOTE));
+    zp_pipeline *p = f->p = stages == 1
+                                ? zp_pipe(zp_task(numbers, .branch = true),
+                                          zp_task(twice, .mode = ZP_REMOTE))
+                                : zp_pipe(zp_task(numbers, .branch = true),
+                                          zp_task(twice, .mode = ZP_REMOTE),
+                                          zp_task(twice, .mode = ZP_REMOTE));
     zp_run *run = begin_run(c, p, "[1000]", &ro);
     void *zctx = zmq_ctx_new();
     small_worker bad = {.s = zmq_socket(zctx, ZMQ_DEALER),
@@ -441,8 +452,25 @@ static void run_beside_a_bad_worker(fixture *f, enum manner manner)
     zmq_close(bad.s);
     zmq_ctx_term(zctx);
     assert_run_ok(c);
-    assert_each_once(c, 1000, 2, -1);
+    assert_each_once(c, 1000, stages == 1 ? 2 : 4, -1);
+    int64_t ms = c->ms;
     collected_fini(c);
+    return ms;
+}
+
+static void run_beside_a_bad_worker(fixture *f, enum manner manner)
+{
+    run_beside_a_bad_worker_of(f, manner, 1);
+}
+
+/* Outputs naming a stage that exists but never gave the worker a batch
+ * break the protocol: it is dropped at once, and its batch runs
+ * elsewhere well before the stuck-batch rule would give up on it. */
+static void test_a_worker_answering_for_another_stage_is_dropped(void **state)
+{
+    int64_t ms = run_beside_a_bad_worker_of(*state, ELSEWHERE, 2);
+    print_message("run %lld ms\n", (long long)ms);
+    assert_true(ms < ZP__STUCK_MIN_MS / 2);
 }
 
 static void test_a_worker_with_malformed_outputs_is_dropped(void **state)
@@ -713,6 +741,7 @@ int main(int argc, char **argv)
         TEST(test_a_worker_with_malformed_outputs_is_dropped),
         TEST(test_a_worker_with_two_outputs_per_item_is_dropped),
         TEST(test_a_worker_failing_an_item_not_in_its_batch_is_dropped),
+        TEST(test_a_worker_answering_for_another_stage_is_dropped),
         TEST(test_a_worker_that_keeps_its_items_is_given_up_on),
         TEST(test_a_flood_of_newcomers_holds_few_items),
         TEST(test_garbage_from_a_peer_is_logged_a_few_times),
