@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ import msgpack
 import zmq
 
 import zpipe_worker
-from zpipe_worker import _batch, _keys, _proto, _tasks
+from zpipe_worker import _batch, _keys, _proto, _serve, _tasks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON_DIR = os.path.join(HERE, "..", "..", "python")
@@ -313,6 +314,18 @@ class Wire(unittest.TestCase):
             _proto.hello("h:1", 1, 16384, ["a"], "gpu")),
             [1, 1, "h:1", 1, 16384, ["a"], "gpu"])
         self.assertEqual(_proto.HEARTBEAT_BODY, msgpack.packb([1, 8]))
+
+
+class Limits(unittest.TestCase):
+    def test_stages_kept_are_the_c_workers_number(self):
+        """MAX_STAGES is worker/execute.h's ZP__WORKER_MAX_STAGES."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        with open(os.path.join(here, "..", "..", "worker", "execute.h"),
+                  encoding="utf-8") as f:
+            found = re.search(r"^#define ZP__WORKER_MAX_STAGES (\d+)$",
+                              f.read(), re.M)
+        self.assertIsNotNone(found)
+        self.assertEqual(_serve.MAX_STAGES, int(found.group(1)))
 
 
 class KeyFiles(unittest.TestCase):
