@@ -621,19 +621,6 @@ static void test_a_worker_that_keeps_its_items_is_given_up_on(void **state)
 /* ---- A coordinator that sends STAGE after STAGE ---------------------------
  */
 
-/* The resident memory of process pid, in KiB. */
-static long rss_kib(pid_t pid)
-{
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    ssize_t n = read_small_file(path, buf, sizeof buf - 1);
-    assert_true(n > 0);
-    buf[n] = '\0';
-    const char *at = strstr(buf, "VmRSS:");
-    assert_non_null(at);
-    return atol(at + 6);
-}
-
 /* Sends `n` STAGEs of runs `*run`, `*run` + 1, ... to the worker `id`,
  * then a HELLO, and waits for its answer: the worker has handled them.
  * Fewer than the ROUTER's high-water mark, lest it drop some. */

@@ -289,6 +289,19 @@ static inline ssize_t read_small_file(const char *path, char *buf, size_t len)
     return (ssize_t)n;
 }
 
+/* The resident memory of process pid, in KiB. */
+static inline long rss_kib(pid_t pid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    ssize_t n = read_small_file(path, buf, sizeof buf - 1);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    const char *at = strstr(buf, "VmRSS:");
+    assert_non_null(at);
+    return atol(at + 6);
+}
+
 /* Whether `pid` runs in worker mode; notes its ipc directory, if any. */
 static inline bool is_worker(long pid)
 {

@@ -436,19 +436,6 @@ test_curve_admits_allowed_worker_and_refuses_unknown_key(void **state)
 
 /* ---- main ---------------------------------------------------------------- */
 
-/* The resident memory of process pid, in KiB. */
-static long rss_kib(pid_t pid)
-{
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    ssize_t n = read_small_file(path, buf, sizeof buf - 1);
-    assert_true(n > 0);
-    buf[n] = '\0';
-    const char *at = strstr(buf, "VmRSS:");
-    assert_non_null(at);
-    return atol(at + 6);
-}
-
 /* A worker forgets the stages of runs that are over: one connected
  * through run after run (each binding a 64 KB value to its stage) stays
  * near where the first runs took it. */
