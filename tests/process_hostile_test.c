@@ -692,7 +692,7 @@ static void test_a_worker_sent_stage_after_stage_stays_bounded(void **state)
     zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(router, ZMQ_RCVTIMEO, &wait_ms, sizeof wait_ms);
     assert_int_equal(zmq_bind(router, ep), 0);
-    pid_t w = start_worker(ep, NULL, NULL);
+    pid_t w = start_measured_worker(ep);
     zmq_msg_t id, body;
     zmq_msg_init(&id);
     zmq_msg_init(&body);

@@ -453,7 +453,7 @@ static void test_a_worker_through_many_runs_stays_flat(void **state)
     bind[0] = bind[BIND + 1] = '"';
     bind[BIND + 2] = '\0';
     zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
-    pid_t w = start_worker(ep, NULL, NULL);
+    pid_t w = start_measured_worker(ep);
     f->p = zp_pipe(zp_task(numbers, .branch = true),
                    zp_task(twice, .mode = ZP_REMOTE, .bind = bind));
     free(bind);
