@@ -156,6 +156,10 @@ static void on_member_message(zp__dispatch *d, zp__member *w, const zp__msg *m)
         zp__roster_drop(d, w, "a message naming another run or stage");
         return;
     }
+    if (about_batch && !w->configured) {
+        zp__roster_drop(d, w, "outputs of a stage that sent it no batch");
+        return;
+    }
     if (m->type == ZP__READY) {
         w->credit += m->credit;
         zp__roster_offer(d, w);

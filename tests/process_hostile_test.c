@@ -5,16 +5,20 @@
  * stranger sending garbage and a HELLO of the wrong version, a worker
  * sending DONEs of another run or stage, workers of any capacity (each
  * held to it), workers whose outputs are malformed or too many, one that
- * fails an item not in its batch, one that keeps its items, a flood of
- * newcomers, and garbage logged a few times only. Each run completes with
- * every output once, served by an honest remote worker. The helpers, the
- * tasks and main()'s start are tests/processutil.h's.
+ * fails an item not in its batch, one that answers for a stage that gave
+ * it nothing, one that keeps its items, a flood of
+ * newcomers, and garbage logged a few times only. Each run completes
+ * with every output once, served by an honest remote worker. And a real
+ * worker sent thousands of STAGEs by a hand-made coordinator keeps its
+ * memory bounded. The helpers, the tasks and main()'s start are
+ * tests/processutil.h's.
  */
 #include "tests/processutil.h"
 
 #include <zmq.h>
 
 #include "transport/batch.h"
+#include "transport/timing.h"
 
 /* ---- Hostile peers --------------------------------------------------------
  */
@@ -213,11 +217,12 @@ static void test_a_worker_sending_another_runs_outputs_is_dropped(void **state)
 
 /* How a worker by hand answers its batches. */
 enum manner {
-    HONEST,   /* DONE with the outputs                             */
-    SILENT,   /* never, but it sends heartbeats                    */
-    NOT_BIN,  /* DONE whose outputs are a str, not a bin           */
-    TWICE,    /* DONE with two outputs per item (not a branch)     */
-    FAIL_OFF, /* FAIL naming an item outside the batch             */
+    HONEST,    /* DONE with the outputs                             */
+    SILENT,    /* never, but it sends heartbeats                    */
+    NOT_BIN,   /* DONE whose outputs are a str, not a bin           */
+    TWICE,     /* DONE with two outputs per item (not a branch)     */
+    FAIL_OFF,  /* FAIL naming an item outside the batch             */
+    ELSEWHERE, /* DONE naming the run's other stage, which gave it none */
 };
 
 /* A worker by hand that announces `capacity`, answers batches in its
@@ -283,6 +288,8 @@ static void answer(void *s, const zp__msg *m, enum manner manner)
         done_twice(s, m, &sb);
     else if (manner == NOT_BIN)
         done_not_bin(m, &sb);
+    else if (manner == ELSEWHERE)
+        send_done(s, m, m->run, m->stage == 1 ? 2 : 1, 2, 0);
     else if (manner == FAIL_OFF)
         zp__msg_fail(&sb, m->run, m->stage, m->batch, 123456789, "boom", 1);
     if (sb.size > 0)
@@ -401,17 +408,23 @@ static void test_workers_of_any_capacity_are_served_within_it(void **state)
     }
 }
 
-/* A run of 1000 items served by a worker by hand in `manner` beside an
- * honest worker process: the run completes, each output once. */
-static void run_beside_a_bad_worker(fixture *f, enum manner manner)
+/* A run of 1000 items through `stages` remote stages (1 or 2) served by
+ * a worker by hand in `manner` beside an honest worker process: the run
+ * completes, each output once. Returns how long it took, in ms. */
+static int64_t run_beside_a_bad_worker_of(fixture *f, enum manner manner,
+                                          int stages)
 {
     char ep[64];
     collected *c = &f->c;
     int zero = 0;
     free_endpoint(ep, sizeof ep);
     zp_run_opts ro = {.listen = ep, .wait_workers_ms = 15000};
-    zp_pipeline *p = f->p = zp_pipe(zp_task(numbers, .branch = true),
-                                    zp_task(twice, .mode = ZP_REMOTE));
+    zp_pipeline *p = f->p = stages == 1
+                                ? zp_pipe(zp_task(numbers, .branch = true),
+                                          zp_task(twice, .mode = ZP_REMOTE))
+                                : zp_pipe(zp_task(numbers, .branch = true),
+                                          zp_task(twice, .mode = ZP_REMOTE),
+                                          zp_task(twice, .mode = ZP_REMOTE));
     zp_run *run = begin_run(c, p, "[1000]", &ro);
     void *zctx = zmq_ctx_new();
     small_worker bad = {.s = zmq_socket(zctx, ZMQ_DEALER),
@@ -439,8 +452,25 @@ static void run_beside_a_bad_worker(fixture *f, enum manner manner)
     zmq_close(bad.s);
     zmq_ctx_term(zctx);
     assert_run_ok(c);
-    assert_each_once(c, 1000, 2, -1);
+    assert_each_once(c, 1000, stages == 1 ? 2 : 4, -1);
+    int64_t ms = c->ms;
     collected_fini(c);
+    return ms;
+}
+
+static void run_beside_a_bad_worker(fixture *f, enum manner manner)
+{
+    run_beside_a_bad_worker_of(f, manner, 1);
+}
+
+/* Outputs naming a stage that exists but never gave the worker a batch
+ * break the protocol: it is dropped at once, and its batch runs
+ * elsewhere well before the stuck-batch rule would give up on it. */
+static void test_a_worker_answering_for_another_stage_is_dropped(void **state)
+{
+    int64_t ms = run_beside_a_bad_worker_of(*state, ELSEWHERE, 2);
+    print_message("run %lld ms\n", (long long)ms);
+    assert_true(ms < ZP__STUCK_MIN_MS / 2);
 }
 
 static void test_a_worker_with_malformed_outputs_is_dropped(void **state)
@@ -588,6 +618,102 @@ static void test_a_worker_that_keeps_its_items_is_given_up_on(void **state)
     run_beside_a_bad_worker(*state, SILENT);
 }
 
+/* ---- A coordinator that sends STAGE after STAGE ---------------------------
+ */
+
+/* Sends `n` STAGEs of runs `*run`, `*run` + 1, ... to the worker `id`,
+ * then a HELLO, and waits for its answer: the worker has handled them.
+ * Fewer than the ROUTER's high-water mark, lest it drop some. */
+static void send_some_stages(void *router, zmq_msg_t *id, uint64_t *run, int n)
+{
+    static char text[4000];
+    msgpack_sbuffer sb, bind;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer_init(&bind);
+    msgpack_packer_init(&pk, &bind, msgpack_sbuffer_write);
+    memset(text, 'b', sizeof text);
+    msgpack_pack_str_with_body(&pk, text, sizeof text); /* a bind value */
+    for (int i = 0; i < n; i++, (*run)++) {
+        assert_int_equal(
+            zp__msg_stage(&sb, *run, 1, "twice", 0, 0, bind.data, bind.size),
+            0);
+        assert_int_equal(
+            zmq_send(router, zmq_msg_data(id), zmq_msg_size(id), ZMQ_SNDMORE),
+            (int)zmq_msg_size(id));
+        assert_int_equal(zmq_send(router, sb.data, sb.size, 0), (int)sb.size);
+        msgpack_sbuffer_clear(&sb);
+    }
+    assert_int_equal(
+        zp__msg_hello(&sb, "coordinator", (uint32_t)getpid(), 1, NULL, 0, NULL),
+        0);
+    zmq_send(router, zmq_msg_data(id), zmq_msg_size(id), ZMQ_SNDMORE);
+    zmq_send(router, sb.data, sb.size, 0);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_sbuffer_destroy(&bind);
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    assert_non_null(zone);
+    zmq_msg_t from, body;
+    zmq_msg_init(&from);
+    zmq_msg_init(&body);
+    zp__msg m = {.type = ZP__BYE};
+    const char *why;
+    while (m.type != ZP__HELLO) {
+        assert_true(zmq_msg_recv(&from, router, 0) >= 0);
+        assert_true(zmq_msg_recv(&body, router, 0) >= 0);
+        msgpack_zone_clear(zone);
+        if (zp__msg_decode(zmq_msg_data(&body), zmq_msg_size(&body), zone, &m,
+                           &why) != 0)
+            m.type = ZP__BYE;
+    }
+    zmq_msg_close(&from);
+    zmq_msg_close(&body);
+    msgpack_zone_free(zone);
+}
+
+/* send_some_stages() of n STAGEs, in steps of 500. */
+static void send_stages(void *router, zmq_msg_t *id, uint64_t *run, int n)
+{
+    for (int i = 0; i < n; i += 500)
+        send_some_stages(router, id, run, n - i < 500 ? n - i : 500);
+}
+
+/* A worker keeps at most ZP__WORKER_MAX_STAGES stages: thousands of
+ * STAGEs leave its memory where the first ones took it. */
+static void test_a_worker_sent_stage_after_stage_stays_bounded(void **state)
+{
+    (void)state;
+    char ep[64];
+    int zero = 0, wait_ms = DEADLINE_MS;
+    free_endpoint(ep, sizeof ep);
+    void *zctx = zmq_ctx_new();
+    void *router = zmq_socket(zctx, ZMQ_ROUTER);
+    assert_non_null(router);
+    zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(router, ZMQ_RCVTIMEO, &wait_ms, sizeof wait_ms);
+    assert_int_equal(zmq_bind(router, ep), 0);
+    pid_t w = start_measured_worker(ep);
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    assert_true(zmq_msg_recv(&id, router, 0) >= 0); /* its HELLO */
+    assert_true(zmq_msg_recv(&body, router, 0) >= 0);
+    uint64_t run = 1;
+    send_stages(router, &id, &run, 3000); /* past the cap: it drops some */
+    long before = rss_kib(w);
+    send_stages(router, &id, &run, 9000);
+    long after = rss_kib(w);
+    print_message("worker RSS %ld KiB, then %ld KiB after 9000 more STAGEs\n",
+                  before, after);
+    stop_worker(w);
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+    zmq_close(router);
+    zmq_ctx_term(zctx);
+    /* Each kept costs its bind value's 4 KB: 9000 would be 36 MB. */
+    assert_true(after - before < 4096);
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -602,9 +728,11 @@ int main(int argc, char **argv)
         TEST(test_a_worker_with_malformed_outputs_is_dropped),
         TEST(test_a_worker_with_two_outputs_per_item_is_dropped),
         TEST(test_a_worker_failing_an_item_not_in_its_batch_is_dropped),
+        TEST(test_a_worker_answering_for_another_stage_is_dropped),
         TEST(test_a_worker_that_keeps_its_items_is_given_up_on),
         TEST(test_a_flood_of_newcomers_holds_few_items),
         TEST(test_garbage_from_a_peer_is_logged_a_few_times),
+        TEST(test_a_worker_sent_stage_after_stage_stays_bounded),
         cmocka_unit_test(test_no_child_process_is_left_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

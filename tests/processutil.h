@@ -415,6 +415,38 @@ static inline pid_t start_pool_worker(const char *endpoint, const char *pool)
     return start_worker_with(endpoint, more);
 }
 
+/* A remote worker whose memory rss_kib() measures: in the sanitizer
+ * builds, without the quarantine of freed memory (which would count as
+ * resident what the worker gave back). */
+static inline pid_t start_measured_worker(const char *endpoint)
+{
+    const char *had = getenv("ASAN_OPTIONS");
+    char *old = had ? strdup(had) : NULL, opts[1024];
+    snprintf(opts, sizeof opts, "%s%squarantine_size_mb=0", old ? old : "",
+             old ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    pid_t w = start_worker_with(endpoint, NULL);
+    if (old != NULL)
+        setenv("ASAN_OPTIONS", old, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+    free(old);
+    return w;
+}
+
+/* The resident memory of process pid, in KiB. */
+static inline long rss_kib(pid_t pid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    ssize_t n = read_small_file(path, buf, sizeof buf - 1);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    const char *at = strstr(buf, "VmRSS:");
+    assert_non_null(at);
+    return atol(at + 6);
+}
+
 static inline void forget_worker(pid_t pid)
 {
     for (size_t i = 0; i < sizeof remote_pids / sizeof *remote_pids; i++)

@@ -38,7 +38,10 @@ typedef struct worker {
     size_t id_len;
     char *hello; /* owned; its last HELLO */
     size_t hello_len;
+    uint64_t given; /* bit i: ports[i] sent it an ITEM (i < GIVEN_BITS) */
 } worker;
+
+#define GIVEN_BITS 64 /* ports past it are not checked */
 
 struct zp__listener {
     void *zctx;      /* borrowed */
@@ -137,12 +140,16 @@ static void to_all(zp__listener *l)
 }
 
 /* Passes the message about a batch to the stage it names. One naming
- * another run, or a stage without remote workers, breaks the protocol:
- * every stage hears it, and drops the worker that sent it. */
-static void to_stage(zp__listener *l, const zp__msg *m)
+ * another run, a stage without remote workers, or a stage that never
+ * gave that worker a batch breaks the protocol: every stage hears it,
+ * and drops the worker that sent it. */
+static void to_stage(zp__listener *l, const worker *w, const zp__msg *m)
 {
     for (size_t i = 0; m->run == l->run && i < l->nports; i++)
         if (l->ports[i].stage == m->stage) {
+            /* A stage that never gave it a batch: as another stage. */
+            if (i < GIVEN_BITS && !(w->given >> i & 1))
+                break;
             zp__hub_pass(l->router, l->ports[i].hub);
             return;
         }
@@ -173,7 +180,7 @@ static void route(zp__listener *l, const zp__hub_msg *hm)
             zp__hub_send(l->router, hm->id, hm->id_len, l->hello.data,
                          l->hello.size);
     } else if (m.type == ZP__OUT || m.type == ZP__DONE || m.type == ZP__FAIL) {
-        to_stage(l, &m);
+        to_stage(l, w, &m);
     } else if (m.type == ZP__READY || m.type == ZP__HEARTBEAT ||
                m.type == ZP__BYE) {
         to_all(l);
@@ -197,12 +204,27 @@ static void unreachable(zp__listener *l, const zp__hub_msg *hm)
     forget(l, w);
 }
 
+/* Notes that port p gives worker hm->id a batch, when hm is an ITEM
+ * ([version, type, ...]: its type is its third byte). */
+static void note_given(zp__listener *l, const port *p, const zp__hub_msg *hm)
+{
+    size_t i = (size_t)(p - l->ports);
+    const unsigned char *b = hm->body;
+    if (i >= GIVEN_BITS || hm->len < 3 || b[2] != ZP__ITEM)
+        return;
+    worker *w = find_worker(l, hm->id, hm->id_len);
+    if (w != NULL)
+        w->given |= (uint64_t)1 << i;
+}
+
 static void from_stage(zp__listener *l, port *p)
 {
     zp__hub_msg hm;
-    for (int n = 0; n < BURST && zp__hub_next(p->hub, &hm) == 1; n++)
+    for (int n = 0; n < BURST && zp__hub_next(p->hub, &hm) == 1; n++) {
+        note_given(l, p, &hm);
         if (zp__hub_pass(p->hub, l->router) != 0)
             unreachable(l, &hm);
+    }
 }
 
 static void from_workers(zp__listener *l)

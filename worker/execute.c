@@ -19,16 +19,106 @@
 #include "core/error.h"
 #include "transport/batch.h"
 #include "transport/proto.h"
+#include "transport/timing.h"
 
 #define OUT_CHUNK ((size_t)16 << 20) /* outputs per OUT message, at most */
 
-const zp__sstage *zp__execute_find_stage(zp__server *s, uint64_t run,
-                                         uint32_t index)
+static void stage_key(unsigned char key[12], uint64_t run, uint32_t index)
+{
+    memcpy(key, &run, sizeof run);
+    memcpy(key + sizeof run, &index, sizeof index);
+}
+
+zp__sstage *zp__execute_find_stage(zp__server *s, uint64_t run, uint32_t index)
+{
+    unsigned char key[12];
+    stage_key(key, run, index);
+    return zp__idmap_get(&s->stage_ids, key, sizeof key);
+}
+
+zp__sstage *zp__execute_hold(zp__server *s, uint64_t run, uint32_t index)
+{
+    zp__sstage *st = zp__execute_find_stage(s, run, index);
+    if (st != NULL) {
+        st->users++;
+        st->used = zp__now_ns();
+    }
+    return st;
+}
+
+void zp__execute_release(zp__server *s, zp__sstage *st)
+{
+    if (st == NULL)
+        return;
+    pthread_mutex_lock(&s->lock);
+    assert(st->users > 0); /* never negative */
+    st->users--;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void free_stage(zp__sstage *st)
+{
+    zp_pipeline_free(st->p);
+    free(st->missing);
+    free(st);
+}
+
+/* Forgets s->stages[i], which no batch uses. */
+static void forget_at(zp__server *s, size_t i)
+{
+    zp__sstage *st = s->stages[i];
+    assert(st->users == 0); /* only a stage no batch runs is freed */
+    zp__idmap_del(&s->stage_ids, st->key, sizeof st->key);
+    memmove(&s->stages[i], &s->stages[i + 1],
+            (s->nstages - i - 1) * sizeof *s->stages);
+    s->nstages--;
+    free_stage(st);
+}
+
+void zp__execute_forget(zp__server *s, uint64_t now)
+{
+    for (size_t i = 0; i < s->nstages;) {
+        const zp__sstage *st = s->stages[i];
+        if (st->run != s->run && st->users == 0 &&
+            now - st->used >= ZP__SILENCE_MS * ZP__NS_PER_MS)
+            forget_at(s, i);
+        else
+            i++;
+    }
+}
+
+int zp__execute_keep_stage(zp__server *s, zp__sstage *st)
+{
+    s->run = st->run;
+    st->used = zp__now_ns();
+    stage_key(st->key, st->run, st->index);
+    zp__execute_forget(s, st->used);
+    for (size_t i = 0; s->nstages >= ZP__WORKER_MAX_STAGES && i < s->nstages;)
+        if (s->stages[i]->users == 0)
+            forget_at(s, i); /* the oldest first */
+        else
+            i++;
+    zp__sstage **v =
+        zp__realloc(s->stages, (s->nstages + 1) * sizeof *s->stages);
+    if (v != NULL)
+        s->stages = v;
+    if (v == NULL ||
+        zp__idmap_put(&s->stage_ids, st->key, sizeof st->key, st) != 0) {
+        free_stage(st);
+        return ZP_ENOMEM;
+    }
+    s->stages[s->nstages++] = st;
+    return 0;
+}
+
+void zp__execute_free_stages(zp__server *s)
 {
     for (size_t i = 0; i < s->nstages; i++)
-        if (s->stages[i].run == run && s->stages[i].index == index)
-            return &s->stages[i];
-    return NULL;
+        free_stage(s->stages[i]);
+    free(s->stages);
+    s->stages = NULL;
+    s->nstages = 0;
+    zp__idmap_fini(&s->stage_ids);
 }
 
 static zp__sjob *next_job(zp__server *s)
@@ -233,9 +323,9 @@ void zp__execute_count(zp__server *s, uint64_t items, uint64_t busy_ns)
 
 void zp__execute_run(zp__server *s, const zp__sink *ob, const zp__sjob *j)
 {
-    /* The array of stages may grow meanwhile; what it points to stays. */
+    /* Held, the stage stays while the batch runs. */
     pthread_mutex_lock(&s->lock);
-    const zp__sstage *st = zp__execute_find_stage(s, j->run, j->stage);
+    zp__sstage *st = zp__execute_hold(s, j->run, j->stage);
     const zp_pipeline *p = st != NULL ? st->p : NULL;
     const char *missing = st != NULL ? st->missing : "(no STAGE was sent)";
     pthread_mutex_unlock(&s->lock);
@@ -253,6 +343,7 @@ void zp__execute_run(zp__server *s, const zp__sink *ob, const zp__sjob *j)
     }
     msgpack_sbuffer_destroy(&res.out);
     zp__execute_count(s, res.items, res.busy);
+    zp__execute_release(s, st);
 }
 
 void *zp__execute_main(void *arg)
@@ -274,6 +365,7 @@ void zp__execute_done(zp__server *s, zp__sjob *j)
     assert(s->busy > 0);
     s->busy--;
     pthread_mutex_unlock(&s->lock);
+    zp__execute_release(s, j->held);
     free(j->owned);
     free(j);
 }

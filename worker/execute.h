@@ -13,18 +13,28 @@
 #include <pthread.h>
 #include <sys/types.h>
 
+#include "core/idmap.h"
 #include "core/list.h"
 #include "transport/peer.h"
 #include "worker/aserver.h"
 #include "worker/call.h"
 #include "worker/serve.h"
 
+/* STAGE settings a worker keeps at most; past it the oldest not in use is
+ * forgotten first (an ITEM of a forgotten stage fails: "no STAGE was
+ * sent"). The Python worker's MAX_STAGES (python/zpipe_worker/_serve.py)
+ * is the same number; docs/protocol.md states it. */
+#define ZP__WORKER_MAX_STAGES 1024
+
 /* A stage of a run, as STAGE described it. */
 typedef struct zp__sstage {
+    unsigned char key[12]; /* run and index: its key in the server's map */
     uint64_t run;
     uint32_t index;
     zp_pipeline *p; /* owned; one stage, or NULL: this worker lacks it */
     char *missing;  /* owned; the task name when p is NULL           */
+    int users;      /* batches running it; >= 0; under the server's lock */
+    uint64_t used;  /* when last configured or run (zp__now_ns)      */
 } zp__sstage;
 
 /* A batch to run, as ITEM sent it. */
@@ -35,6 +45,7 @@ typedef struct zp__sjob {
     const char *items; /* batch bytes: `owned`, or the message's */
     size_t len;
     char *owned;
+    zp__sstage *held; /* the stage an async batch runs, held; or NULL */
 } zp__sjob;
 
 /* A worker serving a coordinator. */
@@ -46,12 +57,15 @@ typedef struct zp__server {
     zp__runctl ctl;       /* stop: the process is leaving */
     pthread_mutex_t lock; /* guards jobs, stages, busy */
     pthread_cond_t cond;
-    zp__queue jobs;     /* owned queue of zp__sjob */
-    zp__sstage *stages; /* owned */
+    zp__queue jobs;      /* owned queue of zp__sjob */
+    zp__sstage **stages; /* owned; oldest first, at most MAX_STAGES
+                            but for those in use */
     size_t nstages;
-    int busy;     /* batches being run; >= 0 */
-    pid_t parent; /* child workers: the coordinator that spawned them */
-    bool greeted; /* a HELLO went out */
+    zp__idmap stage_ids; /* (run, index) -> one of stages */
+    uint64_t run;        /* the run of the last STAGE */
+    int busy;            /* batches being run; >= 0 */
+    pid_t parent;        /* child workers: the coordinator that spawned them */
+    bool greeted;        /* a HELLO went out */
     pthread_t *threads;
     int nthreads;
     pthread_mutex_t io;             /* the peer's sockets: held by the main
@@ -84,8 +98,28 @@ typedef struct zp__sink {
 } zp__sink;
 
 /* The stage `index` of run `run`, or NULL. The caller holds s->lock. */
-const zp__sstage *zp__execute_find_stage(zp__server *s, uint64_t run,
-                                         uint32_t index);
+zp__sstage *zp__execute_find_stage(zp__server *s, uint64_t run, uint32_t index);
+
+/* The stage `index` of run `run`, held (not freed until released), or
+ * NULL. The caller holds s->lock. */
+zp__sstage *zp__execute_hold(zp__server *s, uint64_t run, uint32_t index);
+
+/* Lets go of a stage that zp__execute_hold() gave (NULL: nothing). */
+void zp__execute_release(zp__server *s, zp__sstage *st);
+
+/* Keeps a stage a STAGE message described (consumed, even on failure):
+ * first forgets the stages of runs that are over and, at MAX_STAGES,
+ * the oldest not in use. Returns 0 or ZP_ENOMEM. The caller holds
+ * s->lock; st's run and index are not yet kept. */
+int zp__execute_keep_stage(zp__server *s, zp__sstage *st);
+
+/* Forgets the stages of runs that are over: of another run than the
+ * last STAGE's, not in use, and unused for ZP__SILENCE_MS. The caller
+ * holds s->lock. */
+void zp__execute_forget(zp__server *s, uint64_t now);
+
+/* Frees every stage (the worker is leaving: none is in use). */
+void zp__execute_free_stages(zp__server *s);
 
 /* Posts OUT (more to come) or DONE with the outputs gathered so far, and
  * empties them. Returns 0 or an error code. */

@@ -134,19 +134,26 @@ static void on_stage(zp__server *s, const zp__msg *m)
     if (task == NULL)
         return;
     zp_pipeline *p = stage_pipeline(m, task);
-    pthread_mutex_lock(&s->lock);
-    zp__sstage *v = zp__execute_find_stage(s, m->run, m->stage) == NULL
-                        ? zp__realloc(s->stages, (s->nstages + 1) * sizeof *v)
-                        : NULL;
-    if (v != NULL) {
-        s->stages = v;
-        v[s->nstages++] = (zp__sstage){m->run, m->stage, p, p ? NULL : task};
-        p = NULL;
-        task = v[s->nstages - 1].missing ? NULL : task;
+    zp__sstage *st = zp__calloc(1, sizeof *st);
+    if (st == NULL) {
+        zp_pipeline_free(p);
+        free(task);
+        return;
     }
+    *st = (zp__sstage){
+        .run = m->run, .index = m->stage, .p = p, .missing = p ? NULL : task};
+    if (p != NULL)
+        free(task);
+    pthread_mutex_lock(&s->lock);
+    bool fresh = zp__execute_find_stage(s, m->run, m->stage) == NULL;
+    if (fresh)                         /* else the first STAGE stays */
+        zp__execute_keep_stage(s, st); /* consumes st */
     pthread_mutex_unlock(&s->lock);
-    zp_pipeline_free(p);
-    free(task);
+    if (!fresh) {
+        zp_pipeline_free(st->p);
+        free(st->missing);
+        free(st);
+    }
 }
 
 /* The async loop's thread: a batch of an async task is done. */
@@ -173,24 +180,23 @@ static void async_done(void *arg, zp__ajob *aj)
     zp__execute_done(s, j);
 }
 
-/* The task of an async stage, or NULL. */
-static const zp__stage_def *async_def(zp__server *s, uint64_t run,
-                                      uint32_t index)
+/* The stage of an async task, held, or NULL. */
+static zp__sstage *async_stage(zp__server *s, uint64_t run, uint32_t index)
 {
     pthread_mutex_lock(&s->lock);
-    const zp__sstage *st = zp__execute_find_stage(s, run, index);
-    const zp__stage_def *def =
-        st != NULL && st->p != NULL && st->p->stages[0].afn != NULL
-            ? &st->p->stages[0]
-            : NULL;
+    zp__sstage *st = zp__execute_find_stage(s, run, index);
+    st = st != NULL && st->p != NULL && st->p->stages[0].afn != NULL
+             ? zp__execute_hold(s, run, index)
+             : NULL;
     pthread_mutex_unlock(&s->lock);
-    return def;
+    return st;
 }
 
 /* Hands a batch of an async task to the async loop; false when the loop
  * cannot start. */
-static bool submit_async(zp__server *s, const zp__stage_def *def, zp__sjob *j)
+static bool submit_async(zp__server *s, zp__sjob *j)
 {
+    const zp__stage_def *def = &j->held->p->stages[0];
     zp__ajob *aj = zp__calloc(1, sizeof *aj);
     if (aj == NULL)
         return false;
@@ -229,8 +235,8 @@ static void on_item(zp__server *s, const zp__msg *m)
                      .stage = m->stage,
                      .items = m->data,
                      .len = m->data_len};
-    const zp__stage_def *def = async_def(s, m->run, m->stage);
-    if (def == NULL && s->nthreads == 0) {
+    zp__sstage *st = async_stage(s, m->run, m->stage);
+    if (st == NULL && s->nthreads == 0) {
         run_here(s, &here);
         return;
     }
@@ -239,13 +245,17 @@ static void on_item(zp__server *s, const zp__msg *m)
     if (j == NULL || items == NULL) {
         free(j);
         free(items);
+        zp__execute_release(s, st);
         return; /* the coordinator re-sends it when this worker dies */
     }
     memcpy(items, m->data, m->data_len);
     *j = here;
     j->items = j->owned = items;
-    if (def != NULL && submit_async(s, def, j))
+    j->held = st;
+    if (st != NULL && submit_async(s, j))
         return;
+    zp__execute_release(s, st); /* the batch holds its stage as it runs */
+    j->held = NULL;
     if (s->nthreads == 0) { /* run_job() reports the loop that failed */
         run_here(s, j);
         free(j->owned);
@@ -335,6 +345,11 @@ static void serve_link(zp__server *s)
         uint64_t now = zp__now_ns();
         if (!s->greeted)
             s->greeted = send_hello(s) == 0;
+        if (now - s->beat >= HEARTBEAT_MS * ZP__NS_PER_MS) {
+            pthread_mutex_lock(&s->lock); /* a run's stages once it is over */
+            zp__execute_forget(s, now);
+            pthread_mutex_unlock(&s->lock);
+        }
         beat_if_due(s, now);
         if (now - heard >= SILENCE_MS * ZP__NS_PER_MS && idle(s)) {
             send_hello(s); /* the coordinator may have restarted */
@@ -397,11 +412,7 @@ static void server_fini(zp__server *s)
         free(j->owned);
         free(j);
     }
-    for (size_t i = 0; i < s->nstages; i++) {
-        zp_pipeline_free(s->stages[i].p);
-        free(s->stages[i].missing);
-    }
-    free(s->stages);
+    zp__execute_free_stages(s);
     free(s->threads);
     zp__peer_destroy(&s->peer);
     pthread_cond_destroy(&s->cond);

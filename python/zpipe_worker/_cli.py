@@ -121,6 +121,9 @@ def _load_all(names):
             _load(name, loaded)
         except UsageError:
             raise
+        except SystemExit as e:  # sys.exit() or exit() in its top level
+            raise UsageError(f"cannot load module {name}: it exited at "
+                             f"import (status {e.code!r})") from None
         except Exception:
             raise UsageError(f"cannot load module {name}:\n"
                              + traceback.format_exc().rstrip()) from None

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ import msgpack
 import zmq
 
 import zpipe_worker
-from zpipe_worker import _batch, _keys, _proto, _tasks
+from zpipe_worker import _batch, _keys, _proto, _serve, _tasks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON_DIR = os.path.join(HERE, "..", "..", "python")
@@ -315,6 +316,18 @@ class Wire(unittest.TestCase):
         self.assertEqual(_proto.HEARTBEAT_BODY, msgpack.packb([1, 8]))
 
 
+class Limits(unittest.TestCase):
+    def test_stages_kept_are_the_c_workers_number(self):
+        """MAX_STAGES is worker/execute.h's ZP__WORKER_MAX_STAGES."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        with open(os.path.join(here, "..", "..", "worker", "execute.h"),
+                  encoding="utf-8") as f:
+            found = re.search(r"^#define ZP__WORKER_MAX_STAGES (\d+)$",
+                              f.read(), re.M)
+        self.assertIsNotNone(found)
+        self.assertEqual(_serve.MAX_STAGES, int(found.group(1)))
+
+
 class KeyFiles(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
@@ -509,6 +522,7 @@ class CommandLine(unittest.TestCase):
                    "def twice(x):\n    return 2 * x\n")
         broken = Module(self, "raise ImportError('no such thing')\n")
         empty = Module(self, "x = 1\n")
+        leaves = Module(self, "import sys\nsys.exit(0)\n")
         twin = Module(self, "import zpipe_worker\n@zpipe_worker.task\n"
                       "def twice(x):\n    return x\n")
         ep = "tcp://127.0.0.1:9"
@@ -524,6 +538,8 @@ class CommandLine(unittest.TestCase):
                  "ImportError: no such thing"),
                 (["--connect", ep, "--module", empty.path],
                  "no tasks to serve"),
+                (["--connect", ep, "--module", leaves.path],
+                 f"cannot load module {leaves.path}: it exited at import"),
                 (["--connect", ep, "--module", m.path, "--module",
                   twin.path], "task 'twice' is defined twice"),
                 (["--connect", ep, "--module", m.path, "--curve-server",
